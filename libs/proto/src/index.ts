@@ -1,0 +1,2 @@
+// Import the generated modules by path, e.g. "@keymesh/proto/limiter/v1/limiter".
+export {};
