@@ -1,0 +1,54 @@
+/** NATS subjects keymesh publishes on: keymesh.<area>.<event>. */
+export const Subjects = {
+  policyUpdated: 'keymesh.policy.updated',
+  keysChanged: 'keymesh.keys.changed',
+  usageRecorded: 'keymesh.usage.recorded',
+} as const;
+
+export interface BusMessage {
+  readonly subject: string;
+  readonly data: Uint8Array;
+  /** Message headers; W3C traceparent/tracestate of the publisher's span among them. */
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/**
+ * Messages as an async iterator: `for await (const msg of sub)`; leaving the
+ * loop (break, return, throw) unsubscribes.
+ */
+export interface Subscription extends AsyncIterable<BusMessage> {
+  unsubscribe(): void;
+}
+
+export interface SubscribeOptions {
+  /** Queue group: each message goes to one member of the group. */
+  queue?: string;
+  /** Messages held for a slow consumer before the oldest are dropped (and counted). */
+  maxPending?: number;
+}
+
+/**
+ * Publish/subscribe with fire-and-forget delivery. Two implementations with the
+ * same semantics: NATS (across processes) and in-process (the embedded mode).
+ */
+export interface Bus {
+  /** Buffers the message; publishing never blocks the hot path. The active trace context travels in the headers. */
+  publish(subject: string, data: Uint8Array, headers?: Record<string, string>): void;
+  subscribe(subject: string, options?: SubscribeOptions): Subscription;
+  /** Resolves when everything published so far has left this process. */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** NATS subject matching: `*` is one token, a trailing `>` is one or more. */
+export function subjectMatches(pattern: string, subject: string): boolean {
+  if (pattern === subject) return true;
+  const p = pattern.split('.');
+  const s = subject.split('.');
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '>') return i === p.length - 1 && s.length > i;
+    if (i >= s.length) return false;
+    if (p[i] !== '*' && p[i] !== s[i]) return false;
+  }
+  return p.length === s.length;
+}

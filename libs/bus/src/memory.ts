@@ -1,0 +1,75 @@
+import { injectTraceContext } from '@keymesh/telemetry';
+import { subjectMatches, type Bus, type BusMessage, type SubscribeOptions, type Subscription } from './bus';
+import { QueuedSubscription } from './queue';
+
+interface Member {
+  pattern: string;
+  queue: string | undefined;
+  subscription: QueuedSubscription;
+}
+
+/**
+ * The in-process bus of the embedded mode. Delivery is deferred to a later
+ * tick, as on NATS, so a publisher never runs subscriber code inline.
+ */
+export function createMemoryBus(): Bus {
+  const members = new Set<Member>();
+  const queueCursor = new Map<string, number>();
+  let inFlight: BusMessage[] = [];
+  let scheduled = false;
+  let closed = false;
+
+  const deliver = (): void => {
+    scheduled = false;
+    const batch = inFlight;
+    inFlight = [];
+    for (const message of batch) {
+      const groups = new Map<string, Member[]>();
+      for (const member of members) {
+        if (!subjectMatches(member.pattern, message.subject)) continue;
+        if (member.queue === undefined) {
+          member.subscription.push(message);
+        } else {
+          const key = `${member.pattern}\u0000${member.queue}`;
+          const group = groups.get(key) ?? [];
+          group.push(member);
+          groups.set(key, group);
+        }
+      }
+      for (const [key, group] of groups) {
+        const cursor = (queueCursor.get(key) ?? 0) % group.length;
+        queueCursor.set(key, cursor + 1);
+        group[cursor].subscription.push(message);
+      }
+    }
+  };
+
+  return {
+    publish(subject, data, headers = {}) {
+      if (closed) return;
+      const carried = { ...headers };
+      injectTraceContext(carried);
+      inFlight.push({ subject, data, headers: carried });
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(deliver);
+      }
+    },
+    subscribe(pattern, options: SubscribeOptions = {}): Subscription {
+      const member: Member = {
+        pattern,
+        queue: options.queue,
+        subscription: new QueuedSubscription(options.maxPending ?? 65_536, () => members.delete(member)),
+      };
+      members.add(member);
+      return member.subscription;
+    },
+    async flush() {
+      if (scheduled) await new Promise<void>((resolve) => setImmediate(resolve));
+    },
+    async close() {
+      closed = true;
+      for (const member of [...members]) member.subscription.unsubscribe();
+    },
+  };
+}

@@ -1,0 +1,63 @@
+import { connect, headers as natsHeaders, type NatsConnection } from 'nats';
+import { createLogger, injectTraceContext, type Logger } from '@keymesh/telemetry';
+import type { Bus, BusMessage, SubscribeOptions, Subscription } from './bus';
+import { QueuedSubscription } from './queue';
+
+export interface NatsBusOptions {
+  url: string;
+  /** Shown in the NATS server's connection list. */
+  name: string;
+  logger?: Logger;
+}
+
+/**
+ * The bus over NATS. The client reconnects forever and buffers publishes while
+ * disconnected, so a NATS restart delays events instead of failing requests.
+ */
+export async function connectNatsBus(options: NatsBusOptions): Promise<Bus> {
+  const logger = options.logger ?? createLogger(options.name);
+  const nc: NatsConnection = await connect({
+    servers: options.url,
+    name: options.name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+  });
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type === 'disconnect' || status.type === 'reconnect') logger.warn(`nats ${status.type}`, { server: String(status.data) });
+    }
+  })();
+
+  return {
+    publish(subject, data, extra = {}) {
+      const carried: Record<string, string> = { ...extra };
+      injectTraceContext(carried);
+      const h = natsHeaders();
+      for (const [k, v] of Object.entries(carried)) h.set(k, v);
+      try {
+        nc.publish(subject, data, { headers: h });
+      } catch (err) {
+        // Closed connection: events are best-effort, requests must not fail for them.
+        logger.warn('nats publish failed', { subject, error: err as Error });
+      }
+    },
+    subscribe(subject, subscribeOptions: SubscribeOptions = {}): Subscription {
+      const sub = nc.subscribe(subject, subscribeOptions.queue ? { queue: subscribeOptions.queue } : {});
+      const queued = new QueuedSubscription(subscribeOptions.maxPending ?? 65_536, () => sub.unsubscribe());
+      void (async () => {
+        for await (const msg of sub) {
+          const headers: Record<string, string> = {};
+          if (msg.headers) for (const [k, v] of msg.headers) headers[k] = v[0] ?? '';
+          const message: BusMessage = { subject: msg.subject, data: msg.data, headers };
+          queued.push(message);
+        }
+        queued.unsubscribe();
+      })();
+      return queued;
+    },
+    flush: () => nc.flush(),
+    async close() {
+      await nc.drain().catch(() => nc.close());
+    },
+  };
+}

@@ -1,0 +1,29 @@
+export { ConfigError } from './config-error';
+export { DEMO_CONFIG_YAML } from './demo';
+export { formatDuration, parseDuration } from './duration';
+export { sha256Hex } from './hash';
+export { loadConfigFile, parseConfig } from './load';
+export {
+  compilePolicy,
+  parsePolicy,
+  type Policy,
+  type PolicyKey,
+  type PolicyPool,
+  type PolicyProvider,
+  type PolicyRoute,
+  type PolicyTarget,
+  type PolicyTenant,
+  type SecretSource,
+} from './policy';
+export {
+  KeymeshConfigSchema,
+  MAX_REQUESTS_PER_WINDOW,
+  type ConfigKey,
+  type ConfigPool,
+  type ConfigProvider,
+  type ConfigRoute,
+  type ConfigTenant,
+  type KeymeshConfig,
+  type MockProviderConfig,
+} from './schema';
+export type { ConfigSecret, DeepReadonly, WindowLimit } from './types';

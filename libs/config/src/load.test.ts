@@ -1,0 +1,430 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError } from './config-error';
+import { loadConfigFile, parseConfig } from './load';
+
+const EXAMPLE = `providers:
+  mock: { kind: openai, base_url: http://127.0.0.1:9000/v1 }
+pools:
+  main:
+    provider: mock
+    keys:
+      - { id: k1, secret_env: MOCK_KEY_1, limits: { rpm: 60 } }
+      - { id: k2, secret: sk-test-2, limits: { requests: 5, per: 1s } }
+routes:
+  gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini } ] }
+tenants:
+  demo: { virtual_keys: [ sk-keymesh-demo ] }
+`;
+
+/** The example with one section swapped for another text. */
+function withSection(name: 'providers' | 'pools' | 'routes' | 'tenants', text: string): string {
+  const sections = EXAMPLE.split(/^(?=\w)/m);
+  return sections.map((s) => (s.startsWith(`${name}:`) ? text.trimEnd() + '\n' : s)).join('');
+}
+
+function problemsOf(yaml: string, sourceName = 'keymesh.yaml'): string[] {
+  try {
+    parseConfig(yaml, sourceName);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    assert.equal(err.message, err.problems.join('\n'));
+    return err.problems;
+  }
+  assert.fail('expected the config to be rejected');
+}
+
+function assertHasProblems(problems: string[], expected: string[]): void {
+  for (const line of expected) assert.ok(problems.includes(line), `missing problem:\n  ${line}\ngot:\n  ${problems.join('\n  ')}`);
+}
+
+describe('parseConfig', () => {
+  it('accepts the example config and normalizes it to camelCase with defaults', () => {
+    const config = parseConfig(EXAMPLE, 'keymesh.yaml');
+    assert.deepEqual(config.server, { http: { host: '127.0.0.1', port: 8080, maxBodyBytes: 1_048_576 } });
+    assert.deepEqual(config.providers['mock'], { id: 'mock', kind: 'openai', baseUrl: 'http://127.0.0.1:9000/v1', timeoutMs: 60_000 });
+    assert.deepEqual(config.pools['main'], {
+      id: 'main',
+      providerId: 'mock',
+      keys: [
+        { id: 'k1', secret: { kind: 'env', name: 'MOCK_KEY_1' }, limits: [{ requests: 60, perMs: 60_000 }] },
+        { id: 'k2', secret: { kind: 'literal', value: 'sk-test-2' }, limits: [{ requests: 5, perMs: 1_000 }] },
+      ],
+    });
+    assert.deepEqual(config.routes['gpt-4o-mini'], {
+      alias: 'gpt-4o-mini',
+      targets: [{ poolId: 'main', model: 'gpt-4o-mini' }],
+      cache: null,
+      timeoutMs: 30_000,
+    });
+    assert.deepEqual(config.tenants['demo'], { id: 'demo', virtualKeys: ['sk-keymesh-demo'] });
+    assert.equal(config.mockProvider, null);
+  });
+
+  it('reads explicit server settings, timeouts, cache and compound durations', () => {
+    const config = parseConfig(
+      `server: { http: { host: 0.0.0.0, port: 0, max_body_bytes: 2048 } }\n` +
+        withSection('routes', 'routes:\n  r: { targets: [ { pool: main, model: m } ], cache: { ttl: 1h30m }, timeout: 1m30s }').replace(
+          'base_url: http://127.0.0.1:9000/v1',
+          'base_url: "https://api.example.com/v1/", timeout: 2m',
+        ),
+      'keymesh.yaml',
+    );
+    assert.deepEqual(config.server.http, { host: '0.0.0.0', port: 0, maxBodyBytes: 2048 });
+    assert.equal(config.providers['mock']!.timeoutMs, 120_000);
+    assert.equal(config.providers['mock']!.baseUrl, 'https://api.example.com/v1');
+    assert.deepEqual(config.routes['r']!.cache, { ttlMs: 5_400_000 });
+    assert.equal(config.routes['r']!.timeoutMs, 90_000);
+  });
+
+  it('reads mock_provider with its defaults, zero latency and both limit forms on one key', () => {
+    const config = parseConfig(
+      EXAMPLE +
+        `mock_provider:\n  keys:\n    - { secret: mock-key-1, limits: { rpm: 600, requests: 10, per: 1s } }\n    - { secret_env: MOCK_KEY_2 }\n`,
+      'keymesh.yaml',
+    );
+    assert.deepEqual(config.mockProvider, {
+      port: 9000,
+      latencyMs: 0,
+      keys: [
+        {
+          secret: { kind: 'literal', value: 'mock-key-1' },
+          limits: [
+            { requests: 600, perMs: 60_000 },
+            { requests: 10, perMs: 1_000 },
+          ],
+        },
+        { secret: { kind: 'env', name: 'MOCK_KEY_2' }, limits: [] },
+      ],
+    });
+  });
+
+  it('reports every kind of problem in one error, each naming the file and the path', () => {
+    const problems = problemsOf(`server: { http: { port: 70000 } }
+providers:
+  mock: { kind: anthropic, base_url: http://127.0.0.1:9000/v1 }
+pools:
+  main:
+    provider: mock
+    keys:
+      - { id: k1, secret_env: MOCK_KEY_1, limits: { rpm: 60 } }
+      - { id: k2, secret: sk-test-2, limits: { requests: 5, per: 5x } }
+  spare: { provider: nowhere, keys: [ { id: k3, secret: sk-test-3 } ] }
+routes:
+  gpt-4o-mini: { targets: [ { pool: eu-gpt, model: gpt-4o-mini } ] }
+tenants:
+  demo: { virtual_keys: [ sk-keymesh-demo ], budget: 5 }
+`);
+    assert.deepEqual(problems.sort(), [
+      'keymesh.yaml: pools.main.keys[1].limits.per: expected a duration like "500ms", "1s", "1m", "1h", "1d"',
+      'keymesh.yaml: pools.spare.provider: unknown provider "nowhere"',
+      'keymesh.yaml: providers.mock.kind: expected "openai" (any OpenAI-compatible server)',
+      'keymesh.yaml: routes.gpt-4o-mini.targets[0].pool: unknown pool "eu-gpt"',
+      'keymesh.yaml: server.http.port: expected a port from 0 to 65535',
+      'keymesh.yaml: tenants.demo: unknown key "budget" (expected one of: virtual_keys)',
+    ]);
+  });
+
+  it('names missing required sections and fields', () => {
+    const problems = problemsOf('providers:\n  mock: { kind: openai }\npools: {}\nroutes: {}\n');
+    assertHasProblems(problems, [
+      'keymesh.yaml: providers.mock.base_url: missing required field (expected an http(s) URL like "http://127.0.0.1:9000/v1")',
+      'keymesh.yaml: tenants: missing required field (expected a mapping)',
+    ]);
+  });
+
+  it('rejects unknown keys at the top level', () => {
+    const problems = problemsOf(EXAMPLE + 'route:\n  x: 1\n');
+    assert.deepEqual(problems, ['keymesh.yaml: unknown key "route" (did you mean "routes"?)']);
+  });
+
+  it('rejects unknown keys in nested sections, one problem per key, and suggests the intended key', () => {
+    const problems = problemsOf(
+      EXAMPLE.replace('secret: sk-test-2,', 'secret: sk-test-2, weight: 2, secretEnv: X,').replace(
+        'base_url: http://127.0.0.1:9000/v1',
+        'baseUrl: http://127.0.0.1:9000/v1',
+      ),
+    );
+    assertHasProblems(problems, [
+      'keymesh.yaml: providers.mock: unknown key "baseUrl" (did you mean "base_url"?)',
+      'keymesh.yaml: pools.main.keys[1]: unknown key "weight" (expected one of: id, secret, secret_env, limits)',
+      'keymesh.yaml: pools.main.keys[1]: unknown key "secretEnv" (did you mean "secret_env"?)',
+    ]);
+  });
+
+  it('requires exactly one of secret and secret_env, in pools and in the mock provider', () => {
+    const problems = problemsOf(
+      EXAMPLE.replace('{ id: k1, secret_env: MOCK_KEY_1,', '{ id: k1, secret_env: MOCK_KEY_1, secret: sk-both,').replace(
+        '{ id: k2, secret: sk-test-2,',
+        '{ id: k2,',
+      ) + 'mock_provider:\n  keys: [ { limits: { rpm: 1 } } ]\n',
+    );
+    assert.deepEqual(problems, [
+      'keymesh.yaml: pools.main.keys[0]: set only one of "secret" or "secret_env"',
+      'keymesh.yaml: pools.main.keys[1]: missing "secret" or "secret_env" (exactly one is required)',
+      'keymesh.yaml: mock_provider.keys[0]: missing "secret" or "secret_env" (exactly one is required)',
+    ]);
+  });
+
+  it('rejects a key id used twice, even across pools', () => {
+    const problems = problemsOf(
+      withSection(
+        'pools',
+        `pools:
+  main: { provider: mock, keys: [ { id: k1, secret: sk-a } ] }
+  backup: { provider: mock, keys: [ { id: k2, secret: sk-b }, { id: k1, secret: sk-c } ] }`,
+      ),
+    );
+    assert.deepEqual(problems, [
+      'keymesh.yaml: pools.backup.keys[1].id: duplicate key id "k1" (first used at pools.main.keys[0]); key ids are unique across all pools',
+    ]);
+  });
+
+  it('rejects one provider key listed twice for the same provider, without quoting it', () => {
+    const problems = problemsOf(
+      withSection(
+        'pools',
+        `pools:
+  main: { provider: mock, keys: [ { id: k1, secret: sk-same-secret }, { id: k2, secret_env: KEY_A } ] }
+  backup: { provider: mock, keys: [ { id: k3, secret: sk-same-secret }, { id: k4, secret_env: KEY_A } ] }`,
+      ),
+    );
+    assert.equal(problems.length, 2);
+    assert.match(problems[0]!, /^keymesh\.yaml: pools\.backup\.keys\[0\]\.secret: same secret as pools\.main\.keys\[0\]/);
+    assert.match(problems[1]!, /^keymesh\.yaml: pools\.backup\.keys\[1\]\.secret_env: same secret_env as pools\.main\.keys\[1\]/);
+    assert.ok(!problems.join('\n').includes('sk-same-secret'));
+  });
+
+  it('reports unknown pool and provider references together with schema errors, with a suggestion when close', () => {
+    const problems = problemsOf(
+      withSection('routes', 'routes:\n  a: { targets: [ { pool: mian, model: m }, { pool: eu-gpt, model: m } ], timeout: 0s }').replace(
+        'provider: mock',
+        'provider: mokc',
+      ),
+    );
+    assert.deepEqual(problems, [
+      'keymesh.yaml: routes.a.timeout: must be greater than 0',
+      'keymesh.yaml: pools.main.provider: unknown provider "mokc" (did you mean "mock"?)',
+      'keymesh.yaml: routes.a.targets[0].pool: unknown pool "mian" (did you mean "main"?)',
+      'keymesh.yaml: routes.a.targets[1].pool: unknown pool "eu-gpt"',
+    ]);
+  });
+
+  it('rejects a virtual key given to two tenants, or twice to one, without quoting it', () => {
+    const problems = problemsOf(
+      withSection('tenants', 'tenants:\n  a: { virtual_keys: [ sk-shared-key ] }\n  b: { virtual_keys: [ sk-own, sk-shared-key, sk-own ] }'),
+    );
+    assert.deepEqual(problems, [
+      'keymesh.yaml: tenants.b.virtual_keys[1]: this virtual key is already listed at tenants.a.virtual_keys[0]; a virtual key belongs to one tenant only',
+      'keymesh.yaml: tenants.b.virtual_keys[2]: this virtual key is already listed at tenants.b.virtual_keys[0]; a virtual key belongs to one tenant only',
+    ]);
+    assert.ok(!problems.join('\n').includes('sk-shared-key'));
+  });
+
+  it('rejects zero, unitless and malformed durations where a positive duration is required', () => {
+    const problems = problemsOf(
+      withSection(
+        'routes',
+        `routes:
+  a: { targets: [ { pool: main, model: m } ], timeout: 30 }
+  b: { targets: [ { pool: main, model: m } ], timeout: 30 sec }
+  c: { targets: [ { pool: main, model: m } ], cache: { ttl: 0m } }
+  d: { targets: [ { pool: main, model: m } ], timeout: 30s1m }
+  e: { targets: [ { pool: main, model: m } ], timeout: 25d }`,
+      ).replace('per: 1s', 'per: 0ms'),
+    );
+    assert.deepEqual(problems, [
+      'keymesh.yaml: pools.main.keys[1].limits.per: must be greater than 0',
+      'keymesh.yaml: routes.a.timeout: expected a duration like "500ms", "1s", "1m", "1h", "1d", got a number without a unit',
+      'keymesh.yaml: routes.b.timeout: expected a duration like "500ms", "1s", "1m", "1h", "1d"',
+      'keymesh.yaml: routes.c.cache.ttl: must be greater than 0',
+      'keymesh.yaml: routes.d.timeout: expected a duration like "500ms", "1s", "1m", "1h", "1d"',
+      'keymesh.yaml: routes.e.timeout: must be at most 24d20h31m23s647ms (longer timers overflow in Node)',
+    ]);
+  });
+
+  it('requires requests and per together, a non-empty limits mapping and at most 1000000 requests per window', () => {
+    const problems = problemsOf(
+      withSection(
+        'pools',
+        `pools:
+  main:
+    provider: mock
+    keys:
+      - { id: k1, secret: sk-1, limits: { requests: 5 } }
+      - { id: k2, secret: sk-2, limits: { per: 1s } }
+      - { id: k3, secret: sk-3, limits: {} }
+      - { id: k4, secret: sk-4, limits: { rpm: 1000001 } }
+      - { id: k5, secret: sk-5, limits: { requests: 0, per: 1s, rpm: 1.5 } }
+      - { id: k6, secret: sk-6, limits: { requests: 1000000, per: 1s } }`,
+      ),
+    );
+    assert.deepEqual(problems, [
+      'keymesh.yaml: pools.main.keys[0].limits.per: missing: "requests" needs "per" (e.g. requests: 5, per: 1s)',
+      'keymesh.yaml: pools.main.keys[1].limits.requests: missing: "per" needs "requests" (e.g. requests: 5, per: 1s)',
+      'keymesh.yaml: pools.main.keys[2].limits: expected rpm, or requests with per (leave limits out for no limit)',
+      'keymesh.yaml: pools.main.keys[3].limits.rpm: must be at most 1000000 per window (the limiter keeps one log entry per admission)',
+      'keymesh.yaml: pools.main.keys[4].limits.rpm: expected a whole number, got a decimal number',
+      'keymesh.yaml: pools.main.keys[4].limits.requests: must be at least 1',
+    ]);
+  });
+
+  it('rejects ids outside [A-Za-z0-9._:-] or longer than 128 characters, and accepts the rest', () => {
+    const long = 'p'.repeat(129);
+    const problems = problemsOf(
+      withSection('tenants', `tenants:\n  "team a": { virtual_keys: [ sk-a ] }\n  ${long}: { virtual_keys: [ sk-b ] }\n  "": { virtual_keys: [ sk-c ] }`).replace(
+        '{ id: k1,',
+        '{ id: "k/1",',
+      ),
+    );
+    const why = 'invalid name: expected an id of 1-128 letters, digits, ".", "_", ":" or "-"';
+    assertHasProblems(problems, [
+      'keymesh.yaml: pools.main.keys[0].id: expected an id of 1-128 letters, digits, ".", "_", ":" or "-"',
+      `keymesh.yaml: tenants["team a"]: ${why}`,
+      `keymesh.yaml: tenants.${long}: ${why}`,
+      `keymesh.yaml: tenants[""]: ${why}`,
+    ]);
+    assert.equal(problems.length, 4);
+    const config = parseConfig(withSection('tenants', 'tenants:\n  "org:team.a_b-1": { virtual_keys: [ sk-a ] }'), 'keymesh.yaml');
+    assert.ok(config.tenants['org:team.a_b-1']);
+  });
+
+  it('rejects "__proto__" as a name instead of silently dropping it', () => {
+    const problems = problemsOf(withSection('tenants', 'tenants:\n  demo: { virtual_keys: [ sk-a ] }\n  __proto__: { virtual_keys: [ sk-b ] }'));
+    assert.deepEqual(problems, ['keymesh.yaml: tenants.__proto__: "__proto__" is not allowed as a name']);
+  });
+
+  it('accepts only plain http(s) base URLs and stores them without a trailing slash', () => {
+    const providers = (url: string) => withSection('providers', `providers:\n  mock: { kind: openai, base_url: "${url}" }`);
+    assert.equal(parseConfig(providers('http://127.0.0.1:9000/v1/'), 'k.yaml').providers['mock']!.baseUrl, 'http://127.0.0.1:9000/v1');
+    assert.deepEqual(problemsOf(providers('ftp://example.com/v1')), [
+      'keymesh.yaml: providers.mock.base_url: expected an http(s) URL like "http://127.0.0.1:9000/v1"',
+    ]);
+    assert.deepEqual(problemsOf(providers('not a url')), [
+      'keymesh.yaml: providers.mock.base_url: expected an http(s) URL like "http://127.0.0.1:9000/v1"',
+    ]);
+    assert.deepEqual(problemsOf(providers('https://user:sk-secret@example.com/v1')), [
+      'keymesh.yaml: providers.mock.base_url: must not contain a user name or password (put keys in a pool)',
+    ]);
+    assert.deepEqual(problemsOf(providers('https://example.com/v1?key=1')), [
+      'keymesh.yaml: providers.mock.base_url: must not have a query string or fragment',
+    ]);
+  });
+
+  it('requires at least one key per pool, target per route and virtual key per tenant', () => {
+    const problems = problemsOf(`providers:
+  mock: { kind: openai, base_url: http://127.0.0.1:9000/v1 }
+pools:
+  main: { provider: mock, keys: [] }
+routes:
+  r: { targets: [] }
+tenants:
+  t: { virtual_keys: [] }
+`);
+    assert.deepEqual(problems, [
+      'keymesh.yaml: pools.main.keys: expected at least one key',
+      'keymesh.yaml: routes.r.targets: expected at least one target',
+      'keymesh.yaml: tenants.t.virtual_keys: expected at least one virtual key',
+    ]);
+  });
+
+  it('never quotes a secret or virtual key that fails validation', () => {
+    const problems = problemsOf(
+      EXAMPLE.replace('secret: sk-test-2', 'secret: "sk live secret"').replace('[ sk-keymesh-demo ]', '[ "sk keymesh demo", 12345678 ]'),
+    );
+    assert.deepEqual(problems, [
+      'keymesh.yaml: pools.main.keys[1].secret: expected a key of visible ASCII characters without spaces (it is sent in an HTTP header)',
+      'keymesh.yaml: tenants.demo.virtual_keys[0]: expected a virtual key of visible ASCII characters without spaces (it is sent in an HTTP header)',
+      'keymesh.yaml: tenants.demo.virtual_keys[1]: expected a virtual key (quote it if YAML reads it as a number), got a number',
+    ]);
+  });
+
+  it('returns a deeply frozen config', () => {
+    const config = parseConfig(EXAMPLE, 'keymesh.yaml');
+    const key = config.pools['main']!.keys[1]!;
+    for (const part of [config, config.server.http, config.pools, config.pools['main'], config.pools['main']!.keys, key, key.secret, key.limits, key.limits[0]]) {
+      assert.ok(Object.isFrozen(part));
+    }
+    assert.throws(() => {
+      (key.limits[0] as { requests: number }).requests = 1_000;
+    }, TypeError);
+    assert.throws(() => {
+      (config.routes as Record<string, unknown>)['new'] = {};
+    }, TypeError);
+  });
+
+  it('gives id maps no prototype, so looking up an inherited name finds nothing', () => {
+    const config = parseConfig(EXAMPLE, 'keymesh.yaml');
+    assert.equal(config.routes['constructor'], undefined);
+    assert.equal(config.tenants['toString'], undefined);
+  });
+
+  it('names file, line and column for YAML syntax errors, and skips schema checks', () => {
+    const problems = problemsOf('providers:\n  mock: { kind: openai, base_url: http://x\npools: [\n', 'custom.yaml');
+    assert.ok(problems.length >= 1);
+    for (const problem of problems) assert.match(problem, /^custom\.yaml:\d+:\d+: /);
+    assert.match(problems[0]!, /^custom\.yaml:3:/);
+  });
+
+  it('reports a duplicate YAML key with its line and column', () => {
+    const problems = problemsOf(EXAMPLE + 'providers: {}\n');
+    assert.deepEqual(problems, ['keymesh.yaml:13:1: duplicate key "providers"']);
+  });
+
+  it('reports an empty file and a file that is not a mapping', () => {
+    assert.deepEqual(problemsOf('# nothing yet\n'), [
+      'keymesh.yaml: the file is empty; expected a mapping with providers, pools, routes and tenants',
+    ]);
+    assert.deepEqual(problemsOf('- providers\n'), ['keymesh.yaml: expected a mapping with providers, pools, routes and tenants, got a list']);
+  });
+
+  it('accepts YAML anchors and merge keys for shared settings', () => {
+    const config = parseConfig(
+      withSection(
+        'pools',
+        `pools:
+  main:
+    provider: mock
+    keys:
+      - &base { id: k1, secret: sk-1, limits: { rpm: 60 } }
+      - { <<: *base, id: k2, secret: sk-2 }`,
+      ),
+      'keymesh.yaml',
+    );
+    assert.deepEqual(config.pools['main']!.keys[1]!.limits, [{ requests: 60, perMs: 60_000 }]);
+  });
+});
+
+describe('loadConfigFile', () => {
+  let dir = '';
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'keymesh-config-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('loads a file and names problems by its base name', async () => {
+    const good = join(dir, 'good.yaml');
+    await writeFile(good, EXAMPLE);
+    assert.equal((await loadConfigFile(good)).pools['main']!.keys.length, 2);
+
+    const bad = join(dir, 'keymesh.yaml');
+    await writeFile(bad, EXAMPLE.replace('pool: main', 'pool: eu-gpt'));
+    await assert.rejects(loadConfigFile(bad), (err: ConfigError) => {
+      assert.deepEqual(err.problems, ['keymesh.yaml: routes.gpt-4o-mini.targets[0].pool: unknown pool "eu-gpt"']);
+      return true;
+    });
+  });
+
+  it('reports a missing file as a ConfigError naming the path', async () => {
+    const missing = join(dir, 'nope', 'keymesh.yaml');
+    await assert.rejects(loadConfigFile(missing), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, [`${missing}: no such file`]);
+      return true;
+    });
+  });
+});

@@ -1,0 +1,168 @@
+import assert from 'node:assert/strict';
+import { ConfigError } from './config-error';
+import { sha256Hex } from './hash';
+import { parseConfig } from './load';
+import { compilePolicy, parsePolicy, type Policy } from './policy';
+
+const CONFIG = parseConfig(
+  `server: { http: { port: 8181 } }
+providers:
+  mock: { kind: openai, base_url: http://127.0.0.1:9000/v1, timeout: 10s }
+  backup: { kind: openai, base_url: https://llm.example.com/v1 }
+pools:
+  main:
+    provider: mock
+    keys:
+      - { id: k1, secret_env: MOCK_KEY_1, limits: { rpm: 60 } }
+      - { id: k2, secret: sk-test-secret-two, limits: { requests: 5, per: 1s } }
+  spare:
+    provider: backup
+    keys:
+      - { id: k3, secret: sk-test-secret-three }
+routes:
+  gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini }, { pool: spare, model: gpt-4o-mini-2024 } ] }
+  cached: { targets: [ { pool: main, model: gpt-4o-mini } ], cache: { ttl: 5m }, timeout: 45s }
+tenants:
+  demo: { virtual_keys: [ sk-keymesh-demo-virtual, sk-keymesh-demo-second ] }
+  ops: { virtual_keys: [ sk-keymesh-ops-virtual ] }
+`,
+  'keymesh.yaml',
+);
+
+// Reversed base64: unreadable in the output, yet trivially openable in a test.
+const seal = (plaintext: string) => `sealed:${Buffer.from(plaintext).toString('base64').split('').reverse().join('')}`;
+const unseal = (sealed: string) => Buffer.from(sealed.slice('sealed:'.length).split('').reverse().join(''), 'base64').toString();
+
+function policyProblems(policy: unknown): string[] {
+  try {
+    parsePolicy(JSON.stringify(policy));
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    return err.problems;
+  }
+  assert.fail('expected the policy to be rejected');
+}
+
+describe('compilePolicy', () => {
+  it('compiles providers, pools, keys, routes, tenants and the HTTP settings', () => {
+    const policy = compilePolicy(CONFIG, seal);
+    assert.deepEqual({ ...policy.providers }, {
+      mock: { id: 'mock', kind: 'openai', baseUrl: 'http://127.0.0.1:9000/v1', timeoutMs: 10_000 },
+      backup: { id: 'backup', kind: 'openai', baseUrl: 'https://llm.example.com/v1', timeoutMs: 60_000 },
+    });
+    assert.deepEqual(policy.pools['main'], { id: 'main', providerId: 'mock', keyIds: ['k1', 'k2'] });
+    assert.deepEqual(policy.keys['k1'], {
+      id: 'k1',
+      poolId: 'main',
+      providerId: 'mock',
+      secret: { kind: 'env', name: 'MOCK_KEY_1' },
+      limits: [{ requests: 60, perMs: 60_000 }],
+      fingerprint: '',
+    });
+    const k2 = policy.keys['k2']!;
+    assert.equal(k2.secret.kind, 'sealed');
+    assert.equal(unseal((k2.secret as { sealed: string }).sealed), 'sk-test-secret-two');
+    assert.equal(k2.fingerprint, sha256Hex('sk-test-secret-two').slice(0, 12));
+    assert.deepEqual(policy.keys['k3']!.limits, []);
+    assert.deepEqual(policy.routes['gpt-4o-mini'], {
+      alias: 'gpt-4o-mini',
+      targets: [
+        { poolId: 'main', providerId: 'mock', model: 'gpt-4o-mini' },
+        { poolId: 'spare', providerId: 'backup', model: 'gpt-4o-mini-2024' },
+      ],
+      cacheTtlMs: null,
+      timeoutMs: 30_000,
+    });
+    assert.equal(policy.routes['cached']!.cacheTtlMs, 300_000);
+    assert.equal(policy.routes['cached']!.timeoutMs, 45_000);
+    assert.deepEqual(policy.tenants['demo'], {
+      id: 'demo',
+      virtualKeySha256: [sha256Hex('sk-keymesh-demo-virtual'), sha256Hex('sk-keymesh-demo-second')],
+    });
+    assert.deepEqual(policy.http, { host: '127.0.0.1', port: 8181, maxBodyBytes: 1_048_576 });
+  });
+
+  it('contains no plaintext secret or virtual key anywhere in its JSON', () => {
+    const json = JSON.stringify(compilePolicy(CONFIG, seal));
+    for (const plaintext of [
+      'sk-test-secret-two',
+      'sk-test-secret-three',
+      'sk-keymesh-demo-virtual',
+      'sk-keymesh-demo-second',
+      'sk-keymesh-ops-virtual',
+    ]) {
+      assert.ok(!json.includes(plaintext), `${plaintext} leaked into the policy`);
+      assert.ok(!json.includes(Buffer.from(plaintext).toString('base64')), `${plaintext} leaked as plain base64`);
+    }
+    // The env var's name is not a secret, and services need it to find the key.
+    assert.ok(json.includes('MOCK_KEY_1'));
+  });
+
+  it('refuses a sealing function that returns the plaintext, without quoting it', () => {
+    assert.throws(
+      () => compilePolicy(CONFIG, (plaintext) => plaintext),
+      (err: Error) => /unsealed value for key "k2"/.test(err.message) && !err.message.includes('sk-test-secret-two'),
+    );
+    assert.throws(() => compilePolicy(CONFIG, (plaintext) => `v1:${plaintext}`), /unsealed/);
+    assert.throws(() => compilePolicy(CONFIG, () => ''), /empty or unsealed/);
+  });
+
+  it('returns a deeply frozen policy whose maps have no prototype', () => {
+    const policy = compilePolicy(CONFIG, seal);
+    for (const part of [policy, policy.keys, policy.keys['k2'], policy.keys['k2']!.limits, policy.routes['gpt-4o-mini']!.targets[0], policy.http]) {
+      assert.ok(Object.isFrozen(part));
+    }
+    assert.throws(() => {
+      (policy.pools['main']!.keyIds as string[]).push('k9');
+    }, TypeError);
+    assert.equal(policy.routes['constructor'], undefined);
+  });
+});
+
+describe('parsePolicy', () => {
+  it('round-trips a compiled policy through JSON into an equal, frozen policy', () => {
+    const policy = compilePolicy(CONFIG, seal);
+    const parsed = parsePolicy(JSON.stringify(policy));
+    assert.deepStrictEqual(parsed, policy);
+    assert.ok(Object.isFrozen(parsed.tenants['ops']!.virtualKeySha256));
+    assert.equal(parsed.keys['hasOwnProperty'], undefined);
+  });
+
+  it('rejects unknown fields, bad values and dangling references, listing every problem', () => {
+    const policy = JSON.parse(JSON.stringify(compilePolicy(CONFIG, seal))) as {
+      -readonly [K in keyof Policy]: Record<string, Record<string, unknown>>;
+    };
+    policy.providers['mock']!['region'] = 'eu';
+    policy.keys['k1']!['limits'] = [{ requests: 0, perMs: 1000 }];
+    policy.keys['k2']!['fingerprint'] = 'not-hex';
+    policy.pools['spare']!['providerId'] = 'gone';
+    policy.routes['cached']!['targets'] = [{ poolId: 'nowhere', providerId: 'mock', model: 'm' }];
+    policy.tenants['ops']!['id'] = 'dev';
+    assert.deepEqual(policyProblems(policy), [
+      'policy: providers.mock: unknown key "region" (expected one of: id, kind, baseUrl, timeoutMs)',
+      'policy: keys.k1.limits[0].requests: must be at least 1',
+      'policy: keys.k2.fingerprint: expected 12 hex digits or ""',
+      'policy: tenants.ops.id: expected "ops" (its map key)',
+      'policy: pools.spare.providerId: unknown provider "gone"',
+      "policy: keys.k3.providerId: expected its pool's provider",
+      "policy: routes.gpt-4o-mini.targets[1].providerId: expected its pool's provider",
+      'policy: routes.cached.targets[0].poolId: unknown pool "nowhere"',
+    ]);
+  });
+
+  it('rejects keys missing from their pool and pools listing unknown keys', () => {
+    const policy = JSON.parse(JSON.stringify(compilePolicy(CONFIG, seal))) as Record<string, Record<string, Record<string, unknown>>>;
+    policy['pools']!['main']!['keyIds'] = ['k1', 'k3', 'k7'];
+    assert.deepEqual(policyProblems(policy), [
+      'policy: pools.main.keyIds[1]: key "k3" belongs to another pool',
+      'policy: pools.main.keyIds[2]: unknown key "k7"',
+    ]);
+  });
+
+  it('rejects invalid JSON without quoting the text', () => {
+    assert.throws(
+      () => parsePolicy('{"keys": {"k2": {"secret": "sealed:abc"'),
+      (err: unknown) => err instanceof ConfigError && err.message === 'policy: invalid JSON',
+    );
+  });
+});

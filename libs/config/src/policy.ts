@@ -1,0 +1,249 @@
+/**
+ * The policy: what control broadcasts to every service. It is the config with
+ * every secret removed: literal provider keys are sealed (only key-vault can
+ * open them), env-sourced keys are named, and virtual keys are reduced to
+ * their sha256. JSON-safe, so it travels over NATS as is.
+ */
+import { z } from 'zod';
+import { ConfigError, describeIssue, problemAt, problemsFromIssues } from './config-error';
+import { deepFreeze, findProtoKeys, hasOwn, isPlainRecord, toRecord } from './freeze';
+import { sha256Hex } from './hash';
+import { ENV_NAME_PATTERN, ID_PATTERN, MAX_REQUESTS_PER_WINDOW, type KeymeshConfig } from './schema';
+import type { WindowLimit } from './types';
+
+export type { WindowLimit } from './types';
+
+export type SecretSource = { readonly kind: 'env'; readonly name: string } | { readonly kind: 'sealed'; readonly sealed: string };
+
+export interface PolicyKey {
+  readonly id: string;
+  readonly poolId: string;
+  readonly providerId: string;
+  readonly secret: SecretSource;
+  readonly limits: WindowLimit[];
+  /** First 12 hex digits of sha256(secret) for literal secrets; "" for env-sourced ones (unknown to control). */
+  readonly fingerprint: string;
+}
+export interface PolicyProvider {
+  readonly id: string;
+  readonly kind: 'openai';
+  readonly baseUrl: string;
+  readonly timeoutMs: number;
+}
+export interface PolicyPool {
+  readonly id: string;
+  readonly providerId: string;
+  readonly keyIds: string[];
+}
+export interface PolicyTarget {
+  readonly poolId: string;
+  readonly providerId: string;
+  readonly model: string;
+}
+export interface PolicyRoute {
+  readonly alias: string;
+  readonly targets: PolicyTarget[];
+  readonly cacheTtlMs: number | null;
+  readonly timeoutMs: number;
+}
+export interface PolicyTenant {
+  readonly id: string;
+  /** Hex sha256 of each virtual key; the keys themselves never leave the config file. */
+  readonly virtualKeySha256: string[];
+}
+export interface Policy {
+  readonly providers: Record<string, PolicyProvider>;
+  readonly pools: Record<string, PolicyPool>;
+  readonly keys: Record<string, PolicyKey>;
+  readonly routes: Record<string, PolicyRoute>;
+  readonly tenants: Record<string, PolicyTenant>;
+  readonly http: { readonly host: string; readonly port: number; readonly maxBodyBytes: number };
+}
+
+const FINGERPRINT_HEX_DIGITS = 12;
+// Shorter plaintexts can appear inside any sealed blob by chance.
+const MIN_PLAINTEXT_TO_CHECK = 8;
+
+/**
+ * Compiles a validated config into a frozen policy. `sealSecret` encrypts one
+ * literal provider key (key-vault's envelope encryption in production).
+ */
+export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: string) => string): Policy {
+  const keys: [string, PolicyKey][] = [];
+  for (const pool of Object.values(config.pools)) {
+    for (const key of pool.keys) {
+      let secret: SecretSource;
+      let fingerprint = '';
+      if (key.secret.kind === 'literal') {
+        const plaintext = key.secret.value;
+        const sealed = sealSecret(plaintext);
+        if (typeof sealed !== 'string' || sealed === '' || (plaintext.length >= MIN_PLAINTEXT_TO_CHECK && sealed.includes(plaintext))) {
+          // A guard against wiring an identity function here: the policy is broadcast.
+          throw new Error(`sealSecret returned an empty or unsealed value for key "${key.id}"`);
+        }
+        secret = { kind: 'sealed', sealed };
+        fingerprint = sha256Hex(plaintext).slice(0, FINGERPRINT_HEX_DIGITS);
+      } else {
+        secret = { kind: 'env', name: key.secret.name };
+      }
+      keys.push([
+        key.id,
+        { id: key.id, poolId: pool.id, providerId: pool.providerId, secret, limits: key.limits.map((w) => ({ ...w })), fingerprint },
+      ]);
+    }
+  }
+  const policy: Policy = {
+    providers: toRecord(
+      Object.values(config.providers).map((p) => [p.id, { id: p.id, kind: p.kind, baseUrl: p.baseUrl, timeoutMs: p.timeoutMs }] as const),
+    ),
+    pools: toRecord(
+      Object.values(config.pools).map((p) => [p.id, { id: p.id, providerId: p.providerId, keyIds: p.keys.map((k) => k.id) }] as const),
+    ),
+    keys: toRecord(keys),
+    routes: toRecord(
+      Object.values(config.routes).map(
+        (r) =>
+          [
+            r.alias,
+            {
+              alias: r.alias,
+              targets: r.targets.map((t) => ({ poolId: t.poolId, providerId: config.pools[t.poolId]!.providerId, model: t.model })),
+              cacheTtlMs: r.cache === null ? null : r.cache.ttlMs,
+              timeoutMs: r.timeoutMs,
+            },
+          ] as const,
+      ),
+    ),
+    tenants: toRecord(
+      Object.values(config.tenants).map((t) => [t.id, { id: t.id, virtualKeySha256: t.virtualKeys.map(sha256Hex) }] as const),
+    ),
+    http: { ...config.server.http },
+  };
+  return deepFreeze(policy);
+}
+
+// ---- parsing a received policy ---------------------------------------------
+
+const id = z.string().regex(ID_PATTERN, { error: 'expected an id of 1-128 letters, digits, ".", "_", ":" or "-"' });
+const positiveInt = z.int().min(1);
+
+const windowLimitSchema = z.strictObject({ requests: positiveInt.max(MAX_REQUESTS_PER_WINDOW), perMs: positiveInt });
+
+const secretSourceSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('env'), name: z.string().regex(ENV_NAME_PATTERN) }),
+  z.strictObject({ kind: z.literal('sealed'), sealed: z.string().min(1) }),
+]);
+
+const httpUrl = z.string().refine((text) => URL.canParse(text) && /^https?:$/.test(new URL(text).protocol), {
+  error: 'expected an http(s) URL',
+});
+
+const policySchema = z
+  .strictObject({
+    providers: z.record(id, z.strictObject({ id, kind: z.literal('openai'), baseUrl: httpUrl, timeoutMs: positiveInt })),
+    pools: z.record(id, z.strictObject({ id, providerId: id, keyIds: z.array(id).min(1) })),
+    keys: z.record(
+      id,
+      z.strictObject({
+        id,
+        poolId: id,
+        providerId: id,
+        secret: secretSourceSchema,
+        limits: z.array(windowLimitSchema),
+        fingerprint: z.string().regex(/^(?:[0-9a-f]{12})?$/, { error: 'expected 12 hex digits or ""' }),
+      }),
+    ),
+    routes: z.record(
+      id,
+      z.strictObject({
+        alias: id,
+        targets: z.array(z.strictObject({ poolId: id, providerId: id, model: z.string().min(1) })).min(1),
+        cacheTtlMs: positiveInt.nullable(),
+        timeoutMs: positiveInt,
+      }),
+    ),
+    tenants: z.record(
+      id,
+      z.strictObject({ id, virtualKeySha256: z.array(z.string().regex(/^[0-9a-f]{64}$/, { error: 'expected a hex sha256' })).min(1) }),
+    ),
+    http: z.strictObject({ host: z.string().min(1), port: z.int().min(0).max(65535), maxBodyBytes: positiveInt }),
+  })
+  .superRefine(checkPolicyReferences, { when: () => true });
+
+// The interfaces above are the contract other services read; this fails to
+// compile if the schema and the interfaces drift apart.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+true satisfies Same<z.output<typeof policySchema>, Policy>;
+
+/** A policy is only usable if every id inside an entry matches its map key and every reference resolves. */
+function checkPolicyReferences(value: unknown, ctx: z.RefinementCtx): void {
+  if (!isPlainRecord(value)) return;
+  const issue = (path: PropertyKey[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+  const entries = (section: string): [string, Record<string, unknown>][] => {
+    const map = value[section];
+    return isPlainRecord(map) ? Object.entries(map).filter((e): e is [string, Record<string, unknown>] => isPlainRecord(e[1])) : [];
+  };
+  const idFields: Record<string, string> = { providers: 'id', pools: 'id', keys: 'id', routes: 'alias', tenants: 'id' };
+  for (const [section, field] of Object.entries(idFields)) {
+    for (const [key, entry] of entries(section)) {
+      if (typeof entry[field] === 'string' && entry[field] !== key) issue([section, key, field], `expected ${JSON.stringify(key)} (its map key)`);
+    }
+  }
+  const { providers, pools, keys } = value;
+  const poolProvider = (poolId: string): unknown => (hasOwn(pools, poolId) ? (pools as Record<string, { providerId?: unknown }>)[poolId]!.providerId : undefined);
+  for (const [poolId, pool] of entries('pools')) {
+    if (typeof pool['providerId'] === 'string' && !hasOwn(providers, pool['providerId'])) {
+      issue(['pools', poolId, 'providerId'], `unknown provider ${JSON.stringify(pool['providerId'])}`);
+    }
+    if (!Array.isArray(pool['keyIds'])) continue;
+    pool['keyIds'].forEach((keyId: unknown, index) => {
+      if (typeof keyId !== 'string') return;
+      if (!hasOwn(keys, keyId)) issue(['pools', poolId, 'keyIds', index], `unknown key ${JSON.stringify(keyId)}`);
+      else if ((keys as Record<string, { poolId?: unknown }>)[keyId]!.poolId !== poolId) {
+        issue(['pools', poolId, 'keyIds', index], `key ${JSON.stringify(keyId)} belongs to another pool`);
+      }
+    });
+  }
+  for (const [keyId, key] of entries('keys')) {
+    if (typeof key['poolId'] !== 'string') continue;
+    if (!hasOwn(pools, key['poolId'])) issue(['keys', keyId, 'poolId'], `unknown pool ${JSON.stringify(key['poolId'])}`);
+    else if (poolProvider(key['poolId']) !== key['providerId']) issue(['keys', keyId, 'providerId'], "expected its pool's provider");
+  }
+  for (const [alias, route] of entries('routes')) {
+    if (!Array.isArray(route['targets'])) continue;
+    route['targets'].forEach((target: unknown, index) => {
+      if (!isPlainRecord(target) || typeof target['poolId'] !== 'string') return;
+      if (!hasOwn(pools, target['poolId'])) issue(['routes', alias, 'targets', index, 'poolId'], `unknown pool ${JSON.stringify(target['poolId'])}`);
+      else if (poolProvider(target['poolId']) !== target['providerId']) issue(['routes', alias, 'targets', index, 'providerId'], "expected its pool's provider");
+    });
+  }
+}
+
+/** Rebuilds maps without prototypes (see toRecord) and freezes. */
+function settle(parsed: z.output<typeof policySchema>): Policy {
+  return deepFreeze({
+    providers: toRecord(Object.entries(parsed.providers)),
+    pools: toRecord(Object.entries(parsed.pools)),
+    keys: toRecord(Object.entries(parsed.keys)),
+    routes: toRecord(Object.entries(parsed.routes)),
+    tenants: toRecord(Object.entries(parsed.tenants)),
+    http: parsed.http,
+  });
+}
+
+/** Parses a policy received over the bus: validated (unknown fields rejected) and deeply frozen. Throws ConfigError. */
+export function parsePolicy(json: string): Policy {
+  const source = 'policy';
+  let data: unknown;
+  try {
+    data = JSON.parse(json);
+  } catch (error) {
+    // V8's message quotes the text around the fault; the policy holds sealed secrets, so it stays out.
+    throw new ConfigError([`${source}: invalid JSON`], { cause: error });
+  }
+  const problems = findProtoKeys(data).map((path) => problemAt(source, path, '"__proto__" is not allowed as a name'));
+  const result = policySchema.safeParse(data, { error: describeIssue });
+  if (!result.success) problems.push(...problemsFromIssues(source, result.error.issues));
+  if (problems.length > 0 || !result.success) throw new ConfigError(problems);
+  return settle(result.data);
+}

@@ -1,0 +1,364 @@
+/**
+ * The one schema for keymesh.yaml. Everything the rest of keymesh knows about
+ * a config file's shape is derived from here: the snake_case file shape (strict
+ * objects, so unknown keys are errors), the cross-references between sections,
+ * and the transform to the camelCase, normalized `KeymeshConfig`.
+ */
+import { z } from 'zod';
+import { closestName, formatPath, describeKind } from './config-error';
+import { DURATION_EXAMPLES, formatDuration, parseDuration } from './duration';
+import { hasOwn, isPlainRecord, toRecord } from './freeze';
+import type { ConfigSecret, DeepReadonly, WindowLimit } from './types';
+
+type RawIssue = z.core.$ZodRawIssue;
+
+/**
+ * A schema-level error message: "missing" when absent, else "expected <what>"
+ * (plus the kind it got, for type errors). Other issues (unknown keys, sizes)
+ * fall through to describeIssue.
+ */
+export function expecting(what: string): (issue: RawIssue) => string | undefined {
+  return (issue) => {
+    switch (issue.code) {
+      case 'invalid_type':
+        if (issue.input === undefined) return `missing required field (expected ${what})`;
+        return `expected ${what}, got ${describeKind(issue.input)}`;
+      case 'invalid_value':
+      case 'invalid_format':
+        if (issue.input === undefined) return `missing required field (expected ${what})`;
+        return `expected ${what}`;
+      default:
+        return undefined;
+    }
+  };
+}
+
+// ---- scalars -------------------------------------------------------------
+
+export const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+const ID_WORDS = 'an id of 1-128 letters, digits, ".", "_", ":" or "-"';
+export const idSchema = z.string({ error: expecting(ID_WORDS) }).regex(ID_PATTERN, { error: expecting(ID_WORDS) });
+
+export const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const envNameSchema = z
+  .string({ error: expecting('an environment variable name like MOCK_KEY_1') })
+  .regex(ENV_NAME_PATTERN, { error: expecting('an environment variable name like MOCK_KEY_1') });
+
+// Provider keys and virtual keys travel in HTTP headers, so anything outside
+// visible ASCII would be mangled or rejected on the wire.
+const HEADER_SAFE = /^[\x21-\x7e]+$/;
+function headerTokenSchema(what: string) {
+  return z
+    .string({ error: expecting(`${what} (quote it if YAML reads it as a number)`) })
+    .min(1, { error: 'must not be empty', abort: true })
+    .regex(HEADER_SAFE, { error: `expected ${what} of visible ASCII characters without spaces (it is sent in an HTTP header)` });
+}
+
+/** At most this many admissions per window: the limiter keeps one log entry per admission. */
+export const MAX_REQUESTS_PER_WINDOW = 1_000_000;
+const windowCountSchema = z
+  .int({ error: expecting('a whole number') })
+  .min(1, { error: 'must be at least 1' })
+  .max(MAX_REQUESTS_PER_WINDOW, {
+    error: `must be at most ${MAX_REQUESTS_PER_WINDOW} per window (the limiter keeps one log entry per admission)`,
+  });
+
+const portSchema = z.int({ error: expecting('a port number') }).min(0, { error: 'expected a port from 0 to 65535' }).max(65535, {
+  error: 'expected a port from 0 to 65535',
+});
+
+/** setTimeout fires at once for delays above 2^31-1 ms, so timer-backed durations stop there. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+const DURATION_WORDS = `a duration like ${DURATION_EXAMPLES}`;
+
+function durationSchema(options: { allowZero?: boolean; maxMs?: number; maxWhy?: string } = {}) {
+  return z
+    .string({
+      error: (issue) =>
+        typeof issue.input === 'number' ? `expected ${DURATION_WORDS}, got a number without a unit` : expecting(DURATION_WORDS)(issue),
+    })
+    .transform((text, ctx): number => {
+      let ms: number;
+      try {
+        ms = parseDuration(text);
+      } catch {
+        ctx.addIssue({ code: 'custom', message: `expected ${DURATION_WORDS}`, input: text });
+        return z.NEVER;
+      }
+      if (ms === 0 && !options.allowZero) {
+        ctx.addIssue({ code: 'custom', message: 'must be greater than 0', input: text });
+        return z.NEVER;
+      }
+      if (options.maxMs !== undefined && ms > options.maxMs) {
+        ctx.addIssue({ code: 'custom', message: `must be at most ${formatDuration(options.maxMs)}${options.maxWhy ?? ''}`, input: text });
+        return z.NEVER;
+      }
+      return ms;
+    });
+}
+
+const timeoutSchema = durationSchema({ maxMs: MAX_TIMER_MS, maxWhy: ' (longer timers overflow in Node)' });
+
+const httpUrlSchema = z.string({ error: expecting('an http(s) URL like "http://127.0.0.1:9000/v1"') }).transform((text, ctx): string => {
+  const fail = (message: string): never => {
+    ctx.addIssue({ code: 'custom', message, input: text });
+    return z.NEVER as never;
+  };
+  const url = URL.canParse(text) ? new URL(text) : undefined;
+  if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+    return fail('expected an http(s) URL like "http://127.0.0.1:9000/v1"');
+  }
+  // Credentials here would end up in the policy broadcast and in logs; keys belong in pools.
+  if (url.username !== '' || url.password !== '') return fail('must not contain a user name or password (put keys in a pool)');
+  if (url.search !== '' || url.hash !== '') return fail('must not have a query string or fragment');
+  // Adapters append "/chat/completions" etc., so one canonical form without a trailing slash.
+  return url.href.replace(/\/+$/, '');
+});
+
+// ---- sections ------------------------------------------------------------
+
+const limitsSchema = z
+  .strictObject(
+    {
+      rpm: windowCountSchema.optional(),
+      requests: windowCountSchema.optional(),
+      per: durationSchema().optional(),
+    },
+    { error: expecting('a mapping like { rpm: 60 } or { requests: 5, per: 1s }') },
+  )
+  .superRefine(
+    (value: unknown, ctx) => {
+      if (!isPlainRecord(value)) return;
+      const hasRequests = value['requests'] !== undefined;
+      const hasPer = value['per'] !== undefined;
+      if (hasRequests && !hasPer) {
+        ctx.addIssue({ code: 'custom', path: ['per'], message: 'missing: "requests" needs "per" (e.g. requests: 5, per: 1s)' });
+      }
+      if (hasPer && !hasRequests) {
+        ctx.addIssue({ code: 'custom', path: ['requests'], message: 'missing: "per" needs "requests" (e.g. requests: 5, per: 1s)' });
+      }
+      if (!hasRequests && !hasPer && value['rpm'] === undefined) {
+        ctx.addIssue({ code: 'custom', message: 'expected rpm, or requests with per (leave limits out for no limit)' });
+      }
+    },
+    { when: () => true },
+  )
+  .transform((limits): WindowLimit[] => {
+    const windows: WindowLimit[] = [];
+    if (limits.rpm !== undefined) windows.push({ requests: limits.rpm, perMs: 60_000 });
+    if (limits.requests !== undefined && limits.per !== undefined) windows.push({ requests: limits.requests, perMs: limits.per });
+    return windows;
+  });
+
+const secretFields = {
+  secret: headerTokenSchema('a key').optional(),
+  secret_env: envNameSchema.optional(),
+};
+
+function exactlyOneSecret(value: unknown, ctx: z.RefinementCtx): void {
+  if (!isPlainRecord(value)) return;
+  const hasSecret = value['secret'] !== undefined;
+  const hasEnv = value['secret_env'] !== undefined;
+  if (hasSecret && hasEnv) ctx.addIssue({ code: 'custom', message: 'set only one of "secret" or "secret_env"' });
+  if (!hasSecret && !hasEnv) ctx.addIssue({ code: 'custom', message: 'missing "secret" or "secret_env" (exactly one is required)' });
+}
+
+const poolKeySchema = z
+  .strictObject({ id: idSchema, ...secretFields, limits: limitsSchema.optional() })
+  .superRefine(exactlyOneSecret, { when: () => true });
+
+const mockKeySchema = z
+  .strictObject({ ...secretFields, limits: limitsSchema.optional() })
+  .superRefine(exactlyOneSecret, { when: () => true });
+
+const providerSchema = z.strictObject({
+  kind: z.enum(['openai'], { error: expecting('"openai" (any OpenAI-compatible server)') }),
+  base_url: httpUrlSchema,
+  timeout: timeoutSchema.default(60_000),
+});
+
+const poolSchema = z.strictObject({
+  provider: idSchema,
+  keys: z.array(poolKeySchema).min(1, { error: 'expected at least one key' }),
+});
+
+const routeSchema = z.strictObject({
+  targets: z
+    .array(
+      z.strictObject({
+        pool: idSchema,
+        model: z.string({ error: expecting('a model name') }).min(1, { error: 'must not be empty' }),
+      }),
+    )
+    .min(1, { error: 'expected at least one target' }),
+  cache: z.strictObject({ ttl: durationSchema() }).optional(),
+  timeout: timeoutSchema.default(30_000),
+});
+
+const tenantSchema = z.strictObject({
+  virtual_keys: z.array(headerTokenSchema('a virtual key')).min(1, { error: 'expected at least one virtual key' }),
+});
+
+const serverSchema = z
+  .strictObject({
+    http: z
+      .strictObject({
+        host: z.string({ error: expecting('a host name or IP address') }).min(1, { error: 'must not be empty' }).default('127.0.0.1'),
+        port: portSchema.default(8080),
+        max_body_bytes: z.int({ error: expecting('a whole number of bytes') }).min(1, { error: 'must be at least 1' }).default(1_048_576),
+      })
+      .prefault({}),
+  })
+  .prefault({});
+
+const mockProviderSchema = z.strictObject({
+  port: portSchema.default(9000),
+  latency: durationSchema({ allowZero: true, maxMs: MAX_TIMER_MS, maxWhy: ' (longer timers overflow in Node)' }).default(0),
+  keys: z.array(mockKeySchema).min(1, { error: 'expected at least one key' }),
+});
+
+const ROOT_WORDS = 'a mapping with providers, pools, routes and tenants';
+
+const rawConfigSchema = z.strictObject(
+  {
+    server: serverSchema,
+    providers: z.record(idSchema, providerSchema),
+    pools: z.record(idSchema, poolSchema),
+    routes: z.record(idSchema, routeSchema),
+    tenants: z.record(idSchema, tenantSchema),
+    mock_provider: mockProviderSchema.optional(),
+  },
+  { error: expecting(ROOT_WORDS) },
+);
+
+// ---- cross-references ----------------------------------------------------
+
+function unknownRef(kind: string, name: string, known: string[]): string {
+  const guess = closestName(name, known);
+  return `unknown ${kind} ${JSON.stringify(name)}${guess === undefined ? '' : ` (did you mean "${guess}"?)`}`;
+}
+
+/**
+ * Runs even when other parts failed (`when: () => true`) so one pass reports
+ * everything; hence it reads the value as `unknown` and skips what is malformed.
+ */
+function checkReferences(value: unknown, ctx: z.RefinementCtx): void {
+  if (!isPlainRecord(value)) return;
+  const { providers, pools, routes, tenants } = value;
+  const issue = (path: PropertyKey[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+
+  const keyIdAt = new Map<string, string>();
+  // One provider key listed twice would have its limits counted twice.
+  const secretAt = new Map<string, string>();
+  if (isPlainRecord(pools)) {
+    for (const [poolId, pool] of Object.entries(pools)) {
+      if (!isPlainRecord(pool)) continue;
+      const providerId = typeof pool['provider'] === 'string' ? pool['provider'] : undefined;
+      if (providerId !== undefined && isPlainRecord(providers) && !hasOwn(providers, providerId)) {
+        issue(['pools', poolId, 'provider'], unknownRef('provider', providerId, Object.keys(providers)));
+      }
+      const keys = pool['keys'];
+      if (!Array.isArray(keys)) continue;
+      keys.forEach((key: unknown, index) => {
+        if (!isPlainRecord(key)) return;
+        const here = ['pools', poolId, 'keys', index];
+        const id = key['id'];
+        if (typeof id === 'string') {
+          const first = keyIdAt.get(id);
+          if (first !== undefined) issue([...here, 'id'], `duplicate key id ${JSON.stringify(id)} (first used at ${first}); key ids are unique across all pools`);
+          else keyIdAt.set(id, formatPath(here));
+        }
+        for (const field of ['secret', 'secret_env'] as const) {
+          const source = key[field];
+          if (typeof source !== 'string' || providerId === undefined) continue;
+          const slot = `${providerId}\0${field}\0${source}`;
+          const first = secretAt.get(slot);
+          if (first !== undefined) {
+            issue([...here, field], `same ${field} as ${first} for provider ${JSON.stringify(providerId)}; list each provider key once so its limits count once`);
+          } else {
+            secretAt.set(slot, formatPath(here));
+          }
+        }
+      });
+    }
+  }
+
+  if (isPlainRecord(routes) && isPlainRecord(pools)) {
+    for (const [alias, route] of Object.entries(routes)) {
+      if (!isPlainRecord(route) || !Array.isArray(route['targets'])) continue;
+      route['targets'].forEach((target: unknown, index) => {
+        if (!isPlainRecord(target) || typeof target['pool'] !== 'string') return;
+        if (!hasOwn(pools, target['pool'])) {
+          issue(['routes', alias, 'targets', index, 'pool'], unknownRef('pool', target['pool'], Object.keys(pools)));
+        }
+      });
+    }
+  }
+
+  if (isPlainRecord(tenants)) {
+    const ownerAt = new Map<string, string>();
+    for (const [tenantId, tenant] of Object.entries(tenants)) {
+      if (!isPlainRecord(tenant) || !Array.isArray(tenant['virtual_keys'])) continue;
+      tenant['virtual_keys'].forEach((virtualKey: unknown, index) => {
+        if (typeof virtualKey !== 'string') return;
+        const here = ['tenants', tenantId, 'virtual_keys', index];
+        const first = ownerAt.get(virtualKey);
+        // Never quote the key itself: it is a credential.
+        if (first !== undefined) issue(here, `this virtual key is already listed at ${first}; a virtual key belongs to one tenant only`);
+        else ownerAt.set(virtualKey, formatPath(here));
+      });
+    }
+  }
+}
+
+// ---- normalization -------------------------------------------------------
+
+function mapRecord<In, Out>(record: Record<string, In>, make: (id: string, value: In) => Out): Record<string, Out> {
+  return toRecord(Object.entries(record).map(([id, value]) => [id, make(id, value)] as const));
+}
+
+function secretOf(key: { secret?: string | undefined; secret_env?: string | undefined }): ConfigSecret {
+  return key.secret !== undefined ? { kind: 'literal', value: key.secret } : { kind: 'env', name: key.secret_env! };
+}
+
+export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, { when: () => true }).transform((raw) => ({
+  server: {
+    http: { host: raw.server.http.host, port: raw.server.http.port, maxBodyBytes: raw.server.http.max_body_bytes },
+  },
+  providers: mapRecord(raw.providers, (id, provider) => ({
+    id,
+    kind: provider.kind,
+    baseUrl: provider.base_url,
+    timeoutMs: provider.timeout,
+  })),
+  pools: mapRecord(raw.pools, (id, pool) => ({
+    id,
+    providerId: pool.provider,
+    keys: pool.keys.map((key) => ({ id: key.id, secret: secretOf(key), limits: key.limits ?? [] })),
+  })),
+  routes: mapRecord(raw.routes, (alias, route) => ({
+    alias,
+    targets: route.targets.map((target) => ({ poolId: target.pool, model: target.model })),
+    cache: route.cache === undefined ? null : { ttlMs: route.cache.ttl },
+    timeoutMs: route.timeout,
+  })),
+  tenants: mapRecord(raw.tenants, (id, tenant) => ({ id, virtualKeys: tenant.virtual_keys })),
+  mockProvider:
+    raw.mock_provider === undefined
+      ? null
+      : {
+          port: raw.mock_provider.port,
+          latencyMs: raw.mock_provider.latency,
+          keys: raw.mock_provider.keys.map((key) => ({ secret: secretOf(key), limits: key.limits ?? [] })),
+        },
+}));
+
+/** A validated config: camelCase, durations in ms, limits as windows, ids repeated inside each entry, deeply frozen. */
+export type KeymeshConfig = DeepReadonly<z.output<typeof KeymeshConfigSchema>>;
+export type ConfigProvider = KeymeshConfig['providers'][string];
+export type ConfigPool = KeymeshConfig['pools'][string];
+export type ConfigKey = ConfigPool['keys'][number];
+export type ConfigRoute = KeymeshConfig['routes'][string];
+export type ConfigTenant = KeymeshConfig['tenants'][string];
+export type MockProviderConfig = NonNullable<KeymeshConfig['mockProvider']>;

@@ -1,0 +1,88 @@
+import { fromBinary } from '@bufbuild/protobuf';
+import { Subjects, type Bus } from '@keymesh/bus';
+import { parsePolicy, type Policy } from '@keymesh/config';
+import { PolicyUpdatedEventSchema, type ControlService } from '@keymesh/proto/control/v1/control';
+import type { RpcClient } from '@keymesh/rpc';
+import type { Logger } from '@keymesh/telemetry';
+
+export type PolicyListener = (policy: Policy, version: bigint) => void;
+
+export interface FollowPolicyOptions {
+  control: RpcClient<typeof ControlService>;
+  bus: Bus;
+  logger: Logger;
+  onPolicy: PolicyListener;
+  /** Backoff ceiling while control is not reachable yet. */
+  maxRetryDelayMs?: number;
+}
+
+export interface PolicyFollower {
+  /** Resolves once a first policy has been applied. */
+  readonly ready: Promise<void>;
+  version(): bigint;
+  close(): void;
+}
+
+/**
+ * Keeps a service on the newest policy: fetches it from control at start
+ * (retrying until control answers, so start order does not matter) and
+ * applies every newer version broadcast on keymesh.policy.updated. Versions
+ * only move forward, so a late fetch never undoes a broadcast.
+ */
+export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
+  let version = 0n;
+  let closed = false;
+  let markReady: () => void = () => undefined;
+  const ready = new Promise<void>((resolve) => (markReady = resolve));
+
+  const apply = (json: string, next: bigint, source: string): void => {
+    if (next <= version) return;
+    let policy: Policy;
+    try {
+      policy = parsePolicy(json);
+    } catch (err) {
+      options.logger.error('ignoring an invalid policy', { version: String(next), source, error: err as Error });
+      return;
+    }
+    version = next;
+    options.onPolicy(policy, next);
+    markReady();
+  };
+
+  // Subscribe before fetching, so an update published in between is not missed.
+  const subscription = options.bus.subscribe(Subjects.policyUpdated);
+  void (async () => {
+    for await (const message of subscription) {
+      try {
+        const event = fromBinary(PolicyUpdatedEventSchema, message.data);
+        apply(event.policyJson, event.version, 'bus');
+      } catch (err) {
+        options.logger.warn('malformed policy event', { error: err as Error });
+      }
+    }
+  })();
+
+  void (async () => {
+    let delayMs = 50;
+    while (!closed && version === 0n) {
+      try {
+        const response = await options.control.getPolicy({}, { timeoutMs: 2_000 });
+        apply(response.policyJson, response.version, 'control');
+        return;
+      } catch (err) {
+        if (delayMs >= 800) options.logger.warn('waiting for control to serve a policy', { error: err as Error });
+        await new Promise((resolve) => setTimeout(resolve, delayMs).unref());
+        delayMs = Math.min(delayMs * 2, options.maxRetryDelayMs ?? 2_000);
+      }
+    }
+  })();
+
+  return {
+    ready,
+    version: () => version,
+    close() {
+      closed = true;
+      subscription.unsubscribe();
+    },
+  };
+}

@@ -1,0 +1,2 @@
+export { followPolicy } from './follow-policy';
+export type { PolicyFollower, FollowPolicyOptions, PolicyListener } from './follow-policy';

@@ -1,0 +1,5 @@
+export { createRpcServer } from './server';
+export type { RpcServer, RpcServerOptions, CallContext, ServiceImpl } from './server';
+export { createRpcClient, closeRpcClient } from './client';
+export type { RpcClient, RpcClientOptions, CallOptions } from './client';
+export { definitionOf } from './definition';
