@@ -1,0 +1,129 @@
+import { randomBytes } from 'node:crypto';
+import { connectNatsBus, createMemoryBus, type Bus } from '@keymesh/bus';
+import type { ConfigSecret, KeymeshConfig } from '@keymesh/config';
+import { startAnalytics } from '@keymesh/analytics';
+import { startCache } from '@keymesh/cache';
+import { startControl } from '@keymesh/control';
+import { createSealer, generateMasterKey, masterKeyFromEnv, startKeyVault } from '@keymesh/keyvault';
+import { startLimiter } from '@keymesh/limiter';
+import { startMockProvider, type MockProvider } from '@keymesh/mock-provider';
+import { startRouter } from '@keymesh/router';
+import { createTelemetry, type Telemetry } from '@keymesh/telemetry';
+
+export interface Stoppable {
+  name: string;
+  /** What to print: an address or URL. */
+  where: string;
+  stop(): Promise<void>;
+}
+
+export interface Mesh {
+  readonly parts: Stoppable[];
+  readonly httpPort: number;
+  readonly grpcPort: number;
+  readonly mock: MockProvider | undefined;
+  stop(): Promise<void>;
+}
+
+export interface UpOptions {
+  config: KeymeshConfig;
+  /** Applied again when the file changes. */
+  configPath: string | undefined;
+  httpPort: number;
+  grpcPort: number;
+  env: NodeJS.ProcessEnv;
+}
+
+const LOOPBACK = '127.0.0.1';
+
+export function secretValue(secret: ConfigSecret, env: NodeJS.ProcessEnv): string | undefined {
+  return secret.kind === 'literal' ? secret.value : env[secret.name];
+}
+
+export async function busFromEnv(name: string, env: NodeJS.ProcessEnv): Promise<Bus> {
+  return env.NATS_URL ? connectNatsBus({ url: env.NATS_URL, name }) : createMemoryBus();
+}
+
+/**
+ * `keymesh up`: every service in this process, each on its own loopback gRPC
+ * port with its own tracer, talking to the others over gRPC exactly as
+ * separate processes would. With NATS_URL the bus is NATS; otherwise the
+ * in-process bus.
+ */
+export async function startMesh(options: UpOptions): Promise<Mesh> {
+  const { config, env } = options;
+  const parts: Stoppable[] = [];
+  const telemetries: Telemetry[] = [];
+  const telemetry = (name: string): Telemetry => {
+    const t = createTelemetry(`keymesh-${name}`);
+    telemetries.push(t);
+    return t;
+  };
+  const stopAll = async (): Promise<void> => {
+    for (const part of [...parts].reverse()) await part.stop().catch(() => undefined);
+    await Promise.all(telemetries.map((t) => t.shutdown().catch(() => undefined)));
+  };
+
+  try {
+    const bus = await busFromEnv('keymesh', env);
+    parts.push({ name: 'bus', where: env.NATS_URL ? env.NATS_URL.replace(/\/\/[^@/]*@/, '//') : 'in-process', stop: () => bus.close() });
+
+    let mock: MockProvider | undefined;
+    if (config.mockProvider) {
+      const keys = config.mockProvider.keys.flatMap((k) => {
+        const secret = secretValue(k.secret, env);
+        return secret === undefined ? [] : [{ secret, limits: k.limits.map((l) => ({ requests: l.requests, perMs: l.perMs })) }];
+      });
+      const started = await startMockProvider({ host: LOOPBACK, port: config.mockProvider.port, keys, latencyMs: config.mockProvider.latencyMs });
+      mock = started;
+      parts.push({ name: 'mock provider', where: started.url, stop: () => started.close() });
+    }
+
+    const sealer = createSealer((await masterKeyFromEnv(env)) ?? generateMasterKey());
+    const routerToken = env.KEYMESH_ROUTER_TOKEN || randomBytes(24).toString('base64url');
+
+    const control = await startControl({
+      telemetry: telemetry('control'),
+      bus,
+      sealSecret: (plaintext) => sealer.seal(plaintext),
+      config,
+      ...(options.configPath ? { watchPath: options.configPath } : {}),
+      host: LOOPBACK,
+      port: 0,
+    });
+    const controlAddress = `${LOOPBACK}:${control.port}`;
+    parts.push({ name: 'control', where: controlAddress, stop: () => control.stop() });
+
+    const keyvault = await startKeyVault({ telemetry: telemetry('keyvault'), bus, sealer, routerToken, controlAddress, host: LOOPBACK, port: 0, env });
+    parts.push({ name: 'key-vault', where: `${LOOPBACK}:${keyvault.port}`, stop: () => keyvault.stop() });
+    const limiter = await startLimiter({ telemetry: telemetry('limiter'), bus, controlAddress, host: LOOPBACK, port: 0 });
+    parts.push({ name: 'limiter', where: `${LOOPBACK}:${limiter.port}`, stop: () => limiter.stop() });
+    const cache = await startCache({ telemetry: telemetry('cache'), host: LOOPBACK, port: 0 });
+    parts.push({ name: 'cache', where: `${LOOPBACK}:${cache.port}`, stop: () => cache.stop() });
+    const analytics = await startAnalytics({ telemetry: telemetry('analytics'), bus, host: LOOPBACK, port: 0 });
+    parts.push({ name: 'analytics', where: `${LOOPBACK}:${analytics.port}`, stop: () => analytics.stop() });
+
+    const router = await startRouter({
+      telemetry: telemetry('router'),
+      bus,
+      routerToken,
+      peers: {
+        limiter: `${LOOPBACK}:${limiter.port}`,
+        keyvault: `${LOOPBACK}:${keyvault.port}`,
+        cache: `${LOOPBACK}:${cache.port}`,
+        analytics: `${LOOPBACK}:${analytics.port}`,
+        control: controlAddress,
+      },
+      http: { host: config.server.http.host, port: options.httpPort },
+      grpc: { host: LOOPBACK, port: options.grpcPort },
+    });
+    parts.push({ name: 'router (HTTP edge)', where: `http://${config.server.http.host}:${router.httpPort}/v1`, stop: () => router.stop() });
+    parts.push({ name: 'router (gRPC)', where: `${LOOPBACK}:${router.grpcPort}`, stop: async () => undefined });
+    await Promise.all([router.ready, keyvault.ready, limiter.ready]);
+
+    return { parts, httpPort: router.httpPort, grpcPort: router.grpcPort, mock, stop: stopAll };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}

@@ -1,0 +1,224 @@
+import assert from 'node:assert/strict';
+import { FakeClock } from '../store/clock';
+import { MemoryLimiterStore } from '../store/memory';
+import { InvalidPoolSpecError, UnknownKeyError, UnknownPoolError } from './errors';
+import { DEFAULT_COOLING_MS, KeyPoolLimiter } from './key-pool-limiter';
+import type { AcquireResult, PoolSpec } from './types';
+
+const T0 = 1_700_000_000_000;
+const perMinute = (requests: number) => [{ requests, perMs: 60_000 }];
+
+describe('KeyPoolLimiter', () => {
+  let clock: FakeClock;
+  let limiter: KeyPoolLimiter;
+  const pools = (): PoolSpec[] => [
+    {
+      poolId: 'openai',
+      keys: [
+        { keyId: 'k1', limits: perMinute(2) },
+        { keyId: 'k2', limits: perMinute(2) },
+      ],
+    },
+    { poolId: 'anthropic', keys: [{ keyId: 'k1', limits: perMinute(1) }] },
+  ];
+
+  beforeEach(async () => {
+    clock = new FakeClock(T0);
+    limiter = new KeyPoolLimiter(new MemoryLimiterStore());
+    await limiter.applyPools(pools());
+  });
+
+  const acquire = (excludedKeyIds: string[] = [], poolId = 'openai'): Promise<AcquireResult> =>
+    limiter.acquire({ poolId, excludedKeyIds }, clock.nowMs());
+  const report = (keyId: string, httpStatus: number, retryAfterMs?: number) =>
+    limiter.reportOutcome({ poolId: 'openai', keyId, httpStatus, retryAfterMs }, clock.nowMs());
+
+  describe('acquire', () => {
+    it('denies with KEY_POOL_EXHAUSTED and the exact retry-after when every key is full', async () => {
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k1' });
+      clock.advance(10_000);
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k2' });
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k1' });
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k2' });
+      assert.deepEqual(await acquire(), { granted: false, retryAfterMs: 50_000, reason: 'KEY_POOL_EXHAUSTED' });
+    });
+
+    it('never grants a request a key it excluded, even the one with the most headroom', async () => {
+      await acquire(['k2']);
+      // k2 now has more headroom, but this request already tried it.
+      assert.deepEqual(await acquire(['k2']), { granted: true, keyId: 'k1' });
+      assert.deepEqual(await acquire(['k2']), { granted: false, retryAfterMs: 60_000, reason: 'KEY_POOL_EXHAUSTED' });
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k2' });
+    });
+
+    it('denies with KEY_POOL_UNAVAILABLE and no retry-after when every key is excluded', async () => {
+      assert.deepEqual(await acquire(['k1', 'k2']), { granted: false, retryAfterMs: undefined, reason: 'KEY_POOL_UNAVAILABLE' });
+    });
+
+    it('denies with KEY_POOL_EXHAUSTED when every key is cooling, and KEY_POOL_UNAVAILABLE when every key is parked', async () => {
+      await report('k1', 429, 4000);
+      await report('k2', 429, 7000);
+      assert.deepEqual(await acquire(), { granted: false, retryAfterMs: 4000, reason: 'KEY_POOL_EXHAUSTED' });
+      await report('k1', 401);
+      await report('k2', 403);
+      assert.deepEqual(await acquire(), { granted: false, retryAfterMs: undefined, reason: 'KEY_POOL_UNAVAILABLE' });
+    });
+
+    it('treats a key with no limits as always admissible', async () => {
+      await limiter.applyPools([{ poolId: 'free', keys: [{ keyId: 'x', limits: [] }] }]);
+      for (let i = 0; i < 1000; i++) assert.deepEqual(await acquire([], 'free'), { granted: true, keyId: 'x' });
+    });
+
+    it('decides a batch in order, each exactly as acquire would', async () => {
+      const results = await limiter.acquireBatch(
+        [
+          { poolId: 'anthropic' },
+          { poolId: 'openai', excludedKeyIds: ['k1'] },
+          { poolId: 'anthropic' },
+        ],
+        clock.nowMs(),
+      );
+      assert.deepEqual(results, [
+        { granted: true, keyId: 'k1' },
+        { granted: true, keyId: 'k2' },
+        { granted: false, retryAfterMs: 60_000, reason: 'KEY_POOL_EXHAUSTED' },
+      ]);
+    });
+
+    it('rejects an unknown pool with UnknownPoolError and admits nothing from its batch', async () => {
+      await assert.rejects(acquire([], 'nope'), (err: unknown) => err instanceof UnknownPoolError && err.poolId === 'nope');
+      await assert.rejects(
+        limiter.acquireBatch([{ poolId: 'anthropic' }, { poolId: 'nope' }], clock.nowMs()),
+        UnknownPoolError,
+      );
+      assert.deepEqual(await acquire([], 'anthropic'), { granted: true, keyId: 'k1' });
+    });
+  });
+
+  describe('reportOutcome', () => {
+    it('cools a key until its retry-after after a 429', async () => {
+      assert.deepEqual(await report('k1', 429, 2500), {
+        condition: 'COOLING',
+        conditionReason: 'provider answered 429',
+        coolingUntilMs: T0 + 2500,
+      });
+      assert.deepEqual(await acquire(['k2']), { granted: false, retryAfterMs: 2500, reason: 'KEY_POOL_EXHAUSTED' });
+      clock.advance(2500);
+      assert.deepEqual(await acquire(['k2']), { granted: true, keyId: 'k1' });
+    });
+
+    it('cools a key for 1 s after a 429 without a retry-after', async () => {
+      assert.equal(DEFAULT_COOLING_MS, 1000);
+      assert.equal((await report('k1', 429)).coolingUntilMs, T0 + 1000);
+      assert.equal((await report('k2', 429, Number.NaN)).coolingUntilMs, T0 + 1000);
+    });
+
+    it('parks a key after a 401 or a 403 until an operator unparks it', async () => {
+      assert.deepEqual(await report('k1', 401), {
+        condition: 'PARKED',
+        conditionReason: 'provider answered 401',
+        coolingUntilMs: undefined,
+      });
+      assert.equal((await report('k2', 403)).conditionReason, 'provider answered 403');
+      clock.advance(24 * 3_600_000);
+      assert.equal((await acquire()).granted, false);
+      assert.equal((await limiter.unparkKey('openai', 'k1', clock.nowMs())).condition, 'READY');
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k1' });
+    });
+
+    it('changes nothing on a 2xx or any other status', async () => {
+      await report('k1', 429, 5000);
+      assert.equal((await report('k1', 200)).condition, 'COOLING');
+      assert.equal((await report('k2', 200)).condition, 'READY');
+      assert.equal((await report('k2', 500)).condition, 'READY');
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k2' });
+    });
+
+    it('keeps pools apart: a key id in two pools has two states', async () => {
+      await report('k1', 401);
+      assert.deepEqual(await acquire([], 'anthropic'), { granted: true, keyId: 'k1' });
+    });
+
+    it('rejects an unknown key with UnknownKeyError', async () => {
+      await assert.rejects(report('k9', 429), (err: unknown) => err instanceof UnknownKeyError && err.keyId === 'k9');
+      await assert.rejects(limiter.unparkKey('anthropic', 'k2', clock.nowMs()), UnknownKeyError);
+      await assert.rejects(limiter.reportOutcome({ poolId: 'nope', keyId: 'k1', httpStatus: 429 }, clock.nowMs()), UnknownPoolError);
+    });
+  });
+
+  describe('applyPools', () => {
+    it('keeps the counters, cooling and parks of unchanged keys across a reload', async () => {
+      await acquire();
+      await acquire();
+      await acquire([], 'anthropic');
+      await report('k2', 401);
+      await limiter.applyPools(pools());
+      const states = await limiter.keyStates({}, clock.nowMs());
+      assert.deepEqual(
+        states.map((s) => [s.poolId, s.keyId, s.condition, s.windows[0]!.remaining]),
+        [
+          ['openai', 'k1', 'READY', 1],
+          ['openai', 'k2', 'PARKED', 1],
+          ['anthropic', 'k1', 'READY', 0],
+        ],
+      );
+    });
+
+    it('rejects an invalid config, naming every problem, and keeps the previous one', async () => {
+      const bad = [
+        { poolId: 'openai', keys: [{ keyId: 'k1', limits: [{ requests: 0, perMs: 1000 }] }, { keyId: 'k1', limits: [] }] },
+        { poolId: 'openai', keys: [{ keyId: '', limits: [{ requests: 1.5, perMs: -1 }] }] },
+      ];
+      await assert.rejects(limiter.applyPools(bad), (err: unknown) => {
+        assert.ok(err instanceof InvalidPoolSpecError);
+        assert.deepEqual(err.problems, [
+          'pools[0].keys[0].limits[0].requests: must be an integer from 1 to 1000000, got 0',
+          'pools[0].keys[1].keyId: duplicate key "k1"',
+          'pools[1].poolId: duplicate pool "openai"',
+          'pools[1].keys[0].keyId: must be a non-empty string',
+          'pools[1].keys[0].limits[0].requests: must be an integer from 1 to 1000000, got 1.5',
+          'pools[1].keys[0].limits[0].perMs: must be a positive number of ms, got -1',
+        ]);
+        return true;
+      });
+      assert.deepEqual(await acquire([], 'anthropic'), { granted: true, keyId: 'k1' });
+    });
+
+    it('forgets removed pools and keys', async () => {
+      await limiter.applyPools([{ poolId: 'openai', keys: [{ keyId: 'k2', limits: perMinute(2) }] }]);
+      await assert.rejects(acquire([], 'anthropic'), UnknownPoolError);
+      await assert.rejects(report('k1', 429), UnknownKeyError);
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k2' });
+    });
+  });
+
+  describe('keyStates', () => {
+    it('shows each key\'s condition, reason, cooling end and windows', async () => {
+      await acquire();
+      await report('k2', 429, 3000);
+      clock.advance(1000);
+      assert.deepEqual(await limiter.keyStates({ poolId: 'openai' }, clock.nowMs()), [
+        {
+          poolId: 'openai',
+          keyId: 'k1',
+          condition: 'READY',
+          conditionReason: '',
+          coolingUntilMs: undefined,
+          windows: [{ requests: 2, perMs: 60_000, remaining: 1, resetInMs: 59_000 }],
+        },
+        {
+          poolId: 'openai',
+          keyId: 'k2',
+          condition: 'COOLING',
+          conditionReason: 'provider answered 429',
+          coolingUntilMs: T0 + 3000,
+          windows: [{ requests: 2, perMs: 60_000, remaining: 2, resetInMs: 0 }],
+        },
+      ]);
+    });
+
+    it('rejects an unknown pool with UnknownPoolError', async () => {
+      await assert.rejects(limiter.keyStates({ poolId: 'nope' }, clock.nowMs()), UnknownPoolError);
+    });
+  });
+});

@@ -1,0 +1,146 @@
+import type { AcquireDecision, KeyCandidates, KeyRef, LimiterStore } from '../store/store';
+import { InvalidPoolSpecError, UnknownKeyError, UnknownPoolError } from './errors';
+import { findPoolSpecProblems, freezePoolSpecs } from './pool-spec';
+import type {
+  AcquireRequest,
+  AcquireResult,
+  KeyConditionState,
+  KeyOutcome,
+  KeyState,
+  PoolSpec,
+} from './types';
+
+/** How long a 429 cools a key when the provider didn't say. */
+export const DEFAULT_COOLING_MS = 1000;
+
+interface PoolIndex {
+  readonly keyIds: readonly string[];
+  readonly keyIdSet: ReadonlySet<string>;
+}
+
+/**
+ * Decides which key of a pool may take a request now, and learns from what the
+ * providers answered. Config lookups live here (built once per applyPools);
+ * per-key state and the choice itself live in the store, so that with Redis the
+ * choice is one atomic script shared by every replica.
+ *
+ * Time comes only from the nowMs arguments.
+ */
+export class KeyPoolLimiter {
+  private pools: ReadonlyMap<string, PoolIndex> = new Map();
+  /** applyPools calls run one at a time, so the store and the index swap in the same order. */
+  private applying: Promise<void> = Promise.resolve();
+
+  constructor(private readonly store: LimiterStore) {}
+
+  /**
+   * Validates the whole set, then replaces it. Unchanged keys keep their
+   * windows and condition; see LimiterStore.configure for changed keys.
+   * Throws InvalidPoolSpecError (listing every problem) and changes nothing.
+   */
+  applyPools(pools: readonly PoolSpec[]): Promise<void> {
+    const problems = findPoolSpecProblems(pools);
+    if (problems.length > 0) return Promise.reject(new InvalidPoolSpecError(problems));
+    const specs = freezePoolSpecs(pools);
+    const next = new Map<string, PoolIndex>();
+    for (const pool of specs) {
+      const keyIds = Object.freeze(pool.keys.map((key) => key.keyId));
+      next.set(pool.poolId, { keyIds, keyIdSet: new Set(keyIds) });
+    }
+    const applied = this.applying.then(async () => {
+      // Store first: until the index swaps, requests name only old keys, and the
+      // store skips any it no longer has.
+      await this.store.configure(specs);
+      this.pools = next;
+    });
+    this.applying = applied.catch(() => undefined);
+    return applied;
+  }
+
+  async acquire(request: AcquireRequest, nowMs: number): Promise<AcquireResult> {
+    const [result] = await this.acquireBatch([request], nowMs);
+    return result!;
+  }
+
+  /**
+   * Decides many requests in one store call, in order, each exactly as acquire
+   * would. An unknown pool fails the whole batch before anything is admitted.
+   */
+  async acquireBatch(requests: readonly AcquireRequest[], nowMs: number): Promise<AcquireResult[]> {
+    const candidates: KeyCandidates[] = new Array(requests.length);
+    for (let i = 0; i < requests.length; i++) {
+      const request = requests[i]!;
+      const pool = this.requirePool(request.poolId);
+      const excluded = request.excludedKeyIds;
+      candidates[i] = {
+        poolId: request.poolId,
+        keyIds:
+          excluded === undefined || excluded.length === 0
+            ? pool.keyIds
+            : pool.keyIds.filter((keyId) => !excluded.includes(keyId)),
+      };
+    }
+    const decisions = await this.store.acquire(candidates, nowMs);
+    return decisions.map(toAcquireResult);
+  }
+
+  /**
+   * 429 cools the key until now + retry-after (DEFAULT_COOLING_MS without one);
+   * 401/403 parks it; any other status changes nothing. Returns the key's
+   * resulting condition.
+   */
+  async reportOutcome(outcome: KeyOutcome, nowMs: number): Promise<KeyConditionState> {
+    const key = this.requireKey(outcome.poolId, outcome.keyId);
+    const reason = `provider answered ${outcome.httpStatus}`;
+    let state: KeyConditionState | undefined;
+    if (outcome.httpStatus === 429) {
+      state = await this.store.cool(key, nowMs + coolingMs(outcome.retryAfterMs), reason, nowMs);
+    } else if (outcome.httpStatus === 401 || outcome.httpStatus === 403) {
+      state = await this.store.park(key, reason, nowMs);
+    } else {
+      state = await this.store.condition(key, nowMs);
+    }
+    return state ?? this.keyGone(key);
+  }
+
+  /** An operator's word that a parked key is good again (e.g. after a rotation). */
+  async unparkKey(poolId: string, keyId: string, nowMs: number): Promise<KeyConditionState> {
+    const key = this.requireKey(poolId, keyId);
+    return (await this.store.unpark(key, nowMs)) ?? this.keyGone(key);
+  }
+
+  /** Every key of one pool (or of all pools), in config order. */
+  async keyStates(query: { readonly poolId?: string }, nowMs: number): Promise<KeyState[]> {
+    if (query.poolId !== undefined) this.requirePool(query.poolId);
+    return this.store.snapshot(query.poolId, nowMs);
+  }
+
+  private requirePool(poolId: string): PoolIndex {
+    const pool = this.pools.get(poolId);
+    if (pool === undefined) throw new UnknownPoolError(poolId);
+    return pool;
+  }
+
+  private requireKey(poolId: string, keyId: string): KeyRef {
+    if (!this.requirePool(poolId).keyIdSet.has(keyId)) throw new UnknownKeyError(poolId, keyId);
+    return { poolId, keyId };
+  }
+
+  /** The key was removed by a config swap that landed while we waited on the store. */
+  private keyGone(key: KeyRef): never {
+    throw new UnknownKeyError(key.poolId, key.keyId);
+  }
+}
+
+function coolingMs(retryAfterMs: number | undefined): number {
+  return retryAfterMs !== undefined && Number.isFinite(retryAfterMs) && retryAfterMs >= 0
+    ? retryAfterMs
+    : DEFAULT_COOLING_MS;
+}
+
+function toAcquireResult(decision: AcquireDecision): AcquireResult {
+  if (decision.granted) return decision;
+  return decision.retryAfterMs === undefined
+    ? { granted: false, retryAfterMs: undefined, reason: 'KEY_POOL_UNAVAILABLE' }
+    : { granted: false, retryAfterMs: decision.retryAfterMs, reason: 'KEY_POOL_EXHAUSTED' };
+}

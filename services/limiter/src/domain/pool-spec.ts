@@ -1,0 +1,71 @@
+import type { PoolSpec, WindowLimit } from './types';
+
+/**
+ * A sliding log keeps one 8-byte slot per request of a window, so a window's
+ * size is its memory: 1M requests = 8 MB per key. Larger quotas (daily,
+ * monthly) belong to calendar quotas, not sliding logs.
+ */
+export const MAX_WINDOW_REQUESTS = 1_000_000;
+
+/** Every problem in the specs, each named by its path; empty when valid. */
+export function findPoolSpecProblems(pools: readonly PoolSpec[]): string[] {
+  const problems: string[] = [];
+  const poolIds = new Set<string>();
+  pools.forEach((pool, p) => {
+    const poolPath = `pools[${p}]`;
+    if (!isNonEmptyString(pool.poolId)) problems.push(`${poolPath}.poolId: must be a non-empty string`);
+    else if (poolIds.has(pool.poolId)) problems.push(`${poolPath}.poolId: duplicate pool "${pool.poolId}"`);
+    else poolIds.add(pool.poolId);
+    if (!Array.isArray(pool.keys)) {
+      problems.push(`${poolPath}.keys: must be a list`);
+      return;
+    }
+    const keyIds = new Set<string>();
+    pool.keys.forEach((key, k) => {
+      const keyPath = `${poolPath}.keys[${k}]`;
+      if (!isNonEmptyString(key.keyId)) problems.push(`${keyPath}.keyId: must be a non-empty string`);
+      else if (keyIds.has(key.keyId)) problems.push(`${keyPath}.keyId: duplicate key "${key.keyId}"`);
+      else keyIds.add(key.keyId);
+      const limits: readonly WindowLimit[] = key.limits;
+      if (!Array.isArray(limits)) {
+        problems.push(`${keyPath}.limits: must be a list`);
+        return;
+      }
+      limits.forEach((limit, l) => {
+        const limitPath = `${keyPath}.limits[${l}]`;
+        if (!Number.isInteger(limit.requests) || limit.requests < 1 || limit.requests > MAX_WINDOW_REQUESTS) {
+          problems.push(`${limitPath}.requests: must be an integer from 1 to ${MAX_WINDOW_REQUESTS}, got ${String(limit.requests)}`);
+        }
+        if (typeof limit.perMs !== 'number' || !Number.isFinite(limit.perMs) || limit.perMs <= 0) {
+          problems.push(`${limitPath}.perMs: must be a positive number of ms, got ${String(limit.perMs)}`);
+        }
+      });
+    });
+  });
+  return problems;
+}
+
+/** A deep, frozen copy: later edits to the caller's objects can't reach the limiter. */
+export function freezePoolSpecs(pools: readonly PoolSpec[]): readonly PoolSpec[] {
+  return Object.freeze(
+    pools.map((pool) =>
+      Object.freeze({
+        poolId: pool.poolId,
+        keys: Object.freeze(
+          pool.keys.map((key) =>
+            Object.freeze({
+              keyId: key.keyId,
+              limits: Object.freeze(
+                key.limits.map((limit) => Object.freeze({ requests: limit.requests, perMs: limit.perMs })),
+              ),
+            }),
+          ),
+        ),
+      }),
+    ),
+  );
+}
+
+function isNonEmptyString(value: unknown): value is string {
+  return typeof value === 'string' && value.length > 0;
+}

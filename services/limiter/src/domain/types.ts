@@ -1,0 +1,84 @@
+/**
+ * The limiter's vocabulary. Plain data only: these cross the store boundary
+ * (and, for a Redis store, a Lua script's ARGV), so nothing here holds behaviour.
+ */
+
+/** At most `requests` admissions in any interval of length `perMs`. */
+export interface WindowLimit {
+  readonly requests: number;
+  readonly perMs: number;
+}
+
+export interface KeySpec {
+  readonly keyId: string;
+  /** Empty: the key is never limited by the limiter (the provider may still 429 it). */
+  readonly limits: readonly WindowLimit[];
+}
+
+export interface PoolSpec {
+  readonly poolId: string;
+  readonly keys: readonly KeySpec[];
+}
+
+/**
+ * READY: usable when its windows have room.
+ * COOLING: the provider answered 429; usable again at coolingUntilMs.
+ * PARKED: the provider answered 401/403; unusable until an operator unparks it
+ * (or the key is removed from the config and added back).
+ */
+export type KeyCondition = 'READY' | 'COOLING' | 'PARKED';
+
+export interface KeyConditionState {
+  readonly condition: KeyCondition;
+  /** Why the key is cooling or parked, e.g. "provider answered 429"; "" when READY. */
+  readonly conditionReason: string;
+  /** Set only while COOLING. */
+  readonly coolingUntilMs: number | undefined;
+}
+
+export interface WindowState {
+  readonly requests: number;
+  readonly perMs: number;
+  /** Admissions the window would still take now. */
+  readonly remaining: number;
+  /**
+   * Until the window is back to full capacity (its newest admission leaves it),
+   * like a provider's x-ratelimit-reset-requests; 0 when nothing is in it.
+   */
+  readonly resetInMs: number;
+}
+
+export interface KeyState extends KeyConditionState {
+  readonly poolId: string;
+  readonly keyId: string;
+  readonly windows: readonly WindowState[];
+}
+
+export interface AcquireRequest {
+  readonly poolId: string;
+  /** Keys this request already tried; never granted to it again. */
+  readonly excludedKeyIds?: readonly string[];
+}
+
+/**
+ * KEY_POOL_EXHAUSTED: keys will free up on their own (retryAfterMs says when).
+ * KEY_POOL_UNAVAILABLE: every usable key is parked or excluded; waiting won't help.
+ */
+export type DenialReason = 'KEY_POOL_EXHAUSTED' | 'KEY_POOL_UNAVAILABLE';
+
+export type AcquireResult =
+  | { readonly granted: true; readonly keyId: string }
+  | {
+      readonly granted: false;
+      /** undefined exactly when reason is KEY_POOL_UNAVAILABLE. */
+      readonly retryAfterMs: number | undefined;
+      readonly reason: DenialReason;
+    };
+
+export interface KeyOutcome {
+  readonly poolId: string;
+  readonly keyId: string;
+  readonly httpStatus: number;
+  /** The provider's retry-after, already parsed to ms, when it sent one. */
+  readonly retryAfterMs?: number;
+}

@@ -1,0 +1,108 @@
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import type { Duration } from '@bufbuild/protobuf/wkt';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { Code, KeymeshError, Reason } from '@keymesh/errors';
+import {
+  AcquireOutcome,
+  KeyCondition as ProtoKeyCondition,
+  type AcquireResponseSchema,
+  type LimiterService,
+} from '@keymesh/proto/limiter/v1/limiter';
+import type { ServiceImpl } from '@keymesh/rpc';
+import { LimiterError, UnknownKeyError, UnknownPoolError } from './domain/errors';
+import type { KeyPoolLimiter } from './domain/key-pool-limiter';
+import type { AcquireResult, KeyCondition } from './domain/types';
+import type { Clock } from './store/clock';
+
+function durationOf(ms: number): MessageInitShape<typeof import('@bufbuild/protobuf/wkt').DurationSchema> {
+  const whole = Math.floor(ms / 1000);
+  return { seconds: BigInt(whole), nanos: Math.round((ms - whole * 1000) * 1e6) };
+}
+
+function msOf(duration: Duration | undefined): number | undefined {
+  return duration ? Number(duration.seconds) * 1000 + duration.nanos / 1e6 : undefined;
+}
+
+const CONDITIONS: Record<KeyCondition, ProtoKeyCondition> = {
+  READY: ProtoKeyCondition.READY,
+  COOLING: ProtoKeyCondition.COOLING,
+  PARKED: ProtoKeyCondition.PARKED,
+};
+
+function responseOf(result: AcquireResult): MessageInitShape<typeof AcquireResponseSchema> {
+  if (result.granted) return { outcome: AcquireOutcome.GRANTED, keyId: result.keyId };
+  return {
+    outcome: AcquireOutcome.DENIED,
+    reason: result.reason,
+    ...(result.retryAfterMs === undefined ? {} : { retryAfter: durationOf(result.retryAfterMs) }),
+  };
+}
+
+/** Domain errors as the statuses a caller can act on. */
+function statusOf(err: unknown): unknown {
+  if (err instanceof UnknownPoolError || err instanceof UnknownKeyError) {
+    return new KeymeshError({ code: Code.NotFound, reason: Reason.NOT_FOUND, message: err.message, cause: err });
+  }
+  if (err instanceof LimiterError) {
+    return new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message: err.message, cause: err });
+  }
+  return err;
+}
+
+export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock): ServiceImpl<typeof LimiterService> {
+  return {
+    async acquire(request) {
+      try {
+        return responseOf(await limiter.acquire({ poolId: request.poolId, excludedKeyIds: request.excludedKeyIds }, clock.nowMs()));
+      } catch (err) {
+        throw statusOf(err);
+      }
+    },
+    async acquireBatch(request) {
+      try {
+        const results = await limiter.acquireBatch(
+          request.requests.map((r) => ({ poolId: r.poolId, excludedKeyIds: r.excludedKeyIds })),
+          clock.nowMs(),
+        );
+        return { responses: results.map(responseOf) };
+      } catch (err) {
+        throw statusOf(err);
+      }
+    },
+    async reportOutcome(request) {
+      try {
+        const retryAfterMs = msOf(request.retryAfter);
+        const state = await limiter.reportOutcome(
+          { poolId: request.poolId, keyId: request.keyId, httpStatus: request.httpStatus, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) },
+          clock.nowMs(),
+        );
+        return { condition: CONDITIONS[state.condition] };
+      } catch (err) {
+        throw statusOf(err);
+      }
+    },
+    async getKeyState(request) {
+      const nowMs = clock.nowMs();
+      const states = await limiter.keyStates(request.poolId ? { poolId: request.poolId } : {}, nowMs);
+      return {
+        keys: states.map((s) => {
+          // The tightest window is what the caller runs into first.
+          const tightest = s.windows.reduce<(typeof s.windows)[number] | undefined>(
+            (min, w) => (min === undefined || w.remaining / w.requests < min.remaining / min.requests ? w : min),
+            undefined,
+          );
+          return {
+            poolId: s.poolId,
+            keyId: s.keyId,
+            condition: CONDITIONS[s.condition],
+            conditionReason: s.conditionReason,
+            remainingRequests: tightest?.remaining ?? 0,
+            limitRequests: tightest?.requests ?? 0,
+            ...(tightest ? { window: durationOf(tightest.perMs) } : {}),
+            ...(s.coolingUntilMs === undefined ? {} : { coolingUntil: timestampFromMs(s.coolingUntilMs) }),
+          };
+        }),
+      };
+    },
+  };
+}

@@ -1,0 +1,70 @@
+import type { Bus } from '@keymesh/bus';
+import type { Policy } from '@keymesh/config';
+import { followPolicy } from '@keymesh/policy';
+import { ControlService } from '@keymesh/proto/control/v1/control';
+import { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
+import { closeRpcClient, createRpcClient, createRpcServer } from '@keymesh/rpc';
+import { createLogger, type Telemetry } from '@keymesh/telemetry';
+import { KeyPoolLimiter } from './domain/key-pool-limiter';
+import type { PoolSpec } from './domain/types';
+import { limiterHandlers } from './handlers';
+import { systemClock, type Clock } from './store/clock';
+import { MemoryLimiterStore } from './store/memory';
+
+export interface LimiterOptions {
+  telemetry: Telemetry;
+  bus: Bus;
+  controlAddress: string;
+  host: string;
+  port: number;
+  clock?: Clock;
+}
+
+export interface RunningLimiter {
+  readonly port: number;
+  readonly ready: Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function poolSpecsOf(policy: Policy): PoolSpec[] {
+  return Object.values(policy.pools).map((pool) => ({
+    poolId: pool.id,
+    keys: pool.keyIds.map((keyId) => ({ keyId, limits: policy.keys[keyId]?.limits ?? [] })),
+  }));
+}
+
+export async function startLimiter(options: LimiterOptions): Promise<RunningLimiter> {
+  const logger = createLogger('limiter');
+  const clock = options.clock ?? systemClock;
+  const limiter = new KeyPoolLimiter(new MemoryLimiterStore());
+  const control = createRpcClient(ControlService, options.controlAddress, { telemetry: options.telemetry });
+  // Pools are applied in order: a slow apply must not be overtaken by the next.
+  let applying: Promise<void> = Promise.resolve();
+  let applied: () => void = () => undefined;
+  const firstApplied = new Promise<void>((resolve) => (applied = resolve));
+  const follower = followPolicy({
+    control,
+    bus: options.bus,
+    logger,
+    onPolicy: (policy, version) => {
+      applying = applying
+        .then(() => limiter.applyPools(poolSpecsOf(policy)))
+        .then(
+          () => applied(),
+          (err: unknown) => logger.error('pools not applied', { version: String(version), error: err as Error }),
+        );
+    },
+  });
+  const server = createRpcServer({ telemetry: options.telemetry, logger });
+  server.add(LimiterService, limiterHandlers(limiter, clock));
+  const port = await server.listen(options.host, options.port);
+  return {
+    port,
+    ready: follower.ready.then(() => firstApplied),
+    async stop() {
+      follower.close();
+      await server.shutdown();
+      closeRpcClient(control);
+    },
+  };
+}

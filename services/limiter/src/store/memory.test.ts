@@ -1,0 +1,5 @@
+import { FakeClock } from './clock';
+import { MemoryLimiterStore } from './memory';
+import { describeLimiterStore } from './store.behaviour';
+
+describeLimiterStore('memory', async () => new MemoryLimiterStore(), new FakeClock());

@@ -1,0 +1,224 @@
+import type { KeyConditionState, KeySpec, KeyState, PoolSpec, WindowLimit } from '../domain/types';
+import { SlidingLog } from './sliding-log';
+import type { AcquireDecision, KeyCandidates, KeyRef, LimiterStore } from './store';
+
+interface KeyRecord {
+  readonly poolId: string;
+  readonly keyId: string;
+  readonly limits: readonly WindowLimit[];
+  readonly windows: readonly SlidingLog[];
+  /** Set while parked; parking outranks cooling. */
+  parkedReason: string | undefined;
+  coolingUntilMs: number;
+  coolingReason: string;
+  /** Store-wide grant counter at the last grant (0 = never): ties go to the lowest. */
+  lastGrantSeq: number;
+  /** Newest recorded admission; later admissions are clamped to it so logs stay sorted. */
+  lastAdmittedMs: number;
+}
+
+type Pools = ReadonlyMap<string, ReadonlyMap<string, KeyRecord>>;
+
+const READY: KeyConditionState = Object.freeze({
+  condition: 'READY',
+  conditionReason: '',
+  coolingUntilMs: undefined,
+});
+
+/**
+ * The embedded store: one process, state in memory. Each method runs to
+ * completion synchronously, so each is atomic with respect to the others.
+ */
+export class MemoryLimiterStore implements LimiterStore {
+  private pools: Pools = new Map();
+  private grantSeq = 0;
+
+  async configure(pools: readonly PoolSpec[]): Promise<void> {
+    const next = new Map<string, Map<string, KeyRecord>>();
+    for (const pool of pools) {
+      const previous = this.pools.get(pool.poolId);
+      const keys = new Map<string, KeyRecord>();
+      for (const spec of pool.keys) {
+        keys.set(spec.keyId, reconfigure(pool.poolId, spec, previous?.get(spec.keyId)));
+      }
+      next.set(pool.poolId, keys);
+    }
+    // One reference swap: no acquire ever sees half a config.
+    this.pools = next;
+  }
+
+  async acquire(requests: readonly KeyCandidates[], nowMs: number): Promise<AcquireDecision[]> {
+    const decisions: AcquireDecision[] = new Array(requests.length);
+    for (let i = 0; i < requests.length; i++) decisions[i] = this.acquireOne(requests[i], nowMs);
+    return decisions;
+  }
+
+  private acquireOne(request: KeyCandidates, nowMs: number): AcquireDecision {
+    const keys = this.pools.get(request.poolId);
+    let best: KeyRecord | undefined;
+    let bestHeadroom = 0;
+    let earliestWaitMs = Number.POSITIVE_INFINITY;
+    if (keys !== undefined) {
+      for (const keyId of request.keyIds) {
+        const key = keys.get(keyId);
+        if (key === undefined || key.parkedReason !== undefined) continue;
+        const coolingMs = key.coolingUntilMs - nowMs;
+        if (coolingMs > 0) {
+          earliestWaitMs = Math.min(earliestWaitMs, Math.max(coolingMs, windowsWaitMs(key, nowMs)));
+          continue;
+        }
+        let headroom = Number.POSITIVE_INFINITY;
+        let waitMs = 0;
+        for (const window of key.windows) {
+          if (window.hasRoom(nowMs)) headroom = Math.min(headroom, window.remaining(nowMs) / window.requests);
+          else waitMs = Math.max(waitMs, window.waitMs(nowMs));
+        }
+        if (waitMs > 0) {
+          earliestWaitMs = Math.min(earliestWaitMs, waitMs);
+        } else if (
+          best === undefined ||
+          headroom > bestHeadroom ||
+          (headroom === bestHeadroom && key.lastGrantSeq < best.lastGrantSeq)
+        ) {
+          best = key;
+          bestHeadroom = headroom;
+        }
+      }
+    }
+    if (best === undefined) {
+      return {
+        granted: false,
+        retryAfterMs: earliestWaitMs === Number.POSITIVE_INFINITY ? undefined : earliestWaitMs,
+      };
+    }
+    // A clock that steps back must not unsort the logs; recording the later time
+    // only keeps an admission in its windows a little longer (stricter, never looser).
+    const admittedMs = Math.max(nowMs, best.lastAdmittedMs);
+    for (const window of best.windows) window.record(admittedMs);
+    best.lastAdmittedMs = admittedMs;
+    best.lastGrantSeq = ++this.grantSeq;
+    return { granted: true, keyId: best.keyId };
+  }
+
+  async cool(ref: KeyRef, untilMs: number, reason: string, nowMs: number): Promise<KeyConditionState | undefined> {
+    const key = this.find(ref);
+    if (key === undefined) return undefined;
+    // Replies to requests sent before the first 429 may arrive later with a
+    // shorter retry-after; they must not end the cooling early.
+    if (true) {
+      key.coolingUntilMs = untilMs;
+      key.coolingReason = reason;
+    }
+    return conditionOf(key, nowMs);
+  }
+
+  async park(ref: KeyRef, reason: string, nowMs: number): Promise<KeyConditionState | undefined> {
+    const key = this.find(ref);
+    if (key === undefined) return undefined;
+    key.parkedReason = reason;
+    return conditionOf(key, nowMs);
+  }
+
+  async unpark(ref: KeyRef, nowMs: number): Promise<KeyConditionState | undefined> {
+    const key = this.find(ref);
+    if (key === undefined) return undefined;
+    key.parkedReason = undefined;
+    return conditionOf(key, nowMs);
+  }
+
+  async condition(ref: KeyRef, nowMs: number): Promise<KeyConditionState | undefined> {
+    const key = this.find(ref);
+    return key === undefined ? undefined : conditionOf(key, nowMs);
+  }
+
+  async snapshot(poolId: string | undefined, nowMs: number): Promise<KeyState[]> {
+    const states: KeyState[] = [];
+    for (const [id, keys] of this.pools) {
+      if (poolId !== undefined && id !== poolId) continue;
+      for (const key of keys.values()) states.push(stateOf(key, nowMs));
+    }
+    return states;
+  }
+
+  async close(): Promise<void> {
+    this.pools = new Map();
+  }
+
+  private find(ref: KeyRef): KeyRecord | undefined {
+    return this.pools.get(ref.poolId)?.get(ref.keyId);
+  }
+}
+
+/**
+ * Unchanged limits: the very same record (log, condition, rotation place).
+ * Changed limits: new logs seeded from the old log with the most slots, so a
+ * limit change doesn't hand out a fresh burst the provider would 429; the
+ * seed holds at most the old max(requests) admissions, so a window that grew
+ * past that only knows that much history. Conditions always carry over: a
+ * limit change doesn't make a revoked key valid.
+ */
+function reconfigure(poolId: string, spec: KeySpec, previous: KeyRecord | undefined): KeyRecord {
+  if (previous !== undefined && sameLimits(previous.limits, spec.limits)) return previous;
+  const windows = spec.limits.map((limit) => new SlidingLog(limit.requests, limit.perMs));
+  const record: KeyRecord = {
+    poolId,
+    keyId: spec.keyId,
+    limits: spec.limits.map((limit) => ({ requests: limit.requests, perMs: limit.perMs })),
+    windows,
+    parkedReason: undefined,
+    coolingUntilMs: Number.NEGATIVE_INFINITY,
+    coolingReason: '',
+    lastGrantSeq: 0,
+    lastAdmittedMs: Number.NEGATIVE_INFINITY,
+  };
+  if (previous === undefined) return record;
+  let longest: SlidingLog | undefined;
+  for (const window of previous.windows) {
+    if (longest === undefined || window.requests > longest.requests) longest = window;
+  }
+  if (longest !== undefined) for (const window of windows) window.seedFrom(longest);
+  record.parkedReason = previous.parkedReason;
+  record.coolingUntilMs = previous.coolingUntilMs;
+  record.coolingReason = previous.coolingReason;
+  record.lastGrantSeq = previous.lastGrantSeq;
+  record.lastAdmittedMs = previous.lastAdmittedMs;
+  return record;
+}
+
+function sameLimits(a: readonly WindowLimit[], b: readonly WindowLimit[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i].requests !== b[i].requests || a[i].perMs !== b[i].perMs) return false;
+  }
+  return true;
+}
+
+function windowsWaitMs(key: KeyRecord, nowMs: number): number {
+  let waitMs = 0;
+  for (const window of key.windows) waitMs = Math.max(waitMs, window.waitMs(nowMs));
+  return waitMs;
+}
+
+function conditionOf(key: KeyRecord, nowMs: number): KeyConditionState {
+  if (key.parkedReason !== undefined) {
+    return { condition: 'PARKED', conditionReason: key.parkedReason, coolingUntilMs: undefined };
+  }
+  if (key.coolingUntilMs > nowMs) {
+    return { condition: 'COOLING', conditionReason: key.coolingReason, coolingUntilMs: key.coolingUntilMs };
+  }
+  return READY;
+}
+
+function stateOf(key: KeyRecord, nowMs: number): KeyState {
+  return {
+    poolId: key.poolId,
+    keyId: key.keyId,
+    ...conditionOf(key, nowMs),
+    windows: key.windows.map((window) => ({
+      requests: window.requests,
+      perMs: window.perMs,
+      remaining: window.remaining(nowMs),
+      resetInMs: window.resetInMs(nowMs),
+    })),
+  };
+}

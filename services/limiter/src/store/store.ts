@@ -1,0 +1,79 @@
+import type { KeyConditionState, KeyState, PoolSpec } from '../domain/types';
+
+/**
+ * Per-key limiter state (sliding windows, conditions) behind one small interface,
+ * so the memory store and a Redis store (Lua scripts) are interchangeable.
+ *
+ * Every method is one atomic step and, for Redis, one round trip: the store
+ * itself picks the key in `acquire` (read windows + choose + record in one Lua
+ * script), because a read-then-write from the domain would race across replicas.
+ *
+ * Methods return Promises. `T | Promise<T>` would save the memory store one
+ * Promise per call, but every caller would have to branch on it forever, and
+ * the limiter's callers are async anyway (a gRPC handler, ~0.5 ms per call);
+ * a resolved Promise costs well under a microsecond. Batching (`acquire` takes
+ * many requests) is where the hot path saves, not in the return type.
+ *
+ * Keys are identified by (poolId, keyId): a key listed in two pools has two
+ * independent states.
+ */
+export interface LimiterStore {
+  /**
+   * Replaces the whole key set at once. Specs arrive validated. A key whose
+   * limits are unchanged keeps its windows; a key whose limits changed gets new
+   * windows seeded with its most recent admissions; every kept key keeps its
+   * condition and round-robin position; keys not listed are dropped.
+   * Idempotent, so every replica may apply the same config.
+   */
+  configure(pools: readonly PoolSpec[]): Promise<void>;
+
+  /**
+   * Decides each request in order, as if one after the other, in one atomic step:
+   * among the candidates that are known, not parked, not cooling and have room in
+   * every window, grants the one with the most headroom (min over its windows of
+   * remaining/requests; no windows = infinite), ties to the least recently
+   * granted, and records the admission in each of its windows.
+   * Unknown candidates are skipped (a config swap may be in flight).
+   */
+  acquire(requests: readonly KeyCandidates[], nowMs: number): Promise<AcquireDecision[]>;
+
+  /** Cools a key until max(its current cooling end, untilMs). Parked stays parked. */
+  cool(key: KeyRef, untilMs: number, reason: string, nowMs: number): Promise<KeyConditionState | undefined>;
+
+  /** Parks a key. Its cooling end is kept and applies again once it is unparked. */
+  park(key: KeyRef, reason: string, nowMs: number): Promise<KeyConditionState | undefined>;
+
+  /** Lifts a park; no effect on a key that isn't parked. */
+  unpark(key: KeyRef, nowMs: number): Promise<KeyConditionState | undefined>;
+
+  /** The key's condition at nowMs. */
+  condition(key: KeyRef, nowMs: number): Promise<KeyConditionState | undefined>;
+
+  /** Every key (of one pool, or of all), in config order. */
+  snapshot(poolId: string | undefined, nowMs: number): Promise<KeyState[]>;
+
+  close(): Promise<void>;
+}
+
+export interface KeyRef {
+  readonly poolId: string;
+  readonly keyId: string;
+}
+
+/** The keys one request may take, already filtered of its excluded keys. */
+export interface KeyCandidates {
+  readonly poolId: string;
+  readonly keyIds: readonly string[];
+}
+
+export type AcquireDecision =
+  | { readonly granted: true; readonly keyId: string }
+  | {
+      readonly granted: false;
+      /**
+       * The earliest wait until one of the candidates becomes admissible (the max
+       * of its cooling and its windows' waits); undefined when no candidate can
+       * become admissible on its own (all parked or unknown, or none given).
+       */
+      readonly retryAfterMs: number | undefined;
+    };

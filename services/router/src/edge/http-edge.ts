@@ -1,0 +1,389 @@
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Code, KeymeshError, Reason, openAiErrorBody, toHttpError } from '@keymesh/errors';
+import { attr, extractTraceContext, type Logger, type Telemetry } from '@keymesh/telemetry';
+import { context, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
+import type { OpenAiChatRequest, OpenAiEmbeddingRequest, OpenAiUsage } from '../providers/openai/types';
+import { chatStreamAttempt, embeddingAttempt } from '../routing/attempts';
+import type { Dispatcher, RequestScope } from '../routing/dispatcher';
+import type { CacheDirective, Gateway, UsageRecord } from '../routing/gateway';
+import type { RouteTable } from '../routing/route-table';
+import { SseDataReader } from './sse';
+import { parseTimeoutHeader } from './timeout';
+
+export interface HttpEdgeDeps {
+  table: () => RouteTable;
+  gateway: Gateway;
+  dispatcher: Dispatcher;
+  telemetry: Telemetry;
+  logger: Logger;
+  maxBodyBytes: number;
+  usageQuery: (tenantId: string, deadlineMs: number) => Promise<unknown>;
+}
+
+export interface HttpEdge {
+  listen(host: string, port: number): Promise<number>;
+  /** Stops accepting, lets requests in flight finish (up to graceMs), then closes idle connections. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** One request at the edge: what its response headers and usage event need. */
+interface Exchange {
+  readonly requestId: string;
+  readonly startedMs: number;
+  readonly span: Span;
+  readonly res: ServerResponse;
+  scope: RequestScope | undefined;
+  usage: UsageRecord | undefined;
+}
+
+const JSON_HEADERS = { 'content-type': 'application/json' } as const;
+
+/**
+ * The OpenAI-compatible HTTP edge. An unmodified OpenAI SDK pointed at it
+ * works: same paths, same JSON, same SSE framing, same error shape.
+ */
+export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
+  const { tracer } = deps.telemetry;
+  const server: Server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
+    const parent = extractTraceContext(req.headers);
+    const method = req.method ?? 'GET';
+    const path = (req.url ?? '/').split('?', 1)[0];
+    const span = tracer.startSpan(
+      `${method} ${path}`,
+      { kind: SpanKind.SERVER, attributes: { [attr.KEYMESH_COMPONENT]: 'edge', [attr.HTTP_REQUEST_METHOD]: method, [attr.HTTP_ROUTE]: path } },
+      parent,
+    );
+    const exchange: Exchange = { requestId: randomUUID(), startedMs: Date.now(), span, res, scope: undefined, usage: undefined };
+    span.setAttribute(attr.KEYMESH_REQUEST_ID, exchange.requestId);
+    context.with(trace.setSpan(parent, span), () => {
+      handle(req, method, path, exchange)
+        .catch((err: unknown) => sendError(exchange, err))
+        .finally(() => finish(exchange));
+    });
+  });
+
+  async function handle(req: IncomingMessage, method: string, path: string, exchange: Exchange): Promise<void> {
+    if (path === '/healthz') return sendText(exchange.res, 200, 'ok');
+    if (path === '/readyz') return deps.table().version > 0n ? sendText(exchange.res, 200, 'ready') : sendText(exchange.res, 503, 'no policy yet');
+    const endpoint = ENDPOINTS[path];
+    if (!endpoint) {
+      req.resume();
+      throw new KeymeshError({ code: Code.NotFound, reason: Reason.NOT_FOUND, message: `Unknown request URL: ${method} ${path.slice(0, 200)}.` });
+    }
+    if (endpoint.method !== method) {
+      req.resume();
+      exchange.res.setHeader('allow', endpoint.method);
+      throw new KeymeshError({ code: Code.Unimplemented, reason: Reason.INVALID_REQUEST, message: `${path} accepts ${endpoint.method} only.` });
+    }
+    const tenantId = deps.gateway.authenticate(req.headers.authorization);
+    exchange.span.setAttribute(attr.KEYMESH_TENANT_ID, tenantId);
+    switch (endpoint.kind) {
+      case 'models':
+        return sendJson(exchange, 200, deps.table().modelsBody);
+      case 'usage': {
+        const usage = await deps.usageQuery(tenantId, Date.now() + 5_000);
+        return sendJson(exchange, 200, Buffer.from(JSON.stringify(usage)));
+      }
+      case 'chat':
+        return chat(req, exchange, tenantId);
+      case 'embeddings':
+        return embeddings(req, exchange, tenantId);
+    }
+  }
+
+  async function chat(req: IncomingMessage, exchange: Exchange, tenantId: string): Promise<void> {
+    const raw = await readBody(req, deps.maxBodyBytes);
+    const body = parseObject(raw) as OpenAiChatRequest;
+    const route = deps.gateway.resolveRoute(body.model);
+    if (!Array.isArray(body.messages) || body.messages.length === 0) {
+      throw invalid("'messages' must be a non-empty array of messages", 'messages');
+    }
+    const scope = scopeFor(req, exchange, tenantId, route);
+    if (body.stream === true) return chatStream(exchange, scope, body, raw);
+
+    const { result, served } = await routeSpan(scope, () => deps.gateway.chat(scope, body, raw, cacheDirectiveOf(req)));
+    exchange.usage = {
+      model: result.parsed.model ?? '',
+      providerId: served?.target.providerId ?? '',
+      keyId: served?.keyId ?? '',
+      usage: result.usage,
+      status: 200,
+      attempts: served?.attempts ?? 0,
+      cached: served === undefined,
+      streamed: false,
+      errorReason: '',
+    };
+    sendJson(exchange, 200, result.bytes, servedHeaders(exchange, served ? { ...served, cached: false } : undefined));
+  }
+
+  async function chatStream(exchange: Exchange, scope: RequestScope, body: OpenAiChatRequest, raw: Buffer): Promise<void> {
+    const served = await routeSpan(scope, () => deps.dispatcher.run(scope, chatStreamAttempt(body, raw)));
+    const { res } = exchange;
+    const adapter = deps.table().providers.get(served.target.providerId)?.adapter;
+    exchange.usage = {
+      model: served.target.model,
+      providerId: served.target.providerId,
+      keyId: served.keyId,
+      usage: undefined,
+      status: 200,
+      attempts: served.attempts,
+      cached: false,
+      streamed: true,
+      errorReason: '',
+    };
+    // Headers go out the moment the provider's arrive: time to first byte is the provider's.
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      ...servedHeaders(exchange, { ...served, cached: false }),
+    });
+    res.flushHeaders();
+    const reader = new SseDataReader();
+    let usage: OpenAiUsage | undefined;
+    try {
+      for await (const chunk of served.value.body) {
+        if (!res.write(chunk)) await waitForDrain(res, scope.signal);
+        if (adapter) for (const data of reader.push(chunk.toString('utf8'))) usage = adapter.streamUsage(data) ?? usage;
+      }
+    } catch (err) {
+      served.value.abort();
+      if (!scope.signal.aborted) {
+        // The provider cut the stream after it started: tell the client in the stream's own shape.
+        exchange.usage.errorReason = Reason.PROVIDER_ERROR;
+        const error = new KeymeshError({ code: Code.Unavailable, reason: Reason.PROVIDER_ERROR, message: 'the provider ended the stream early', cause: err });
+        res.write(`data: ${JSON.stringify(openAiErrorBody(error))}\n\n`);
+      } else {
+        exchange.usage.errorReason = Reason.CANCELLED;
+      }
+    }
+    exchange.usage.usage = usage;
+    res.end();
+  }
+
+  async function embeddings(req: IncomingMessage, exchange: Exchange, tenantId: string): Promise<void> {
+    const raw = await readBody(req, deps.maxBodyBytes);
+    const body = parseObject(raw) as OpenAiEmbeddingRequest;
+    const route = deps.gateway.resolveRoute(body.model);
+    if (body.input === undefined || body.input === null || (Array.isArray(body.input) && body.input.length === 0)) {
+      throw invalid("'input' must be a string or a non-empty array", 'input');
+    }
+    const scope = scopeFor(req, exchange, tenantId, route);
+    const served = await routeSpan(scope, () => deps.dispatcher.run(scope, embeddingAttempt(body, raw)));
+    const usage = served.value.usage;
+    exchange.usage = {
+      model: served.value.parsed.model ?? served.target.model,
+      providerId: served.target.providerId,
+      keyId: served.keyId,
+      usage: usage ? { prompt_tokens: usage.prompt_tokens, completion_tokens: 0, total_tokens: usage.total_tokens } : undefined,
+      status: 200,
+      attempts: served.attempts,
+      cached: false,
+      streamed: false,
+      errorReason: '',
+    };
+    sendJson(exchange, 200, served.value.bytes, servedHeaders(exchange, { ...served, cached: false }));
+  }
+
+  function scopeFor(req: IncomingMessage, exchange: Exchange, tenantId: string, route: RequestScope['route']): RequestScope {
+    const timeoutMs = parseTimeoutHeader(req.headers['x-keymesh-timeout']) ?? route.timeoutMs;
+    const controller = new AbortController();
+    const timer = setTimeout(
+      () => controller.abort(new KeymeshError({ code: Code.DeadlineExceeded, reason: Reason.DEADLINE_EXCEEDED, message: `the request did not finish within ${timeoutMs} ms` })),
+      timeoutMs,
+    );
+    // The caller hanging up cancels the provider call and frees its key at once.
+    exchange.res.once('close', () => {
+      clearTimeout(timer);
+      if (!exchange.res.writableFinished) {
+        controller.abort(new KeymeshError({ code: Code.Cancelled, reason: Reason.CANCELLED, message: 'the client closed the connection' }));
+      }
+    });
+    const scope: RequestScope = { requestId: exchange.requestId, tenantId, route, deadlineMs: Date.now() + timeoutMs, signal: controller.signal };
+    exchange.scope = scope;
+    return scope;
+  }
+
+  function routeSpan<T>(scope: RequestScope, work: () => Promise<T>): Promise<T> {
+    const span = tracer.startSpan('keymesh.route', {
+      kind: SpanKind.INTERNAL,
+      attributes: { [attr.KEYMESH_COMPONENT]: 'router', [attr.KEYMESH_ROUTE]: scope.route.alias, [attr.KEYMESH_TENANT_ID]: scope.tenantId },
+    });
+    return context.with(trace.setSpan(context.active(), span), work).then(
+      (value) => {
+        span.end();
+        return value;
+      },
+      (err: unknown) => {
+        span.setStatus({ code: SpanStatusCode.ERROR });
+        span.end();
+        throw err;
+      },
+    );
+  }
+
+  function servedHeaders(exchange: Exchange, served: { target: { providerId: string; model: string }; keyId: string; attempts: number; cached: boolean } | undefined): Record<string, string> {
+    if (!served) return { 'x-keymesh-request-id': exchange.requestId, 'x-keymesh-cache': 'hit' };
+    return {
+      'x-keymesh-request-id': exchange.requestId,
+      'x-keymesh-provider': served.target.providerId,
+      'x-keymesh-model': served.target.model,
+      'x-keymesh-key-id': served.keyId,
+      'x-keymesh-attempts': String(served.attempts),
+      ...(exchange.scope?.route.cacheTtlMs != null ? { 'x-keymesh-cache': 'miss' } : {}),
+    };
+  }
+
+  function sendError(exchange: Exchange, thrown: unknown): void {
+    const err = KeymeshError.from(thrown);
+    const http = toHttpError(err);
+    const status = err.reason === Reason.PROVIDER_REJECTED && err.upstreamStatus ? err.upstreamStatus : http.status;
+    if (status >= 500 && err.code !== Code.Unavailable) deps.logger.error('request failed', { requestId: exchange.requestId, reason: err.reason, cause: err.cause });
+    exchange.span.setAttribute(attr.KEYMESH_ERROR_REASON, err.reason);
+    if (exchange.scope) {
+      exchange.usage = {
+        model: '',
+        providerId: '',
+        keyId: '',
+        usage: undefined,
+        status,
+        attempts: 0,
+        cached: false,
+        streamed: false,
+        errorReason: err.reason,
+      };
+    }
+    const { res } = exchange;
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    if (res.destroyed) return;
+    const headers: Record<string, string> = { ...JSON_HEADERS, 'x-keymesh-request-id': exchange.requestId };
+    if (http.retryAfterSeconds !== undefined) headers['retry-after'] = String(http.retryAfterSeconds);
+    res.writeHead(status, headers);
+    res.end(JSON.stringify(openAiErrorBody(err, err.metadata.param ?? null)));
+  }
+
+  function finish(exchange: Exchange): void {
+    const status = exchange.res.statusCode;
+    exchange.span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, status);
+    if (status >= 500) exchange.span.setStatus({ code: SpanStatusCode.ERROR });
+    if (exchange.scope && exchange.usage) {
+      const { scope, usage } = exchange;
+      context.with(trace.setSpan(context.active(), exchange.span), () => deps.gateway.recordUsage(scope, exchange.startedMs, usage));
+    }
+    exchange.span.end();
+  }
+
+  return {
+    listen(host, port) {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve((server.address() as AddressInfo).port);
+        });
+      });
+    },
+    close(graceMs = 5_000) {
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+        timer.unref();
+        server.close(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        server.closeIdleConnections();
+      });
+    },
+  };
+}
+
+type EndpointKind = 'chat' | 'embeddings' | 'models' | 'usage';
+const ENDPOINTS: Record<string, { method: string; kind: EndpointKind } | undefined> = {
+  '/v1/chat/completions': { method: 'POST', kind: 'chat' },
+  '/v1/embeddings': { method: 'POST', kind: 'embeddings' },
+  '/v1/models': { method: 'GET', kind: 'models' },
+  '/v1/usage': { method: 'GET', kind: 'usage' },
+};
+
+function invalid(message: string, param: string): KeymeshError {
+  return new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message, metadata: { param } });
+}
+
+function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > maxBytes) {
+    req.resume();
+    return Promise.reject(tooLarge(maxBytes));
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxBytes) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(tooLarge(maxBytes));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.once('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)));
+    req.once('error', reject);
+  });
+}
+
+function tooLarge(maxBytes: number): KeymeshError {
+  return new KeymeshError({ code: Code.InvalidArgument, reason: Reason.BODY_TOO_LARGE, message: `The request body is larger than ${maxBytes} bytes.` });
+}
+
+function parseObject(raw: Buffer): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw new KeymeshError({
+      code: Code.InvalidArgument,
+      reason: Reason.INVALID_REQUEST,
+      message: 'We could not parse the JSON body of your request. The body must be a JSON object.',
+    });
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message: 'The request body must be a JSON object.' });
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function cacheDirectiveOf(req: IncomingMessage): CacheDirective {
+  const header = req.headers['cache-control'];
+  if (!header) return 'use';
+  if (header.includes('no-store')) return 'bypass';
+  if (header.includes('no-cache')) return 'refresh';
+  return 'use';
+}
+
+function sendJson(exchange: Exchange, status: number, body: Buffer, extra?: Record<string, string>): void {
+  exchange.res.writeHead(status, { ...JSON_HEADERS, 'content-length': String(body.length), ...extra });
+  exchange.res.end(body);
+}
+
+function sendText(res: ServerResponse, status: number, text: string): void {
+  res.writeHead(status, { 'content-type': 'text/plain' });
+  res.end(text);
+}
+
+function waitForDrain(res: ServerResponse, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    res.once('drain', done);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,190 @@
+import { randomUUID } from 'node:crypto';
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import { Code, KeymeshError, Reason } from '@keymesh/errors';
+import {
+  type ChatMessage,
+  type ChatParameters,
+  type ChatStreamResponseSchema,
+  type RouterService,
+} from '@keymesh/proto/router/v1/router';
+import type { CallContext, ServiceImpl } from '@keymesh/rpc';
+import type { OpenAiChatRequest, OpenAiChatResponse, OpenAiUsage } from './providers/openai/types';
+import { chatStreamAttempt, embeddingAttempt } from './routing/attempts';
+import type { Dispatcher, RequestScope } from './routing/dispatcher';
+import type { Gateway } from './routing/gateway';
+import type { RouteTable } from './routing/route-table';
+import { SseDataReader } from './edge/sse';
+
+export interface RouterHandlerDeps {
+  table: () => RouteTable;
+  gateway: Gateway;
+  dispatcher: Dispatcher;
+}
+
+function toOpenAi(model: string, messages: ChatMessage[], parameters: ChatParameters | undefined, stream: boolean): OpenAiChatRequest {
+  if (messages.length === 0) {
+    throw new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message: 'messages must not be empty', metadata: { param: 'messages' } });
+  }
+  const req: OpenAiChatRequest = {
+    model,
+    messages: messages.map((m) => (m.name ? { role: m.role, content: m.content, name: m.name } : { role: m.role, content: m.content })),
+  };
+  if (stream) {
+    req.stream = true;
+    req.stream_options = { include_usage: true };
+  }
+  if (parameters) {
+    if (parameters.temperature !== undefined) req.temperature = parameters.temperature;
+    if (parameters.topP !== undefined) req.top_p = parameters.topP;
+    if (parameters.maxTokens !== undefined) req.max_tokens = parameters.maxTokens;
+    if (parameters.stops.length > 0) req.stop = parameters.stops;
+    if (parameters.seed !== undefined) req.seed = Number(parameters.seed);
+    if (parameters.user) req.user = parameters.user;
+  }
+  return req;
+}
+
+function usageOf(usage: OpenAiUsage | undefined | null) {
+  return usage
+    ? { promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens, totalTokens: usage.total_tokens }
+    : undefined;
+}
+
+function contentOf(content: OpenAiChatResponse['choices'][number]['message']['content']): string {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) return content.map((p) => p.text ?? '').join('');
+  return '';
+}
+
+/** RouterService over gRPC: the same gateway as the HTTP edge, proto in and out. */
+export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof RouterService> {
+  const begin = (ctx: CallContext, model: string): { scope: RequestScope; startedMs: number } => {
+    const tenantId = deps.gateway.authenticate(ctx.header('authorization'));
+    const route = deps.gateway.resolveRoute(model);
+    const requestId = randomUUID();
+    ctx.setTrailer('x-keymesh-request-id', requestId);
+    const deadlineMs = Math.min(ctx.deadlineMs ?? Infinity, Date.now() + route.timeoutMs);
+    const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(Math.max(0, deadlineMs - Date.now()))]);
+    return { scope: { requestId, tenantId, route, deadlineMs, signal }, startedMs: Date.now() };
+  };
+  const served = (ctx: CallContext, s: { target: { providerId: string; model: string }; keyId: string; attempts: number }): void => {
+    ctx.setTrailer('x-keymesh-provider', s.target.providerId);
+    ctx.setTrailer('x-keymesh-model', s.target.model);
+    ctx.setTrailer('x-keymesh-key-id', s.keyId);
+    ctx.setTrailer('x-keymesh-attempts', String(s.attempts));
+  };
+  const failed = (err: unknown, scope: RequestScope, startedMs: number): never => {
+    const error = KeymeshError.from(err);
+    deps.gateway.recordUsage(scope, startedMs, {
+      model: '', providerId: '', keyId: '', usage: undefined, status: 0, attempts: 0, cached: false, streamed: false, errorReason: error.reason,
+    });
+    throw error;
+  };
+
+  return {
+    async chat(request, ctx) {
+      const { scope, startedMs } = begin(ctx, request.model);
+      try {
+        const body = toOpenAi(request.model, request.messages, request.parameters, false);
+        const { result, served: s } = await deps.gateway.chat(scope, body, undefined, 'use');
+        if (s) served(ctx, s);
+        ctx.setTrailer('x-keymesh-cache', s ? 'miss' : 'hit');
+        deps.gateway.recordUsage(scope, startedMs, {
+          model: result.parsed.model, providerId: s?.target.providerId ?? '', keyId: s?.keyId ?? '', usage: result.usage,
+          status: 200, attempts: s?.attempts ?? 0, cached: s === undefined, streamed: false, errorReason: '',
+        });
+        return {
+          id: result.parsed.id,
+          model: result.parsed.model,
+          choices: result.parsed.choices.map((c) => ({
+            index: c.index,
+            message: { role: c.message.role, content: contentOf(c.message.content) },
+            finishReason: c.finish_reason ?? '',
+          })),
+          usage: usageOf(result.usage),
+        };
+      } catch (err) {
+        return failed(err, scope, startedMs);
+      }
+    },
+
+    async *chatStream(request, ctx) {
+      const { scope, startedMs } = begin(ctx, request.model);
+      let usage: OpenAiUsage | undefined;
+      let s;
+      try {
+        const body = toOpenAi(request.model, request.messages, request.parameters, true);
+        s = await deps.dispatcher.run(scope, chatStreamAttempt(body, undefined));
+      } catch (err) {
+        return failed(err, scope, startedMs);
+      }
+      served(ctx, s);
+      const adapter = deps.table().providers.get(s.target.providerId)?.adapter;
+      const reader = new SseDataReader();
+      let errorReason = '';
+      try {
+        for await (const chunk of s.value.body) {
+          for (const data of reader.push(chunk.toString('utf8'))) {
+            const parsed = adapter?.streamChunk(data);
+            if (!parsed) continue;
+            if (parsed.usage) usage = parsed.usage;
+            for (const choice of parsed.choices) {
+              const message: MessageInitShape<typeof ChatStreamResponseSchema> = {
+                id: parsed.id,
+                model: parsed.model,
+                index: choice.index,
+                role: choice.delta.role ?? '',
+                contentDelta: choice.delta.content ?? '',
+                finishReason: choice.finish_reason ?? '',
+              };
+              yield message;
+            }
+            if (parsed.usage && parsed.choices.length === 0) yield { id: parsed.id, model: parsed.model, usage: usageOf(parsed.usage) };
+          }
+        }
+      } catch (err) {
+        s.value.abort();
+        errorReason = scope.signal.aborted ? Reason.CANCELLED : Reason.PROVIDER_ERROR;
+        if (!scope.signal.aborted) {
+          throw new KeymeshError({ code: Code.Unavailable, reason: Reason.PROVIDER_ERROR, message: 'the provider ended the stream early', cause: err });
+        }
+      } finally {
+        if (scope.signal.aborted) s.value.abort();
+        deps.gateway.recordUsage(scope, startedMs, {
+          model: s.target.model, providerId: s.target.providerId, keyId: s.keyId, usage, status: errorReason ? 502 : 200,
+          attempts: s.attempts, cached: false, streamed: true, errorReason,
+        });
+      }
+    },
+
+    async embed(request, ctx) {
+      const { scope, startedMs } = begin(ctx, request.model);
+      if (request.inputs.length === 0) {
+        throw new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message: 'inputs must not be empty', metadata: { param: 'inputs' } });
+      }
+      try {
+        const body = { model: request.model, input: request.inputs, ...(request.dimensions !== undefined ? { dimensions: request.dimensions } : {}) };
+        const s = await deps.dispatcher.run(scope, embeddingAttempt(body, undefined));
+        served(ctx, s);
+        const usage = s.value.usage;
+        deps.gateway.recordUsage(scope, startedMs, {
+          model: s.value.parsed.model, providerId: s.target.providerId, keyId: s.keyId,
+          usage: usage ? { prompt_tokens: usage.prompt_tokens, completion_tokens: 0, total_tokens: usage.total_tokens } : undefined,
+          status: 200, attempts: s.attempts, cached: false, streamed: false, errorReason: '',
+        });
+        return {
+          model: s.value.parsed.model,
+          embeddings: s.value.parsed.data.map((d) => ({ index: d.index, values: Array.isArray(d.embedding) ? d.embedding : [] })),
+          usage: usage ? { promptTokens: usage.prompt_tokens, totalTokens: usage.total_tokens } : undefined,
+        };
+      } catch (err) {
+        return failed(err, scope, startedMs);
+      }
+    },
+
+    async listModels(_request, ctx) {
+      deps.gateway.authenticate(ctx.header('authorization'));
+      return { models: [...deps.table().routes.keys()].map((id) => ({ id, ownedBy: 'keymesh' })) };
+    },
+  };
+}

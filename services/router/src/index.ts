@@ -1,0 +1,2 @@
+export { startRouter } from './server';
+export type { RouterOptions, RunningRouter } from './server';

@@ -1,0 +1,54 @@
+import type { RpcClient } from '@keymesh/rpc';
+import type { KeyVaultService } from '@keymesh/proto/keyvault/v1/keyvault';
+
+/**
+ * The router's in-memory copy of key secrets, fetched from the key-vault a
+ * pool at a time on first use and dropped when a key event or a new policy
+ * says they changed. Secrets live only here and in the key-vault: they are
+ * never logged, traced or put in an error.
+ */
+export class KeyMaterialCache {
+  private readonly secrets = new Map<string, string>();
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private generation = 0;
+
+  constructor(
+    private readonly keyVault: RpcClient<typeof KeyVaultService>,
+    /** The router's identity towards the key-vault. */
+    routerToken: string,
+  ) {
+    this.authorization = { authorization: `Bearer ${routerToken}` };
+  }
+
+  private readonly authorization: Record<string, string>;
+
+  /** The secret of a key, or undefined when the vault has none for it (unset env var, removed key). */
+  secretOf(poolId: string, keyId: string, deadlineMs: number): string | undefined | Promise<string | undefined> {
+    const secret = this.secrets.get(keyId);
+    if (secret !== undefined) return secret;
+    return this.fetchPool(poolId, deadlineMs).then(() => this.secrets.get(keyId));
+  }
+
+  /** Forget secrets (all when no ids are given); the next use fetches them again. */
+  drop(keyIds?: readonly string[]): void {
+    this.generation++;
+    if (!keyIds || keyIds.length === 0) this.secrets.clear();
+    else for (const id of keyIds) this.secrets.delete(id);
+  }
+
+  private fetchPool(poolId: string, deadlineMs: number): Promise<void> {
+    const existing = this.inFlight.get(poolId);
+    if (existing) return existing;
+    const generation = this.generation;
+    const fetch = this.keyVault
+      .resolveKeys({ poolId, keyIds: [] }, { deadlineMs, headers: this.authorization })
+      .then((response) => {
+        // A drop that raced this fetch wins: the answer may predate it.
+        if (generation !== this.generation) return;
+        for (const key of response.keys) this.secrets.set(key.keyId, key.secret);
+      })
+      .finally(() => this.inFlight.delete(poolId));
+    this.inFlight.set(poolId, fetch);
+    return fetch;
+  }
+}

@@ -1,0 +1,56 @@
+import type { OpenAiChatChunk, OpenAiChatRequest, OpenAiChatResponse, OpenAiEmbeddingRequest, OpenAiEmbeddingResponse, OpenAiUsage } from './openai/types';
+
+export type ProviderKind = 'openai';
+
+/** An HTTP request to a provider, relative to its base URL. */
+export interface ProviderHttpRequest {
+  path: string;
+  headers: Record<string, string>;
+  body: string | Buffer;
+}
+
+/** What the provider's headers say about a key's remaining capacity. */
+export interface LimitSnapshot {
+  remainingRequests: number | undefined;
+  remainingTokens: number | undefined;
+  /** Absolute epoch ms. */
+  requestsResetAtMs: number | undefined;
+  tokensResetAtMs: number | undefined;
+  /** From retry-after / retry-after-ms. */
+  retryAfterMs: number | undefined;
+}
+
+export type FailureKind =
+  /** Rate limited: cool the key, try another. */
+  | 'rate_limited'
+  /** Spent quota: park the key until its period ends. */
+  | 'quota_exhausted'
+  /** The key is invalid or revoked: park it. */
+  | 'unauthorized'
+  /** The provider is unwell (5xx, timeout): another key or target may work. */
+  | 'unavailable'
+  /** The request itself is wrong: no other key would help; the caller gets it. */
+  | 'rejected';
+
+export interface ProviderFailure {
+  kind: FailureKind;
+  status: number;
+  /** The provider's message with nothing secret in it, for the caller. */
+  message: string;
+  retryAfterMs: number | undefined;
+}
+
+/** A provider's wire format. Adapters are pure: no I/O, time passed in. */
+export interface ProviderAdapter {
+  readonly kind: ProviderKind;
+  /** `rawBody` is the caller's bytes, passed through untouched when the model is unchanged. */
+  chatRequest(req: OpenAiChatRequest, rawBody: Buffer | undefined, model: string, secret: string): ProviderHttpRequest;
+  chatResponse(body: unknown): OpenAiChatResponse;
+  /** Usage from one SSE data payload, when that event carries it. */
+  streamUsage(data: string): OpenAiUsage | undefined;
+  streamChunk(data: string): OpenAiChatChunk | undefined;
+  embeddingRequest(req: OpenAiEmbeddingRequest, rawBody: Buffer | undefined, model: string, secret: string): ProviderHttpRequest;
+  embeddingResponse(body: unknown): OpenAiEmbeddingResponse;
+  readLimits(headers: Record<string, string | string[] | undefined>, nowMs: number): LimitSnapshot;
+  classify(status: number, headers: Record<string, string | string[] | undefined>, body: unknown): ProviderFailure;
+}

@@ -1,0 +1,34 @@
+import type { ProviderFailure } from '../adapter';
+import { parseRetryAfter } from './limits';
+import type { OpenAiErrorBody } from './types';
+
+type Headers = Record<string, string | string[] | undefined>;
+
+function errorOf(body: unknown): OpenAiErrorBody['error'] {
+  if (body && typeof body === 'object' && 'error' in body) {
+    const error = (body as OpenAiErrorBody).error;
+    if (error && typeof error === 'object') return error;
+  }
+  return undefined;
+}
+
+// Provider messages can quote the key ("Incorrect API key provided: sk-...");
+// anything that looks like one is cut before the caller or a log sees it.
+const SECRET_LIKE = /\b(sk|pk|rk|key)[-_][A-Za-z0-9_*-]{6,}/gi;
+
+export function scrubSecrets(text: string): string {
+  return text.replace(SECRET_LIKE, '[redacted]');
+}
+
+export function classifyOpenAi(status: number, headers: Headers, body: unknown, nowMs: number = Date.now()): ProviderFailure {
+  const error = errorOf(body);
+  const message = scrubSecrets(error?.message ?? `provider answered HTTP ${status}`);
+  const retryAfterMs = parseRetryAfter(headers, nowMs);
+  if (status === 429) {
+    const quota = error?.code === 'insufficient_quota' || error?.type === 'insufficient_quota';
+    return { kind: quota ? 'quota_exhausted' : 'rate_limited', status, message, retryAfterMs };
+  }
+  if (status === 401 || status === 403) return { kind: 'unauthorized', status, message, retryAfterMs };
+  if (status === 408 || status >= 500) return { kind: 'unavailable', status, message, retryAfterMs };
+  return { kind: 'rejected', status, message, retryAfterMs };
+}

@@ -1,0 +1,74 @@
+import type { Dispatcher as UndiciDispatcher } from 'undici';
+import type { OpenAiChatRequest, OpenAiChatResponse, OpenAiEmbeddingRequest, OpenAiEmbeddingResponse, OpenAiUsage } from '../providers/openai/types';
+import { attr } from '@keymesh/telemetry';
+import type { Attempt, AttemptResult } from './dispatcher';
+
+export interface JsonResult<T> {
+  /** The provider's bytes, sent to HTTP callers as they are. */
+  readonly bytes: Buffer;
+  readonly parsed: T;
+  readonly usage: OpenAiUsage | undefined;
+}
+
+export interface StreamStart {
+  readonly body: AsyncIterable<Buffer>;
+  /** Stops reading the provider (the caller left). */
+  abort(): void;
+}
+
+async function bodyBytes(body: UndiciDispatcher.ResponseData['body']): Promise<Buffer> {
+  return Buffer.from(await body.arrayBuffer());
+}
+
+function parseJson(bytes: Buffer): unknown {
+  try {
+    return JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+async function failureOf(a: Attempt, response: UndiciDispatcher.ResponseData): Promise<AttemptResult<never>> {
+  const body = parseJson(await bodyBytes(response.body));
+  return { ok: false, failure: a.provider.adapter.classify(response.statusCode, response.headers, body) };
+}
+
+async function jsonAttempt<T extends { usage?: unknown }>(
+  a: Attempt,
+  http: { path: string; headers: Record<string, string>; body: string | Buffer },
+): Promise<AttemptResult<JsonResult<T>>> {
+  const response = await a.provider.upstream.request(http.path, http.headers, http.body, a.signal);
+  a.span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, response.statusCode);
+  if (response.statusCode !== 200) return failureOf(a, response);
+  const bytes = await bodyBytes(response.body);
+  const parsed = parseJson(bytes) as T | undefined;
+  if (parsed === undefined || typeof parsed !== 'object') {
+    return { ok: false, failure: { kind: 'unavailable', status: 502, message: 'the provider sent a malformed response', retryAfterMs: undefined } };
+  }
+  return { ok: true, value: { bytes, parsed, usage: (parsed.usage as OpenAiUsage | undefined) ?? undefined } };
+}
+
+export function chatAttempt(req: OpenAiChatRequest, rawBody: Buffer | undefined) {
+  return (a: Attempt): Promise<AttemptResult<JsonResult<OpenAiChatResponse>>> =>
+    jsonAttempt<OpenAiChatResponse>(a, a.provider.adapter.chatRequest(req, rawBody, a.target.model, a.secret));
+}
+
+export function embeddingAttempt(req: OpenAiEmbeddingRequest, rawBody: Buffer | undefined) {
+  return (a: Attempt): Promise<AttemptResult<JsonResult<OpenAiEmbeddingResponse>>> =>
+    jsonAttempt<OpenAiEmbeddingResponse>(a, a.provider.adapter.embeddingRequest(req, rawBody, a.target.model, a.secret));
+}
+
+/**
+ * Starts a stream and hands it over once the provider's headers say 200: a
+ * failure before that fails over like any request; after it, the bytes belong
+ * to the caller.
+ */
+export function chatStreamAttempt(req: OpenAiChatRequest, rawBody: Buffer | undefined) {
+  return async (a: Attempt): Promise<AttemptResult<StreamStart>> => {
+    const http = a.provider.adapter.chatRequest(req, rawBody, a.target.model, a.secret);
+    const response = await a.provider.upstream.request(http.path, http.headers, http.body, a.signal);
+    a.span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, response.statusCode);
+    if (response.statusCode !== 200) return failureOf(a, response);
+    return { ok: true, value: { body: response.body, abort: () => response.body.destroy() } };
+  };
+}

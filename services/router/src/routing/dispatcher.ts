@@ -1,0 +1,206 @@
+import type { PolicyRoute, PolicyTarget } from '@keymesh/config';
+import { Code, KeymeshError, Reason } from '@keymesh/errors';
+import type { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
+import type { RpcClient } from '@keymesh/rpc';
+import { attr, type Logger, type Telemetry } from '@keymesh/telemetry';
+import { context, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
+import type { AcquireBatcher } from '../admission/acquire-batcher';
+import type { KeyMaterialCache } from '../keys/key-material';
+import type { ProviderFailure } from '../providers';
+import type { ProviderBinding, RouteTable } from './route-table';
+
+/** One client request as the dispatcher sees it. */
+export interface RequestScope {
+  readonly requestId: string;
+  readonly tenantId: string;
+  readonly route: PolicyRoute;
+  readonly deadlineMs: number;
+  /** Aborted when the caller goes away or the deadline passes. */
+  readonly signal: AbortSignal;
+}
+
+export interface Attempt {
+  readonly target: PolicyTarget;
+  readonly provider: ProviderBinding;
+  readonly keyId: string;
+  readonly secret: string;
+  /** 1-based. */
+  readonly number: number;
+  readonly signal: AbortSignal;
+  readonly span: Span;
+}
+
+export type AttemptResult<T> = { ok: true; value: T } | { ok: false; failure: ProviderFailure };
+
+export interface Served<T> {
+  readonly value: T;
+  readonly target: PolicyTarget;
+  readonly keyId: string;
+  readonly attempts: number;
+}
+
+export interface DispatcherDeps {
+  table: () => RouteTable;
+  batcher: AcquireBatcher;
+  keys: KeyMaterialCache;
+  limiter: RpcClient<typeof LimiterService>;
+  telemetry: Telemetry;
+  logger: Logger;
+}
+
+/**
+ * Runs a request's attempts: for each target in order, admit a key, call the
+ * provider, and on a key-level failure (429, 401/403, quota) report it to the
+ * limiter and move to another key at once; the limiter cools or parks the key
+ * so later requests skip it without an upstream call.
+ */
+export class Dispatcher {
+  constructor(private readonly deps: DispatcherDeps) {}
+
+  async run<T>(scope: RequestScope, attempt: (a: Attempt) => Promise<AttemptResult<T>>): Promise<Served<T>> {
+    const { tracer } = this.deps.telemetry;
+    let attempts = 0;
+    let soonestRetryMs: number | undefined;
+    let denied = false;
+    let lastFailure: ProviderFailure | undefined;
+    let lastDenialReason: string | undefined;
+
+    for (const target of scope.route.targets) {
+      const provider = this.deps.table().providers.get(target.providerId);
+      if (!provider) continue;
+      const excluded: string[] = [];
+      for (;;) {
+        this.throwIfDone(scope);
+        const admission = await this.admit(scope, target, excluded);
+        if (!admission.granted) {
+          denied = true;
+          lastDenialReason = admission.reason;
+          if (admission.retryAfterMs !== undefined) {
+            soonestRetryMs = soonestRetryMs === undefined ? admission.retryAfterMs : Math.min(soonestRetryMs, admission.retryAfterMs);
+          }
+          break;
+        }
+        const { keyId } = admission;
+        const secret = await this.deps.keys.secretOf(target.poolId, keyId, scope.deadlineMs);
+        if (secret === undefined) {
+          // The vault has no usable secret (e.g. its env var is unset): as good as revoked.
+          this.deps.logger.warn('key has no secret in the key-vault; skipping it', { keyId, poolId: target.poolId });
+          excluded.push(keyId);
+          continue;
+        }
+        attempts++;
+        const span = tracer.startSpan(`chat ${target.model}`, {
+          kind: SpanKind.CLIENT,
+          attributes: {
+            [attr.KEYMESH_COMPONENT]: 'provider',
+            [attr.KEYMESH_PROVIDER_ID]: provider.id,
+            [attr.KEYMESH_POOL_ID]: target.poolId,
+            [attr.KEYMESH_KEY_ID]: keyId,
+            [attr.KEYMESH_ATTEMPT]: attempts,
+            [attr.GEN_AI_REQUEST_MODEL]: target.model,
+          },
+        });
+        let result: AttemptResult<T>;
+        try {
+          result = await context.with(trace.setSpan(context.active(), span), () =>
+            attempt({ target, provider, keyId, secret, number: attempts, signal: scope.signal, span }),
+          );
+        } catch (err) {
+          span.setStatus({ code: SpanStatusCode.ERROR });
+          span.end();
+          if (scope.signal.aborted) this.throwIfDone(scope);
+          if (err instanceof KeymeshError) throw err;
+          // A connection refused or reset: the provider, not the key, is unwell.
+          result = {
+            ok: false,
+            failure: { kind: 'unavailable', status: 502, message: 'the provider could not be reached', retryAfterMs: undefined },
+          };
+          this.deps.logger.warn('provider call failed', { providerId: provider.id, error: err as Error });
+        }
+        if (result.ok) {
+          span.end();
+          return { value: result.value, target, keyId, attempts };
+        }
+        const failure = result.failure;
+        lastFailure = failure;
+        span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, failure.status);
+        span.setAttribute(attr.KEYMESH_RETRY_REASON, failure.kind);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: failure.kind });
+        span.end();
+        if (failure.kind === 'rejected') {
+          throw new KeymeshError({
+            code: failure.status === 404 ? Code.NotFound : Code.InvalidArgument,
+            reason: Reason.PROVIDER_REJECTED,
+            message: failure.message,
+            upstreamStatus: failure.status,
+          });
+        }
+        if (failure.kind !== 'unavailable') await this.report(scope, target, keyId, failure);
+        excluded.push(keyId);
+      }
+    }
+
+    if (denied && (lastFailure === undefined || lastFailure.kind !== 'unavailable')) {
+      const parkedOnly = lastDenialReason === Reason.KEY_POOL_UNAVAILABLE && soonestRetryMs === undefined;
+      throw new KeymeshError({
+        code: parkedOnly ? Code.Unavailable : Code.ResourceExhausted,
+        reason: parkedOnly ? Reason.KEY_POOL_UNAVAILABLE : Reason.KEY_POOL_EXHAUSTED,
+        message: parkedOnly
+          ? `no key of route "${scope.route.alias}" is usable right now`
+          : `every key of route "${scope.route.alias}" is at its limit; retry later`,
+        ...(soonestRetryMs === undefined ? {} : { retryAfterMs: soonestRetryMs }),
+        metadata: { route: scope.route.alias },
+      });
+    }
+    throw new KeymeshError({
+      code: Code.Unavailable,
+      reason: Reason.PROVIDER_UNAVAILABLE,
+      message: `no provider of route "${scope.route.alias}" answered`,
+      metadata: { route: scope.route.alias },
+      ...(lastFailure?.retryAfterMs === undefined ? {} : { retryAfterMs: lastFailure.retryAfterMs }),
+    });
+  }
+
+  private async admit(scope: RequestScope, target: PolicyTarget, excluded: string[]) {
+    const span = this.deps.telemetry.tracer.startSpan('keymesh.admit', {
+      kind: SpanKind.INTERNAL,
+      attributes: { [attr.KEYMESH_COMPONENT]: 'router', [attr.KEYMESH_POOL_ID]: target.poolId },
+    });
+    try {
+      const admission = await context.with(trace.setSpan(context.active(), span), () =>
+        this.deps.batcher.acquire(target.poolId, excluded, scope.requestId, scope.deadlineMs),
+      );
+      span.addLink({ context: admission.decidedBy });
+      if (admission.granted) span.setAttribute(attr.KEYMESH_KEY_ID, admission.keyId);
+      return admission;
+    } finally {
+      span.end();
+    }
+  }
+
+  private async report(scope: RequestScope, target: PolicyTarget, keyId: string, failure: ProviderFailure): Promise<void> {
+    try {
+      await this.deps.limiter.reportOutcome(
+        {
+          poolId: target.poolId,
+          keyId,
+          httpStatus: failure.status,
+          ...(failure.retryAfterMs === undefined
+            ? {}
+            : { retryAfter: { seconds: BigInt(Math.floor(failure.retryAfterMs / 1000)), nanos: Math.round((failure.retryAfterMs % 1000) * 1e6) } }),
+        },
+        { deadlineMs: scope.deadlineMs },
+      );
+    } catch (err) {
+      // The key is excluded for this request anyway; other requests may still try it.
+      this.deps.logger.warn('could not report a key outcome to the limiter', { keyId, error: err as Error });
+    }
+  }
+
+  private throwIfDone(scope: RequestScope): void {
+    if (!scope.signal.aborted) return;
+    const reason: unknown = scope.signal.reason;
+    if (reason instanceof KeymeshError) throw reason;
+    throw new KeymeshError({ code: Code.DeadlineExceeded, reason: Reason.DEADLINE_EXCEEDED, message: 'the request deadline passed' });
+  }
+}

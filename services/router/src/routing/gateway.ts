@@ -1,0 +1,154 @@
+import { createHash } from 'node:crypto';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import type { PolicyRoute } from '@keymesh/config';
+import { Subjects, type Bus } from '@keymesh/bus';
+import { Code, KeymeshError, Reason } from '@keymesh/errors';
+import { UsageEventSchema } from '@keymesh/proto/analytics/v1/analytics';
+import type { CacheService } from '@keymesh/proto/cache/v1/cache';
+import type { RpcClient } from '@keymesh/rpc';
+import type { Logger } from '@keymesh/telemetry';
+import type { OpenAiChatRequest, OpenAiChatResponse, OpenAiUsage } from '../providers/openai/types';
+import { chatAttempt, type JsonResult } from './attempts';
+import type { Dispatcher, RequestScope, Served } from './dispatcher';
+import type { RouteTable } from './route-table';
+
+export interface UsageRecord {
+  model: string;
+  providerId: string;
+  keyId: string;
+  usage: OpenAiUsage | undefined;
+  status: number;
+  attempts: number;
+  cached: boolean;
+  streamed: boolean;
+  errorReason: string;
+}
+
+export type CacheDirective = 'use' | 'refresh' | 'bypass';
+
+export interface ChatOutcome {
+  readonly result: JsonResult<OpenAiChatResponse>;
+  /** Undefined when the answer came from the cache. */
+  readonly served: Served<JsonResult<OpenAiChatResponse>> | undefined;
+}
+
+export interface GatewayDeps {
+  table: () => RouteTable;
+  dispatcher: Dispatcher;
+  cache: RpcClient<typeof CacheService>;
+  bus: Bus;
+  logger: Logger;
+}
+
+/** What both edges (HTTP and gRPC) do around the dispatcher: auth, routes, cache, usage. */
+export class Gateway {
+  constructor(private readonly deps: GatewayDeps) {}
+
+  /** The tenant of a virtual key from `Authorization: Bearer <key>`. */
+  authenticate(authorization: string | undefined): string {
+    const token = authorization?.startsWith('Bearer ') ? authorization.slice(7).trim() : undefined;
+    if (!token) {
+      throw new KeymeshError({
+        code: Code.Unauthenticated,
+        reason: Reason.UNAUTHENTICATED,
+        message: 'Missing virtual key: send "Authorization: Bearer <your keymesh virtual key>".',
+      });
+    }
+    const tenantId = this.deps.table().tenantByKeyHash.get(createHash('sha256').update(token).digest('hex'));
+    if (tenantId === undefined) {
+      throw new KeymeshError({ code: Code.Unauthenticated, reason: Reason.UNAUTHENTICATED, message: 'Incorrect virtual key provided.' });
+    }
+    return tenantId;
+  }
+
+  resolveRoute(model: unknown): PolicyRoute {
+    if (typeof model !== 'string' || model === '') {
+      throw new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message: 'you must provide a model parameter', metadata: { param: 'model' } });
+    }
+    const route = this.deps.table().routes.get(model);
+    if (!route) {
+      throw new KeymeshError({
+        code: Code.NotFound,
+        reason: Reason.ROUTE_NOT_FOUND,
+        message: `The model \`${model.slice(0, 200)}\` does not exist or you do not have access to it.`,
+        metadata: { param: 'model' },
+      });
+    }
+    return route;
+  }
+
+  async chat(scope: RequestScope, req: OpenAiChatRequest, rawBody: Buffer | undefined, directive: CacheDirective): Promise<ChatOutcome> {
+    const cacheKey = scope.route.cacheTtlMs !== null && directive !== 'bypass' ? cacheKeyOf(scope.tenantId, req) : undefined;
+    if (cacheKey !== undefined && directive === 'use') {
+      const cached = await this.lookup(scope, cacheKey);
+      if (cached) return { result: cached, served: undefined };
+    }
+    const served = await this.deps.dispatcher.run(scope, chatAttempt(req, rawBody));
+    if (cacheKey !== undefined && scope.route.cacheTtlMs !== null) this.store(scope, cacheKey, served.value.bytes, scope.route.cacheTtlMs);
+    return { result: served.value, served };
+  }
+
+  recordUsage(scope: RequestScope, startedMs: number, record: UsageRecord): void {
+    const latencyMs = Date.now() - startedMs;
+    const event = create(UsageEventSchema, {
+      requestId: scope.requestId,
+      time: timestampFromMs(startedMs),
+      tenantId: scope.tenantId,
+      route: scope.route.alias,
+      model: record.model,
+      providerId: record.providerId,
+      keyId: record.keyId,
+      promptTokens: record.usage?.prompt_tokens ?? 0,
+      completionTokens: record.usage?.completion_tokens ?? 0,
+      latency: { seconds: BigInt(Math.floor(latencyMs / 1000)), nanos: (latencyMs % 1000) * 1e6 },
+      status: record.status,
+      attempts: record.attempts,
+      cached: record.cached,
+      streamed: record.streamed,
+      errorReason: record.errorReason,
+    });
+    this.deps.bus.publish(Subjects.usageRecorded, toBinary(UsageEventSchema, event));
+  }
+
+  private async lookup(scope: RequestScope, key: string): Promise<JsonResult<OpenAiChatResponse> | undefined> {
+    try {
+      const found = await this.deps.cache.lookup({ namespace: scope.tenantId, key }, { deadlineMs: scope.deadlineMs });
+      if (!found.hit) return undefined;
+      const bytes = Buffer.from(found.value.buffer, found.value.byteOffset, found.value.byteLength);
+      const parsed = JSON.parse(bytes.toString('utf8')) as OpenAiChatResponse;
+      return { bytes, parsed, usage: parsed.usage };
+    } catch (err) {
+      // The cache saves money; it must never cost availability.
+      this.deps.logger.warn('cache lookup failed; calling the provider', { error: err as Error });
+      return undefined;
+    }
+  }
+
+  private store(scope: RequestScope, key: string, value: Buffer, ttlMs: number): void {
+    this.deps.cache
+      .store(
+        { namespace: scope.tenantId, key, value, ttl: { seconds: BigInt(Math.floor(ttlMs / 1000)), nanos: (ttlMs % 1000) * 1e6 } },
+        { timeoutMs: 2_000 },
+      )
+      .catch((err: unknown) => this.deps.logger.warn('cache store failed', { error: err as Error }));
+  }
+}
+
+// Fields that change the answer; `user`, `stream` and friends do not.
+const IGNORED_FOR_CACHE = new Set(['user', 'stream', 'stream_options', 'metadata', 'store']);
+
+/** sha256 of the tenant and the request with sorted keys, so field order does not matter. */
+export function cacheKeyOf(tenantId: string, req: OpenAiChatRequest): string {
+  return createHash('sha256').update(tenantId).update('\u0000').update(stableStringify(req, true)).digest('hex');
+}
+
+function stableStringify(value: unknown, topLevel = false): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) return `[${value.map((v) => stableStringify(v)).join(',')}]`;
+  const entries = Object.keys(value)
+    .filter((k) => !(topLevel && IGNORED_FOR_CACHE.has(k)) && (value as Record<string, unknown>)[k] !== undefined)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${stableStringify((value as Record<string, unknown>)[k])}`);
+  return `{${entries.join(',')}}`;
+}

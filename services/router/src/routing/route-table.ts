@@ -1,0 +1,59 @@
+import type { Policy, PolicyProvider, PolicyRoute } from '@keymesh/config';
+import { adapterFor, type ProviderAdapter } from '../providers';
+import { Upstream } from '../providers/upstream';
+
+export interface ProviderBinding {
+  readonly id: string;
+  readonly adapter: ProviderAdapter;
+  readonly upstream: Upstream;
+  readonly timeoutMs: number;
+}
+
+/**
+ * Everything the hot path looks up, built once per policy version: no
+ * per-request parsing of policy, no per-request allocation of lookups.
+ */
+export interface RouteTable {
+  readonly version: bigint;
+  readonly routes: ReadonlyMap<string, PolicyRoute>;
+  /** sha256(virtual key) → tenant id. */
+  readonly tenantByKeyHash: ReadonlyMap<string, string>;
+  readonly providers: ReadonlyMap<string, ProviderBinding>;
+  /** The /v1/models body, ready to send. */
+  readonly modelsBody: Buffer;
+}
+
+export const EMPTY_ROUTE_TABLE: RouteTable = {
+  version: 0n,
+  routes: new Map(),
+  tenantByKeyHash: new Map(),
+  providers: new Map(),
+  modelsBody: Buffer.from(JSON.stringify({ object: 'list', data: [] })),
+};
+
+/** Builds the next table, reusing connection pools of providers whose URL did not change. */
+export function buildRouteTable(policy: Policy, version: bigint, previous: RouteTable): { table: RouteTable; retired: Upstream[] } {
+  const providers = new Map<string, ProviderBinding>();
+  const reused = new Set<Upstream>();
+  for (const provider of Object.values(policy.providers) as PolicyProvider[]) {
+    const old = previous.providers.get(provider.id);
+    const upstream = old && old.upstream.baseUrl === provider.baseUrl ? old.upstream : new Upstream(provider.baseUrl);
+    reused.add(upstream);
+    providers.set(provider.id, { id: provider.id, adapter: adapterFor(provider.kind), upstream, timeoutMs: provider.timeoutMs });
+  }
+  const retired = [...previous.providers.values()].map((p) => p.upstream).filter((u) => !reused.has(u));
+
+  const tenantByKeyHash = new Map<string, string>();
+  for (const tenant of Object.values(policy.tenants)) {
+    for (const hash of tenant.virtualKeySha256) tenantByKeyHash.set(hash, tenant.id);
+  }
+  const routes = new Map<string, PolicyRoute>(Object.values(policy.routes).map((r) => [r.alias, r]));
+  const created = Math.floor(Date.now() / 1000);
+  const modelsBody = Buffer.from(
+    JSON.stringify({
+      object: 'list',
+      data: [...routes.keys()].map((id) => ({ id, object: 'model', created, owned_by: 'keymesh' })),
+    }),
+  );
+  return { table: { version, routes, tenantByKeyHash, providers, modelsBody }, retired };
+}

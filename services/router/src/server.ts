@@ -1,0 +1,114 @@
+import { fromBinary } from '@bufbuild/protobuf';
+import { Subjects, type Bus } from '@keymesh/bus';
+import { followPolicy } from '@keymesh/policy';
+import { AnalyticsService } from '@keymesh/proto/analytics/v1/analytics';
+import { CacheService } from '@keymesh/proto/cache/v1/cache';
+import { ControlService } from '@keymesh/proto/control/v1/control';
+import { KeysChangedEventSchema, KeyVaultService } from '@keymesh/proto/keyvault/v1/keyvault';
+import { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
+import { RouterService } from '@keymesh/proto/router/v1/router';
+import { closeRpcClient, createRpcClient, createRpcServer } from '@keymesh/rpc';
+import { createLogger, type Telemetry } from '@keymesh/telemetry';
+import { toJson } from '@bufbuild/protobuf';
+import { GetUsageResponseSchema } from '@keymesh/proto/analytics/v1/analytics';
+import { AcquireBatcher } from './admission/acquire-batcher';
+import { createHttpEdge } from './edge/http-edge';
+import { routerHandlers } from './handlers';
+import { KeyMaterialCache } from './keys/key-material';
+import { Dispatcher } from './routing/dispatcher';
+import { Gateway } from './routing/gateway';
+import { buildRouteTable, EMPTY_ROUTE_TABLE, type RouteTable } from './routing/route-table';
+
+export interface RouterOptions {
+  telemetry: Telemetry;
+  bus: Bus;
+  /** Presented to the key-vault, which resolves secrets for the router alone. */
+  routerToken: string;
+  /** host:port of each peer service. */
+  peers: { limiter: string; keyvault: string; cache: string; analytics: string; control: string };
+  http: { host: string; port: number };
+  grpc: { host: string; port: number };
+}
+
+export interface RunningRouter {
+  readonly httpPort: number;
+  readonly grpcPort: number;
+  /** Resolves once the first policy is applied (the edge answers 503 on /readyz before). */
+  readonly ready: Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** The router: HTTP edge + RouterService, holding routes and key material in memory. */
+export async function startRouter(options: RouterOptions): Promise<RunningRouter> {
+  const { telemetry, bus } = options;
+  const logger = createLogger('router');
+  const clientOptions = { telemetry, defaultTimeoutMs: 5_000 };
+  const limiter = createRpcClient(LimiterService, options.peers.limiter, clientOptions);
+  const keyVault = createRpcClient(KeyVaultService, options.peers.keyvault, clientOptions);
+  const cache = createRpcClient(CacheService, options.peers.cache, clientOptions);
+  const analytics = createRpcClient(AnalyticsService, options.peers.analytics, clientOptions);
+  const control = createRpcClient(ControlService, options.peers.control, clientOptions);
+
+  let table: RouteTable = EMPTY_ROUTE_TABLE;
+  let maxBodyBytes = 1_048_576;
+  const keys = new KeyMaterialCache(keyVault, options.routerToken);
+  const follower = followPolicy({
+    control,
+    bus,
+    logger,
+    onPolicy: (policy, version) => {
+      const { table: next, retired } = buildRouteTable(policy, version, table);
+      table = next;
+      maxBodyBytes = policy.http.maxBodyBytes;
+      // Keys may have moved or been replaced; refetch lazily rather than serve a stale secret.
+      keys.drop();
+      for (const upstream of retired) void upstream.close();
+      logger.info('policy applied', { version: String(version), routes: next.routes.size });
+    },
+  });
+  const keyEvents = bus.subscribe(Subjects.keysChanged);
+  void (async () => {
+    for await (const message of keyEvents) {
+      try {
+        keys.drop(fromBinary(KeysChangedEventSchema, message.data).keyIds);
+      } catch {
+        keys.drop();
+      }
+    }
+  })();
+
+  const currentTable = (): RouteTable => table;
+  const dispatcher = new Dispatcher({ table: currentTable, batcher: new AcquireBatcher(limiter, telemetry), keys, limiter, telemetry, logger });
+  const gateway = new Gateway({ table: currentTable, dispatcher, cache, bus, logger });
+
+  const rpcServer = createRpcServer({ telemetry, logger });
+  rpcServer.add(RouterService, routerHandlers({ table: currentTable, gateway, dispatcher }));
+  const grpcPort = await rpcServer.listen(options.grpc.host, options.grpc.port);
+
+  const edge = createHttpEdge({
+    table: currentTable,
+    gateway,
+    dispatcher,
+    telemetry,
+    logger,
+    get maxBodyBytes() {
+      return maxBodyBytes;
+    },
+    usageQuery: async (tenantId, deadlineMs) =>
+      toJson(GetUsageResponseSchema, await analytics.getUsage({ tenantId }, { deadlineMs })),
+  });
+  const httpPort = await edge.listen(options.http.host, options.http.port);
+
+  return {
+    httpPort,
+    grpcPort,
+    ready: follower.ready,
+    async stop() {
+      follower.close();
+      keyEvents.unsubscribe();
+      await Promise.all([edge.close(), rpcServer.shutdown()]);
+      await Promise.all([...table.providers.values()].map((p) => p.upstream.close()));
+      for (const client of [limiter, keyVault, cache, analytics, control]) closeRpcClient(client);
+    },
+  };
+}
