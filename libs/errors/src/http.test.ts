@@ -54,8 +54,11 @@ describe('HTTP error mapping', () => {
   it('shapes the body as OpenAI does', () => {
     const err = error({ code: Code.ResourceExhausted, reason: Reason.KEY_POOL_EXHAUSTED, message: 'all keys are busy' });
     assert.deepEqual(openAiErrorBody(err), {
-      error: { message: 'all keys are busy', type: 'rate_limit_error', param: null, code: 'key_pool_exhausted' },
+      error: { message: 'all keys are busy', type: 'rate_limit_error', param: null, code: 'rate_limit_exceeded' },
     });
+    // Reasons OpenAI has no code for keep keymesh's own, lower-cased.
+    assert.equal(openAiErrorBody(error({ code: Code.Unavailable, reason: Reason.KEY_POOL_UNAVAILABLE })).error.code, 'key_pool_unavailable');
+    assert.equal(openAiErrorBody(error({ code: Code.NotFound, reason: Reason.ROUTE_NOT_FOUND })).error.code, 'model_not_found');
     assert.equal(openAiErrorBody(error({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST }), 'messages').error.param, 'messages');
   });
 

@@ -55,9 +55,21 @@ export function toHttpError(err: KeymeshError): HttpError {
   };
 }
 
+// Where OpenAI has its own code for the same condition, SDK users expect it.
+const OPENAI_CODE_BY_REASON: Record<string, string> = {
+  ROUTE_NOT_FOUND: 'model_not_found',
+  UNAUTHENTICATED: 'invalid_api_key',
+  KEY_POOL_EXHAUSTED: 'rate_limit_exceeded',
+};
+
 export function openAiErrorBody(err: KeymeshError, param: string | null = null): OpenAiErrorBody {
   return {
-    error: { message: err.message, type: toHttpError(err).openAiType, param, code: err.reason.toLowerCase() },
+    error: {
+      message: err.message,
+      type: toHttpError(err).openAiType,
+      param,
+      code: OPENAI_CODE_BY_REASON[err.reason] ?? err.reason.toLowerCase(),
+    },
   };
 }
 

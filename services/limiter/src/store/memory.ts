@@ -105,7 +105,7 @@ export class MemoryLimiterStore implements LimiterStore {
     if (key === undefined) return undefined;
     // Replies to requests sent before the first 429 may arrive later with a
     // shorter retry-after; they must not end the cooling early.
-    if (true) {
+    if (untilMs > key.coolingUntilMs) {
       key.coolingUntilMs = untilMs;
       key.coolingReason = reason;
     }

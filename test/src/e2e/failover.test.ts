@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+import { secretOf, startTestMesh, VIRTUAL_KEY, type TestMesh } from './harness';
+
+const ask = (client: OpenAI, content: string) =>
+  client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content }] }).withResponse();
+
+describe('failing over between the keys of a pool', function () {
+  let t: TestMesh;
+  let client: OpenAI;
+
+  afterEach(async function () {
+    await t?.stop();
+  });
+
+  it('moves a request off a key that answers 429 and cools that key so later requests skip it', async function () {
+    // keymesh is not told k1's limit: only the provider knows it (1 request a minute).
+    t = await startTestMesh({ mockKeys: [{ limits: [{ requests: 1, perMs: 60_000 }] }, {}] });
+    client = new OpenAI({ baseURL: t.baseUrl, apiKey: VIRTUAL_KEY, maxRetries: 0 });
+
+    const served: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const { data, response } = await ask(client, `request ${i}`);
+      assert.match(data.choices[0].message.content ?? '', new RegExp(`request ${i}`));
+      served.push(`${response.headers.get('x-keymesh-key-id')}/${response.headers.get('x-keymesh-attempts')}`);
+    }
+    // Exactly one upstream 429 on k1: after it the limiter cools k1 until its retry-after.
+    assert.equal(t.mock.stats(secretOf(0)).rateLimited, 1, `served: ${served.join(' ')}`);
+    assert.equal(t.mock.stats(secretOf(0)).ok, 1);
+    assert.ok(served.includes('k2/2'), `one request should have failed over: ${served.join(' ')}`);
+    assert.equal(served.filter((s) => s.startsWith('k1')).length, 1);
+  });
+
+  it('parks a revoked key after its 401 and keeps serving from the others', async function () {
+    t = await startTestMesh({ mockKeys: [{}, {}] });
+    client = new OpenAI({ baseURL: t.baseUrl, apiKey: VIRTUAL_KEY, maxRetries: 0 });
+    t.mock.revokeKey(secretOf(1));
+    for (let i = 0; i < 6; i++) {
+      const { response } = await ask(client, `after revoke ${i}`);
+      assert.equal(response.headers.get('x-keymesh-key-id'), 'k1');
+    }
+    assert.equal(t.mock.stats(secretOf(1)).unauthorized, 1);
+  });
+
+  it('answers 429 with retry-after when every key is at its declared limit, without calling the provider', async function () {
+    t = await startTestMesh({ mockKeys: [{}, {}], declaredLimits: ['{ requests: 1, per: 30s }', '{ requests: 1, per: 30s }'] });
+    client = new OpenAI({ baseURL: t.baseUrl, apiKey: VIRTUAL_KEY, maxRetries: 0 });
+    await ask(client, 'one');
+    await ask(client, 'two');
+    const response = await fetch(`${t.baseUrl}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${VIRTUAL_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'three' }] }),
+    });
+    assert.equal(response.status, 429);
+    const retryAfter = Number(response.headers.get('retry-after'));
+    assert.ok(retryAfter >= 29 && retryAfter <= 30, `retry-after ${retryAfter}`);
+    const body = (await response.json()) as { error: { type: string; code: string } };
+    assert.equal(body.error.type, 'rate_limit_error');
+    assert.equal(t.mock.stats().requests, 2);
+  });
+
+  it('answers 503 when the provider cannot be reached, and recovers when it can', async function () {
+    t = await startTestMesh({ mockKeys: [{}] });
+    client = new OpenAI({ baseURL: t.baseUrl, apiKey: VIRTUAL_KEY, maxRetries: 0 });
+    t.mock.setFailures({ errorRate: 1 });
+    await assert.rejects(ask(client, 'down'), (err: unknown) => {
+      assert.ok(err instanceof OpenAI.APIError);
+      assert.equal(err.status, 503);
+      return true;
+    });
+    t.mock.setFailures({});
+    const { data } = await ask(client, 'back');
+    assert.match(data.choices[0].message.content ?? '', /back/);
+  });
+});

@@ -1,0 +1,73 @@
+import { parseConfig } from '@keymesh/config';
+import { startMesh, type Mesh } from '@keymesh/cli';
+import { startMockProvider, type MockKeyOptions, type MockProvider } from '@keymesh/mock-provider';
+
+export const VIRTUAL_KEY = 'sk-keymesh-e2e-tenant';
+
+export interface TestMesh {
+  readonly mesh: Mesh;
+  readonly mock: MockProvider;
+  /** http://127.0.0.1:<port>/v1 */
+  readonly baseUrl: string;
+  readonly grpcAddress: string;
+  stop(): Promise<void>;
+}
+
+export interface TestMeshOptions {
+  /** The mock's keys, in pool order: key i is "k<i+1>" with secret "mock-secret-<i+1>". */
+  mockKeys?: Omit<MockKeyOptions, 'secret'>[];
+  /** YAML for each pool key's `limits:` (keymesh's declared limits), by index. */
+  declaredLimits?: (string | undefined)[];
+  /** Extra YAML appended under `routes:`. */
+  extraRoutes?: string;
+}
+
+export function secretOf(index: number): string {
+  return `mock-secret-${index + 1}`;
+}
+
+export function configYaml(mockUrl: string, options: TestMeshOptions = {}): string {
+  const keys = (options.mockKeys ?? [{}, {}, {}]).map((_, i) => {
+    const limits = options.declaredLimits?.[i];
+    return `      - { id: k${i + 1}, secret: ${secretOf(i)}${limits ? `, limits: ${limits}` : ''} }`;
+  });
+  return `
+providers:
+  mock: { kind: openai, base_url: ${mockUrl} }
+pools:
+  main:
+    provider: mock
+    keys:
+${keys.join('\n')}
+routes:
+  gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini } ] }
+  gpt-4o-mini-cached: { targets: [ { pool: main, model: gpt-4o-mini } ], cache: { ttl: 5m } }
+  text-embedding-3-small: { targets: [ { pool: main, model: text-embedding-3-small } ] }
+${options.extraRoutes ?? ''}
+tenants:
+  e2e: { virtual_keys: [ ${VIRTUAL_KEY} ] }
+`;
+}
+
+/** The whole mesh in this process, as `keymesh up` runs it, against a fresh mock provider. */
+export async function startTestMesh(options: TestMeshOptions = {}): Promise<TestMesh> {
+  const mockKeys = options.mockKeys ?? [{}, {}, {}];
+  const mock = await startMockProvider({ keys: mockKeys.map((k, i) => ({ ...k, secret: secretOf(i) })) });
+  try {
+    const config = parseConfig(configYaml(mock.url, options), 'e2e.yaml');
+    const mesh = await startMesh({ config, configPath: undefined, httpPort: 0, grpcPort: 0, env: {} });
+    return {
+      mesh,
+      mock,
+      baseUrl: `http://127.0.0.1:${mesh.httpPort}/v1`,
+      grpcAddress: `127.0.0.1:${mesh.grpcPort}`,
+      async stop() {
+        await mesh.stop();
+        await mock.close();
+      },
+    };
+  } catch (err) {
+    await mock.close();
+    throw err;
+  }
+}

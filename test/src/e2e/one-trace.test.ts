@@ -1,0 +1,127 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { startMockProvider, type MockProvider } from '@keymesh/mock-provider';
+import { freePort, natsForTests, spawnNode, startOtlpReceiver, type ChildHandle, type ExternalServer, type OtlpReceiver, type ReceivedSpan } from '@keymesh/testing';
+import { configYaml, secretOf, VIRTUAL_KEY } from './harness';
+
+const KEYMESH_BIN = resolve(__dirname, '../../../services/cli/bin/keymesh.js');
+
+const HOPS = ['edge', 'router', 'cache', 'limiter', 'keyvault', 'provider', 'analytics'] as const;
+type Hop = (typeof HOPS)[number];
+
+/** Which hop of the request path a span stands for. */
+function hopOf(span: ReceivedSpan): Hop | undefined {
+  const component = span.attributes['keymesh.component'];
+  if (component === 'edge' || component === 'router' || component === 'provider' || component === 'analytics') return component;
+  if (span.kind === 2 /* SERVER */) {
+    if (span.serviceName === 'keymesh-cache') return 'cache';
+    if (span.serviceName === 'keymesh-limiter') return 'limiter';
+    if (span.serviceName === 'keymesh-keyvault') return 'keyvault';
+  }
+  return undefined;
+}
+
+function hopsOfTrace(spans: ReceivedSpan[], traceId: string): Set<Hop> {
+  const hops = new Set<Hop>();
+  for (const span of spans) {
+    if (span.traceId !== traceId) continue;
+    const hop = hopOf(span);
+    if (hop) hops.add(hop);
+  }
+  return hops;
+}
+
+async function askCachedRoute(edgePort: number): Promise<void> {
+  const response = await fetch(`http://127.0.0.1:${edgePort}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${VIRTUAL_KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'gpt-4o-mini-cached', messages: [{ role: 'user', content: `trace me ${Date.now()}` }] }),
+  });
+  assert.equal(response.status, 200, await response.text());
+}
+
+/** Waits until one request's trace holds every hop, and checks secrets never reached a span. */
+async function assertOneTraceCoversThePath(receiver: OtlpReceiver): Promise<void> {
+  const spans = await receiver.waitForSpans((all) => {
+    const edge = all.find((s) => s.name === 'POST /v1/chat/completions');
+    return edge !== undefined && hopsOfTrace(all, edge.traceId).size === HOPS.length;
+  }, 20_000);
+  const edge = spans.find((s) => s.name === 'POST /v1/chat/completions');
+  assert.ok(edge);
+  assert.deepEqual([...hopsOfTrace(spans, edge.traceId)].sort(), [...HOPS].sort());
+  const inTrace = spans.filter((s) => s.traceId === edge.traceId);
+  const services = new Set(inTrace.map((s) => s.serviceName));
+  for (const service of ['keymesh-router', 'keymesh-cache', 'keymesh-limiter', 'keymesh-keyvault', 'keymesh-analytics']) {
+    assert.ok(services.has(service), `no span from ${service}; saw ${[...services].join(', ')}`);
+  }
+  const text = JSON.stringify(spans);
+  for (const secret of [secretOf(0), secretOf(1), secretOf(2), VIRTUAL_KEY]) assert.ok(!text.includes(secret), 'a secret reached a span');
+}
+
+describe('one trace covers edge → router → cache → limiter → key-vault → provider → analytics', function () {
+  this.timeout(60_000);
+  let receiver: OtlpReceiver;
+  let mock: MockProvider;
+  let dir: string;
+  const children: ChildHandle[] = [];
+
+  beforeEach(async function () {
+    receiver = await startOtlpReceiver();
+    mock = await startMockProvider({ keys: [0, 1, 2].map((i) => ({ secret: secretOf(i) })) });
+    dir = await mkdtemp(join(tmpdir(), 'keymesh-trace-'));
+  });
+  afterEach(async function () {
+    await Promise.all(children.splice(0).map((c) => c.stop('SIGTERM', 5_000)));
+    await mock.close();
+    await receiver.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const otelEnv = () => ({ OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: '50', KEYMESH_LOG_LEVEL: 'warn' });
+
+  it('when every service runs in one process as `keymesh up` runs them', async function () {
+    const configPath = join(dir, 'keymesh.yaml');
+    await writeFile(configPath, configYaml(mock.url));
+    const edgePort = await freePort();
+    const up = spawnNode(KEYMESH_BIN, ['up', '--config', configPath], {
+      env: { ...otelEnv(), KEYMESH_HTTP_PORT: String(edgePort), KEYMESH_GRPC_PORT: '0', NATS_URL: undefined },
+    });
+    children.push(up);
+    await up.waitForLine(/keymesh is up/, 30_000);
+    await askCachedRoute(edgePort);
+    await assertOneTraceCoversThePath(receiver);
+  });
+
+  it('when each service runs as its own `keymesh serve` process over NATS', async function () {
+    const nats: ExternalServer = await natsForTests();
+    try {
+      const configPath = join(dir, 'keymesh.yaml');
+      await writeFile(configPath, configYaml(mock.url));
+      const names = ['control', 'keyvault', 'limiter', 'cache', 'analytics', 'router'] as const;
+      const ports: Record<string, number> = {};
+      for (const name of names) ports[name] = await freePort();
+      const edgePort = await freePort();
+      const env: Record<string, string | undefined> = {
+        ...otelEnv(),
+        NATS_URL: nats.url,
+        KEYMESH_MASTER_KEY: randomBytes(32).toString('base64'),
+        KEYMESH_ROUTER_TOKEN: randomBytes(16).toString('hex'),
+        KEYMESH_HTTP_PORT: String(edgePort),
+      };
+      for (const name of names) env[`KEYMESH_${name.toUpperCase()}_ADDR`] = `127.0.0.1:${ports[name]}`;
+      for (const name of names) {
+        const args = ['serve', name, '--port', String(ports[name]), ...(name === 'control' ? ['--config', configPath] : [])];
+        const child = spawnNode(KEYMESH_BIN, args, { env });
+        children.push(child);
+        await child.waitForLine(new RegExp(`keymesh ${name} serving on`), 30_000);
+      }
+      await askCachedRoute(edgePort);
+      await assertOneTraceCoversThePath(receiver);
+    } finally {
+      await nats.stop();
+    }
+  });
+});
