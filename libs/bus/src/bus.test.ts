@@ -106,7 +106,7 @@ function describeBus(name: string, connect: () => Promise<Bus>): void {
       bus.publish(`${base}.work`, encode('first'));
       await bus.flush();
       assert.deepEqual((await within(first, 5_000, 'the first job')).map(decode), ['first']);
-      assert.equal((await leaving[Symbol.asyncIterator]().next()).done, true);
+      assert.equal((await within(leaving[Symbol.asyncIterator]().next(), 1_000, 'the loop ending')).done, true);
 
       // Were the member that left still subscribed, it would take some of these.
       const staying = bus.subscribe(`${base}.work`, { queue: 'workers' });

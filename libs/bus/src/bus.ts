@@ -46,7 +46,7 @@ export function subjectMatches(pattern: string, subject: string): boolean {
   const p = pattern.split('.');
   const s = subject.split('.');
   for (let i = 0; i < p.length; i++) {
-    if (p[i] === '>') return i === p.length - 1 && s.length === i + 1;
+    if (p[i] === '>') return i === p.length - 1 && s.length > i;
     if (i >= s.length) return false;
     if (p[i] !== '*' && p[i] !== s[i]) return false;
   }

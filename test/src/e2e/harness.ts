@@ -1,3 +1,6 @@
+// Keep test output readable; tests that need logs read them from the child.
+process.env.KEYMESH_LOG_LEVEL ??= 'warn';
+
 import { parseConfig } from '@keymesh/config';
 import { startMesh, type Mesh } from '@keymesh/cli';
 import { startMockProvider, type MockKeyOptions, type MockProvider } from '@keymesh/mock-provider';

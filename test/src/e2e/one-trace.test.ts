@@ -45,10 +45,17 @@ async function askCachedRoute(edgePort: number): Promise<void> {
 
 /** Waits until one request's trace holds every hop, and checks secrets never reached a span. */
 async function assertOneTraceCoversThePath(receiver: OtlpReceiver): Promise<void> {
-  const spans = await receiver.waitForSpans((all) => {
+  const complete = (all: ReceivedSpan[]): boolean => {
     const edge = all.find((s) => s.name === 'POST /v1/chat/completions');
     return edge !== undefined && hopsOfTrace(all, edge.traceId).size === HOPS.length;
-  }, 20_000);
+  };
+  const spans = await receiver.waitForSpans(complete, 20_000).catch((err: unknown) => {
+    const all = receiver.spans();
+    const edge = all.find((s) => s.name === 'POST /v1/chat/completions');
+    const seen = edge ? [...hopsOfTrace(all, edge.traceId)].join(', ') : 'no edge span';
+    const tree = all.map((s) => `${s.serviceName} ${s.name} trace=${s.traceId.slice(0, 8)} parent=${s.parentSpanId ?? '-'} id=${s.spanId}`).join('\n  ');
+    throw new Error(`${(err as Error).message}\nhops in the edge's trace: ${seen}\n  ${tree}`);
+  });
   const edge = spans.find((s) => s.name === 'POST /v1/chat/completions');
   assert.ok(edge);
   assert.deepEqual([...hopsOfTrace(spans, edge.traceId)].sort(), [...HOPS].sort());
