@@ -14,6 +14,9 @@ import type { KeyPoolLimiter } from './domain/key-pool-limiter';
 import type { AcquireResult, KeyCondition } from './domain/types';
 import type { Clock } from './store/clock';
 
+const DEFAULT_HOLD_MS = 1_000;
+const MAX_HOLD_MS = 10_000;
+
 function durationOf(ms: number): MessageInitShape<typeof import('@bufbuild/protobuf/wkt').DurationSchema> {
   const whole = Math.floor(ms / 1000);
   return { seconds: BigInt(whole), nanos: Math.round((ms - whole * 1000) * 1e6) };
@@ -65,6 +68,26 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock): ServiceI
           clock.nowMs(),
         );
         return { responses: results.map(responseOf) };
+      } catch (err) {
+        throw statusOf(err);
+      }
+    },
+    async grantLeases(request) {
+      const holdMs = Math.min(msOf(request.hold) ?? DEFAULT_HOLD_MS, MAX_HOLD_MS);
+      try {
+        const results = await limiter.grantLeases(
+          request.requests.map((r) => ({ poolId: r.poolId, wantedSlots: r.wantedSlots, excludedKeyIds: r.excludedKeyIds })),
+          clock.nowMs(),
+          holdMs,
+        );
+        return {
+          pools: results.map((result, i) => ({
+            poolId: request.requests[i].poolId,
+            leases: result.grants.map((g) => ({ keyId: g.keyId, slots: g.slots })),
+            reason: result.reason ?? '',
+            ...(result.retryAfterMs === undefined ? {} : { retryAfter: durationOf(result.retryAfterMs) }),
+          })),
+        };
       } catch (err) {
         throw statusOf(err);
       }

@@ -13,6 +13,8 @@ export type {
   AcquireResult,
   DenialReason,
   KeyOutcome,
+  LeaseRequest,
+  LeaseResult,
 } from './domain/types';
 export type { LimiterStore, KeyRef, KeyCandidates, AcquireDecision } from './store/store';
 export { MemoryLimiterStore } from './store/memory';

@@ -12,6 +12,7 @@ import { createLogger, type Telemetry } from '@keymesh/telemetry';
 import { toJson } from '@bufbuild/protobuf';
 import { GetUsageResponseSchema } from '@keymesh/proto/analytics/v1/analytics';
 import { AcquireBatcher } from './admission/acquire-batcher';
+import { LeaseAdmission } from './admission/lease-admission';
 import { createHttpEdge } from './edge/http-edge';
 import { routerHandlers } from './handlers';
 import { KeyMaterialCache } from './keys/key-material';
@@ -52,6 +53,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   let table: RouteTable = EMPTY_ROUTE_TABLE;
   let maxBodyBytes = 1_048_576;
   const keys = new KeyMaterialCache(keyVault, options.routerToken);
+  const admission = new LeaseAdmission(limiter, telemetry, new AcquireBatcher(limiter, telemetry));
   const follower = followPolicy({
     control,
     bus,
@@ -62,6 +64,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
       maxBodyBytes = policy.http.maxBodyBytes;
       // Keys may have moved or been replaced; refetch lazily rather than serve a stale secret.
       keys.drop();
+      admission.reset();
       for (const upstream of retired) void upstream.close();
       logger.info('policy applied', { version: String(version), routes: next.routes.size });
     },
@@ -78,7 +81,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   })();
 
   const currentTable = (): RouteTable => table;
-  const dispatcher = new Dispatcher({ table: currentTable, batcher: new AcquireBatcher(limiter, telemetry), keys, limiter, telemetry, logger });
+  const dispatcher = new Dispatcher({ table: currentTable, admission, keys, limiter, telemetry, logger });
   const gateway = new Gateway({ table: currentTable, dispatcher, cache, bus, logger });
 
   const rpcServer = createRpcServer({ telemetry, logger });

@@ -54,7 +54,8 @@ describe('failing over between the keys of a pool', function () {
     });
     assert.equal(response.status, 429);
     const retryAfter = Number(response.headers.get('retry-after'));
-    assert.ok(retryAfter >= 29 && retryAfter <= 30, `retry-after ${retryAfter}`);
+    // Leased slots count until their lease ends (1 s), so the window frees up to a second later.
+    assert.ok(retryAfter >= 29 && retryAfter <= 31, `retry-after ${retryAfter}`);
     const body = (await response.json()) as { error: { type: string; code: string } };
     assert.equal(body.error.type, 'rate_limit_error');
     assert.equal(t.mock.stats().requests, 2);

@@ -1,7 +1,9 @@
-import type { AcquireDecision, KeyCandidates, KeyRef, LimiterStore } from '../store/store';
+import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LimiterStore } from '../store/store';
 import { InvalidPoolSpecError, UnknownKeyError, UnknownPoolError } from './errors';
 import { findPoolSpecProblems, freezePoolSpecs } from './pool-spec';
 import type {
+  LeaseRequest,
+  LeaseResult,
   AcquireRequest,
   AcquireResult,
   KeyConditionState,
@@ -82,6 +84,32 @@ export class KeyPoolLimiter {
     }
     const decisions = await this.store.acquire(candidates, nowMs);
     return decisions.map(toAcquireResult);
+  }
+
+  /**
+   * Leases slices of the pools' capacity (see LimiterStore.lease). An unknown
+   * pool fails the whole call before anything is granted.
+   */
+  async grantLeases(requests: readonly LeaseRequest[], nowMs: number, holdMs: number): Promise<LeaseResult[]> {
+    const candidates: LeaseCandidates[] = requests.map((request) => {
+      const pool = this.requirePool(request.poolId);
+      const excluded = request.excludedKeyIds;
+      return {
+        poolId: request.poolId,
+        wantedSlots: request.wantedSlots,
+        keyIds: excluded === undefined || excluded.length === 0 ? pool.keyIds : pool.keyIds.filter((keyId) => !excluded.includes(keyId)),
+      };
+    });
+    const decisions = await this.store.lease(candidates, nowMs, holdMs);
+    return decisions.map((decision) =>
+      decision.grants.length > 0
+        ? { grants: decision.grants, retryAfterMs: undefined, reason: undefined }
+        : {
+            grants: [],
+            retryAfterMs: decision.retryAfterMs,
+            reason: decision.retryAfterMs === undefined ? 'KEY_POOL_UNAVAILABLE' : 'KEY_POOL_EXHAUSTED',
+          },
+    );
   }
 
   /**

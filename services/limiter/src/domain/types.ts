@@ -82,3 +82,16 @@ export interface KeyOutcome {
   /** The provider's retry-after, already parsed to ms, when it sent one. */
   readonly retryAfterMs?: number;
 }
+
+export interface LeaseRequest {
+  readonly poolId: string;
+  readonly wantedSlots: number;
+  readonly excludedKeyIds?: readonly string[];
+}
+
+export interface LeaseResult {
+  readonly grants: readonly { readonly keyId: string; readonly slots: number }[];
+  /** When nothing was granted, as for a denied acquire. */
+  readonly retryAfterMs: number | undefined;
+  readonly reason: DenialReason | undefined;
+}

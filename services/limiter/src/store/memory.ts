@@ -1,6 +1,9 @@
 import type { KeyConditionState, KeySpec, KeyState, PoolSpec, WindowLimit } from '../domain/types';
 import { SlidingLog } from './sliding-log';
-import type { AcquireDecision, KeyCandidates, KeyRef, LimiterStore } from './store';
+import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
+
+/** A lease slice takes at most this share of a key's headroom, so other routers still find some. */
+const LEASE_SHARE_OF_HEADROOM = 4;
 
 interface KeyRecord {
   readonly poolId: string;
@@ -98,6 +101,49 @@ export class MemoryLimiterStore implements LimiterStore {
     best.lastAdmittedMs = admittedMs;
     best.lastGrantSeq = ++this.grantSeq;
     return { granted: true, keyId: best.keyId };
+  }
+
+  async lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number): Promise<LeaseDecision[]> {
+    const decisions: LeaseDecision[] = new Array(requests.length);
+    for (let i = 0; i < requests.length; i++) decisions[i] = this.leaseOne(requests[i], nowMs, holdMs);
+    return decisions;
+  }
+
+  private leaseOne(request: LeaseCandidates, nowMs: number, holdMs: number): LeaseDecision {
+    const keys = this.pools.get(request.poolId);
+    const eligible: { key: KeyRecord; available: number }[] = [];
+    let earliestWaitMs = Number.POSITIVE_INFINITY;
+    if (keys !== undefined) {
+      for (const keyId of request.keyIds) {
+        const key = keys.get(keyId);
+        if (key === undefined || key.parkedReason !== undefined) continue;
+        const coolingMs = key.coolingUntilMs - nowMs;
+        if (coolingMs > 0) {
+          earliestWaitMs = Math.min(earliestWaitMs, Math.max(coolingMs, windowsWaitMs(key, nowMs)));
+          continue;
+        }
+        let available = Number.POSITIVE_INFINITY;
+        for (const window of key.windows) available = Math.min(available, window.remaining(nowMs));
+        if (available > 0) eligible.push({ key, available });
+        else earliestWaitMs = Math.min(earliestWaitMs, windowsWaitMs(key, nowMs));
+      }
+    }
+    if (eligible.length === 0) {
+      return { grants: [], retryAfterMs: earliestWaitMs === Number.POSITIVE_INFINITY ? undefined : earliestWaitMs };
+    }
+    const share = Math.ceil(Math.max(1, request.wantedSlots) / eligible.length);
+    const stampMs = nowMs + holdMs;
+    const grants: { keyId: string; slots: number }[] = [];
+    for (const { key, available } of eligible) {
+      const cap = available === Number.POSITIVE_INFINITY ? share : Math.max(1, Math.floor(available / LEASE_SHARE_OF_HEADROOM));
+      const slots = Math.min(share, cap);
+      const admittedMs = Math.max(stampMs, key.lastAdmittedMs);
+      for (const window of key.windows) for (let s = 0; s < slots; s++) window.record(admittedMs);
+      key.lastAdmittedMs = admittedMs;
+      key.lastGrantSeq = ++this.grantSeq;
+      grants.push({ keyId: key.keyId, slots });
+    }
+    return { grants, retryAfterMs: undefined };
   }
 
   async cool(ref: KeyRef, untilMs: number, reason: string, nowMs: number): Promise<KeyConditionState | undefined> {

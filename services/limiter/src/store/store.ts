@@ -37,6 +37,16 @@ export interface LimiterStore {
    */
   acquire(requests: readonly KeyCandidates[], nowMs: number): Promise<AcquireDecision[]>;
 
+  /**
+   * Carves lease slots for each request, in order, in one atomic step. Every
+   * slot is checked against the windows at nowMs and recorded as an admission
+   * at nowMs + holdMs, the latest moment it may be spent: so each pair of
+   * admissions, leased or not, is counted together whenever their real times
+   * could lie within one window. A key's slice is at most a quarter of its
+   * headroom (at least one slot), split evenly over the eligible keys.
+   */
+  lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number): Promise<LeaseDecision[]>;
+
   /** Cools a key until max(its current cooling end, untilMs). Parked stays parked. */
   cool(key: KeyRef, untilMs: number, reason: string, nowMs: number): Promise<KeyConditionState | undefined>;
 
@@ -64,6 +74,16 @@ export interface KeyRef {
 export interface KeyCandidates {
   readonly poolId: string;
   readonly keyIds: readonly string[];
+}
+
+export interface LeaseCandidates extends KeyCandidates {
+  readonly wantedSlots: number;
+}
+
+export interface LeaseDecision {
+  readonly grants: readonly { readonly keyId: string; readonly slots: number }[];
+  /** When nothing was granted: as AcquireDecision's retryAfterMs. */
+  readonly retryAfterMs: number | undefined;
 }
 
 export type AcquireDecision =

@@ -4,7 +4,7 @@ import type { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import type { RpcClient } from '@keymesh/rpc';
 import { attr, type Logger, type Telemetry } from '@keymesh/telemetry';
 import { context, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
-import type { AcquireBatcher } from '../admission/acquire-batcher';
+import type { LeaseAdmission } from '../admission/lease-admission';
 import type { KeyMaterialCache } from '../keys/key-material';
 import type { ProviderFailure } from '../providers';
 import type { ProviderBinding, RouteTable } from './route-table';
@@ -41,7 +41,7 @@ export interface Served<T> {
 
 export interface DispatcherDeps {
   table: () => RouteTable;
-  batcher: AcquireBatcher;
+  admission: LeaseAdmission;
   keys: KeyMaterialCache;
   limiter: RpcClient<typeof LimiterService>;
   telemetry: Telemetry;
@@ -135,7 +135,11 @@ export class Dispatcher {
             upstreamStatus: failure.status,
           });
         }
-        if (failure.kind !== 'unavailable') await this.report(scope, target, keyId, failure);
+        if (failure.kind !== 'unavailable') {
+          const untilMs = failure.kind === 'rate_limited' ? Date.now() + (failure.retryAfterMs ?? 1_000) : Number.POSITIVE_INFINITY;
+          this.deps.admission.forgetKey(target.poolId, keyId, untilMs);
+          await this.report(scope, target, keyId, failure);
+        }
         excluded.push(keyId);
       }
     }
@@ -161,21 +165,23 @@ export class Dispatcher {
     });
   }
 
-  private async admit(scope: RequestScope, target: PolicyTarget, excluded: string[]) {
-    const span = this.deps.telemetry.tracer.startSpan('keymesh.admit', {
-      kind: SpanKind.INTERNAL,
-      attributes: { [attr.KEYMESH_COMPONENT]: 'router', [attr.KEYMESH_POOL_ID]: target.poolId },
-    });
-    try {
-      const admission = await context.with(trace.setSpan(context.active(), span), () =>
-        this.deps.batcher.acquire(target.poolId, excluded, scope.requestId, scope.deadlineMs),
-      );
-      span.addLink({ context: admission.decidedBy });
-      if (admission.granted) span.setAttribute(attr.KEYMESH_KEY_ID, admission.keyId);
-      return admission;
-    } finally {
-      span.end();
+  /**
+   * Admission is mostly served from this router's leases, so it gets no span of
+   * its own: the route span links to the limiter call that granted the slot.
+   */
+  private admit(scope: RequestScope, target: PolicyTarget, excluded: string[]) {
+    const ctx = context.active();
+    const route = trace.getSpan(ctx);
+    const admission = this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, ctx);
+    if (!route) return admission;
+    if (admission instanceof Promise) {
+      return admission.then((a) => {
+        route.addLink({ context: a.decidedBy });
+        return a;
+      });
     }
+    route.addLink({ context: admission.decidedBy });
+    return admission;
   }
 
   private async report(scope: RequestScope, target: PolicyTarget, keyId: string, failure: ProviderFailure): Promise<void> {

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/limiter/v1/limiter.proto.
  */
 export const file_keymesh_limiter_v1_limiter: GenFile = /*@__PURE__*/
-  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxIk8KDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJIpYBCg9BY3F1aXJlUmVzcG9uc2USMwoHb3V0Y29tZRgBIAEoDjIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlT3V0Y29tZRIOCgZrZXlfaWQYAiABKAkSLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGcmVhc29uGAQgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJ8ChRSZXBvcnRPdXRjb21lUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRITCgtodHRwX3N0YXR1cxgDIAEoDRIuCgtyZXRyeV9hZnRlchgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJMChVSZXBvcnRPdXRjb21lUmVzcG9uc2USMwoJY29uZGl0aW9uGAEgASgOMiAua2V5bWVzaC5saW1pdGVyLnYxLktleUNvbmRpdGlvbiIlChJHZXRLZXlTdGF0ZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCSKMAgoIS2V5U3RhdGUSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSMwoJY29uZGl0aW9uGAMgASgOMiAua2V5bWVzaC5saW1pdGVyLnYxLktleUNvbmRpdGlvbhIaChJyZW1haW5pbmdfcmVxdWVzdHMYBCABKA0SFgoObGltaXRfcmVxdWVzdHMYBSABKA0SKQoGd2luZG93GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjEKDWNvb2xpbmdfdW50aWwYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNvbmRpdGlvbl9yZWFzb24YCCABKAkiQQoTR2V0S2V5U3RhdGVSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwua2V5bWVzaC5saW1pdGVyLnYxLktleVN0YXRlKmoKDkFjcXVpcmVPdXRjb21lEh8KG0FDUVVJUkVfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhsKF0FDUVVJUkVfT1VUQ09NRV9HUkFOVEVEEAESGgoWQUNRVUlSRV9PVVRDT01FX0RFTklFRBACKnsKDEtleUNvbmRpdGlvbhIdChlLRVlfQ09ORElUSU9OX1VOU1BFQ0lGSUVEEAASFwoTS0VZX0NPTkRJVElPTl9SRUFEWRABEhkKFUtFWV9DT05ESVRJT05fQ09PTElORxACEhgKFEtFWV9DT05ESVRJT05fUEFSS0VEEAMyjQMKDkxpbWl0ZXJTZXJ2aWNlElIKB0FjcXVpcmUSIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QaIy5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlc3BvbnNlEmEKDEFjcXVpcmVCYXRjaBInLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlQmF0Y2hSZXF1ZXN0Gigua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlc3BvbnNlEmQKDVJlcG9ydE91dGNvbWUSKC5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlcXVlc3QaKS5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlc3BvbnNlEl4KC0dldEtleVN0YXRlEiYua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVxdWVzdBonLmtleW1lc2gubGltaXRlci52MS5HZXRLZXlTdGF0ZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxIk8KDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJIpYBCg9BY3F1aXJlUmVzcG9uc2USMwoHb3V0Y29tZRgBIAEoDjIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlT3V0Y29tZRIOCgZrZXlfaWQYAiABKAkSLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGcmVhc29uGAQgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJPCgxMZWFzZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgx3YW50ZWRfc2xvdHMYAiABKA0SGAoQZXhjbHVkZWRfa2V5X2lkcxgDIAMoCSJxChJHcmFudExlYXNlc1JlcXVlc3QSMgoIcmVxdWVzdHMYASADKAsyIC5rZXltZXNoLmxpbWl0ZXIudjEuTGVhc2VSZXF1ZXN0EicKBGhvbGQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iJgoFTGVhc2USDgoGa2V5X2lkGAEgASgJEg0KBXNsb3RzGAIgASgNIogBCgpQb29sTGVhc2VzEg8KB3Bvb2xfaWQYASABKAkSKQoGbGVhc2VzGAIgAygLMhkua2V5bWVzaC5saW1pdGVyLnYxLkxlYXNlEi4KC3JldHJ5X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgEIAEoCSJEChNHcmFudExlYXNlc1Jlc3BvbnNlEi0KBXBvb2xzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlBvb2xMZWFzZXMifAoUUmVwb3J0T3V0Y29tZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEwoLaHR0cF9zdGF0dXMYAyABKA0SLgoLcmV0cnlfYWZ0ZXIYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iTAoVUmVwb3J0T3V0Y29tZVJlc3BvbnNlEjMKCWNvbmRpdGlvbhgBIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24iJQoSR2V0S2V5U3RhdGVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkijAIKCEtleVN0YXRlEg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEjMKCWNvbmRpdGlvbhgDIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24SGgoScmVtYWluaW5nX3JlcXVlc3RzGAQgASgNEhYKDmxpbWl0X3JlcXVlc3RzGAUgASgNEikKBndpbmRvdxgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg1jb29saW5nX3VudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjb25kaXRpb25fcmVhc29uGAggASgJIkEKE0dldEtleVN0YXRlUmVzcG9uc2USKgoEa2V5cxgBIAMoCzIcLmtleW1lc2gubGltaXRlci52MS5LZXlTdGF0ZSpqCg5BY3F1aXJlT3V0Y29tZRIfChtBQ1FVSVJFX09VVENPTUVfVU5TUEVDSUZJRUQQABIbChdBQ1FVSVJFX09VVENPTUVfR1JBTlRFRBABEhoKFkFDUVVJUkVfT1VUQ09NRV9ERU5JRUQQAip7CgxLZXlDb25kaXRpb24SHQoZS0VZX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEhcKE0tFWV9DT05ESVRJT05fUkVBRFkQARIZChVLRVlfQ09ORElUSU9OX0NPT0xJTkcQAhIYChRLRVlfQ09ORElUSU9OX1BBUktFRBADMu0DCg5MaW1pdGVyU2VydmljZRJSCgdBY3F1aXJlEiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXF1ZXN0GiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZRJhCgxBY3F1aXJlQmF0Y2gSJy5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZUJhdGNoUmVxdWVzdBooLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlQmF0Y2hSZXNwb25zZRJeCgtHcmFudExlYXNlcxImLmtleW1lc2gubGltaXRlci52MS5HcmFudExlYXNlc1JlcXVlc3QaJy5rZXltZXNoLmxpbWl0ZXIudjEuR3JhbnRMZWFzZXNSZXNwb25zZRJkCg1SZXBvcnRPdXRjb21lEigua2V5bWVzaC5saW1pdGVyLnYxLlJlcG9ydE91dGNvbWVSZXF1ZXN0Gikua2V5bWVzaC5saW1pdGVyLnYxLlJlcG9ydE91dGNvbWVSZXNwb25zZRJeCgtHZXRLZXlTdGF0ZRImLmtleW1lc2gubGltaXRlci52MS5HZXRLZXlTdGF0ZVJlcXVlc3QaJy5rZXltZXNoLmxpbWl0ZXIudjEuR2V0S2V5U3RhdGVSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keymesh.limiter.v1.AcquireRequest
@@ -117,6 +117,136 @@ export const AcquireBatchResponseSchema: GenMessage<AcquireBatchResponse> = /*@_
   messageDesc(file_keymesh_limiter_v1_limiter, 3);
 
 /**
+ * @generated from message keymesh.limiter.v1.LeaseRequest
+ */
+export type LeaseRequest = Message<"keymesh.limiter.v1.LeaseRequest"> & {
+  /**
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * Slots the router expects to need before the lease ends (its recent rate
+   * times the hold, plus requests waiting now). The limiter may grant fewer.
+   *
+   * @generated from field: uint32 wanted_slots = 2;
+   */
+  wantedSlots: number;
+
+  /**
+   * @generated from field: repeated string excluded_key_ids = 3;
+   */
+  excludedKeyIds: string[];
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.LeaseRequest.
+ * Use `create(LeaseRequestSchema)` to create a new message.
+ */
+export const LeaseRequestSchema: GenMessage<LeaseRequest> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 4);
+
+/**
+ * @generated from message keymesh.limiter.v1.GrantLeasesRequest
+ */
+export type GrantLeasesRequest = Message<"keymesh.limiter.v1.GrantLeasesRequest"> & {
+  /**
+   * @generated from field: repeated keymesh.limiter.v1.LeaseRequest requests = 1;
+   */
+  requests: LeaseRequest[];
+
+  /**
+   * How long the leases stay valid; at most 10 seconds.
+   *
+   * @generated from field: google.protobuf.Duration hold = 2;
+   */
+  hold?: Duration | undefined;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.GrantLeasesRequest.
+ * Use `create(GrantLeasesRequestSchema)` to create a new message.
+ */
+export const GrantLeasesRequestSchema: GenMessage<GrantLeasesRequest> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 5);
+
+/**
+ * @generated from message keymesh.limiter.v1.Lease
+ */
+export type Lease = Message<"keymesh.limiter.v1.Lease"> & {
+  /**
+   * @generated from field: string key_id = 1;
+   */
+  keyId: string;
+
+  /**
+   * @generated from field: uint32 slots = 2;
+   */
+  slots: number;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.Lease.
+ * Use `create(LeaseSchema)` to create a new message.
+ */
+export const LeaseSchema: GenMessage<Lease> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 6);
+
+/**
+ * @generated from message keymesh.limiter.v1.PoolLeases
+ */
+export type PoolLeases = Message<"keymesh.limiter.v1.PoolLeases"> & {
+  /**
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * @generated from field: repeated keymesh.limiter.v1.Lease leases = 2;
+   */
+  leases: Lease[];
+
+  /**
+   * When no slot was granted: when one may be, and why not now (as in
+   * AcquireResponse).
+   *
+   * @generated from field: google.protobuf.Duration retry_after = 3;
+   */
+  retryAfter?: Duration | undefined;
+
+  /**
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.PoolLeases.
+ * Use `create(PoolLeasesSchema)` to create a new message.
+ */
+export const PoolLeasesSchema: GenMessage<PoolLeases> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 7);
+
+/**
+ * @generated from message keymesh.limiter.v1.GrantLeasesResponse
+ */
+export type GrantLeasesResponse = Message<"keymesh.limiter.v1.GrantLeasesResponse"> & {
+  /**
+   * In request order. Leases expire `hold` after the request was sent.
+   *
+   * @generated from field: repeated keymesh.limiter.v1.PoolLeases pools = 1;
+   */
+  pools: PoolLeases[];
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.GrantLeasesResponse.
+ * Use `create(GrantLeasesResponseSchema)` to create a new message.
+ */
+export const GrantLeasesResponseSchema: GenMessage<GrantLeasesResponse> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 8);
+
+/**
  * @generated from message keymesh.limiter.v1.ReportOutcomeRequest
  */
 export type ReportOutcomeRequest = Message<"keymesh.limiter.v1.ReportOutcomeRequest"> & {
@@ -150,7 +280,7 @@ export type ReportOutcomeRequest = Message<"keymesh.limiter.v1.ReportOutcomeRequ
  * Use `create(ReportOutcomeRequestSchema)` to create a new message.
  */
 export const ReportOutcomeRequestSchema: GenMessage<ReportOutcomeRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 4);
+  messageDesc(file_keymesh_limiter_v1_limiter, 9);
 
 /**
  * @generated from message keymesh.limiter.v1.ReportOutcomeResponse
@@ -167,7 +297,7 @@ export type ReportOutcomeResponse = Message<"keymesh.limiter.v1.ReportOutcomeRes
  * Use `create(ReportOutcomeResponseSchema)` to create a new message.
  */
 export const ReportOutcomeResponseSchema: GenMessage<ReportOutcomeResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 5);
+  messageDesc(file_keymesh_limiter_v1_limiter, 10);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateRequest
@@ -186,7 +316,7 @@ export type GetKeyStateRequest = Message<"keymesh.limiter.v1.GetKeyStateRequest"
  * Use `create(GetKeyStateRequestSchema)` to create a new message.
  */
 export const GetKeyStateRequestSchema: GenMessage<GetKeyStateRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 6);
+  messageDesc(file_keymesh_limiter_v1_limiter, 11);
 
 /**
  * @generated from message keymesh.limiter.v1.KeyState
@@ -242,7 +372,7 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
  * Use `create(KeyStateSchema)` to create a new message.
  */
 export const KeyStateSchema: GenMessage<KeyState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 7);
+  messageDesc(file_keymesh_limiter_v1_limiter, 12);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateResponse
@@ -259,7 +389,7 @@ export type GetKeyStateResponse = Message<"keymesh.limiter.v1.GetKeyStateRespons
  * Use `create(GetKeyStateResponseSchema)` to create a new message.
  */
 export const GetKeyStateResponseSchema: GenMessage<GetKeyStateResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 8);
+  messageDesc(file_keymesh_limiter_v1_limiter, 13);
 
 /**
  * @generated from enum keymesh.limiter.v1.AcquireOutcome
@@ -359,6 +489,21 @@ export const LimiterService: GenService<{
     methodKind: "unary";
     input: typeof AcquireBatchRequestSchema;
     output: typeof AcquireBatchResponseSchema;
+  },
+  /**
+   * GrantLeases carves slices of keys' capacity for a router to admit from
+   * without a call per request. Slices are recorded in the keys' windows as
+   * admissions stamped at the lease's expiry, so however the router spends
+   * them before then, no window of any length sees more than its limit.
+   * Slices are large while a key has headroom and shrink to one slot near
+   * its limit.
+   *
+   * @generated from rpc keymesh.limiter.v1.LimiterService.GrantLeases
+   */
+  grantLeases: {
+    methodKind: "unary";
+    input: typeof GrantLeasesRequestSchema;
+    output: typeof GrantLeasesResponseSchema;
   },
   /**
    * ReportOutcome tells the limiter what the provider said about a key: a 429

@@ -1,0 +1,247 @@
+import { Code, KeymeshError, Reason } from '@keymesh/errors';
+import type { GrantLeasesResponse, LimiterService, PoolLeases } from '@keymesh/proto/limiter/v1/limiter';
+import type { RpcClient } from '@keymesh/rpc';
+import { attr, type Telemetry } from '@keymesh/telemetry';
+import { context, ROOT_CONTEXT, SpanKind, trace, type Context, type Link, type SpanContext } from '@opentelemetry/api';
+import type { AcquireBatcher, Admission } from './acquire-batcher';
+
+interface Lease {
+  readonly keyId: string;
+  slots: number;
+  readonly expiresAtMs: number;
+  readonly decidedBy: SpanContext;
+}
+
+interface Waiter {
+  readonly ctx: Context;
+  readonly link: Link | undefined;
+  readonly resolve: (admission: Admission) => void;
+  readonly reject: (err: unknown) => void;
+}
+
+interface PoolState {
+  leases: Lease[];
+  waiters: Waiter[];
+  refilling: boolean;
+  /** Admissions since the last refill was asked for, to size the next one. */
+  admittedSinceRefill: number;
+  lastRefillMs: number;
+  lastGrantedSlots: number;
+}
+
+export interface LeaseAdmissionOptions {
+  /** How long a lease is valid. Longer means fewer calls, and more capacity parked in an idle router. */
+  holdMs?: number;
+}
+
+const DEFAULT_HOLD_MS = 1_000;
+// Leases end this much before the limiter's stamp, for the time the grant took to arrive.
+const EXPIRY_MARGIN_MS = 5;
+
+/**
+ * Admits requests from capacity the limiter leased to this router, so the hot
+ * path pays no call per request: a unary grpc-js call costs about as much CPU
+ * as the whole proxy path. The limiter records leased slots as admissions at
+ * the lease's end, so spending them at any moment before then keeps every
+ * key exactly within its limits across all routers.
+ *
+ * Slices are sized from this router's own recent demand; the limiter caps
+ * them at a share of each key's headroom, down to one slot near the limit.
+ * Requests that must avoid particular keys (a retry after a failure) take the
+ * exact per-request path instead.
+ */
+export class LeaseAdmission {
+  private readonly pools = new Map<string, PoolState>();
+  /** Keys the provider refused lately, until when: a grant already in flight must not bring them back. */
+  private readonly refused = new Map<string, number>();
+  private readonly pendingRefills = new Set<string>();
+  private refillScheduled = false;
+  private readonly holdMs: number;
+
+  constructor(
+    private readonly limiter: RpcClient<typeof LimiterService>,
+    private readonly telemetry: Telemetry,
+    private readonly exact: AcquireBatcher,
+    options: LeaseAdmissionOptions = {},
+  ) {
+    this.holdMs = options.holdMs ?? DEFAULT_HOLD_MS;
+  }
+
+  admit(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context): Admission | Promise<Admission> {
+    if (excludedKeyIds.length > 0) return context.with(ctx, () => this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs));
+    const pool = this.poolState(poolId);
+    const lease = takeSlot(pool, Date.now());
+    if (lease) {
+      pool.admittedSinceRefill++;
+      if (!pool.refilling && remainingSlots(pool) * 4 <= pool.lastGrantedSlots) this.requestRefill(poolId);
+      return { granted: true, keyId: lease.keyId, decidedBy: lease.decidedBy };
+    }
+    const span = trace.getSpan(ctx);
+    return new Promise<Admission>((resolve, reject) => {
+      pool.waiters.push({ ctx, link: span ? { context: span.spanContext() } : undefined, resolve, reject });
+      this.requestRefill(poolId);
+    });
+  }
+
+  /**
+   * Stops admitting to a key the provider just refused, until `untilMs`
+   * (its retry-after; Infinity for a key that was rejected outright). The
+   * limiter cools or parks it too, but a grant sent before it heard may still
+   * be on its way.
+   */
+  forgetKey(poolId: string, keyId: string, untilMs: number): void {
+    this.refused.set(`${poolId}\u0000${keyId}`, untilMs);
+    const pool = this.pools.get(poolId);
+    if (pool) pool.leases = pool.leases.filter((l) => l.keyId !== keyId);
+  }
+
+  /** A new policy may have moved keys between pools or replaced them: start afresh. */
+  reset(): void {
+    for (const pool of this.pools.values()) pool.leases = [];
+    this.refused.clear();
+  }
+
+  private isRefused(poolId: string, keyId: string, nowMs: number): boolean {
+    if (this.refused.size === 0) return false;
+    const key = `${poolId}\u0000${keyId}`;
+    const untilMs = this.refused.get(key);
+    if (untilMs === undefined) return false;
+    if (untilMs > nowMs) return true;
+    this.refused.delete(key);
+    return false;
+  }
+
+  private poolState(poolId: string): PoolState {
+    let pool = this.pools.get(poolId);
+    if (!pool) {
+      pool = { leases: [], waiters: [], refilling: false, admittedSinceRefill: 0, lastRefillMs: Date.now(), lastGrantedSlots: 0 };
+      this.pools.set(poolId, pool);
+    }
+    return pool;
+  }
+
+  private requestRefill(poolId: string): void {
+    const pool = this.poolState(poolId);
+    if (pool.refilling) return;
+    pool.refilling = true;
+    this.pendingRefills.add(poolId);
+    if (!this.refillScheduled) {
+      this.refillScheduled = true;
+      setImmediate(() => this.refill());
+    }
+  }
+
+  /** One GrantLeases call for every pool that ran low in this event-loop turn. */
+  private refill(): void {
+    this.refillScheduled = false;
+    const poolIds = [...this.pendingRefills];
+    this.pendingRefills.clear();
+    const nowMs = Date.now();
+    const links: Link[] = [];
+    let parent: Context = ROOT_CONTEXT;
+    const requests = poolIds.map((poolId) => {
+      const pool = this.poolState(poolId);
+      for (const w of pool.waiters) {
+        if (parent === ROOT_CONTEXT) parent = w.ctx;
+        else if (w.link) links.push(w.link);
+      }
+      const elapsedMs = Math.max(nowMs - pool.lastRefillMs, 50);
+      const expected = Math.ceil(((pool.admittedSinceRefill * this.holdMs) / elapsedMs) * 1.5);
+      pool.admittedSinceRefill = 0;
+      pool.lastRefillMs = nowMs;
+      return { poolId, wantedSlots: Math.max(pool.waiters.length, expected, 1), excludedKeyIds: [] };
+    });
+    // Traced in the first waiting request's context (a background refill has none)
+    // and linked from every admission it serves.
+    const span = this.telemetry.tracer.startSpan(
+      'keymesh.lease.grant',
+      { kind: SpanKind.INTERNAL, links, attributes: { [attr.KEYMESH_COMPONENT]: 'router', [attr.KEYMESH_BATCH_SIZE]: requests.length } },
+      parent,
+    );
+    const decidedBy = span.spanContext();
+    context
+      .with(trace.setSpan(parent, span), () =>
+        this.limiter.grantLeases({ requests, hold: { seconds: BigInt(Math.floor(this.holdMs / 1000)), nanos: (this.holdMs % 1000) * 1e6 } }, { timeoutMs: 2_000 }),
+      )
+      .then(
+        (response) => {
+          span.end();
+          this.apply(poolIds, response, nowMs + this.holdMs - EXPIRY_MARGIN_MS, decidedBy);
+        },
+        (err: unknown) => {
+          span.end();
+          this.fail(poolIds, err);
+        },
+      );
+  }
+
+  private apply(poolIds: string[], response: GrantLeasesResponse, expiresAtMs: number, decidedBy: SpanContext): void {
+    const nowMs = Date.now();
+    for (let i = 0; i < poolIds.length; i++) {
+      const pool = this.poolState(poolIds[i]);
+      pool.refilling = false;
+      const granted: PoolLeases | undefined = response.pools[i];
+      pool.leases = pool.leases.filter((l) => l.slots > 0 && l.expiresAtMs > nowMs);
+      let total = 0;
+      for (const lease of granted?.leases ?? []) {
+        if (lease.slots === 0 || this.isRefused(poolIds[i], lease.keyId, nowMs)) continue;
+        pool.leases.push({ keyId: lease.keyId, slots: lease.slots, expiresAtMs, decidedBy });
+        total += lease.slots;
+      }
+      pool.lastGrantedSlots = total;
+      const waiters = pool.waiters;
+      pool.waiters = [];
+      let served = 0;
+      for (; served < waiters.length; served++) {
+        const lease = takeSlot(pool, nowMs);
+        if (!lease) break;
+        pool.admittedSinceRefill++;
+        waiters[served].resolve({ granted: true, keyId: lease.keyId, decidedBy });
+      }
+      const rest = waiters.slice(served);
+      if (rest.length === 0) continue;
+      if (total === 0) {
+        // Nothing to lease: the pool is full (or parked) right now; say when it frees up.
+        const retry = granted?.retryAfter;
+        const denial: Admission = {
+          granted: false,
+          retryAfterMs: retry ? Number(retry.seconds) * 1000 + retry.nanos / 1e6 : undefined,
+          reason: granted?.reason || Reason.KEY_POOL_EXHAUSTED,
+          decidedBy,
+        };
+        for (const w of rest) w.resolve(denial);
+      } else {
+        // More requests than slots: ask again for the rest.
+        pool.waiters = rest.concat(pool.waiters);
+        this.requestRefill(poolIds[i]);
+      }
+    }
+  }
+
+  private fail(poolIds: string[], err: unknown): void {
+    const error = KeymeshError.from(err);
+    const unavailable = new KeymeshError({ code: Code.Unavailable, reason: Reason.UNAVAILABLE, message: 'the limiter did not answer', cause: error });
+    for (const poolId of poolIds) {
+      const pool = this.poolState(poolId);
+      pool.refilling = false;
+      const waiters = pool.waiters;
+      pool.waiters = [];
+      for (const w of waiters) w.reject(unavailable);
+    }
+  }
+}
+
+function takeSlot(pool: PoolState, nowMs: number): Lease | undefined {
+  let best: Lease | undefined;
+  for (const lease of pool.leases) {
+    if (lease.slots > 0 && lease.expiresAtMs > nowMs && (best === undefined || lease.slots > best.slots)) best = lease;
+  }
+  if (best) best.slots--;
+  return best;
+}
+
+function remainingSlots(pool: PoolState): number {
+  let total = 0;
+  for (const lease of pool.leases) total += lease.slots;
+  return total;
+}
