@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { createTelemetry, extractTraceContext, InMemorySpanExporter, type Logger } from '@keymesh/telemetry';
+import { createTelemetry, extractTraceContext, InMemorySpanExporter, type Logger, enableAsyncContext } from '@keymesh/telemetry';
 import { trace } from '@opentelemetry/api';
 import type { Bus, BusMessage, Subscription } from './bus';
 import { createMemoryBus } from './memory';
@@ -32,7 +32,10 @@ async function take(subscription: Subscription, count: number): Promise<BusMessa
 
 /** The same behaviour, whichever bus carries it. */
 function describeBus(name: string, connect: () => Promise<Bus>): void {
-  describe(`${name} bus`, () => {
+  // These tests use startActiveSpan, which needs context to follow async calls.
+enableAsyncContext();
+
+describe(`${name} bus`, () => {
     let bus: Bus;
     let base: string;
 

@@ -1,3 +1,5 @@
+import type { Context } from '@opentelemetry/api';
+
 /** NATS subjects keymesh publishes on: keymesh.<area>.<event>. */
 export const Subjects = {
   policyUpdated: 'keymesh.policy.updated',
@@ -32,8 +34,8 @@ export interface SubscribeOptions {
  * same semantics: NATS (across processes) and in-process (the embedded mode).
  */
 export interface Bus {
-  /** Buffers the message; publishing never blocks the hot path. The active trace context travels in the headers. */
-  publish(subject: string, data: Uint8Array, headers?: Record<string, string>): void;
+  /** Buffers the message; publishing never blocks the hot path. `ctx` (else the active context) travels in the headers as W3C traceparent. */
+  publish(subject: string, data: Uint8Array, headers?: Record<string, string>, ctx?: Context): void;
   subscribe(subject: string, options?: SubscribeOptions): Subscription;
   /** Resolves when everything published so far has left this process. */
   flush(): Promise<void>;

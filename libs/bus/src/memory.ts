@@ -45,10 +45,10 @@ export function createMemoryBus(): Bus {
   };
 
   return {
-    publish(subject, data, headers = {}) {
+    publish(subject, data, headers = {}, ctx) {
       if (closed) return;
       const carried = { ...headers };
-      injectTraceContext(carried);
+      injectTraceContext(carried, ctx);
       inFlight.push({ subject, data, headers: carried });
       if (!scheduled) {
         scheduled = true;

@@ -29,9 +29,9 @@ export async function connectNatsBus(options: NatsBusOptions): Promise<Bus> {
   })();
 
   return {
-    publish(subject, data, extra = {}) {
+    publish(subject, data, extra = {}, ctx) {
       const carried: Record<string, string> = { ...extra };
-      injectTraceContext(carried);
+      injectTraceContext(carried, ctx);
       const h = natsHeaders();
       for (const [k, v] of Object.entries(carried)) h.set(k, v);
       try {

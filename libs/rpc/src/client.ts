@@ -3,7 +3,7 @@ import type { GenService, GenServiceMethods } from '@bufbuild/protobuf/codegenv2
 import * as grpc from '@grpc/grpc-js';
 import { Code, KeymeshError, fromStatusDetails } from '@keymesh/errors';
 import { attr, type Telemetry } from '@keymesh/telemetry';
-import { context, SpanKind, SpanStatusCode, trace, type Link } from '@opentelemetry/api';
+import { context, SpanKind, SpanStatusCode, trace, type Context, type Link } from '@opentelemetry/api';
 import { pathOf, deserializerOf, serializerOf } from './definition';
 import { injectIntoMetadata } from './metadata';
 
@@ -15,6 +15,8 @@ export interface CallOptions {
   signal?: AbortSignal;
   /** Extra metadata, e.g. authorization. */
   headers?: Record<string, string>;
+  /** The trace context to call in; the active one (usually none) otherwise. */
+  parent?: Context;
   /** For calls made on behalf of several requests (batches): links to their spans. */
   links?: Link[];
   /** Receives the call's trailing metadata (unary calls). */
@@ -78,6 +80,10 @@ export function closeRpcClient(client: object): void {
   channels.get(client)?.close();
 }
 
+function parentOf(options: CallOptions | undefined): Context {
+  return options?.parent ?? context.active();
+}
+
 function deadlineOf(options: CallOptions | undefined, defaults: RpcClientOptions): number {
   if (options?.deadlineMs !== undefined) return options.deadlineMs;
   return Date.now() + (options?.timeoutMs ?? defaults.defaultTimeoutMs ?? 10_000);
@@ -109,8 +115,8 @@ function unaryCall(channel: grpc.Client, method: DescMethod, defaults: RpcClient
       kind: SpanKind.CLIENT,
       attributes: { [attr.RPC_SYSTEM]: 'grpc', [attr.RPC_SERVICE]: method.parent.typeName, [attr.RPC_METHOD]: method.name },
       ...(options?.links ? { links: options.links } : {}),
-    });
-    const ctx = trace.setSpan(context.active(), span);
+    }, parentOf(options));
+    const ctx = trace.setSpan(parentOf(options), span);
     return new Promise((resolve, reject) => {
       const call = channel.makeUnaryRequest(
         path,
@@ -154,8 +160,8 @@ function serverStreamCall(channel: grpc.Client, method: DescMethod, defaults: Rp
         kind: SpanKind.CLIENT,
         attributes: { [attr.RPC_SYSTEM]: 'grpc', [attr.RPC_SERVICE]: method.parent.typeName, [attr.RPC_METHOD]: method.name },
         ...(options?.links ? { links: options.links } : {}),
-      });
-      const ctx = trace.setSpan(context.active(), span);
+      }, parentOf(options));
+      const ctx = trace.setSpan(parentOf(options), span);
       const call = channel.makeServerStreamRequest(path, serialize, deserialize, request, metadataOf(options, ctx), {
         deadline: deadlineOf(options, defaults),
       });

@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Code, KeymeshError, toStatusDetails } from '@keymesh/errors';
 import { HealthCheckResponse_ServingStatus, Health } from '@keymesh/proto/grpc/health/v1/health';
 import { attr, createLogger, type Logger, type Telemetry } from '@keymesh/telemetry';
-import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import { context, SpanKind, SpanStatusCode, trace, type Context } from '@opentelemetry/api';
 import { definitionOf } from './definition';
 import { extractFromMetadata, firstMetadataValue } from './metadata';
 
@@ -17,6 +17,8 @@ export interface CallContext {
   header(name: string): string | undefined;
   /** Sent with the status at the end of the call (e.g. x-keymesh-attempts). */
   setTrailer(name: string, value: string): void;
+  /** The server span's context: the parent for the handler's own spans and calls. */
+  readonly traceContext: Context;
 }
 
 type UnaryImpl<M extends DescMethod & { methodKind: 'unary' }> = (
@@ -104,7 +106,7 @@ export function createRpcServer(options: RpcServerOptions): RpcServer {
 type AnyHandler = (request: unknown, ctx: CallContext) => Promise<unknown> | AsyncIterable<unknown>;
 type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
 
-function contextOf(call: AnyCall, trailers: grpc.Metadata): { ctx: CallContext; done: () => void } {
+function contextOf(call: AnyCall, trailers: grpc.Metadata, traceContext: Context): { ctx: CallContext; done: () => void } {
   const controller = new AbortController();
   const deadline = call.getDeadline();
   const deadlineMs = deadline instanceof Date ? deadline.getTime() : Number.isFinite(deadline) ? Number(deadline) : undefined;
@@ -120,6 +122,7 @@ function contextOf(call: AnyCall, trailers: grpc.Metadata): { ctx: CallContext; 
       deadlineMs,
       header: (name) => firstMetadataValue(call.metadata, name),
       setTrailer: (name, value) => trailers.set(name, value),
+      traceContext,
     },
     done: () => {
       if (timer) clearTimeout(timer);
@@ -144,8 +147,9 @@ function adapt(method: DescMethod, handler: AnyHandler, telemetry: Telemetry, lo
     const parent = extractFromMetadata(call.metadata);
     const span = telemetry.tracer.startSpan(spanName, { kind: SpanKind.SERVER, attributes: spanAttributes }, parent);
     const trailers = new grpc.Metadata();
-    const { ctx, done } = contextOf(call, trailers);
-    return context.with(trace.setSpan(parent, span), () => body(ctx, trailers, span)).finally(() => {
+    const traceContext = trace.setSpan(parent, span);
+    const { ctx, done } = contextOf(call, trailers, traceContext);
+    return context.with(traceContext, () => body(ctx, trailers, span)).finally(() => {
       done();
       span.end();
     });

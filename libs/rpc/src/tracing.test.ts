@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import { RouterService } from '@keymesh/proto/router/v1/router';
-import { createTelemetry, InMemorySpanExporter, spanLinkOf, type Logger, type ReadableSpan, type Telemetry } from '@keymesh/telemetry';
+import { createTelemetry, InMemorySpanExporter, spanLinkOf, type Logger, type ReadableSpan, type Telemetry, enableAsyncContext } from '@keymesh/telemetry';
 import { SpanKind } from '@opentelemetry/api';
 import { closeRpcClient, createRpcClient, type RpcClient } from './client';
 import { createRpcServer, type RpcServer } from './server';
@@ -14,6 +14,9 @@ function only(spans: ReadableSpan[], kind: SpanKind, name: string): ReadableSpan
   assert.equal(matching.length, 1, `${matching.length} ${SpanKind[kind]} spans named ${name} among ${spans.map((s) => s.name).join(', ')}`);
   return matching[0];
 }
+
+// These tests use startActiveSpan, which needs context to follow async calls.
+enableAsyncContext();
 
 describe('rpc tracing', () => {
   let clientSpans: InMemorySpanExporter;

@@ -1,4 +1,4 @@
-export { createTelemetry, spanLinkOf } from './tracing';
+export { createTelemetry, enableAsyncContext, spanLinkOf } from './tracing';
 export type { Telemetry, TelemetryOptions } from './tracing';
 export { injectTraceContext, extractTraceContext } from './propagation';
 export * as attr from './attributes';

@@ -1,8 +1,8 @@
 import { context, propagation, type Context } from '@opentelemetry/api';
 
 /** Writes the W3C traceparent/tracestate of `ctx` into a plain header carrier. */
-export function injectTraceContext(carrier: Record<string, string>, ctx: Context = context.active()): void {
-  propagation.inject(ctx, carrier);
+export function injectTraceContext(carrier: Record<string, string>, ctx?: Context): void {
+  propagation.inject(ctx ?? context.active(), carrier);
 }
 
 /** Reads a W3C trace context from headers; the root context when there is none. */

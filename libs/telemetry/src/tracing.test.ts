@@ -2,7 +2,10 @@ import assert from 'node:assert/strict';
 import { context, trace } from '@opentelemetry/api';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { extractTraceContext, injectTraceContext } from './propagation';
-import { createTelemetry } from './tracing';
+import { createTelemetry, enableAsyncContext } from './tracing';
+
+// These tests use startActiveSpan, which needs context to follow async calls.
+enableAsyncContext();
 
 describe('telemetry', () => {
   it('gives each service in one process its own service.name', async () => {

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -179,6 +180,12 @@ class PrivateProcess implements PrivateServer {
 
   pause(): void {
     this.signal('SIGSTOP');
+    // Signals are delivered asynchronously: return only once the kernel shows
+    // the process stopped, so a caller's next probe really meets a paused server.
+    const pid = this.child?.pid;
+    if (pid === undefined) return;
+    const until = Date.now() + 2_000;
+    while (Date.now() < until && processState(pid) !== 'T') Atomics.wait(PAUSE_WAIT, 0, 0, 5);
   }
 
   resume(): void {
@@ -215,5 +222,17 @@ class PrivateProcess implements PrivateServer {
 
   private signal(signal: NodeJS.Signals): void {
     if (this.child?.pid !== undefined && this.running()) signalQuietly(this.child.pid, signal);
+  }
+}
+
+const PAUSE_WAIT = new Int32Array(new SharedArrayBuffer(4));
+
+/** The state letter from /proc/<pid>/stat (R, S, T, Z…), or undefined when unreadable. */
+function processState(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  } catch {
+    return undefined;
   }
 }

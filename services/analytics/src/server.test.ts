@@ -2,21 +2,26 @@ import assert from 'node:assert/strict';
 import { create, toBinary, type MessageInitShape } from '@bufbuild/protobuf';
 import { durationFromMs, durationMs, timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { createMemoryBus, Subjects, type Bus } from '@keymesh/bus';
-import { AnalyticsService, UsageEventSchema } from '@keymesh/proto/analytics/v1/analytics';
+import { AnalyticsService, UsageEventBatchSchema, UsageEventSchema } from '@keymesh/proto/analytics/v1/analytics';
 import { closeRpcClient, createRpcClient, type RpcClient } from '@keymesh/rpc';
-import { attr, createTelemetry, InMemorySpanExporter, type Logger, type Telemetry } from '@keymesh/telemetry';
+import { attr, createTelemetry, InMemorySpanExporter, type Logger, type Telemetry, enableAsyncContext } from '@keymesh/telemetry';
 import { waitFor } from '@keymesh/testing';
 import { SpanKind, type SpanContext } from '@opentelemetry/api';
 import { startAnalytics, type RunningAnalytics } from './server';
 
 const quiet: Logger = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
 
+/** A batch of one event, as a router publishes for a quiet turn. */
 function usageEvent(init: MessageInitShape<typeof UsageEventSchema>): Uint8Array {
-  return toBinary(
-    UsageEventSchema,
-    create(UsageEventSchema, { time: timestampFromMs(1_700_000_000_000), status: 200, attempts: 1, latency: durationFromMs(100), ...init }),
-  );
+  return toBinary(UsageEventBatchSchema, create(UsageEventBatchSchema, { events: [usageEventInit(init)] }));
 }
+
+function usageEventInit(init: MessageInitShape<typeof UsageEventSchema>): MessageInitShape<typeof UsageEventSchema> {
+  return { time: timestampFromMs(1_700_000_000_000), status: 200, attempts: 1, latency: durationFromMs(100), ...init };
+}
+
+// These tests use startActiveSpan, which needs context to follow async calls.
+enableAsyncContext();
 
 describe('analytics over the bus and loopback gRPC', () => {
   let bus: Bus;

@@ -1,8 +1,8 @@
 import { fromBinary } from '@bufbuild/protobuf';
 import { Subjects, type BusMessage, type Subscription } from '@keymesh/bus';
-import { UsageEventSchema } from '@keymesh/proto/analytics/v1/analytics';
+import { UsageEventBatchSchema } from '@keymesh/proto/analytics/v1/analytics';
 import { attr, extractTraceContext, type Logger, type Telemetry } from '@keymesh/telemetry';
-import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode, type Link } from '@opentelemetry/api';
 import type { UsageAggregator } from './usage/aggregator';
 
 const SPAN_NAME = `${Subjects.usageRecorded} process`;
@@ -50,6 +50,11 @@ export class UsageConsumer {
     }
   }
 
+  /**
+   * One CONSUMER span per batch: its parent is the publisher's context from
+   * the headers (the batch's first request), and it links every other
+   * request's trace through the events' trace_parent.
+   */
   private handle(message: BusMessage): void {
     const span = this.options.telemetry.tracer.startSpan(
       SPAN_NAME,
@@ -57,10 +62,21 @@ export class UsageConsumer {
       extractTraceContext(message.headers),
     );
     try {
-      const event = fromBinary(UsageEventSchema, message.data);
-      span.setAttribute(attr.KEYMESH_REQUEST_ID, event.requestId);
-      span.setAttribute(attr.KEYMESH_TENANT_ID, event.tenantId);
-      this.options.usage.record(event);
+      const { events } = fromBinary(UsageEventBatchSchema, message.data);
+      span.setAttribute(attr.KEYMESH_BATCH_SIZE, events.length);
+      if (events.length === 1) {
+        span.setAttribute(attr.KEYMESH_REQUEST_ID, events[0].requestId);
+        span.setAttribute(attr.KEYMESH_TENANT_ID, events[0].tenantId);
+      }
+      const links: Link[] = [];
+      for (let i = 0; i < events.length; i++) {
+        this.options.usage.record(events[i]);
+        if (i > 0) {
+          const link = linkOf(events[i].traceParent);
+          if (link) links.push(link);
+        }
+      }
+      if (links.length > 0) span.addLinks(links);
     } catch (err) {
       // Log the size, not the bytes: whatever they are, they are not ours to print.
       this.options.logger.warn('usage event dropped: not a UsageEvent', { subject: message.subject, bytes: message.data.byteLength, error: err as Error });
@@ -69,4 +85,12 @@ export class UsageConsumer {
       span.end();
     }
   }
+}
+
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+
+function linkOf(traceParent: string): Link | undefined {
+  const match = TRACEPARENT.exec(traceParent);
+  if (!match) return undefined;
+  return { context: { traceId: match[1], spanId: match[2], traceFlags: parseInt(match[3], 16), isRemote: true } };
 }

@@ -65,7 +65,7 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
     ctx.setTrailer('x-keymesh-request-id', requestId);
     const deadlineMs = Math.min(ctx.deadlineMs ?? Infinity, Date.now() + route.timeoutMs);
     const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(Math.max(0, deadlineMs - Date.now()))]);
-    return { scope: { requestId, tenantId, route, deadlineMs, signal }, startedMs: Date.now() };
+    return { scope: { requestId, tenantId, route, deadlineMs, signal, traceContext: ctx.traceContext }, startedMs: Date.now() };
   };
   const served = (ctx: CallContext, s: { target: { providerId: string; model: string }; keyId: string; attempts: number }): void => {
     ctx.setTrailer('x-keymesh-provider', s.target.providerId);

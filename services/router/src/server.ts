@@ -13,6 +13,7 @@ import { toJson } from '@bufbuild/protobuf';
 import { GetUsageResponseSchema } from '@keymesh/proto/analytics/v1/analytics';
 import { AcquireBatcher } from './admission/acquire-batcher';
 import { LeaseAdmission } from './admission/lease-admission';
+import { UsageRecorder } from './usage/usage-recorder';
 import { createHttpEdge } from './edge/http-edge';
 import { routerHandlers } from './handlers';
 import { KeyMaterialCache } from './keys/key-material';
@@ -82,7 +83,8 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
 
   const currentTable = (): RouteTable => table;
   const dispatcher = new Dispatcher({ table: currentTable, admission, keys, limiter, telemetry, logger });
-  const gateway = new Gateway({ table: currentTable, dispatcher, cache, bus, logger });
+  const usage = new UsageRecorder(bus);
+  const gateway = new Gateway({ table: currentTable, dispatcher, cache, usage, logger });
 
   const rpcServer = createRpcServer({ telemetry, logger });
   rpcServer.add(RouterService, routerHandlers({ table: currentTable, gateway, dispatcher }));
@@ -107,6 +109,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
     grpcPort,
     ready: follower.ready,
     async stop() {
+      usage.flush();
       follower.close();
       keyEvents.unsubscribe();
       await Promise.all([edge.close(), rpcServer.shutdown()]);

@@ -192,6 +192,81 @@ describe('KeyPoolLimiter', () => {
     });
   });
 
+  describe('grantLeases', () => {
+    const HOLD_MS = 1000;
+    const lease = (wantedSlots: number, excludedKeyIds: string[] = [], poolId = 'openai') =>
+      limiter.grantLeases([{ poolId, wantedSlots, excludedKeyIds }], clock.nowMs(), HOLD_MS).then(([result]) => result!);
+
+    beforeEach(async () => {
+      await limiter.applyPools([
+        ...pools(),
+        {
+          poolId: 'wide',
+          keys: [
+            { keyId: 'w1', limits: perMinute(40) },
+            { keyId: 'w2', limits: perMinute(40) },
+            { keyId: 'w3', limits: perMinute(40) },
+          ],
+        },
+      ]);
+    });
+
+    it('leases slices of every key the request did not exclude', async () => {
+      assert.deepEqual(await lease(9, [], 'wide'), {
+        grants: [
+          { keyId: 'w1', slots: 3 },
+          { keyId: 'w2', slots: 3 },
+          { keyId: 'w3', slots: 3 },
+        ],
+        retryAfterMs: undefined,
+        reason: undefined,
+      });
+      assert.deepEqual((await lease(9, ['w2'], 'wide')).grants, [
+        { keyId: 'w1', slots: 5 },
+        { keyId: 'w3', slots: 5 },
+      ]);
+      assert.deepEqual((await lease(4, ['k1'])).grants, [{ keyId: 'k2', slots: 1 }]);
+    });
+
+    it('leases nothing with KEY_POOL_UNAVAILABLE and no retry-after when every key is excluded or parked', async () => {
+      assert.deepEqual(await lease(4, ['k1', 'k2']), { grants: [], retryAfterMs: undefined, reason: 'KEY_POOL_UNAVAILABLE' });
+      await report('k1', 401);
+      await report('k2', 403);
+      assert.deepEqual(await lease(4), { grants: [], retryAfterMs: undefined, reason: 'KEY_POOL_UNAVAILABLE' });
+    });
+
+    it('leases nothing with KEY_POOL_EXHAUSTED and the earliest wait when every key is cooling or full', async () => {
+      await report('k1', 429, 4000);
+      await report('k2', 429, 7000);
+      assert.deepEqual(await lease(4), { grants: [], retryAfterMs: 4000, reason: 'KEY_POOL_EXHAUSTED' });
+      clock.advance(4000);
+      assert.deepEqual((await lease(4)).grants, [{ keyId: 'k1', slots: 1 }]);
+      assert.deepEqual((await lease(4)).grants, [{ keyId: 'k1', slots: 1 }]);
+      // k1 is full until its first slot's hold has ended and a minute has passed.
+      assert.deepEqual(await lease(4), { grants: [], retryAfterMs: 3000, reason: 'KEY_POOL_EXHAUSTED' });
+      assert.deepEqual(await lease(4, ['k2']), { grants: [], retryAfterMs: 60_000 + HOLD_MS, reason: 'KEY_POOL_EXHAUSTED' });
+    });
+
+    it('decides a batch in order, and rejects an unknown pool before leasing anything', async () => {
+      await assert.rejects(
+        limiter.grantLeases([{ poolId: 'anthropic', wantedSlots: 1 }, { poolId: 'nope', wantedSlots: 1 }], clock.nowMs(), HOLD_MS),
+        (err: unknown) => err instanceof UnknownPoolError && err.poolId === 'nope',
+      );
+      const results = await limiter.grantLeases(
+        [
+          { poolId: 'anthropic', wantedSlots: 1 },
+          { poolId: 'anthropic', wantedSlots: 1 },
+        ],
+        clock.nowMs(),
+        HOLD_MS,
+      );
+      assert.deepEqual(results, [
+        { grants: [{ keyId: 'k1', slots: 1 }], retryAfterMs: undefined, reason: undefined },
+        { grants: [], retryAfterMs: 60_000 + HOLD_MS, reason: 'KEY_POOL_EXHAUSTED' },
+      ]);
+    });
+  });
+
   describe('keyStates', () => {
     it('shows each key\'s condition, reason, cooling end and windows', async () => {
       await acquire();

@@ -2,12 +2,40 @@ import assert from 'node:assert/strict';
 import type { PoolSpec, WindowLimit } from '../domain/types';
 import type { FakeClock } from './clock';
 import { countInWindow, maxInAnyInterval, seededRandom } from './interval-check';
-import type { AcquireDecision, LimiterStore } from './store';
+import type { AcquireDecision, LeaseDecision, LimiterStore } from './store';
 
 const T0 = 1_700_000_000_000;
 
 function pool(poolId: string, keys: Record<string, WindowLimit[]>): PoolSpec {
   return { poolId, keys: Object.entries(keys).map(([keyId, limits]) => ({ keyId, limits })) };
+}
+
+/** Slots leased at grantMs, each of which may be spent at any real time in [grantMs, holdEndMs]. */
+interface LeasedSlots {
+  readonly grantMs: number;
+  readonly holdEndMs: number;
+  readonly slots: number;
+}
+
+/**
+ * The most admissions an adversary can put into one half-open interval
+ * [t, t + perMs): every ordinary admission inside it, plus every leased slot
+ * whose hold interval touches it (the router may spend the slot anywhere in its
+ * hold). Deliberately naive. Only starts at an ordinary admission or at a hold's
+ * end need checking: sliding t right gains members until one leaves, and a
+ * member leaves only just after t passes its admission or its hold's end.
+ */
+function worstCaseInAnyInterval(admittedMs: readonly number[], leases: readonly LeasedSlots[], perMs: number): number {
+  const startsMs = [...admittedMs, ...leases.map((l) => l.holdEndMs)];
+  let max = 0;
+  for (const startMs of startsMs) {
+    const endMs = startMs + perMs;
+    let count = 0;
+    for (const t of admittedMs) if (t >= startMs && t < endMs) count++;
+    for (const l of leases) if (l.grantMs < endMs && l.holdEndMs >= startMs) count += l.slots;
+    if (count > max) max = count;
+  }
+  return max;
 }
 
 /**
@@ -364,6 +392,250 @@ export function describeLimiterStore(
         assert.equal(await retryAfterMs('q', ['x']), undefined);
         await store.configure(specs());
         assert.equal(await grantedKey('p', ['parked']), 'parked');
+      });
+    });
+
+    describe('leases', () => {
+      async function lease(keyIds: readonly string[], wantedSlots: number, holdMs: number): Promise<LeaseDecision> {
+        const [decision] = await store.lease([{ poolId: 'p', keyIds, wantedSlots }], clock.nowMs(), holdMs);
+        return decision!;
+      }
+
+      async function remaining(keyId: string): Promise<number[]> {
+        const states = await store.snapshot('p', clock.nowMs());
+        return states.find((s) => s.keyId === keyId)!.windows.map((w) => w.remaining);
+      }
+
+      it('checks a lease against the windows at its grant and counts its slots until its hold ends', async () => {
+        await store.configure([pool('p', { a: [{ requests: 8, perMs: 1000 }] })]);
+        for (let i = 0; i < 4; i++) await grantedKey('p', ['a']);
+        assert.deepEqual(await lease(['a'], 100, 500), { grants: [{ keyId: 'a', slots: 1 }], retryAfterMs: undefined });
+        // The four acquires have left the window; the slot may still be spent up to +500.
+        clock.set(T0 + 1000);
+        assert.deepEqual(await remaining('a'), [7]);
+        clock.set(T0 + 1499);
+        assert.deepEqual(await remaining('a'), [7]);
+        clock.set(T0 + 1500);
+        assert.deepEqual(await remaining('a'), [8]);
+      });
+
+      it('sees a leased slot until holdMs + perMs after its grant, and not a millisecond longer', async () => {
+        await store.configure([pool('p', { a: [{ requests: 1, perMs: 1000 }] })]);
+        assert.deepEqual(await lease(['a'], 1, 700), { grants: [{ keyId: 'a', slots: 1 }], retryAfterMs: undefined });
+        clock.set(T0 + 1699);
+        assert.equal(await retryAfterMs('p', ['a']), 1);
+        clock.set(T0 + 1700);
+        await grantedKey('p', ['a']);
+        // And the other way round: a lease waits for an ordinary admission to leave.
+        clock.set(T0 + 2699);
+        assert.deepEqual(await lease(['a'], 1, 0), { grants: [], retryAfterMs: 1 });
+        clock.set(T0 + 2700);
+        assert.deepEqual(await lease(['a'], 1, 0), { grants: [{ keyId: 'a', slots: 1 }], retryAfterMs: undefined });
+        clock.set(T0 + 3699);
+        assert.equal(await retryAfterMs('p', ['a']), 1);
+        clock.set(T0 + 3700);
+        await grantedKey('p', ['a']);
+      });
+
+      it('grants a lease right before the window slides, and counts it in every window it may be spent in', async () => {
+        await store.configure([pool('p', { a: [{ requests: 4, perMs: 1000 }] })]);
+        const admittedMs: number[] = [];
+        for (let i = 0; i < 3; i++) {
+          await grantedKey('p', ['a']);
+          admittedMs.push(clock.nowMs());
+        }
+        clock.set(T0 + 999);
+        assert.deepEqual(await lease(['a'], 4, 1000), { grants: [{ keyId: 'a', slots: 1 }], retryAfterMs: undefined });
+        assert.deepEqual(await lease(['a'], 4, 1000), { grants: [], retryAfterMs: 1 });
+        // The window slides past the three acquires, but the slot may be spent as late as +1999.
+        clock.set(T0 + 1000);
+        for (let i = 0; i < 3; i++) {
+          await grantedKey('p', ['a']);
+          admittedMs.push(clock.nowMs());
+        }
+        assert.equal((await acquire('p', ['a'])).granted, false);
+        assert.equal(worstCaseInAnyInterval(admittedMs, [{ grantMs: T0 + 999, holdEndMs: T0 + 1999, slots: 1 }], 1000), 4);
+      });
+
+      it('carves slices of at most a quarter of the headroom, down to one slot near the limit', async () => {
+        await store.configure([pool('p', { a: [{ requests: 20, perMs: 1000 }] })]);
+        const slices: number[] = [];
+        for (let i = 0; i < 11; i++) {
+          const decision = await lease(['a'], 100, 0);
+          slices.push(decision.grants[0]!.slots);
+        }
+        assert.deepEqual(slices, [5, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1]);
+        assert.deepEqual(await lease(['a'], 100, 0), { grants: [], retryAfterMs: 1000 });
+      });
+
+      it('gives a key with no limits the full share', async () => {
+        await store.configure([pool('p', { free: [], capped: [{ requests: 20, perMs: 1000 }] })]);
+        assert.deepEqual((await lease(['free', 'capped'], 40, 0)).grants, [
+          { keyId: 'free', slots: 20 },
+          { keyId: 'capped', slots: 5 },
+        ]);
+        assert.deepEqual((await lease(['free'], 1000, 0)).grants, [{ keyId: 'free', slots: 1000 }]);
+        assert.equal(await grantedKey('p', ['free']), 'free');
+      });
+
+      it('treats wantedSlots 0 as 1', async () => {
+        await store.configure([pool('p', { a: [{ requests: 100, perMs: 1000 }] })]);
+        assert.deepEqual(await lease(['a'], 0, 0), { grants: [{ keyId: 'a', slots: 1 }], retryAfterMs: undefined });
+        assert.deepEqual(await remaining('a'), [99]);
+      });
+
+      it('splits wantedSlots evenly, rounded up, over the eligible keys in candidate order', async () => {
+        const limits = [{ requests: 100, perMs: 1000 }];
+        await store.configure([pool('p', { a: limits, b: limits, c: limits })]);
+        assert.deepEqual((await lease(['c', 'a', 'b'], 10, 0)).grants, [
+          { keyId: 'c', slots: 4 },
+          { keyId: 'a', slots: 4 },
+          { keyId: 'b', slots: 4 },
+        ]);
+        await store.cool({ poolId: 'p', keyId: 'b' }, T0 + 1, 'provider answered 429', clock.nowMs());
+        assert.deepEqual((await lease(['a', 'b', 'c'], 9, 0)).grants, [
+          { keyId: 'a', slots: 5 },
+          { keyId: 'c', slots: 5 },
+        ]);
+      });
+
+      it('gives cooling, parked, full and unknown keys nothing, and retries after the earliest wait', async () => {
+        const limits = [{ requests: 2, perMs: 1000 }];
+        await store.configure([pool('p', { cooling: limits, parked: limits, full: limits, free: limits })]);
+        await store.cool({ poolId: 'p', keyId: 'cooling' }, T0 + 3000, 'provider answered 429', clock.nowMs());
+        await store.park({ poolId: 'p', keyId: 'parked' }, 'provider answered 401', clock.nowMs());
+        await grantedKey('p', ['full']);
+        await grantedKey('p', ['full']);
+        assert.deepEqual(await lease(['cooling', 'parked', 'full', 'gone'], 5, 0), { grants: [], retryAfterMs: 1000 });
+        assert.deepEqual(await lease(['cooling', 'parked'], 5, 0), { grants: [], retryAfterMs: 3000 });
+        assert.deepEqual(await lease(['parked', 'gone'], 5, 0), { grants: [], retryAfterMs: undefined });
+        assert.deepEqual(await lease([], 5, 0), { grants: [], retryAfterMs: undefined });
+        const [unknownPool] = await store.lease([{ poolId: 'q', keyIds: ['free'], wantedSlots: 5 }], clock.nowMs(), 0);
+        assert.deepEqual(unknownPool, { grants: [], retryAfterMs: undefined });
+        assert.deepEqual((await lease(['cooling', 'parked', 'full', 'free'], 5, 0)).grants, [{ keyId: 'free', slots: 1 }]);
+        clock.set(T0 + 3000);
+        assert.deepEqual((await lease(['cooling', 'parked'], 5, 0)).grants, [{ keyId: 'cooling', slots: 1 }]);
+      });
+
+      it('decides a batch of leases in order, each seeing the slots granted before it', async () => {
+        await store.configure([pool('p', { a: [{ requests: 8, perMs: 1000 }] })]);
+        const request = { poolId: 'p', keyIds: ['a'], wantedSlots: 100 };
+        const decisions = await store.lease([request, request, request], clock.nowMs(), 0);
+        assert.deepEqual(
+          decisions.map((d) => d.grants),
+          [[{ keyId: 'a', slots: 2 }], [{ keyId: 'a', slots: 1 }], [{ keyId: 'a', slots: 1 }]],
+        );
+        assert.deepEqual(await remaining('a'), [4]);
+      });
+
+      it('never lets ordinary and leased admissions exceed a limit in any interval, wherever the slots are spent', async function () {
+        this.timeout(30_000);
+        const limits: Record<string, WindowLimit[]> = {
+          a: [{ requests: 5, perMs: 1000 }],
+          b: [{ requests: 12, perMs: 1000 }],
+          c: [{ requests: 50, perMs: 1000 }],
+          d: [{ requests: 20, perMs: 1000 }, { requests: 60, perMs: 5000 }],
+          e: [{ requests: 7, perMs: 1000 }],
+        };
+        const keyIds = Object.keys(limits);
+        await store.configure([pool('p', limits)]);
+        const random = seededRandom(20_240_917);
+        const pick = (n: number): number => Math.floor(random() * n);
+        const someKeys = (): string[] => (random() < 0.3 ? keyIds.filter(() => random() < 0.6) : keyIds);
+        const admitted = new Map<string, number[]>(keyIds.map((k) => [k, []]));
+        const leased = new Map<string, LeasedSlots[]>(keyIds.map((k) => [k, []]));
+        const stats = { acquired: 0, acquireDenied: 0, leased: 0, multiSlot: 0, leaseDenied: 0, exactRetries: 0 };
+        const recordLease = (decision: LeaseDecision, candidates: readonly string[], holdMs: number): void => {
+          for (const grant of decision.grants) {
+            assert.ok(candidates.includes(grant.keyId) && grant.slots >= 1, JSON.stringify(grant));
+            leased.get(grant.keyId)!.push({ grantMs: clock.nowMs(), holdEndMs: clock.nowMs() + holdMs, slots: grant.slots });
+            stats.leased++;
+            if (grant.slots > 1) stats.multiSlot++;
+          }
+        };
+        const leaseNow = async (candidates: readonly string[], wantedSlots: number, holdMs: number): Promise<LeaseDecision> => {
+          const [decision] = await store.lease([{ poolId: 'p', keyIds: candidates, wantedSlots }], clock.nowMs(), holdMs);
+          recordLease(decision!, candidates, holdMs);
+          return decision!;
+        };
+
+        for (let step = 0; step < 6000; step++) {
+          const r = random();
+          clock.advance(r < 0.4 ? 0 : r < 0.95 ? pick(60) : pick(2500));
+          const nowMs = clock.nowMs();
+          const op = random();
+          const ref = { poolId: 'p', keyId: keyIds[pick(keyIds.length)]! };
+          if (op < 0.02) {
+            await store.cool(ref, nowMs + pick(3000), 'provider answered 429', nowMs);
+          } else if (op < 0.025) {
+            await store.park(ref, 'provider answered 401', nowMs);
+          } else if (op < 0.04) {
+            await store.unpark(ref, nowMs);
+          } else if (op < 0.5) {
+            const requests = Array.from({ length: 1 + pick(3) }, () => ({ poolId: 'p', keyIds: someKeys() }));
+            const decisions = await store.acquire(requests, nowMs);
+            decisions.forEach((decision, i) => {
+              if (!decision.granted) {
+                stats.acquireDenied++;
+                return;
+              }
+              assert.ok(requests[i]!.keyIds.includes(decision.keyId));
+              admitted.get(decision.keyId)!.push(nowMs);
+              stats.acquired++;
+            });
+          } else if (op < 0.6) {
+            const holdMs = pick(2001);
+            const requests = Array.from({ length: 2 + pick(2) }, () => ({ poolId: 'p', keyIds: someKeys(), wantedSlots: pick(31) }));
+            const decisions = await store.lease(requests, nowMs, holdMs);
+            decisions.forEach((decision, i) => recordLease(decision, requests[i]!.keyIds, holdMs));
+          } else {
+            const holdMs = pick(2001);
+            const candidates = someKeys();
+            const wantedSlots = pick(31);
+            const before = await store.snapshot('p', nowMs);
+            const stateOf = (keyId: string) => before.find((s) => s.keyId === keyId)!;
+            const decision = await leaseNow(candidates, wantedSlots, holdMs);
+            // The slice rule, against the store's own view just before the lease.
+            const eligible = candidates.flatMap((keyId) => {
+              const available = Math.min(...stateOf(keyId).windows.map((w) => w.remaining));
+              return stateOf(keyId).condition === 'READY' && available > 0 ? [{ keyId, available }] : [];
+            });
+            const share = Math.ceil(Math.max(1, wantedSlots) / eligible.length);
+            assert.deepEqual(
+              decision.grants,
+              eligible.map(({ keyId, available }) => ({ keyId, slots: Math.min(share, Math.max(1, Math.floor(available / 4))) })),
+              `step ${step}`,
+            );
+            if (decision.grants.length > 0) continue;
+            stats.leaseDenied++;
+            const allParked = candidates.every((keyId) => stateOf(keyId).condition === 'PARKED');
+            assert.equal(decision.retryAfterMs === undefined, allParked, `step ${step}: retry-after ${decision.retryAfterMs}`);
+            if (!allParked && random() < 0.3) {
+              // The retry-after is exact: nothing a millisecond sooner, a slice right on it.
+              const waitMs = decision.retryAfterMs!;
+              if (waitMs > 1) {
+                clock.set(nowMs + waitMs - 1);
+                assert.deepEqual((await leaseNow(candidates, 1, holdMs)).grants, [], `step ${step}: a slice before the retry-after`);
+              }
+              clock.set(nowMs + waitMs);
+              assert.ok((await leaseNow(candidates, 1, holdMs)).grants.length > 0, `step ${step}: no slice at the retry-after`);
+              stats.exactRetries++;
+            }
+          }
+        }
+
+        for (const keyId of keyIds) {
+          for (const window of limits[keyId]!) {
+            const worst = worstCaseInAnyInterval(admitted.get(keyId)!, leased.get(keyId)!, window.perMs);
+            assert.ok(worst <= window.requests, `${keyId}: ${worst} may land in one ${window.perMs} ms interval, limit ${window.requests}`);
+            // The run must have pushed every window to its limit, or it proves little.
+            if (window.perMs === 1000) assert.equal(worst, window.requests, `${keyId} never reached its limit`);
+          }
+        }
+        assert.ok(
+          stats.acquired > 2000 && stats.acquireDenied > 1000 && stats.leased > 3000 && stats.multiSlot > 1000 && stats.leaseDenied > 400 && stats.exactRetries > 100,
+          JSON.stringify(stats),
+        );
       });
     });
 

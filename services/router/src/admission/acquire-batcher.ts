@@ -2,7 +2,7 @@ import type { RpcClient } from '@keymesh/rpc';
 import { KeymeshError, Code, Reason } from '@keymesh/errors';
 import { AcquireOutcome, type AcquireResponse, type LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import { attr, type Telemetry } from '@keymesh/telemetry';
-import { context, SpanKind, trace, type Context, type Link, type SpanContext } from '@opentelemetry/api';
+import { SpanKind, trace, type Context, type Link, type SpanContext } from '@opentelemetry/api';
 
 export type Admission = (
   | { granted: true; keyId: string }
@@ -44,8 +44,7 @@ export class AcquireBatcher {
     private readonly telemetry: Telemetry,
   ) {}
 
-  acquire(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number): Promise<Admission> {
-    const ctx = context.active();
+  acquire(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context): Promise<Admission> {
     const span = trace.getSpan(ctx);
     return new Promise<Admission>((resolve, reject) => {
       this.pending.push({
@@ -84,13 +83,9 @@ export class AcquireBatcher {
       batch[0].ctx,
     );
     const decidedBy = batchSpan.spanContext();
-    const call = context.with(trace.setSpan(batch[0].ctx, batchSpan), () =>
-      this.limiter.acquireBatch(
-        {
-          requests: batch.map((p) => ({ poolId: p.poolId, excludedKeyIds: p.excludedKeyIds, requestId: p.requestId })),
-        },
-        { deadlineMs },
-      ),
+    const call = this.limiter.acquireBatch(
+      { requests: batch.map((p) => ({ poolId: p.poolId, excludedKeyIds: p.excludedKeyIds, requestId: p.requestId })) },
+      { deadlineMs, parent: trace.setSpan(batch[0].ctx, batchSpan) },
     );
     call.then(
       (response) => {

@@ -2,7 +2,7 @@ import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import type { GrantLeasesResponse, LimiterService, PoolLeases } from '@keymesh/proto/limiter/v1/limiter';
 import type { RpcClient } from '@keymesh/rpc';
 import { attr, type Telemetry } from '@keymesh/telemetry';
-import { context, ROOT_CONTEXT, SpanKind, trace, type Context, type Link, type SpanContext } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind, trace, type Context, type Link, type SpanContext } from '@opentelemetry/api';
 import type { AcquireBatcher, Admission } from './acquire-batcher';
 
 interface Lease {
@@ -68,7 +68,7 @@ export class LeaseAdmission {
   }
 
   admit(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context): Admission | Promise<Admission> {
-    if (excludedKeyIds.length > 0) return context.with(ctx, () => this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs));
+    if (excludedKeyIds.length > 0) return this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx);
     const pool = this.poolState(poolId);
     const lease = takeSlot(pool, Date.now());
     if (lease) {
@@ -159,9 +159,10 @@ export class LeaseAdmission {
       parent,
     );
     const decidedBy = span.spanContext();
-    context
-      .with(trace.setSpan(parent, span), () =>
-        this.limiter.grantLeases({ requests, hold: { seconds: BigInt(Math.floor(this.holdMs / 1000)), nanos: (this.holdMs % 1000) * 1e6 } }, { timeoutMs: 2_000 }),
+    this.limiter
+      .grantLeases(
+        { requests, hold: { seconds: BigInt(Math.floor(this.holdMs / 1000)), nanos: (this.holdMs % 1000) * 1e6 } },
+        { timeoutMs: 2_000, parent: trace.setSpan(parent, span) },
       )
       .then(
         (response) => {

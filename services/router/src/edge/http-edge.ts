@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { Code, KeymeshError, Reason, openAiErrorBody, toHttpError } from '@keymesh/errors';
 import { attr, extractTraceContext, type Logger, type Telemetry } from '@keymesh/telemetry';
-import { context, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import type { OpenAiChatRequest, OpenAiEmbeddingRequest, OpenAiUsage } from '../providers/openai/types';
 import { chatStreamAttempt, embeddingAttempt } from '../routing/attempts';
 import type { Dispatcher, RequestScope } from '../routing/dispatcher';
@@ -33,6 +33,10 @@ interface Exchange {
   readonly requestId: string;
   readonly startedMs: number;
   readonly span: Span;
+  /** The edge span's context. */
+  readonly ctx: Context;
+  /** Covers routing the request, from the route lookup to its last byte. */
+  routeSpan: Span | undefined;
   readonly res: ServerResponse;
   scope: RequestScope | undefined;
   usage: UsageRecord | undefined;
@@ -55,13 +59,20 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       { kind: SpanKind.SERVER, attributes: { [attr.KEYMESH_COMPONENT]: 'edge', [attr.HTTP_REQUEST_METHOD]: method, [attr.HTTP_ROUTE]: path } },
       parent,
     );
-    const exchange: Exchange = { requestId: randomUUID(), startedMs: Date.now(), span, res, scope: undefined, usage: undefined };
+    const exchange: Exchange = {
+      requestId: randomUUID(),
+      startedMs: Date.now(),
+      span,
+      ctx: trace.setSpan(parent, span),
+      routeSpan: undefined,
+      res,
+      scope: undefined,
+      usage: undefined,
+    };
     span.setAttribute(attr.KEYMESH_REQUEST_ID, exchange.requestId);
-    context.with(trace.setSpan(parent, span), () => {
-      handle(req, method, path, exchange)
-        .catch((err: unknown) => sendError(exchange, err))
-        .finally(() => finish(exchange));
-    });
+    handle(req, method, path, exchange)
+      .catch((err: unknown) => sendError(exchange, err))
+      .finally(() => finish(exchange));
   });
 
   async function handle(req: IncomingMessage, method: string, path: string, exchange: Exchange): Promise<void> {
@@ -103,7 +114,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     const scope = scopeFor(req, exchange, tenantId, route);
     if (body.stream === true) return chatStream(exchange, scope, body, raw);
 
-    const { result, served } = await routeSpan(scope, () => deps.gateway.chat(scope, body, raw, cacheDirectiveOf(req)));
+    const { result, served } = await deps.gateway.chat(scope, body, raw, cacheDirectiveOf(req));
     exchange.usage = {
       model: result.parsed.model ?? '',
       providerId: served?.target.providerId ?? '',
@@ -119,7 +130,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
   }
 
   async function chatStream(exchange: Exchange, scope: RequestScope, body: OpenAiChatRequest, raw: Buffer): Promise<void> {
-    const served = await routeSpan(scope, () => deps.dispatcher.run(scope, chatStreamAttempt(body, raw)));
+    const served = await deps.dispatcher.run(scope, chatStreamAttempt(body, raw));
     const { res } = exchange;
     const adapter = deps.table().providers.get(served.target.providerId)?.adapter;
     exchange.usage = {
@@ -170,7 +181,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       throw invalid("'input' must be a string or a non-empty array", 'input');
     }
     const scope = scopeFor(req, exchange, tenantId, route);
-    const served = await routeSpan(scope, () => deps.dispatcher.run(scope, embeddingAttempt(body, raw)));
+    const served = await deps.dispatcher.run(scope, embeddingAttempt(body, raw));
     const usage = served.value.usage;
     exchange.usage = {
       model: served.value.parsed.model ?? served.target.model,
@@ -200,27 +211,22 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
         controller.abort(new KeymeshError({ code: Code.Cancelled, reason: Reason.CANCELLED, message: 'the client closed the connection' }));
       }
     });
-    const scope: RequestScope = { requestId: exchange.requestId, tenantId, route, deadlineMs: Date.now() + timeoutMs, signal: controller.signal };
+    const routeSpan = tracer.startSpan(
+      'keymesh.route',
+      { kind: SpanKind.INTERNAL, attributes: { [attr.KEYMESH_COMPONENT]: 'router', [attr.KEYMESH_ROUTE]: route.alias, [attr.KEYMESH_TENANT_ID]: tenantId } },
+      exchange.ctx,
+    );
+    exchange.routeSpan = routeSpan;
+    const scope: RequestScope = {
+      requestId: exchange.requestId,
+      tenantId,
+      route,
+      deadlineMs: Date.now() + timeoutMs,
+      signal: controller.signal,
+      traceContext: trace.setSpan(exchange.ctx, routeSpan),
+    };
     exchange.scope = scope;
     return scope;
-  }
-
-  function routeSpan<T>(scope: RequestScope, work: () => Promise<T>): Promise<T> {
-    const span = tracer.startSpan('keymesh.route', {
-      kind: SpanKind.INTERNAL,
-      attributes: { [attr.KEYMESH_COMPONENT]: 'router', [attr.KEYMESH_ROUTE]: scope.route.alias, [attr.KEYMESH_TENANT_ID]: scope.tenantId },
-    });
-    return context.with(trace.setSpan(context.active(), span), work).then(
-      (value) => {
-        span.end();
-        return value;
-      },
-      (err: unknown) => {
-        span.setStatus({ code: SpanStatusCode.ERROR });
-        span.end();
-        throw err;
-      },
-    );
   }
 
   function servedHeaders(exchange: Exchange, served: { target: { providerId: string; model: string }; keyId: string; attempts: number; cached: boolean } | undefined): Record<string, string> {
@@ -241,6 +247,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     const status = err.reason === Reason.PROVIDER_REJECTED && err.upstreamStatus ? err.upstreamStatus : http.status;
     if (status >= 500 && err.code !== Code.Unavailable) deps.logger.error('request failed', { requestId: exchange.requestId, reason: err.reason, cause: err.cause });
     exchange.span.setAttribute(attr.KEYMESH_ERROR_REASON, err.reason);
+    exchange.routeSpan?.setStatus({ code: SpanStatusCode.ERROR, message: err.reason });
     if (exchange.scope) {
       exchange.usage = {
         model: '',
@@ -270,10 +277,8 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     const status = exchange.res.statusCode;
     exchange.span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, status);
     if (status >= 500) exchange.span.setStatus({ code: SpanStatusCode.ERROR });
-    if (exchange.scope && exchange.usage) {
-      const { scope, usage } = exchange;
-      context.with(trace.setSpan(context.active(), exchange.span), () => deps.gateway.recordUsage(scope, exchange.startedMs, usage));
-    }
+    if (exchange.scope && exchange.usage) deps.gateway.recordUsage(exchange.scope, exchange.startedMs, exchange.usage);
+    exchange.routeSpan?.end();
     exchange.span.end();
   }
 

@@ -1,5 +1,6 @@
 import type { RpcClient } from '@keymesh/rpc';
 import type { KeyVaultService } from '@keymesh/proto/keyvault/v1/keyvault';
+import type { Context } from '@opentelemetry/api';
 
 /**
  * The router's in-memory copy of key secrets, fetched from the key-vault a
@@ -23,10 +24,10 @@ export class KeyMaterialCache {
   private readonly authorization: Record<string, string>;
 
   /** The secret of a key, or undefined when the vault has none for it (unset env var, removed key). */
-  secretOf(poolId: string, keyId: string, deadlineMs: number): string | undefined | Promise<string | undefined> {
+  secretOf(poolId: string, keyId: string, deadlineMs: number, parent: Context): string | undefined | Promise<string | undefined> {
     const secret = this.secrets.get(keyId);
     if (secret !== undefined) return secret;
-    return this.fetchPool(poolId, deadlineMs).then(() => this.secrets.get(keyId));
+    return this.fetchPool(poolId, deadlineMs, parent).then(() => this.secrets.get(keyId));
   }
 
   /** Forget secrets (all when no ids are given); the next use fetches them again. */
@@ -36,12 +37,12 @@ export class KeyMaterialCache {
     else for (const id of keyIds) this.secrets.delete(id);
   }
 
-  private fetchPool(poolId: string, deadlineMs: number): Promise<void> {
+  private fetchPool(poolId: string, deadlineMs: number, parent: Context): Promise<void> {
     const existing = this.inFlight.get(poolId);
     if (existing) return existing;
     const generation = this.generation;
     const fetch = this.keyVault
-      .resolveKeys({ poolId, keyIds: [] }, { deadlineMs, headers: this.authorization })
+      .resolveKeys({ poolId, keyIds: [] }, { deadlineMs, headers: this.authorization, parent })
       .then((response) => {
         // A drop that raced this fetch wins: the answer may predate it.
         if (generation !== this.generation) return;

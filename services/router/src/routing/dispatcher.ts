@@ -3,7 +3,7 @@ import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import type { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import type { RpcClient } from '@keymesh/rpc';
 import { attr, type Logger, type Telemetry } from '@keymesh/telemetry';
-import { context, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import type { LeaseAdmission } from '../admission/lease-admission';
 import type { KeyMaterialCache } from '../keys/key-material';
 import type { ProviderFailure } from '../providers';
@@ -17,6 +17,8 @@ export interface RequestScope {
   readonly deadlineMs: number;
   /** Aborted when the caller goes away or the deadline passes. */
   readonly signal: AbortSignal;
+  /** The request's route span: the parent of everything done for it. */
+  readonly traceContext: Context;
 }
 
 export interface Attempt {
@@ -81,7 +83,7 @@ export class Dispatcher {
           break;
         }
         const { keyId } = admission;
-        const secret = await this.deps.keys.secretOf(target.poolId, keyId, scope.deadlineMs);
+        const secret = await this.deps.keys.secretOf(target.poolId, keyId, scope.deadlineMs, scope.traceContext);
         if (secret === undefined) {
           // The vault has no usable secret (e.g. its env var is unset): as good as revoked.
           this.deps.logger.warn('key has no secret in the key-vault; skipping it', { keyId, poolId: target.poolId });
@@ -99,12 +101,10 @@ export class Dispatcher {
             [attr.KEYMESH_ATTEMPT]: attempts,
             [attr.GEN_AI_REQUEST_MODEL]: target.model,
           },
-        });
+        }, scope.traceContext);
         let result: AttemptResult<T>;
         try {
-          result = await context.with(trace.setSpan(context.active(), span), () =>
-            attempt({ target, provider, keyId, secret, number: attempts, signal: scope.signal, span }),
-          );
+          result = await attempt({ target, provider, keyId, secret, number: attempts, signal: scope.signal, span });
         } catch (err) {
           span.setStatus({ code: SpanStatusCode.ERROR });
           span.end();
@@ -170,9 +170,8 @@ export class Dispatcher {
    * its own: the route span links to the limiter call that granted the slot.
    */
   private admit(scope: RequestScope, target: PolicyTarget, excluded: string[]) {
-    const ctx = context.active();
-    const route = trace.getSpan(ctx);
-    const admission = this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, ctx);
+    const route = trace.getSpan(scope.traceContext);
+    const admission = this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext);
     if (!route) return admission;
     if (admission instanceof Promise) {
       return admission.then((a) => {
@@ -195,7 +194,7 @@ export class Dispatcher {
             ? {}
             : { retryAfter: { seconds: BigInt(Math.floor(failure.retryAfterMs / 1000)), nanos: Math.round((failure.retryAfterMs % 1000) * 1e6) } }),
         },
-        { deadlineMs: scope.deadlineMs },
+        { deadlineMs: scope.deadlineMs, parent: scope.traceContext },
       );
     } catch (err) {
       // The key is excluded for this request anyway; other requests may still try it.

@@ -1,10 +1,7 @@
 import { createHash } from 'node:crypto';
-import { create, toBinary } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import type { PolicyRoute } from '@keymesh/config';
-import { Subjects, type Bus } from '@keymesh/bus';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
-import { UsageEventSchema } from '@keymesh/proto/analytics/v1/analytics';
 import type { CacheService } from '@keymesh/proto/cache/v1/cache';
 import type { RpcClient } from '@keymesh/rpc';
 import type { Logger } from '@keymesh/telemetry';
@@ -12,6 +9,7 @@ import type { OpenAiChatRequest, OpenAiChatResponse, OpenAiUsage } from '../prov
 import { chatAttempt, type JsonResult } from './attempts';
 import type { Dispatcher, RequestScope, Served } from './dispatcher';
 import type { RouteTable } from './route-table';
+import type { UsageRecorder } from '../usage/usage-recorder';
 
 export interface UsageRecord {
   model: string;
@@ -37,7 +35,7 @@ export interface GatewayDeps {
   table: () => RouteTable;
   dispatcher: Dispatcher;
   cache: RpcClient<typeof CacheService>;
-  bus: Bus;
+  usage: UsageRecorder;
   logger: Logger;
 }
 
@@ -91,7 +89,7 @@ export class Gateway {
 
   recordUsage(scope: RequestScope, startedMs: number, record: UsageRecord): void {
     const latencyMs = Date.now() - startedMs;
-    const event = create(UsageEventSchema, {
+    this.deps.usage.record({
       requestId: scope.requestId,
       time: timestampFromMs(startedMs),
       tenantId: scope.tenantId,
@@ -107,13 +105,12 @@ export class Gateway {
       cached: record.cached,
       streamed: record.streamed,
       errorReason: record.errorReason,
-    });
-    this.deps.bus.publish(Subjects.usageRecorded, toBinary(UsageEventSchema, event));
+    }, scope.traceContext);
   }
 
   private async lookup(scope: RequestScope, key: string): Promise<JsonResult<OpenAiChatResponse> | undefined> {
     try {
-      const found = await this.deps.cache.lookup({ namespace: scope.tenantId, key }, { deadlineMs: scope.deadlineMs });
+      const found = await this.deps.cache.lookup({ namespace: scope.tenantId, key }, { deadlineMs: scope.deadlineMs, parent: scope.traceContext });
       if (!found.hit) return undefined;
       const bytes = Buffer.from(found.value.buffer, found.value.byteOffset, found.value.byteLength);
       const parsed = JSON.parse(bytes.toString('utf8')) as OpenAiChatResponse;
@@ -129,7 +126,7 @@ export class Gateway {
     this.deps.cache
       .store(
         { namespace: scope.tenantId, key, value, ttl: { seconds: BigInt(Math.floor(ttlMs / 1000)), nanos: (ttlMs % 1000) * 1e6 } },
-        { timeoutMs: 2_000 },
+        { timeoutMs: 2_000, parent: scope.traceContext },
       )
       .catch((err: unknown) => this.deps.logger.warn('cache store failed', { error: err as Error }));
   }

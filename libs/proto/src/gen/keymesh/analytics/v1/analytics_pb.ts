@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/analytics/v1/analytics.proto.
  */
 export const file_keymesh_analytics_v1_analytics: GenFile = /*@__PURE__*/
-  fileDesc("CiRrZXltZXNoL2FuYWx5dGljcy92MS9hbmFseXRpY3MucHJvdG8SFGtleW1lc2guYW5hbHl0aWNzLnYxItgCCgpVc2FnZUV2ZW50EhIKCnJlcXVlc3RfaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJdGVuYW50X2lkGAMgASgJEg0KBXJvdXRlGAQgASgJEg0KBW1vZGVsGAUgASgJEhMKC3Byb3ZpZGVyX2lkGAYgASgJEg4KBmtleV9pZBgHIAEoCRIVCg1wcm9tcHRfdG9rZW5zGAggASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAkgASgNEioKB2xhdGVuY3kYCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGc3RhdHVzGAsgASgNEhAKCGF0dGVtcHRzGAwgASgNEg4KBmNhY2hlZBgNIAEoCBIQCghzdHJlYW1lZBgOIAEoCBIUCgxlcnJvcl9yZWFzb24YDyABKAkiJAoPR2V0VXNhZ2VSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCSK1AQoLVXNhZ2VUb3RhbHMSEAoIcmVxdWVzdHMYASABKAQSDgoGZXJyb3JzGAIgASgEEg4KBmNhY2hlZBgDIAEoBBIVCg1wcm9tcHRfdG9rZW5zGAQgASgEEhkKEWNvbXBsZXRpb25fdG9rZW5zGAUgASgEEhAKCGF0dGVtcHRzGAYgASgEEjAKDXRvdGFsX2xhdGVuY3kYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iTQoKVXNhZ2VHcm91cBIMCgRuYW1lGAEgASgJEjEKBnRvdGFscxgCIAEoCzIhLmtleW1lc2guYW5hbHl0aWNzLnYxLlVzYWdlVG90YWxzItoBChBHZXRVc2FnZVJlc3BvbnNlEjEKBnRvdGFscxgBIAEoCzIhLmtleW1lc2guYW5hbHl0aWNzLnYxLlVzYWdlVG90YWxzEjEKB3RlbmFudHMYAiADKAsyIC5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZUdyb3VwEjAKBm1vZGVscxgDIAMoCzIgLmtleW1lc2guYW5hbHl0aWNzLnYxLlVzYWdlR3JvdXASLgoEa2V5cxgEIAMoCzIgLmtleW1lc2guYW5hbHl0aWNzLnYxLlVzYWdlR3JvdXAybQoQQW5hbHl0aWNzU2VydmljZRJZCghHZXRVc2FnZRIlLmtleW1lc2guYW5hbHl0aWNzLnYxLkdldFVzYWdlUmVxdWVzdBomLmtleW1lc2guYW5hbHl0aWNzLnYxLkdldFVzYWdlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiRrZXltZXNoL2FuYWx5dGljcy92MS9hbmFseXRpY3MucHJvdG8SFGtleW1lc2guYW5hbHl0aWNzLnYxIu4CCgpVc2FnZUV2ZW50EhIKCnJlcXVlc3RfaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJdGVuYW50X2lkGAMgASgJEg0KBXJvdXRlGAQgASgJEg0KBW1vZGVsGAUgASgJEhMKC3Byb3ZpZGVyX2lkGAYgASgJEg4KBmtleV9pZBgHIAEoCRIVCg1wcm9tcHRfdG9rZW5zGAggASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAkgASgNEioKB2xhdGVuY3kYCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGc3RhdHVzGAsgASgNEhAKCGF0dGVtcHRzGAwgASgNEg4KBmNhY2hlZBgNIAEoCBIQCghzdHJlYW1lZBgOIAEoCBIUCgxlcnJvcl9yZWFzb24YDyABKAkSFAoMdHJhY2VfcGFyZW50GBAgASgJIkMKD1VzYWdlRXZlbnRCYXRjaBIwCgZldmVudHMYASADKAsyIC5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZUV2ZW50IiQKD0dldFVzYWdlUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkitQEKC1VzYWdlVG90YWxzEhAKCHJlcXVlc3RzGAEgASgEEg4KBmVycm9ycxgCIAEoBBIOCgZjYWNoZWQYAyABKAQSFQoNcHJvbXB0X3Rva2VucxgEIAEoBBIZChFjb21wbGV0aW9uX3Rva2VucxgFIAEoBBIQCghhdHRlbXB0cxgGIAEoBBIwCg10b3RhbF9sYXRlbmN5GAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIk0KClVzYWdlR3JvdXASDAoEbmFtZRgBIAEoCRIxCgZ0b3RhbHMYAiABKAsyIS5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZVRvdGFscyLaAQoQR2V0VXNhZ2VSZXNwb25zZRIxCgZ0b3RhbHMYASABKAsyIS5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZVRvdGFscxIxCgd0ZW5hbnRzGAIgAygLMiAua2V5bWVzaC5hbmFseXRpY3MudjEuVXNhZ2VHcm91cBIwCgZtb2RlbHMYAyADKAsyIC5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZUdyb3VwEi4KBGtleXMYBCADKAsyIC5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZUdyb3VwMm0KEEFuYWx5dGljc1NlcnZpY2USWQoIR2V0VXNhZ2USJS5rZXltZXNoLmFuYWx5dGljcy52MS5HZXRVc2FnZVJlcXVlc3QaJi5rZXltZXNoLmFuYWx5dGljcy52MS5HZXRVc2FnZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * UsageEvent records one client request after it ended. It never carries a
@@ -103,6 +103,13 @@ export type UsageEvent = Message<"keymesh.analytics.v1.UsageEvent"> & {
    * @generated from field: string error_reason = 15;
    */
   errorReason: string;
+
+  /**
+   * W3C traceparent of the request, so analytics can link its work to it.
+   *
+   * @generated from field: string trace_parent = 16;
+   */
+  traceParent: string;
 };
 
 /**
@@ -111,6 +118,25 @@ export type UsageEvent = Message<"keymesh.analytics.v1.UsageEvent"> & {
  */
 export const UsageEventSchema: GenMessage<UsageEvent> = /*@__PURE__*/
   messageDesc(file_keymesh_analytics_v1_analytics, 0);
+
+/**
+ * UsageEventBatch is the payload of keymesh.usage.recorded.
+ *
+ * @generated from message keymesh.analytics.v1.UsageEventBatch
+ */
+export type UsageEventBatch = Message<"keymesh.analytics.v1.UsageEventBatch"> & {
+  /**
+   * @generated from field: repeated keymesh.analytics.v1.UsageEvent events = 1;
+   */
+  events: UsageEvent[];
+};
+
+/**
+ * Describes the message keymesh.analytics.v1.UsageEventBatch.
+ * Use `create(UsageEventBatchSchema)` to create a new message.
+ */
+export const UsageEventBatchSchema: GenMessage<UsageEventBatch> = /*@__PURE__*/
+  messageDesc(file_keymesh_analytics_v1_analytics, 1);
 
 /**
  * @generated from message keymesh.analytics.v1.GetUsageRequest
@@ -129,7 +155,7 @@ export type GetUsageRequest = Message<"keymesh.analytics.v1.GetUsageRequest"> & 
  * Use `create(GetUsageRequestSchema)` to create a new message.
  */
 export const GetUsageRequestSchema: GenMessage<GetUsageRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_analytics_v1_analytics, 1);
+  messageDesc(file_keymesh_analytics_v1_analytics, 2);
 
 /**
  * @generated from message keymesh.analytics.v1.UsageTotals
@@ -176,7 +202,7 @@ export type UsageTotals = Message<"keymesh.analytics.v1.UsageTotals"> & {
  * Use `create(UsageTotalsSchema)` to create a new message.
  */
 export const UsageTotalsSchema: GenMessage<UsageTotals> = /*@__PURE__*/
-  messageDesc(file_keymesh_analytics_v1_analytics, 2);
+  messageDesc(file_keymesh_analytics_v1_analytics, 3);
 
 /**
  * @generated from message keymesh.analytics.v1.UsageGroup
@@ -200,7 +226,7 @@ export type UsageGroup = Message<"keymesh.analytics.v1.UsageGroup"> & {
  * Use `create(UsageGroupSchema)` to create a new message.
  */
 export const UsageGroupSchema: GenMessage<UsageGroup> = /*@__PURE__*/
-  messageDesc(file_keymesh_analytics_v1_analytics, 3);
+  messageDesc(file_keymesh_analytics_v1_analytics, 4);
 
 /**
  * @generated from message keymesh.analytics.v1.GetUsageResponse
@@ -232,12 +258,14 @@ export type GetUsageResponse = Message<"keymesh.analytics.v1.GetUsageResponse"> 
  * Use `create(GetUsageResponseSchema)` to create a new message.
  */
 export const GetUsageResponseSchema: GenMessage<GetUsageResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_analytics_v1_analytics, 4);
+  messageDesc(file_keymesh_analytics_v1_analytics, 5);
 
 /**
  * AnalyticsService answers usage questions from the usage events routers
- * publish on keymesh.usage.recorded (one UsageEvent per request, W3C trace
- * context in the message headers).
+ * publish on keymesh.usage.recorded: a UsageEventBatch per router event-loop
+ * turn (publishing one message per request would cost the hot path more than
+ * the event is worth), with the first event's W3C trace context in the
+ * message headers and every event's own in its trace_parent.
  *
  * @generated from service keymesh.analytics.v1.AnalyticsService
  */
