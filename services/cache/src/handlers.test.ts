@@ -5,7 +5,7 @@ import { CacheService } from '@keymesh/proto/cache/v1/cache';
 import { closeRpcClient, createRpcClient, type RpcClient } from '@keymesh/rpc';
 import { createTelemetry, type Logger } from '@keymesh/telemetry';
 import { startCache, type RunningCache } from './server';
-import { FakeClock } from './store/clock';
+import { FakeClock } from '@keymesh/clock';
 
 const telemetry = createTelemetry('cache-test');
 const quiet: Logger = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };

@@ -4,7 +4,7 @@ import type { CacheService } from '@keymesh/proto/cache/v1/cache';
 import type { ServiceImpl } from '@keymesh/rpc';
 import { attr } from '@keymesh/telemetry';
 import { trace } from '@opentelemetry/api';
-import type { Clock } from './store/clock';
+import type { Clock } from '@keymesh/clock';
 import type { CacheStore } from './store/store';
 
 function invalid(message: string, param: string): KeymeshError {

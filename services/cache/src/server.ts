@@ -2,7 +2,7 @@ import { CacheService } from '@keymesh/proto/cache/v1/cache';
 import { createRpcServer } from '@keymesh/rpc';
 import { createLogger, type Logger, type Telemetry } from '@keymesh/telemetry';
 import { cacheHandlers } from './handlers';
-import { systemClock, type Clock } from './store/clock';
+import { systemClock, type Clock } from '@keymesh/clock';
 import { MemoryCacheStore } from './store/memory';
 
 export interface CacheOptions {

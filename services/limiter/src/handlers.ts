@@ -12,7 +12,7 @@ import type { ServiceImpl } from '@keymesh/rpc';
 import { LimiterError, UnknownKeyError, UnknownPoolError } from './domain/errors';
 import type { KeyPoolLimiter } from './domain/key-pool-limiter';
 import type { AcquireResult, KeyCondition } from './domain/types';
-import type { Clock } from './store/clock';
+import type { Clock } from '@keymesh/clock';
 
 const DEFAULT_HOLD_MS = 1_000;
 const MAX_HOLD_MS = 10_000;

@@ -18,6 +18,6 @@ export type {
 } from './domain/types';
 export type { LimiterStore, KeyRef, KeyCandidates, AcquireDecision } from './store/store';
 export { MemoryLimiterStore } from './store/memory';
-export { type Clock, systemClock, FakeClock } from './store/clock';
+export { type Clock, systemClock, FakeClock } from '@keymesh/clock';
 export { startLimiter, poolSpecsOf } from './server';
 export type { LimiterOptions, RunningLimiter } from './server';

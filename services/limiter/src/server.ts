@@ -8,7 +8,7 @@ import { createLogger, type Telemetry } from '@keymesh/telemetry';
 import { KeyPoolLimiter } from './domain/key-pool-limiter';
 import type { PoolSpec } from './domain/types';
 import { limiterHandlers } from './handlers';
-import { systemClock, type Clock } from './store/clock';
+import { systemClock, type Clock } from '@keymesh/clock';
 import { MemoryLimiterStore } from './store/memory';
 
 export interface LimiterOptions {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { FakeClock } from './clock';
+import { FakeClock } from '@keymesh/clock';
 import { DEFAULT_MAX_BYTES, MemoryCacheStore } from './memory';
 import { describeCacheStore } from './store.behaviour';
 

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import type { FakeClock } from './clock';
+import type { FakeClock } from '@keymesh/clock';
 import type { CacheStore } from './store';
 
 const T0 = 1_700_000_000_000;

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { FakeClock } from '../store/clock';
+import { FakeClock } from '@keymesh/clock';
 import { MemoryLimiterStore } from '../store/memory';
 import { InvalidPoolSpecError, UnknownKeyError, UnknownPoolError } from './errors';
 import { DEFAULT_COOLING_MS, KeyPoolLimiter } from './key-pool-limiter';

@@ -1,4 +1,4 @@
-import { FakeClock } from './clock';
+import { FakeClock } from '@keymesh/clock';
 import { MemoryLimiterStore } from './memory';
 import { describeLimiterStore } from './store.behaviour';
 

@@ -64,21 +64,15 @@ export class MemoryLimiterStore implements LimiterStore {
     if (keys !== undefined) {
       for (const keyId of request.keyIds) {
         const key = keys.get(keyId);
-        if (key === undefined || key.parkedReason !== undefined) continue;
-        const coolingMs = key.coolingUntilMs - nowMs;
-        if (coolingMs > 0) {
-          earliestWaitMs = Math.min(earliestWaitMs, Math.max(coolingMs, windowsWaitMs(key, nowMs)));
+        if (key === undefined) continue;
+        const room = roomOf(key, nowMs);
+        if (room === undefined) continue;
+        if (room.waitMs > 0) {
+          earliestWaitMs = Math.min(earliestWaitMs, room.waitMs);
           continue;
         }
-        let headroom = Number.POSITIVE_INFINITY;
-        let waitMs = 0;
-        for (const window of key.windows) {
-          if (window.hasRoom(nowMs)) headroom = Math.min(headroom, window.remaining(nowMs) / window.requests);
-          else waitMs = Math.max(waitMs, window.waitMs(nowMs));
-        }
-        if (waitMs > 0) {
-          earliestWaitMs = Math.min(earliestWaitMs, waitMs);
-        } else if (
+        const headroom = room.headroom;
+        if (
           best === undefined ||
           headroom > bestHeadroom ||
           (headroom === bestHeadroom && key.lastGrantSeq < best.lastGrantSeq)
@@ -116,16 +110,11 @@ export class MemoryLimiterStore implements LimiterStore {
     if (keys !== undefined) {
       for (const keyId of request.keyIds) {
         const key = keys.get(keyId);
-        if (key === undefined || key.parkedReason !== undefined) continue;
-        const coolingMs = key.coolingUntilMs - nowMs;
-        if (coolingMs > 0) {
-          earliestWaitMs = Math.min(earliestWaitMs, Math.max(coolingMs, windowsWaitMs(key, nowMs)));
-          continue;
-        }
-        let available = Number.POSITIVE_INFINITY;
-        for (const window of key.windows) available = Math.min(available, window.remaining(nowMs));
-        if (available > 0) eligible.push({ key, available });
-        else earliestWaitMs = Math.min(earliestWaitMs, windowsWaitMs(key, nowMs));
+        if (key === undefined) continue;
+        const room = roomOf(key, nowMs);
+        if (room === undefined) continue;
+        if (room.waitMs > 0) earliestWaitMs = Math.min(earliestWaitMs, room.waitMs);
+        else eligible.push({ key, available: room.available });
       }
     }
     if (eligible.length === 0) {
@@ -237,6 +226,31 @@ function sameLimits(a: readonly WindowLimit[], b: readonly WindowLimit[]): boole
     if (a[i].requests !== b[i].requests || a[i].perMs !== b[i].perMs) return false;
   }
   return true;
+}
+
+/**
+ * What a key can take at nowMs: undefined when parked; else the wait until it
+ * is admissible (its cooling and every full window), or, with no wait, its
+ * headroom (min remaining/limit over its windows) and the admissions it has
+ * room for. A key with no windows has infinite room.
+ */
+function roomOf(key: KeyRecord, nowMs: number): { waitMs: number; headroom: number; available: number } | undefined {
+  if (key.parkedReason !== undefined) return undefined;
+  const coolingMs = key.coolingUntilMs - nowMs;
+  if (coolingMs > 0) return { waitMs: Math.max(coolingMs, windowsWaitMs(key, nowMs)), headroom: 0, available: 0 };
+  let headroom = Number.POSITIVE_INFINITY;
+  let available = Number.POSITIVE_INFINITY;
+  let waitMs = 0;
+  for (const window of key.windows) {
+    if (window.hasRoom(nowMs)) {
+      const remaining = window.remaining(nowMs);
+      headroom = Math.min(headroom, remaining / window.requests);
+      available = Math.min(available, remaining);
+    } else {
+      waitMs = Math.max(waitMs, window.waitMs(nowMs));
+    }
+  }
+  return { waitMs, headroom, available };
 }
 
 function windowsWaitMs(key: KeyRecord, nowMs: number): number {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { PoolSpec, WindowLimit } from '../domain/types';
-import type { FakeClock } from './clock';
+import type { FakeClock } from '@keymesh/clock';
 import { countInWindow, maxInAnyInterval, seededRandom } from './interval-check';
 import type { AcquireDecision, LeaseDecision, LimiterStore } from './store';
 

@@ -1,5 +1,5 @@
 /**
- * The only source of "now" for the limiter. The domain and stores take nowMs as
+ * The only source of "now" for keymesh's stateful services. Domains and stores take nowMs as
  * an argument; whoever calls them reads it from a Clock (the system clock in
  * production, a FakeClock in tests; a Redis store may substitute Redis TIME).
  */
