@@ -27,6 +27,8 @@ interface PoolState {
   admittedSinceRefill: number;
   lastRefillMs: number;
   lastGrantedSlots: number;
+  /** When the newest leases are four-fifths through their hold. */
+  renewAtMs: number;
 }
 
 export interface LeaseAdmissionOptions {
@@ -70,10 +72,12 @@ export class LeaseAdmission {
   admit(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context): Admission | Promise<Admission> {
     if (excludedKeyIds.length > 0) return this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx);
     const pool = this.poolState(poolId);
-    const lease = takeSlot(pool, Date.now());
+    const nowMs = Date.now();
+    const lease = takeSlot(pool, nowMs);
     if (lease) {
       pool.admittedSinceRefill++;
-      if (!pool.refilling && remainingSlots(pool) * 4 <= pool.lastGrantedSlots) this.requestRefill(poolId);
+      // Renew before the slots run low or the leases run out, so no request waits for a grant.
+      if (!pool.refilling && (remainingSlots(pool) * 4 <= pool.lastGrantedSlots || nowMs >= pool.renewAtMs)) this.requestRefill(poolId);
       return { granted: true, keyId: lease.keyId, decidedBy: lease.decidedBy };
     }
     const span = trace.getSpan(ctx);
@@ -114,7 +118,7 @@ export class LeaseAdmission {
   private poolState(poolId: string): PoolState {
     let pool = this.pools.get(poolId);
     if (!pool) {
-      pool = { leases: [], waiters: [], refilling: false, admittedSinceRefill: 0, lastRefillMs: Date.now(), lastGrantedSlots: 0 };
+      pool = { leases: [], waiters: [], refilling: false, admittedSinceRefill: 0, lastRefillMs: Date.now(), lastGrantedSlots: 0, renewAtMs: 0 };
       this.pools.set(poolId, pool);
     }
     return pool;
@@ -190,6 +194,7 @@ export class LeaseAdmission {
         total += lease.slots;
       }
       pool.lastGrantedSlots = total;
+      pool.renewAtMs = expiresAtMs - this.holdMs / 5;
       const waiters = pool.waiters;
       pool.waiters = [];
       let served = 0;

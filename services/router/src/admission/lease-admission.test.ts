@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { create } from '@bufbuild/protobuf';
+import { GrantLeasesResponseSchema, type GrantLeasesRequest, type GrantLeasesResponse, type LimiterService } from '@keymesh/proto/limiter/v1/limiter';
+import type { RpcClient } from '@keymesh/rpc';
+import { createTelemetry } from '@keymesh/telemetry';
+import { ROOT_CONTEXT } from '@opentelemetry/api';
+import { AcquireBatcher, type Admission } from './acquire-batcher';
+import { LeaseAdmission } from './lease-admission';
+
+/** A limiter that grants what the test says, and counts the calls. */
+function fakeLimiter(grant: (request: GrantLeasesRequest) => GrantLeasesResponse) {
+  const calls: GrantLeasesRequest[] = [];
+  let release: (() => void) | undefined;
+  let held = false;
+  const client = {
+    grantLeases: async (request: GrantLeasesRequest) => {
+      calls.push(request);
+      if (held) await new Promise<void>((resolve) => (release = resolve));
+      return grant(request);
+    },
+  } as unknown as RpcClient<typeof LimiterService>;
+  return {
+    client,
+    calls,
+    hold: () => (held = true),
+    release: () => {
+      held = false;
+      release?.();
+    },
+  };
+}
+
+const leases = (slotsByKey: Record<string, number>) =>
+  create(GrantLeasesResponseSchema, {
+    pools: [{ poolId: 'main', leases: Object.entries(slotsByKey).map(([keyId, slots]) => ({ keyId, slots })) }],
+  });
+
+const telemetry = createTelemetry('lease-admission-test');
+
+function admissionWith(limiter: ReturnType<typeof fakeLimiter>, holdMs = 1_000): LeaseAdmission {
+  return new LeaseAdmission(limiter.client, telemetry, new AcquireBatcher(limiter.client, telemetry), { holdMs });
+}
+
+const admit = (a: LeaseAdmission): Promise<Admission> => Promise.resolve(a.admit('main', [], 'r', Date.now() + 5_000, ROOT_CONTEXT));
+
+describe('admission from capacity leases', () => {
+  it('admits from a lease without calling the limiter per request', async () => {
+    const limiter = fakeLimiter(() => leases({ k1: 100 }));
+    const a = admissionWith(limiter);
+    for (let i = 0; i < 50; i++) assert.deepEqual({ ...(await admit(a)), decidedBy: undefined }, { granted: true, keyId: 'k1', decidedBy: undefined });
+    assert.equal(limiter.calls.length, 1);
+  });
+
+  it('asks for as many slots as requests are waiting, in one call per turn', async () => {
+    const limiter = fakeLimiter((request) => leases({ k1: request.requests[0].wantedSlots }));
+    const a = admissionWith(limiter);
+    const admitted = await Promise.all(Array.from({ length: 7 }, () => admit(a)));
+    assert.ok(admitted.every((x) => x.granted));
+    assert.equal(limiter.calls.length, 1);
+    assert.equal(limiter.calls[0].requests[0].wantedSlots, 7);
+  });
+
+  it('denies with the limiter\'s retry-after when nothing could be leased', async () => {
+    const limiter = fakeLimiter(() =>
+      create(GrantLeasesResponseSchema, { pools: [{ poolId: 'main', leases: [], reason: 'KEY_POOL_EXHAUSTED', retryAfter: { seconds: 2n, nanos: 500_000_000 } }] }),
+    );
+    const admission = await admit(admissionWith(limiter));
+    assert.equal(admission.granted, false);
+    assert.equal(!admission.granted && admission.retryAfterMs, 2_500);
+  });
+
+  it('never admits to a key the provider refused, even from a grant already in flight', async () => {
+    // The second grant offers the refused key the most slots: only the refusal keeps it out.
+    const limiter = fakeLimiter(() => (limiter.calls.length === 1 ? leases({ k1: 1, k2: 1 }) : leases({ k1: 1, k2: 5 })));
+    const a = admissionWith(limiter);
+    const first = await admit(a); // the first grant: one slot on each key
+    assert.ok(first.granted);
+    limiter.hold();
+    const second = admit(a); // takes the other key's slot, and the pool is low: a refill is sent
+    const refused = (await second) as Admission & { granted: true };
+    a.forgetKey('main', refused.keyId, Number.POSITIVE_INFINITY);
+    const pending = admit(a);
+    limiter.release();
+    const next = await pending;
+    assert.ok(next.granted);
+    assert.notEqual(next.keyId, refused.keyId);
+  });
+
+  it('renews leases before they expire so requests do not wait for a grant', async () => {
+    const limiter = fakeLimiter(() => leases({ k1: 1_000 }));
+    const a = admissionWith(limiter, 300);
+    await admit(a);
+    let waited = 0;
+    const until = Date.now() + 700;
+    while (Date.now() < until) {
+      // An admission that has to wait for a grant comes back as a promise.
+      const admission = a.admit('main', [], 'r', Date.now() + 5_000, ROOT_CONTEXT);
+      if (admission instanceof Promise) {
+        waited++;
+        await admission;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    // Slots were plenty; the leases were renewed before their 300 ms hold ran out.
+    assert.equal(waited, 0);
+    assert.ok(limiter.calls.length >= 2);
+  });
+});
