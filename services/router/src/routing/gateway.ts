@@ -53,10 +53,29 @@ export class Gateway {
         message: 'Missing virtual key: send "Authorization: Bearer <your keymesh virtual key>".',
       });
     }
-    const tenantId = this.deps.table().tenantByKeyHash.get(createHash('sha256').update(token).digest('hex'));
+    const tenantId = this.tenantOf(token);
     if (tenantId === undefined) {
       throw new KeymeshError({ code: Code.Unauthenticated, reason: Reason.UNAUTHENTICATED, message: 'Incorrect virtual key provided.' });
     }
+    return tenantId;
+  }
+
+  // Hashing every request's key costs more than the rest of auth together;
+  // known keys are remembered per route table, so a policy change forgets them.
+  private knownKeys = new Map<string, string>();
+  private knownKeysTable: RouteTable | undefined;
+
+  private tenantOf(token: string): string | undefined {
+    const table = this.deps.table();
+    if (table !== this.knownKeysTable) {
+      this.knownKeys = new Map();
+      this.knownKeysTable = table;
+    }
+    const known = this.knownKeys.get(token);
+    if (known !== undefined) return known;
+    const tenantId = table.tenantByKeyHash.get(createHash('sha256').update(token).digest('hex'));
+    // Only valid keys are remembered, so guessing cannot grow the map; the bound covers a huge tenant list.
+    if (tenantId !== undefined && this.knownKeys.size < 10_000) this.knownKeys.set(token, tenantId);
     return tenantId;
   }
 
