@@ -139,7 +139,7 @@ async function handleInference(state: ProviderState, req: IncomingMessage, res: 
   let headers: Headers = {};
   if (key.limits !== undefined) {
     const admission = key.limits.admit(nowMs, plan.tokenCost);
-    headers = admission.headers;
+    headers = admission.admitted && key.silentLimits ? {} : admission.headers;
     if (!admission.admitted) {
       keys.count(key, 'rateLimited');
       const { retryAfterMs } = admission.rejection;

@@ -14,9 +14,12 @@ export class KeyState {
   limits: KeyLimits | undefined;
   readonly stats: MockKeyStats = emptyStats();
   readonly quotaRequests: number | undefined;
+  /** Enforce limits but send no x-ratelimit-* headers until a request is refused. */
+  readonly silentLimits: boolean;
 
   constructor(options: MockKeyOptions) {
     this.quotaRequests = options.quotaRequests;
+    this.silentLimits = options.silentLimits === true;
     this.setLimits(options.limits);
   }
 

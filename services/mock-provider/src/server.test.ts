@@ -19,6 +19,18 @@ describe('mock provider over HTTP', () => {
   });
 
   describe('rate limits', () => {
+    it('keeps silent limits out of the headers until it refuses a request', async () => {
+      const provider = await start({ keys: [{ secret: 'sk-a', limits: [{ requests: 1, perMs: 60_000 }], silentLimits: true }] });
+      const ask = () => call(provider, '/v1/chat/completions', { secret: 'sk-a', body: chatBody('hi') });
+      const ok = await ask();
+      assert.equal(ok.status, 200);
+      assert.equal(ok.headers['x-ratelimit-remaining-requests'], undefined);
+      const refused = await ask();
+      assert.equal(refused.status, 429);
+      assert.equal(refused.headers['x-ratelimit-remaining-requests'], '0');
+      assert.ok(Number(refused.headers['retry-after']) > 0);
+    });
+
     it('admits exactly N in a sliding window, refuses the next with retry-after, and admits again once the oldest slides out', async () => {
       const clock = new FakeClock();
       const provider = await start({ keys: [{ secret: 'sk-a', limits: [{ requests: 3, perMs: 60_000 }] }], now: clock.now });

@@ -12,6 +12,11 @@ export interface MockKeyOptions {
   limits?: WindowLimit[];
   /** Admitted requests before the key answers 429 insufficient_quota forever. */
   quotaRequests?: number;
+  /**
+   * Enforce `limits` but send no x-ratelimit-* headers on admitted requests,
+   * like OpenAI-compatible servers that only speak up with a 429.
+   */
+  silentLimits?: boolean;
 }
 
 export interface MockFailures {

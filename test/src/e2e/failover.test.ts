@@ -14,8 +14,8 @@ describe('failing over between the keys of a pool', function () {
   });
 
   it('moves a request off a key that answers 429 and cools that key so later requests skip it', async function () {
-    // keymesh is not told k1's limit: only the provider knows it (1 request a minute).
-    t = await startTestMesh({ mockKeys: [{ limits: [{ requests: 1, perMs: 60_000 }] }, {}] });
+    // keymesh is not told k1's limit, and the provider keeps it silent until it refuses (1 request a minute).
+    t = await startTestMesh({ mockKeys: [{ limits: [{ requests: 1, perMs: 60_000 }], silentLimits: true }, {}] });
     client = new OpenAI({ baseURL: t.baseUrl, apiKey: VIRTUAL_KEY, maxRetries: 0 });
 
     const served: string[] = [];
@@ -29,6 +29,29 @@ describe('failing over between the keys of a pool', function () {
     assert.equal(t.mock.stats(secretOf(0)).ok, 1);
     assert.ok(served.includes('k2/2'), `one request should have failed over: ${served.join(' ')}`);
     assert.equal(served.filter((s) => s.startsWith('k1')).length, 1);
+  });
+
+  it('follows the provider\'s rate-limit headers so a key whose limit keymesh was never told earns no 429', async function () {
+    // Each key allows 3 requests a minute, which only the provider's x-ratelimit-* headers reveal.
+    const limits = [{ requests: 3, perMs: 60_000 }];
+    t = await startTestMesh({ mockKeys: [{ limits }, { limits }] });
+    client = new OpenAI({ baseURL: t.baseUrl, apiKey: VIRTUAL_KEY, maxRetries: 0 });
+    let served = 0;
+    let refused = 0;
+    for (let i = 0; i < 10; i++) {
+      try {
+        await ask(client, `burst ${i}`);
+        served++;
+      } catch (err) {
+        assert.ok(err instanceof OpenAI.RateLimitError, String(err));
+        assert.ok(Number(err.headers?.get('retry-after')) > 0);
+        refused++;
+      }
+    }
+    assert.equal(served, 6);
+    assert.equal(refused, 4);
+    // The response that spent each key's last request said so; keymesh cooled the key before any 429.
+    assert.equal(t.mock.stats(secretOf(0)).rateLimited + t.mock.stats(secretOf(1)).rateLimited, 0);
   });
 
   it('parks a revoked key after its 401 and keeps serving from the others', async function () {

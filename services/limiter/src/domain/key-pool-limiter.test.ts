@@ -107,6 +107,16 @@ describe('KeyPoolLimiter', () => {
       assert.deepEqual(await acquire(['k2']), { granted: true, keyId: 'k1' });
     });
 
+    it('cools a key until its reset when a success says nothing is left, and ignores a plain success', async () => {
+      assert.equal((await report('k1', 200)).condition, 'READY');
+      assert.deepEqual(await report('k1', 200, 4000), {
+        condition: 'COOLING',
+        conditionReason: 'provider reported no capacity left',
+        coolingUntilMs: T0 + 4000,
+      });
+      assert.deepEqual(await acquire(['k2']), { granted: false, retryAfterMs: 4000, reason: 'KEY_POOL_EXHAUSTED' });
+    });
+
     it('cools a key for 1 s after a 429 without a retry-after', async () => {
       assert.equal(DEFAULT_COOLING_MS, 1000);
       assert.equal((await report('k1', 429)).coolingUntilMs, T0 + 1000);

@@ -119,9 +119,10 @@ export class KeyPoolLimiter {
    */
   async reportOutcome(outcome: KeyOutcome, nowMs: number): Promise<KeyConditionState> {
     const key = this.requireKey(outcome.poolId, outcome.keyId);
-    const reason = `provider answered ${outcome.httpStatus}`;
+    const reason = outcome.httpStatus === 429 ? 'provider answered 429' : outcome.httpStatus < 300 ? 'provider reported no capacity left' : `provider answered ${outcome.httpStatus}`;
     let state: KeyConditionState | undefined;
-    if (outcome.httpStatus === 429) {
+    // A 429, or a success whose headers said the key has nothing left until a reset (retry-after).
+    if (outcome.httpStatus === 429 || (outcome.httpStatus < 300 && outcome.retryAfterMs !== undefined)) {
       state = await this.store.cool(key, nowMs + coolingMs(outcome.retryAfterMs), reason, nowMs);
     } else if (outcome.httpStatus === 401 || outcome.httpStatus === 403) {
       state = await this.store.park(key, reason, nowMs);

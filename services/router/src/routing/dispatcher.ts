@@ -32,7 +32,14 @@ export interface Attempt {
   readonly span: Span;
 }
 
-export type AttemptResult<T> = { ok: true; value: T } | { ok: false; failure: ProviderFailure };
+export type AttemptResult<T> =
+  | {
+      ok: true;
+      value: T;
+      /** Set when the provider's headers said the key has nothing left: until when. */
+      spentUntilMs?: number;
+    }
+  | { ok: false; failure: ProviderFailure };
 
 export interface Served<T> {
   readonly value: T;
@@ -119,6 +126,7 @@ export class Dispatcher {
         }
         if (result.ok) {
           span.end();
+          if (result.spentUntilMs !== undefined) this.keySpent(scope, target, keyId, result.spentUntilMs);
           return { value: result.value, target, keyId, attempts };
         }
         const failure = result.failure;
@@ -181,6 +189,17 @@ export class Dispatcher {
     }
     route.addLink({ context: admission.decidedBy });
     return admission;
+  }
+
+  /**
+   * The provider answered, and its headers say this key has no requests (or
+   * tokens) left until its reset: stop sending to it now rather than learn it
+   * from a 429. The limiter cools it for every router.
+   */
+  private keySpent(scope: RequestScope, target: PolicyTarget, keyId: string, untilMs: number): void {
+    this.deps.admission.forgetKey(target.poolId, keyId, untilMs);
+    const failure: ProviderFailure = { kind: 'rate_limited', status: 200, message: 'provider reported nothing left', retryAfterMs: Math.max(0, untilMs - Date.now()) };
+    void this.report(scope, target, keyId, failure);
   }
 
   private async report(scope: RequestScope, target: PolicyTarget, keyId: string, failure: ProviderFailure): Promise<void> {

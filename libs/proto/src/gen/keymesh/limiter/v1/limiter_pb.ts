@@ -268,7 +268,9 @@ export type ReportOutcomeRequest = Message<"keymesh.limiter.v1.ReportOutcomeRequ
   httpStatus: number;
 
   /**
-   * The provider's retry-after, when it sent one.
+   * The provider's retry-after, when it sent one. With a 2xx status it says
+   * the provider's rate-limit headers showed no requests (or tokens) left
+   * until then: the key cools as after a 429, before any 429 was earned.
    *
    * @generated from field: google.protobuf.Duration retry_after = 4;
    */
