@@ -84,6 +84,29 @@ describe('failing over between the keys of a pool', function () {
     assert.equal(t.mock.stats().requests, 2);
   });
 
+  it('gives up on a hanging provider after its timeout per key, and within the caller\'s deadline', async function () {
+    t = await startTestMesh({ mockKeys: [{}, {}], providerTimeout: '200ms' });
+    t.mock.setFailures({ hangRate: 1 });
+    const post = async (timeout: string) => {
+      const started = Date.now();
+      const response = await fetch(`${t.baseUrl}/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${VIRTUAL_KEY}`, 'content-type': 'application/json', 'x-keymesh-timeout': timeout },
+        body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'anyone there?' }] }),
+      });
+      await response.text();
+      return { status: response.status, elapsedMs: Date.now() - started, attempts: response.headers.get('x-keymesh-attempts') };
+    };
+    // Each key gets 200 ms, then the next; then a clear 503 long before the 5 s deadline.
+    const perKey = await post('5000');
+    assert.equal(perKey.status, 503);
+    assert.ok(perKey.elapsedMs >= 380 && perKey.elapsedMs < 1_500, `took ${perKey.elapsedMs} ms`);
+    // A deadline shorter than the provider's timeout ends the request at the deadline.
+    const deadline = await post('150');
+    assert.equal(deadline.status, 504);
+    assert.ok(deadline.elapsedMs < 250, `took ${deadline.elapsedMs} ms`);
+  });
+
   it('answers 503 when the provider cannot be reached, and recovers when it can', async function () {
     t = await startTestMesh({ mockKeys: [{}] });
     client = new OpenAI({ baseURL: t.baseUrl, apiKey: VIRTUAL_KEY, maxRetries: 0 });

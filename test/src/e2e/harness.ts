@@ -23,6 +23,8 @@ export interface TestMeshOptions {
   declaredLimits?: (string | undefined)[];
   /** Extra YAML appended under `routes:`. */
   extraRoutes?: string;
+  /** The provider's per-attempt timeout, e.g. "200ms". */
+  providerTimeout?: string;
 }
 
 export function secretOf(index: number): string {
@@ -36,7 +38,7 @@ export function configYaml(mockUrl: string, options: TestMeshOptions = {}): stri
   });
   return `
 providers:
-  mock: { kind: openai, base_url: ${mockUrl} }
+  mock: { kind: openai, base_url: ${mockUrl}${options.providerTimeout ? `, timeout: ${options.providerTimeout}` : ''} }
 pools:
   main:
     provider: mock

@@ -58,6 +58,17 @@ export interface DispatcherDeps {
 }
 
 /**
+ * The signal one attempt runs under: the request's own, plus the provider's
+ * per-attempt timeout when that ends first, so a provider that hangs costs
+ * one attempt rather than the whole deadline. The extra timer is only made
+ * when it can matter.
+ */
+function attemptSignal(scope: RequestScope, providerTimeoutMs: number): AbortSignal {
+  if (Date.now() + providerTimeoutMs >= scope.deadlineMs) return scope.signal;
+  return AbortSignal.any([scope.signal, AbortSignal.timeout(providerTimeoutMs)]);
+}
+
+/**
  * Runs a request's attempts: for each target in order, admit a key, call the
  * provider, and on a key-level failure (429, 401/403, quota) report it to the
  * limiter and move to another key at once; the limiter cools or parks the key
@@ -111,18 +122,24 @@ export class Dispatcher {
         }, scope.traceContext);
         let result: AttemptResult<T>;
         try {
-          result = await attempt({ target, provider, keyId, secret, number: attempts, signal: scope.signal, span });
+          result = await attempt({ target, provider, keyId, secret, number: attempts, signal: attemptSignal(scope, provider.timeoutMs), span });
         } catch (err) {
           span.setStatus({ code: SpanStatusCode.ERROR });
           span.end();
           if (scope.signal.aborted) this.throwIfDone(scope);
           if (err instanceof KeymeshError) throw err;
-          // A connection refused or reset: the provider, not the key, is unwell.
+          // Refused, reset, or silent past the provider's timeout: the provider, not the key, is unwell.
+          const timedOut = err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError');
           result = {
             ok: false,
-            failure: { kind: 'unavailable', status: 502, message: 'the provider could not be reached', retryAfterMs: undefined },
+            failure: {
+              kind: 'unavailable',
+              status: timedOut ? 504 : 502,
+              message: timedOut ? 'the provider did not answer in time' : 'the provider could not be reached',
+              retryAfterMs: undefined,
+            },
           };
-          this.deps.logger.warn('provider call failed', { providerId: provider.id, error: err as Error });
+          this.deps.logger.warn('provider call failed', { providerId: provider.id, timedOut, error: err as Error });
         }
         if (result.ok) {
           span.end();
