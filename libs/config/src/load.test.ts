@@ -58,6 +58,7 @@ describe('parseConfig', () => {
       targets: [{ poolId: 'main', model: 'gpt-4o-mini' }],
       cache: null,
       timeoutMs: 30_000,
+      retry: { rounds: 3, backoffMs: 100 },
     });
     assert.deepEqual(config.tenants['demo'], { id: 'demo', virtualKeys: ['sk-keymesh-demo'] });
     assert.equal(config.mockProvider, null);

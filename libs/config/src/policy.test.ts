@@ -72,6 +72,7 @@ describe('compilePolicy', () => {
       ],
       cacheTtlMs: null,
       timeoutMs: 30_000,
+      retry: { rounds: 3, backoffMs: 100 },
     });
     assert.equal(policy.routes['cached']!.cacheTtlMs, 300_000);
     assert.equal(policy.routes['cached']!.timeoutMs, 45_000);

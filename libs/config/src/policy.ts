@@ -45,6 +45,8 @@ export interface PolicyRoute {
   readonly targets: PolicyTarget[];
   readonly cacheTtlMs: number | null;
   readonly timeoutMs: number;
+  /** Rounds over every target and key when none served, with full-jitter backoff from backoffMs. */
+  readonly retry: { readonly rounds: number; readonly backoffMs: number };
 }
 export interface PolicyTenant {
   readonly id: string;
@@ -110,6 +112,7 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
               targets: r.targets.map((t) => ({ poolId: t.poolId, providerId: config.pools[t.poolId]!.providerId, model: t.model })),
               cacheTtlMs: r.cache === null ? null : r.cache.ttlMs,
               timeoutMs: r.timeoutMs,
+              retry: { rounds: r.retry.rounds, backoffMs: r.retry.backoffMs },
             },
           ] as const,
       ),
@@ -160,6 +163,7 @@ const policySchema = z
         targets: z.array(z.strictObject({ poolId: id, providerId: id, model: z.string().min(1) })).min(1),
         cacheTtlMs: positiveInt.nullable(),
         timeoutMs: positiveInt,
+        retry: z.strictObject({ rounds: positiveInt, backoffMs: positiveInt }),
       }),
     ),
     tenants: z.record(

@@ -194,6 +194,12 @@ const routeSchema = z.strictObject({
     .min(1, { error: 'expected at least one target' }),
   cache: z.strictObject({ ttl: durationSchema() }).optional(),
   timeout: timeoutSchema.default(30_000),
+  retry: z
+    .strictObject({
+      attempts: z.number({ error: expecting('a whole number of rounds') }).int({ error: 'expected a whole number' }).min(1).max(10).default(3),
+      backoff: durationSchema().default(100),
+    })
+    .default({ attempts: 3, backoff: 100 }),
 });
 
 const tenantSchema = z.strictObject({
@@ -342,6 +348,7 @@ export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, 
     targets: route.targets.map((target) => ({ poolId: target.pool, model: target.model })),
     cache: route.cache === undefined ? null : { ttlMs: route.cache.ttl },
     timeoutMs: route.timeout,
+    retry: { rounds: route.retry.attempts, backoffMs: route.retry.backoff },
   })),
   tenants: mapRecord(raw.tenants, (id, tenant) => ({ id, virtualKeys: tenant.virtual_keys })),
   mockProvider:

@@ -40,6 +40,11 @@ export function secretValue(secret: ConfigSecret, env: NodeJS.ProcessEnv): strin
   return secret.kind === 'literal' ? secret.value : env[secret.name];
 }
 
+/** REDIS_URL makes limits shared across processes; KEYMESH_REDIS_PREFIX separates deployments on one Redis. */
+export function redisFromEnv(env: NodeJS.ProcessEnv): { redis?: { url: string; prefix: string } } {
+  return env.REDIS_URL ? { redis: { url: env.REDIS_URL, prefix: env.KEYMESH_REDIS_PREFIX || 'keymesh' } } : {};
+}
+
 export async function busFromEnv(name: string, env: NodeJS.ProcessEnv): Promise<Bus> {
   return env.NATS_URL ? connectNatsBus({ url: env.NATS_URL, name }) : createMemoryBus();
 }
@@ -96,7 +101,7 @@ export async function startMesh(options: UpOptions): Promise<Mesh> {
 
     const keyvault = await startKeyVault({ telemetry: telemetry('keyvault'), bus, sealer, routerToken, controlAddress, host: LOOPBACK, port: 0, env });
     parts.push({ name: 'key-vault', where: `${LOOPBACK}:${keyvault.port}`, stop: () => keyvault.stop() });
-    const limiter = await startLimiter({ telemetry: telemetry('limiter'), bus, controlAddress, host: LOOPBACK, port: 0 });
+    const limiter = await startLimiter({ telemetry: telemetry('limiter'), bus, controlAddress, host: LOOPBACK, port: 0, ...redisFromEnv(env) });
     parts.push({ name: 'limiter', where: `${LOOPBACK}:${limiter.port}`, stop: () => limiter.stop() });
     const cache = await startCache({ telemetry: telemetry('cache'), host: LOOPBACK, port: 0 });
     parts.push({ name: 'cache', where: `${LOOPBACK}:${cache.port}`, stop: () => cache.stop() });

@@ -18,6 +18,7 @@ export type {
 } from './domain/types';
 export type { LimiterStore, KeyRef, KeyCandidates, AcquireDecision } from './store/store';
 export { MemoryLimiterStore } from './store/memory';
+export { RedisLimiterStore, type RedisLimiterStoreOptions } from './store/redis';
 export { type Clock, systemClock, FakeClock } from '@keymesh/clock';
 export { startLimiter, poolSpecsOf } from './server';
 export type { LimiterOptions, RunningLimiter } from './server';

@@ -10,6 +10,7 @@ import type { PoolSpec } from './domain/types';
 import { limiterHandlers } from './handlers';
 import { systemClock, type Clock } from '@keymesh/clock';
 import { MemoryLimiterStore } from './store/memory';
+import { RedisLimiterStore } from './store/redis';
 
 export interface LimiterOptions {
   telemetry: Telemetry;
@@ -18,6 +19,8 @@ export interface LimiterOptions {
   host: string;
   port: number;
   clock?: Clock;
+  /** Share limits with every replica through Redis; memory (this process only) without. */
+  redis?: { url: string; prefix: string };
 }
 
 export interface RunningLimiter {
@@ -36,7 +39,8 @@ export function poolSpecsOf(policy: Policy): PoolSpec[] {
 export async function startLimiter(options: LimiterOptions): Promise<RunningLimiter> {
   const logger = createLogger('limiter');
   const clock = options.clock ?? systemClock;
-  const limiter = new KeyPoolLimiter(new MemoryLimiterStore());
+  const store = options.redis ? new RedisLimiterStore({ redis: options.redis.url, prefix: options.redis.prefix }) : new MemoryLimiterStore();
+  const limiter = new KeyPoolLimiter(store);
   const control = createRpcClient(ControlService, options.controlAddress, { telemetry: options.telemetry });
   // Pools are applied in order: a slow apply must not be overtaken by the next.
   let applying: Promise<void> = Promise.resolve();
@@ -65,6 +69,7 @@ export async function startLimiter(options: LimiterOptions): Promise<RunningLimi
       follower.close();
       await server.shutdown();
       closeRpcClient(control);
+      await store.close();
     },
   };
 }

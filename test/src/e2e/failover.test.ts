@@ -97,14 +97,42 @@ describe('failing over between the keys of a pool', function () {
       await response.text();
       return { status: response.status, elapsedMs: Date.now() - started, attempts: response.headers.get('x-keymesh-attempts') };
     };
-    // Each key gets 200 ms, then the next; then a clear 503 long before the 5 s deadline.
+    // Each key gets 200 ms, then the next, for the route's 3 rounds; then a clear 503 long before the 5 s deadline.
     const perKey = await post('5000');
     assert.equal(perKey.status, 503);
-    assert.ok(perKey.elapsedMs >= 380 && perKey.elapsedMs < 1_500, `took ${perKey.elapsedMs} ms`);
+    assert.ok(perKey.elapsedMs >= 1_150 && perKey.elapsedMs < 3_000, `took ${perKey.elapsedMs} ms`);
     // A deadline shorter than the provider's timeout ends the request at the deadline.
     const deadline = await post('150');
     assert.equal(deadline.status, 504);
     assert.ok(deadline.elapsedMs < 250, `took ${deadline.elapsedMs} ms`);
+  });
+
+  it('waits for a full key when its retry-after fits the deadline, instead of refusing', async function () {
+    t = await startTestMesh({ mockKeys: [{}], declaredLimits: ['{ requests: 1, per: 500ms }'] });
+    client = new OpenAI({ baseURL: t.baseUrl, apiKey: VIRTUAL_KEY, maxRetries: 0 });
+    await ask(client, 'first');
+    const started = Date.now();
+    const { data } = await ask(client, 'second');
+    assert.match(data.choices[0].message.content ?? '', /second/);
+    assert.ok(Date.now() - started >= 400, 'the second request should have waited for the window');
+    assert.equal(t.mock.stats().rateLimited, 0);
+  });
+
+  it('rides out a burst of 503s with another round after a backoff', async function () {
+    t = await startTestMesh({ mockKeys: [{}, {}] });
+    client = new OpenAI({ baseURL: t.baseUrl, apiKey: VIRTUAL_KEY, maxRetries: 0 });
+    t.mock.setFailures({ errorRate: 1 });
+    // The burst ends once both keys have failed once: the first round is lost, the second serves.
+    const watcher = setInterval(() => {
+      if (t.mock.stats().failed >= 2) t.mock.setFailures({});
+    }, 1);
+    try {
+      const { data, response } = await ask(client, 'after the burst');
+      assert.match(data.choices[0].message.content ?? '', /after the burst/);
+      assert.ok(Number(response.headers.get('x-keymesh-attempts')) >= 3);
+    } finally {
+      clearInterval(watcher);
+    }
   });
 
   it('answers 503 when the provider cannot be reached, and recovers when it can', async function () {

@@ -3,9 +3,22 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import Redis from 'ioredis';
 import { startMockProvider, type MockProvider } from '@keymesh/mock-provider';
-import { freePort, natsForTests, spawnNode, startOtlpReceiver, type ChildHandle, type ExternalServer, type OtlpReceiver, type ReceivedSpan } from '@keymesh/testing';
+import { freePort, natsForTests, redisForTests, spawnNode, startOtlpReceiver, type ChildHandle, type ExternalServer, type OtlpReceiver, type ReceivedSpan } from '@keymesh/testing';
 import { configYaml, secretOf, VIRTUAL_KEY } from './harness';
+
+/** Removes this test's keys from a Redis that others may share (never a flush). */
+async function deleteKeys(url: string, pattern: string): Promise<void> {
+  const client = new Redis(url);
+  try {
+    for await (const keys of client.scanStream({ match: pattern, count: 500 }) as AsyncIterable<string[]>) {
+      if (keys.length > 0) await client.del(...keys);
+    }
+  } finally {
+    client.disconnect();
+  }
+}
 
 const KEYMESH_BIN = resolve(__dirname, '../../../services/cli/bin/keymesh.js');
 
@@ -94,7 +107,7 @@ describe('one trace covers edge → router → cache → limiter → key-vault �
     await writeFile(configPath, configYaml(mock.url));
     const edgePort = await freePort();
     const up = spawnNode(KEYMESH_BIN, ['up', '--config', configPath], {
-      env: { ...otelEnv(), KEYMESH_HTTP_PORT: String(edgePort), KEYMESH_GRPC_PORT: '0', NATS_URL: undefined },
+      env: { ...otelEnv(), KEYMESH_HTTP_PORT: String(edgePort), KEYMESH_GRPC_PORT: '0', NATS_URL: undefined, REDIS_URL: undefined },
     });
     children.push(up);
     await up.waitForLine(/keymesh is up/, 30_000);
@@ -102,8 +115,10 @@ describe('one trace covers edge → router → cache → limiter → key-vault �
     await assertOneTraceCoversThePath(receiver);
   });
 
-  it('when each service runs as its own `keymesh serve` process over NATS', async function () {
+  it('when each service runs as its own `keymesh serve` process over NATS, with limits in Redis', async function () {
     const nats: ExternalServer = await natsForTests();
+    const redis: ExternalServer = await redisForTests();
+    const redisPrefix = `keymesh-e2e-${randomBytes(6).toString('hex')}`;
     try {
       const configPath = join(dir, 'keymesh.yaml');
       await writeFile(configPath, configYaml(mock.url));
@@ -114,6 +129,9 @@ describe('one trace covers edge → router → cache → limiter → key-vault �
       const env: Record<string, string | undefined> = {
         ...otelEnv(),
         NATS_URL: nats.url,
+        REDIS_URL: redis.url,
+        // A prefix of its own: the shared Redis may hold other deployments' limits.
+        KEYMESH_REDIS_PREFIX: redisPrefix,
         KEYMESH_MASTER_KEY: randomBytes(32).toString('base64'),
         KEYMESH_ROUTER_TOKEN: randomBytes(16).toString('hex'),
         KEYMESH_HTTP_PORT: String(edgePort),
@@ -128,7 +146,10 @@ describe('one trace covers edge → router → cache → limiter → key-vault �
       await askCachedRoute(edgePort);
       await assertOneTraceCoversThePath(receiver);
     } finally {
+      await Promise.all(children.splice(0).map((c) => c.stop('SIGTERM', 5_000)));
+      await deleteKeys(redis.url, `${redisPrefix}:*`);
       await nats.stop();
+      await redis.stop();
     }
   });
 });

@@ -57,6 +57,22 @@ export interface DispatcherDeps {
   logger: Logger;
 }
 
+/** Failures another round may cure: provider trouble, and keys full until a known time. */
+const RETRIABLE_REASONS = new Set<string>([Reason.PROVIDER_UNAVAILABLE, Reason.KEY_POOL_EXHAUSTED, Reason.UNAVAILABLE]);
+const MAX_BACKOFF_MS = 10_000;
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
 /**
  * The signal one attempt runs under: the request's own, plus the provider's
  * per-attempt timeout when that ends first, so a provider that hangs costs
@@ -78,8 +94,26 @@ export class Dispatcher {
   constructor(private readonly deps: DispatcherDeps) {}
 
   async run<T>(scope: RequestScope, attempt: (a: Attempt) => Promise<AttemptResult<T>>): Promise<Served<T>> {
+    const counter = { attempts: 0 };
+    const { rounds, backoffMs } = scope.route.retry;
+    for (let round = 1; ; round++) {
+      try {
+        return await this.round(scope, attempt, counter);
+      } catch (err) {
+        if (!(err instanceof KeymeshError) || !RETRIABLE_REASONS.has(err.reason) || round >= rounds) throw err;
+        // The provider's (or limiter's) retry-after when there is one; else
+        // exponential backoff with full jitter, so retries from many callers spread out.
+        const waitMs = err.retryAfterMs ?? Math.random() * Math.min(backoffMs * 2 ** (round - 1), MAX_BACKOFF_MS);
+        if (Date.now() + waitMs >= scope.deadlineMs) throw err;
+        await sleep(waitMs, scope.signal);
+        this.throwIfDone(scope);
+      }
+    }
+  }
+
+  /** One pass over the route's targets, each key of each until one serves. */
+  private async round<T>(scope: RequestScope, attempt: (a: Attempt) => Promise<AttemptResult<T>>, counter: { attempts: number }): Promise<Served<T>> {
     const { tracer } = this.deps.telemetry;
-    let attempts = 0;
     let soonestRetryMs: number | undefined;
     let denied = false;
     let lastFailure: ProviderFailure | undefined;
@@ -108,7 +142,7 @@ export class Dispatcher {
           excluded.push(keyId);
           continue;
         }
-        attempts++;
+        const attempts = ++counter.attempts;
         const span = tracer.startSpan(`chat ${target.model}`, {
           kind: SpanKind.CLIENT,
           attributes: {

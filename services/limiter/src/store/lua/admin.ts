@@ -1,0 +1,99 @@
+import { KEY_STATE_LUA } from './key-state';
+
+/**
+ * Replaces one pool's key set, as memory.ts configure/reconfigure: unchanged
+ * limits keep everything; changed limits keep the condition, grant position
+ * and the newest admissions that fit (the log is trimmed to the new largest
+ * window); new keys start afresh; keys not listed are deleted. ARGV: base,
+ * "keep" | "drop" (drop also forgets the pool's grant counter), then
+ * (keyId, "<requests>:<perMs>,...") pairs in config order.
+ */
+export const CONFIGURE_LUA = `${KEY_STATE_LUA}
+local old = {}
+local flat = redis.call('HGETALL', cfgKey)
+for j = 1, #flat, 2 do old[flat[j]] = flat[j + 1] end
+local listed = {}
+local fields = {}
+local index = 0
+for j = 3, #ARGV, 2 do
+  local keyId, limits = ARGV[j], ARGV[j + 1]
+  local value = index .. '|' .. limits
+  index = index + 1
+  listed[keyId] = true
+  fields[#fields + 1] = keyId
+  fields[#fields + 1] = value
+  local previous = old[keyId]
+  if previous == nil then
+    redis.call('DEL', base .. ':st:' .. keyId, base .. ':log:' .. keyId)
+  elseif string.sub(previous, string.find(previous, '|', 1, true) + 1) ~= limits then
+    local _, maxN = parseWindows(value)
+    redis.call('ZREMRANGEBYRANK', base .. ':log:' .. keyId, 0, -(maxN + 1))
+  end
+end
+for keyId, _ in pairs(old) do
+  if not listed[keyId] then redis.call('DEL', base .. ':st:' .. keyId, base .. ':log:' .. keyId) end
+end
+redis.call('DEL', cfgKey)
+if #fields > 0 then redis.call('HSET', cfgKey, unpack(fields)) end
+if ARGV[2] == 'drop' then redis.call('DEL', seqKey) end
+return index
+`;
+
+/**
+ * cool / park / unpark / condition of one key. ARGV: base, op, keyId, nowMs,
+ * untilMs, reason. Returns {} for an unknown key, else {condition, reason, coolingUntilMs or ""}.
+ */
+export const CONDITION_LUA = `${KEY_STATE_LUA}
+local op, nowMs = ARGV[2], tonumber(ARGV[4])
+local k = loadKey(ARGV[3])
+if not k then return {} end
+if op == 'cool' then
+  local untilMs = tonumber(ARGV[5])
+  -- A later reply with a shorter retry-after must not end the cooling early.
+  if untilMs > k.coolUntil then
+    k.coolUntil = untilMs
+    k.coolReason = ARGV[6]
+    redis.call('HSET', k.stKey, 'cu', fmt(untilMs), 'cr', ARGV[6])
+  end
+elseif op == 'park' then
+  k.parked = true
+  k.parkedReason = ARGV[6]
+  redis.call('HSET', k.stKey, 'p', '1', 'pr', ARGV[6])
+elseif op == 'unpark' then
+  k.parked = false
+  redis.call('HDEL', k.stKey, 'p', 'pr')
+end
+return conditionOf(k, nowMs)
+`;
+
+/**
+ * Every key of one pool in config order. ARGV: base, nowMs. Returns per key:
+ * keyId, condition, reason, coolingUntilMs or "", window count w, then w
+ * (requests, perMs, remaining, resetInMs).
+ */
+export const SNAPSHOT_LUA = `${KEY_STATE_LUA}
+local nowMs = tonumber(ARGV[2])
+local flat = redis.call('HGETALL', cfgKey)
+local keys = {}
+for j = 1, #flat, 2 do keys[#keys + 1] = readKey(flat[j], flat[j + 1]) end
+table.sort(keys, function(a, b) return a.index < b.index end)
+local out = {}
+for _, k in ipairs(keys) do
+  local c = conditionOf(k, nowMs)
+  out[#out + 1] = k.id
+  out[#out + 1] = c[1]
+  out[#out + 1] = c[2]
+  out[#out + 1] = c[3]
+  out[#out + 1] = tostring(#k.windows)
+  local newest = newestMs(k)
+  for _, w in ipairs(k.windows) do
+    local resetMs = newest + w.p - nowMs
+    if not (resetMs > 0) then resetMs = 0 end
+    out[#out + 1] = fmt(w.n)
+    out[#out + 1] = fmt(w.p)
+    out[#out + 1] = fmt(remainingIn(k, w, nowMs))
+    out[#out + 1] = fmt(resetMs)
+  end
+end
+return out
+`;

@@ -1,0 +1,169 @@
+/**
+ * Lua shared by every limiter script (prepended to each). One script call
+ * works on one pool: KEYS[1] is the pool's config hash `<base>:cfg` and
+ * ARGV[1] is `<base>` = `<prefix>:limiter:{<poolId>}`. The per-key keys
+ * (`<base>:st:<keyId>`, `<base>:log:<keyId>`) and `<base>:seq` are derived here
+ * rather than declared, as BullMQ does: they all carry the pool's `{poolId}`
+ * hash tag, so they live in KEYS[1]'s Redis Cluster slot.
+ *
+ * Data model, per pool:
+ *   <base>:cfg         hash keyId -> "<configIndex>|<requests>:<perMs>,..."
+ *   <base>:seq         grant counter; ties go to the key with the lowest last grant
+ *   <base>:st:<keyId>  hash p (parked "1"), pr (park reason), cu/cr (cooling until/reason),
+ *                      seq (last grant), last (newest recorded admission)
+ *   <base>:log:<keyId> zset of admissions, score = time, the newest max(requests)
+ *                      of them: the memory store's rings, one per window, all
+ *                      record every admission, so the window of N looks at the
+ *                      newest N entries of this one set.
+ *
+ * Numbers go to Redis as strings formatted %.17g: Lua's own number-to-string
+ * keeps 14 digits, which would round fractional milliseconds away.
+ */
+export const KEY_STATE_LUA = `
+local cfgKey = KEYS[1]
+local base = ARGV[1]
+local seqKey = base .. ':seq'
+local INF = math.huge
+
+local function fmt(n)
+  return string.format('%.17g', n)
+end
+
+local function parseWindows(value)
+  local bar = string.find(value, '|', 1, true)
+  local windows = {}
+  local maxN = 0
+  local maxP = 0
+  for n, p in string.gmatch(string.sub(value, bar + 1), '([^:,]+):([^:,]+)') do
+    local w = { n = tonumber(n), p = tonumber(p) }
+    windows[#windows + 1] = w
+    if w.n > maxN then maxN = w.n end
+    if w.p > maxP then maxP = w.p end
+  end
+  return windows, maxN, maxP, tonumber(string.sub(value, 1, bar - 1))
+end
+
+local function readKey(keyId, value)
+  local windows, maxN, maxP, index = parseWindows(value)
+  local stKey = base .. ':st:' .. keyId
+  local st = redis.call('HMGET', stKey, 'p', 'pr', 'cu', 'cr', 'seq', 'last')
+  return {
+    id = keyId, index = index, windows = windows, maxN = maxN, maxP = maxP,
+    stKey = stKey, logKey = base .. ':log:' .. keyId,
+    parked = st[1] == '1', parkedReason = st[2] or '',
+    coolUntil = tonumber(st[3]) or -INF, coolReason = st[4] or '',
+    seq = tonumber(st[5]) or 0, last = tonumber(st[6]) or -INF,
+  }
+end
+
+-- State is read once per script and written through; false marks an unknown key.
+local keyCache = {}
+local function loadKey(keyId)
+  local k = keyCache[keyId]
+  if k ~= nil then return k end
+  local value = redis.call('HGET', cfgKey, keyId)
+  if value then k = readKey(keyId, value) else k = false end
+  keyCache[keyId] = k
+  return k
+end
+
+-- The admission w.n ago (the ring's oldest slot in the memory store); -inf if fewer.
+local function headMs(k, w)
+  local r = redis.call('ZREVRANGE', k.logKey, w.n - 1, w.n - 1, 'WITHSCORES')
+  if r[2] then return tonumber(r[2]) end
+  return -INF
+end
+
+local function newestMs(k)
+  local r = redis.call('ZREVRANGE', k.logKey, 0, 0, 'WITHSCORES')
+  if r[2] then return tonumber(r[2]) end
+  return -INF
+end
+
+-- Admissions the window would still take: its newest w.n entries that have left it.
+local function remainingIn(k, w, nowMs)
+  local inside = redis.call('ZCOUNT', k.logKey, '(' .. fmt(nowMs - w.p), '+inf')
+  if inside > w.n then inside = w.n end
+  return w.n - inside
+end
+
+local function windowWaitMs(k, w, nowMs)
+  local waitMs = headMs(k, w) + w.p - nowMs
+  if waitMs > 0 then return waitMs end
+  return 0
+end
+
+-- As memory.ts roomOf: nil when parked; else wait, headroom, available.
+local function roomOf(k, nowMs)
+  if k.parked then return nil end
+  local coolingMs = k.coolUntil - nowMs
+  if coolingMs > 0 then
+    local waitMs = 0
+    for _, w in ipairs(k.windows) do
+      local wt = windowWaitMs(k, w, nowMs)
+      if wt > waitMs then waitMs = wt end
+    end
+    if coolingMs > waitMs then waitMs = coolingMs end
+    return waitMs, 0, 0
+  end
+  local headroom, available, waitMs = INF, INF, 0
+  for _, w in ipairs(k.windows) do
+    local head = headMs(k, w)
+    if head <= nowMs - w.p then
+      local remaining = remainingIn(k, w, nowMs)
+      if remaining / w.n < headroom then headroom = remaining / w.n end
+      if remaining < available then available = remaining end
+    else
+      local wt = head + w.p - nowMs
+      if wt > waitMs then waitMs = wt end
+    end
+  end
+  return waitMs, headroom, available
+end
+
+local seq = nil
+local function nextSeq()
+  if seq == nil then seq = tonumber(redis.call('GET', seqKey)) or 0 end
+  seq = seq + 1
+  return seq
+end
+local function flushSeq()
+  if seq ~= nil then redis.call('SET', seqKey, fmt(seq)) end
+end
+
+-- Slack past the newest admission's window before idle logs expire: covers
+-- replicas whose clocks disagree a little with each other and with Redis.
+local IDLE_SLACK_MS = 60000
+local ZADD_CHUNK = 500
+
+-- Records slots admissions at atMs, clamped so the log never goes back in time.
+local function record(k, nowMs, atMs, slots)
+  local admittedMs = atMs
+  if k.last > admittedMs then admittedMs = k.last end
+  k.last = admittedMs
+  k.seq = nextSeq()
+  redis.call('HSET', k.stKey, 'seq', fmt(k.seq), 'last', fmt(admittedMs))
+  if k.maxN == 0 then return end
+  -- Only the newest maxN can ever count; never write more than that.
+  local n = slots
+  if n > k.maxN then n = k.maxN end
+  local score = fmt(admittedMs)
+  local args = {}
+  for s = 1, n do
+    args[#args + 1] = score
+    args[#args + 1] = k.seq .. '.' .. s
+    if #args >= 2 * ZADD_CHUNK or s == n then
+      redis.call('ZADD', k.logKey, unpack(args))
+      args = {}
+    end
+  end
+  redis.call('ZREMRANGEBYRANK', k.logKey, 0, -(k.maxN + 1))
+  redis.call('PEXPIRE', k.logKey, fmt(math.ceil(admittedMs + k.maxP - nowMs) + IDLE_SLACK_MS))
+end
+
+local function conditionOf(k, nowMs)
+  if k.parked then return { 'PARKED', k.parkedReason, '' } end
+  if k.coolUntil > nowMs then return { 'COOLING', k.coolReason, fmt(k.coolUntil) } end
+  return { 'READY', '', '' }
+end
+`;

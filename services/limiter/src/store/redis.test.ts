@@ -1,0 +1,260 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import Redis from 'ioredis';
+import { FakeClock } from '@keymesh/clock';
+import { redisForTests, startPrivateRedis, type ExternalServer, type PrivateServer } from '@keymesh/testing';
+import type { PoolSpec, WindowLimit } from '../domain/types';
+import { seededRandom } from './interval-check';
+import { MemoryLimiterStore } from './memory';
+import { RedisLimiterStore } from './redis';
+import { describeLimiterStore } from './store.behaviour';
+import type { LimiterStore } from './store';
+
+const T0 = 1_700_000_000_000;
+
+/** A fresh namespace per store: tests share a Redis with others and never flush it. */
+function randomPrefix(): string {
+  return `test-${randomBytes(6).toString('hex')}`;
+}
+
+describe('RedisLimiterStore', () => {
+  let server: ExternalServer | undefined;
+  let client: Redis | undefined;
+
+  async function sharedClient(): Promise<Redis> {
+    server ??= await redisForTests();
+    client ??= new Redis(server.url);
+    return client;
+  }
+
+  after(async () => {
+    await client?.quit();
+    await server?.stop();
+  });
+
+  describeLimiterStore(
+    'redis',
+    async () => new RedisLimiterStore({ redis: await sharedClient(), prefix: randomPrefix(), deleteOnClose: true }),
+    new FakeClock(),
+  );
+
+  describe('replicas', () => {
+    const limits: Record<string, WindowLimit[]> = {
+      a: [{ requests: 5, perMs: 1000 }],
+      b: [{ requests: 12, perMs: 1000 }, { requests: 30, perMs: 5000 }],
+      c: [{ requests: 3, perMs: 400 }],
+    };
+    const keyIds = Object.keys(limits);
+    const pools: PoolSpec[] = [{ poolId: 'p', keys: keyIds.map((keyId) => ({ keyId, limits: limits[keyId]! })) }];
+
+    interface Admission {
+      readonly grantMs: number;
+      /** The latest moment the admission may be spent (grantMs for an acquire). */
+      readonly holdEndMs: number;
+      readonly slots: number;
+    }
+
+    /**
+     * Most admissions one [t, t + perMs) may hold, leased slots counted wherever
+     * in their hold they are spent. Deliberately naive.
+     */
+    function worstCase(admissions: readonly Admission[], perMs: number): number {
+      let max = 0;
+      for (const start of admissions) {
+        for (const startMs of [start.grantMs, start.holdEndMs]) {
+          let count = 0;
+          for (const a of admissions) if (a.grantMs < startMs + perMs && a.holdEndMs >= startMs) count += a.slots;
+          if (count > max) max = count;
+        }
+      }
+      return max;
+    }
+
+    /**
+     * Fires many acquire and lease batches from both stores at once, each with
+     * its own nowMs (so the stores also see time step back), and returns what
+     * was granted per key.
+     */
+    async function hammer(replicas: readonly LimiterStore[], seed: number): Promise<Map<string, Admission[]>> {
+      const random = seededRandom(seed);
+      const granted = new Map<string, Admission[]>(keyIds.map((k) => [k, []]));
+      const calls: Promise<void>[] = [];
+      let nowMs = T0;
+      for (let n = 0; n < 600; n++) {
+        nowMs += Math.floor(random() * 25);
+        const atMs = nowMs - Math.floor(random() * 30);
+        const store = replicas[n % replicas.length]!;
+        const someKeys = (): string[] => (random() < 0.4 ? keyIds.filter(() => random() < 0.6) : keyIds);
+        if (random() < 0.7) {
+          const requests = Array.from({ length: 1 + Math.floor(random() * 3) }, () => ({ poolId: 'p', keyIds: someKeys() }));
+          calls.push(
+            store.acquire(requests, atMs).then((decisions) => {
+              for (const d of decisions) if (d.granted) granted.get(d.keyId)!.push({ grantMs: atMs, holdEndMs: atMs, slots: 1 });
+            }),
+          );
+        } else {
+          const holdMs = Math.floor(random() * 300);
+          const requests = [{ poolId: 'p', keyIds: someKeys(), wantedSlots: Math.floor(random() * 12) }];
+          calls.push(
+            store.lease(requests, atMs, holdMs).then((decisions) => {
+              for (const d of decisions) {
+                for (const g of d.grants) granted.get(g.keyId)!.push({ grantMs: atMs, holdEndMs: atMs + holdMs, slots: g.slots });
+              }
+            }),
+          );
+        }
+      }
+      await Promise.all(calls);
+      return granted;
+    }
+
+    function worstPerWindow(granted: Map<string, Admission[]>): { keyId: string; worst: number; limit: WindowLimit }[] {
+      return keyIds.flatMap((keyId) => limits[keyId]!.map((limit) => ({ keyId, worst: worstCase(granted.get(keyId)!, limit.perMs), limit })));
+    }
+
+    it('never lets two replicas on one Redis admit more than a limit together under concurrent calls', async function () {
+      this.timeout(30_000);
+      const { url } = server ?? (server = await redisForTests());
+      const prefix = randomPrefix();
+      // Two connections, as two processes would have: their calls really interleave.
+      const replicas = [
+        new RedisLimiterStore({ redis: url, prefix }),
+        new RedisLimiterStore({ redis: url, prefix, deleteOnClose: true }),
+      ];
+      try {
+        await Promise.all(replicas.map((r) => r.configure(pools)));
+        for (const seed of [1, 2, 3]) {
+          const granted = await hammer(replicas, seed);
+          for (const { keyId, worst, limit } of worstPerWindow(granted)) {
+            assert.ok(worst <= limit.requests, `seed ${seed}: ${keyId} may take ${worst} in ${limit.perMs} ms, limit ${limit.requests}`);
+          }
+          // Every key reached its tightest limit, or the run proves little.
+          for (const keyId of keyIds) {
+            assert.equal(worstCase(granted.get(keyId)!, limits[keyId]![0]!.perMs), limits[keyId]![0]!.requests, `seed ${seed}: ${keyId}`);
+          }
+          // The next round starts after every window of this one has passed.
+          await Promise.all(replicas.map((r) => r.configure([])));
+          await Promise.all(replicas.map((r) => r.configure(pools)));
+        }
+      } finally {
+        await replicas[0]!.close();
+        await replicas[1]!.close();
+      }
+    });
+
+    it('has a check that catches replicas that do not share their state', async () => {
+      // The same load on two memory stores (each replica counting alone) must be caught.
+      const replicas = [new MemoryLimiterStore(), new MemoryLimiterStore()];
+      await Promise.all(replicas.map((r) => r.configure(pools)));
+      const granted = await hammer(replicas, 1);
+      assert.ok(worstPerWindow(granted).some(({ worst, limit }) => worst > limit.requests));
+    });
+  });
+
+  describe('on a private Redis', () => {
+    let privateRedis: PrivateServer;
+    let admin: Redis;
+    const pool: PoolSpec = { poolId: 'p', keys: [{ keyId: 'a', limits: [{ requests: 3, perMs: 1000 }] }, { keyId: 'b', limits: [] }] };
+
+    before(async function () {
+      this.timeout(20_000);
+      privateRedis = await startPrivateRedis();
+      admin = new Redis(privateRedis.url);
+    });
+
+    after(async () => {
+      await admin?.quit();
+      await privateRedis?.stop();
+    });
+
+    async function evalshaCalls(): Promise<number> {
+      const stats = await admin.info('commandstats');
+      const match = /cmdstat_evalsha:calls=(\d+)/.exec(stats);
+      return match ? Number(match[1]) : 0;
+    }
+
+    it('decides a batch of acquires, and one of leases, in one script call each', async () => {
+      const store = new RedisLimiterStore({ redis: privateRedis.url, prefix: randomPrefix(), deleteOnClose: true });
+      try {
+        await store.configure([pool]);
+        const before = await evalshaCalls();
+        const requests = Array.from({ length: 10 }, () => ({ poolId: 'p', keyIds: ['a', 'b'] }));
+        const decisions = await store.acquire(requests, T0);
+        assert.equal(decisions.filter((d) => d.granted).length, 10);
+        assert.equal(await evalshaCalls(), before + 1);
+        const leases = await store.lease(
+          Array.from({ length: 5 }, () => ({ poolId: 'p', keyIds: ['a', 'b'], wantedSlots: 4 })),
+          T0 + 5000,
+          0,
+        );
+        assert.equal(leases.length, 5);
+        assert.equal(await evalshaCalls(), before + 2);
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('reloads its scripts when Redis has forgotten them', async () => {
+      const store = new RedisLimiterStore({ redis: privateRedis.url, prefix: randomPrefix(), deleteOnClose: true });
+      try {
+        await store.configure([pool]);
+        assert.deepEqual(await store.acquire([{ poolId: 'p', keyIds: ['a'] }], T0), [{ granted: true, keyId: 'a' }]);
+        await admin.script('FLUSH');
+        assert.deepEqual(await store.acquire([{ poolId: 'p', keyIds: ['a'] }], T0), [{ granted: true, keyId: 'a' }]);
+        await admin.script('FLUSH');
+        // A batch spanning pools goes as a pipeline; it recovers the same way.
+        assert.deepEqual(
+          await store.acquire([{ poolId: 'p', keyIds: ['a'] }, { poolId: 'q', keyIds: ['a'] }], T0),
+          [{ granted: true, keyId: 'a' }, { granted: false, retryAfterMs: undefined }],
+        );
+        assert.equal((await store.snapshot('p', T0))[0]!.windows[0]!.remaining, 0);
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('keeps every key under its prefix in its pool\'s hash slot, bounds and expires idle logs, and deletes only its own keys', async () => {
+      const prefix = randomPrefix();
+      const store = new RedisLimiterStore({ redis: privateRedis.url, prefix, deleteOnClose: true });
+      await admin.set('someone-else:limiter:{p}:cfg', 'untouched');
+      await admin.set(`${prefix}x:limiter:pools`, 'untouched');
+      await store.configure([pool]);
+      await store.acquire([{ poolId: 'p', keyIds: ['a'] }, { poolId: 'p', keyIds: ['b'] }], T0);
+      const keys = (await admin.keys(`${prefix}:*`)).sort();
+      assert.deepEqual(keys, [
+        `${prefix}:limiter:pools`,
+        `${prefix}:limiter:{p}:cfg`,
+        `${prefix}:limiter:{p}:log:a`,
+        `${prefix}:limiter:{p}:seq`,
+        `${prefix}:limiter:{p}:st:a`,
+        `${prefix}:limiter:{p}:st:b`,
+      ]);
+      // A log holds the newest max(requests) admissions, like the memory store's rings: bounded memory.
+      for (let i = 1; i <= 5; i++) await store.acquire([{ poolId: 'p', keyIds: ['a'] }], T0 + i * 1000);
+      assert.equal(await admin.zcard(`${prefix}:limiter:{p}:log:a`), 3);
+      // The log expires a while after its window; the condition hash never (a park must last).
+      const ttlMs = await admin.pttl(`${prefix}:limiter:{p}:log:a`);
+      assert.ok(ttlMs > 1000 && ttlMs <= 61_000, `ttl ${ttlMs}`);
+      assert.equal(await admin.pttl(`${prefix}:limiter:{p}:st:a`), -1);
+      await store.close();
+      assert.deepEqual(await admin.keys(`${prefix}:*`), []);
+      assert.equal(await admin.get('someone-else:limiter:{p}:cfg'), 'untouched');
+      assert.equal(await admin.get(`${prefix}x:limiter:pools`), 'untouched');
+    });
+
+    it('leaves the shared state in place when a replica closes', async () => {
+      const prefix = randomPrefix();
+      const first = new RedisLimiterStore({ redis: privateRedis.url, prefix });
+      await first.configure([pool]);
+      await first.acquire([{ poolId: 'p', keyIds: ['a'] }], T0);
+      await first.close();
+      const second = new RedisLimiterStore({ redis: privateRedis.url, prefix, deleteOnClose: true });
+      try {
+        const [state] = await second.snapshot('p', T0);
+        assert.equal(state!.windows[0]!.remaining, 2);
+      } finally {
+        await second.close();
+      }
+    });
+  });
+});

@@ -1,0 +1,340 @@
+import { createHash } from 'node:crypto';
+import Redis from 'ioredis';
+import type { KeyCondition, KeyConditionState, KeyState, PoolSpec, WindowState } from '../domain/types';
+import { ACQUIRE_LUA, CONDITION_LUA, CONFIGURE_LUA, LEASE_LUA, SNAPSHOT_LUA } from './lua';
+import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
+
+export interface RedisLimiterStoreOptions {
+  /** A client the store uses and leaves open, or a URL for a connection the store owns and closes. */
+  readonly redis: Redis | string;
+  /**
+   * Every key is `${prefix}:limiter:{poolId}:...`; replicas that share limits
+   * share the prefix. No `{` in it: the pool id must be the key's hash tag.
+   */
+  readonly prefix: string;
+  /**
+   * Deletes every key under the prefix on close. For tests with a private
+   * prefix only: in a deployment the state outlives any one replica.
+   */
+  readonly deleteOnClose?: boolean;
+}
+
+interface Script {
+  readonly source: string;
+  readonly sha: string;
+}
+
+function script(source: string): Script {
+  return { source, sha: createHash('sha1').update(source).digest('hex') };
+}
+
+const ACQUIRE = script(ACQUIRE_LUA);
+const LEASE = script(LEASE_LUA);
+const CONFIGURE = script(CONFIGURE_LUA);
+const CONDITION = script(CONDITION_LUA);
+const SNAPSHOT = script(SNAPSHOT_LUA);
+const SCRIPTS = [ACQUIRE, LEASE, CONFIGURE, CONDITION, SNAPSHOT];
+
+type Arg = string | number;
+
+/** One script call: its pool's config hash and its ARGV (ARGV[1] is the pool's key base). */
+interface Call {
+  readonly script: Script;
+  readonly cfgKey: string;
+  readonly args: readonly Arg[];
+}
+
+/**
+ * The limiter's state in Redis, exact across any number of replicas: each
+ * decision is one Lua script per pool (all pools of a batch in one pipeline,
+ * so one round trip), with the same semantics as MemoryLimiterStore. See
+ * lua/key-state.ts for the data model.
+ *
+ * Redis Cluster: a pool's keys share the `{poolId}` slot, but a batch that
+ * spans pools is one pipeline, which ioredis' Cluster client only sends when
+ * those pools live on one node; this version takes a single `Redis` client.
+ * configure is one script per pool plus the pool list: concurrent replicas
+ * applying the same config converge, but it is not atomic across pools.
+ *
+ * Time is the caller's nowMs, passed in ARGV, never Redis TIME inside a
+ * script: the domain's Clock decides. (A Redis-TIME Clock is a later change;
+ * until then replicas' clocks must agree to well under a window.)
+ */
+export class RedisLimiterStore implements LimiterStore {
+  private readonly redis: Redis;
+  private readonly ownsConnection: boolean;
+  private readonly root: string;
+  private loading: Promise<void> | undefined;
+
+  constructor(private readonly options: RedisLimiterStoreOptions) {
+    if (typeof options.redis === 'string') {
+      this.redis = new Redis(options.redis);
+      this.ownsConnection = true;
+    } else {
+      this.redis = options.redis;
+      this.ownsConnection = false;
+    }
+    this.root = `${options.prefix}:limiter`;
+  }
+
+  async configure(pools: readonly PoolSpec[]): Promise<void> {
+    const previous = parsePoolIds(await this.redis.get(this.poolsKey()));
+    const listed = new Set(pools.map((p) => p.poolId));
+    const calls: Call[] = [];
+    for (const pool of pools) {
+      const args: Arg[] = [this.base(pool.poolId), 'keep'];
+      for (const key of pool.keys) {
+        args.push(key.keyId, key.limits.map((l) => `${String(l.requests)}:${String(l.perMs)}`).join(','));
+      }
+      calls.push({ script: CONFIGURE, cfgKey: this.cfgKey(pool.poolId), args });
+    }
+    for (const poolId of previous) {
+      if (!listed.has(poolId)) calls.push({ script: CONFIGURE, cfgKey: this.cfgKey(poolId), args: [this.base(poolId), 'drop'] });
+    }
+    // Each pool is swapped atomically; pools are independent, so no acquire can
+    // see half of one pool's config. The pool list only serves snapshot(undefined)
+    // and dropping pools on the next configure.
+    await this.run(calls);
+    await this.redis.set(this.poolsKey(), JSON.stringify(pools.map((p) => p.poolId)));
+  }
+
+  async acquire(requests: readonly KeyCandidates[], nowMs: number): Promise<AcquireDecision[]> {
+    const groups = groupByPool(requests);
+    const calls: Call[] = [];
+    for (const [poolId, indexes] of groups) {
+      const args: Arg[] = [this.base(poolId), nowMs];
+      for (const i of indexes) args.push(requests[i]!.keyIds.length, ...requests[i]!.keyIds);
+      calls.push({ script: ACQUIRE, cfgKey: this.cfgKey(poolId), args });
+    }
+    const replies = await this.run(calls);
+    const decisions: AcquireDecision[] = new Array(requests.length);
+    let g = 0;
+    for (const indexes of groups.values()) {
+      const reply = replies[g++] as string[];
+      indexes.forEach((requestIndex, j) => {
+        const answer = reply[j]!;
+        decisions[requestIndex] =
+          answer.startsWith('+')
+            ? { granted: true, keyId: answer.slice(1) }
+            : { granted: false, retryAfterMs: answer === '' ? undefined : Number(answer.slice(1)) };
+      });
+    }
+    return decisions;
+  }
+
+  async lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number): Promise<LeaseDecision[]> {
+    const groups = groupByPool(requests);
+    const calls: Call[] = [];
+    for (const [poolId, indexes] of groups) {
+      const args: Arg[] = [this.base(poolId), nowMs, holdMs];
+      for (const i of indexes) {
+        const request = requests[i]!;
+        args.push(request.wantedSlots, request.keyIds.length, ...request.keyIds);
+      }
+      calls.push({ script: LEASE, cfgKey: this.cfgKey(poolId), args });
+    }
+    const replies = await this.run(calls);
+    const decisions: LeaseDecision[] = new Array(requests.length);
+    let g = 0;
+    for (const indexes of groups.values()) {
+      const reply = replies[g++] as string[];
+      let at = 0;
+      for (const requestIndex of indexes) {
+        const count = Number(reply[at++]);
+        if (count === 0) {
+          const wait = reply[at++]!;
+          decisions[requestIndex] = { grants: [], retryAfterMs: wait === '' ? undefined : Number(wait) };
+          continue;
+        }
+        const grants: { keyId: string; slots: number }[] = [];
+        for (let n = 0; n < count; n++) {
+          grants.push({ keyId: reply[at]!, slots: Number(reply[at + 1]) });
+          at += 2;
+        }
+        decisions[requestIndex] = { grants, retryAfterMs: undefined };
+      }
+    }
+    return decisions;
+  }
+
+  cool(ref: KeyRef, untilMs: number, reason: string, nowMs: number): Promise<KeyConditionState | undefined> {
+    return this.changeCondition('cool', ref, nowMs, untilMs, reason);
+  }
+
+  park(ref: KeyRef, reason: string, nowMs: number): Promise<KeyConditionState | undefined> {
+    return this.changeCondition('park', ref, nowMs, 0, reason);
+  }
+
+  unpark(ref: KeyRef, nowMs: number): Promise<KeyConditionState | undefined> {
+    return this.changeCondition('unpark', ref, nowMs, 0, '');
+  }
+
+  condition(ref: KeyRef, nowMs: number): Promise<KeyConditionState | undefined> {
+    return this.changeCondition('get', ref, nowMs, 0, '');
+  }
+
+  async snapshot(poolId: string | undefined, nowMs: number): Promise<KeyState[]> {
+    // All pools takes a second round trip (the pool list first): an admin read, not a decision.
+    const poolIds = poolId !== undefined ? [poolId] : parsePoolIds(await this.redis.get(this.poolsKey()));
+    const replies = await this.run(
+      poolIds.map((id) => ({ script: SNAPSHOT, cfgKey: this.cfgKey(id), args: [this.base(id), nowMs] })),
+    );
+    const states: KeyState[] = [];
+    poolIds.forEach((id, p) => {
+      const reply = replies[p] as string[];
+      let at = 0;
+      while (at < reply.length) {
+        const keyId = reply[at]!;
+        const condition = toConditionState(reply.slice(at + 1, at + 4));
+        const count = Number(reply[at + 4]);
+        at += 5;
+        const windows: WindowState[] = [];
+        for (let w = 0; w < count; w++) {
+          windows.push({
+            requests: Number(reply[at]),
+            perMs: Number(reply[at + 1]),
+            remaining: Number(reply[at + 2]),
+            resetInMs: Number(reply[at + 3]),
+          });
+          at += 4;
+        }
+        states.push({ poolId: id, keyId, ...condition, windows });
+      }
+    });
+    return states;
+  }
+
+  async close(): Promise<void> {
+    try {
+      if (this.options.deleteOnClose) await this.deleteOwnKeys();
+    } finally {
+      if (this.ownsConnection) await this.redis.quit();
+    }
+  }
+
+  private async changeCondition(
+    op: 'cool' | 'park' | 'unpark' | 'get',
+    ref: KeyRef,
+    nowMs: number,
+    untilMs: number,
+    reason: string,
+  ): Promise<KeyConditionState | undefined> {
+    const [reply] = await this.run([
+      { script: CONDITION, cfgKey: this.cfgKey(ref.poolId), args: [this.base(ref.poolId), op, ref.keyId, nowMs, untilMs, reason] },
+    ]);
+    const fields = reply as string[];
+    return fields.length === 0 ? undefined : toConditionState(fields);
+  }
+
+  /** Only keys under this store's prefix: never a FLUSHDB on a Redis others share. */
+  private async deleteOwnKeys(): Promise<void> {
+    const match = `${escapeGlob(this.root)}:*`;
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', match, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await this.redis.unlink(...keys);
+    } while (cursor !== '0');
+  }
+
+  /**
+   * Runs the calls in one round trip (a bare EVALSHA for one, a pipeline for
+   * more) and returns their replies in order. Scripts are loaded once; a
+   * NOSCRIPT (Redis restarted or flushed its script cache) reloads them and
+   * reruns only the calls that answered it, which therefore never ran.
+   */
+  private async run(calls: readonly Call[]): Promise<unknown[]> {
+    if (calls.length === 0) return [];
+    await this.loadScripts();
+    const replies: unknown[] = new Array(calls.length);
+    let pending = calls.map((_, i) => i);
+    for (let attempt = 0; ; attempt++) {
+      const errors = await this.evalAll(calls, pending, replies);
+      const missing = pending.filter((i) => isNoScript(errors[i]));
+      for (const i of pending) if (errors[i] !== undefined && !isNoScript(errors[i])) throw errors[i];
+      if (missing.length === 0) return replies;
+      if (attempt > 0) throw errors[missing[0]!];
+      this.loading = undefined;
+      await this.loadScripts();
+      pending = missing;
+    }
+  }
+
+  private async evalAll(calls: readonly Call[], indexes: readonly number[], replies: unknown[]): Promise<(Error | undefined)[]> {
+    const errors: (Error | undefined)[] = new Array(calls.length);
+    if (indexes.length === 1) {
+      const call = calls[indexes[0]!]!;
+      try {
+        replies[indexes[0]!] = await this.redis.evalsha(call.script.sha, 1, call.cfgKey, ...call.args);
+      } catch (err) {
+        errors[indexes[0]!] = err as Error;
+      }
+      return errors;
+    }
+    const pipeline = this.redis.pipeline();
+    for (const i of indexes) pipeline.evalsha(calls[i]!.script.sha, 1, calls[i]!.cfgKey, ...calls[i]!.args);
+    const results = (await pipeline.exec()) ?? [];
+    indexes.forEach((i, j) => {
+      const [err, reply] = results[j] ?? [new Error('pipeline returned no reply'), undefined];
+      if (err) errors[i] = err;
+      else replies[i] = reply;
+    });
+    return errors;
+  }
+
+  private loadScripts(): Promise<void> {
+    this.loading ??= (async () => {
+      const pipeline = this.redis.pipeline();
+      for (const s of SCRIPTS) pipeline.script('LOAD', s.source);
+      const results = (await pipeline.exec()) ?? [];
+      for (const [err] of results) if (err) throw err;
+    })().catch((err: unknown) => {
+      this.loading = undefined;
+      throw err;
+    });
+    return this.loading;
+  }
+
+  private base(poolId: string): string {
+    return `${this.root}:{${poolId}}`;
+  }
+
+  private cfgKey(poolId: string): string {
+    return `${this.base(poolId)}:cfg`;
+  }
+
+  private poolsKey(): string {
+    return `${this.root}:pools`;
+  }
+}
+
+/** Request indexes per pool, in request order: pools share no state, so each pool's script decides its own in order. */
+function groupByPool(requests: readonly KeyCandidates[]): Map<string, number[]> {
+  const groups = new Map<string, number[]>();
+  requests.forEach((request, i) => {
+    const group = groups.get(request.poolId);
+    if (group === undefined) groups.set(request.poolId, [i]);
+    else group.push(i);
+  });
+  return groups;
+}
+
+function toConditionState(fields: readonly string[]): KeyConditionState {
+  return {
+    condition: fields[0] as KeyCondition,
+    conditionReason: fields[1] ?? '',
+    coolingUntilMs: fields[2] === '' || fields[2] === undefined ? undefined : Number(fields[2]),
+  };
+}
+
+function parsePoolIds(json: string | null): string[] {
+  return json === null ? [] : (JSON.parse(json) as string[]);
+}
+
+function isNoScript(err: Error | undefined): boolean {
+  return err !== undefined && err.message.startsWith('NOSCRIPT');
+}
+
+function escapeGlob(s: string): string {
+  return s.replace(/[*?[\]\\]/g, '\\$&');
+}
