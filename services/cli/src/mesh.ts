@@ -5,7 +5,7 @@ import { startAnalytics } from '@keymesh/analytics';
 import { startCache } from '@keymesh/cache';
 import { startControl } from '@keymesh/control';
 import { createSealer, generateMasterKey, masterKeyFromEnv, startKeyVault } from '@keymesh/keyvault';
-import { startLimiter } from '@keymesh/limiter';
+import { startLimiter, type FailureMode } from '@keymesh/limiter';
 import { startMockProvider, type MockProvider } from '@keymesh/mock-provider';
 import { startRouter } from '@keymesh/router';
 import { createTelemetry, type Telemetry } from '@keymesh/telemetry';
@@ -40,9 +40,21 @@ export function secretValue(secret: ConfigSecret, env: NodeJS.ProcessEnv): strin
   return secret.kind === 'literal' ? secret.value : env[secret.name];
 }
 
-/** REDIS_URL makes limits shared across processes; KEYMESH_REDIS_PREFIX separates deployments on one Redis. */
-export function redisFromEnv(env: NodeJS.ProcessEnv): { redis?: { url: string; prefix: string } } {
-  return env.REDIS_URL ? { redis: { url: env.REDIS_URL, prefix: env.KEYMESH_REDIS_PREFIX || 'keymesh' } } : {};
+/**
+ * REDIS_URL makes limits shared across processes; KEYMESH_REDIS_PREFIX
+ * separates deployments on one Redis. While Redis is down the limiter fails
+ * closed (KEYMESH_LIMITER_REDIS_DOWN=closed, the default: deny with
+ * retry-after) or open (=open: each replica keeps 1/KEYMESH_LIMITER_REPLICAS
+ * of every limit locally).
+ */
+export function redisFromEnv(env: NodeJS.ProcessEnv): { redis?: { url: string; prefix: string; whenDown: FailureMode } } {
+  if (!env.REDIS_URL) return {};
+  const mode = env.KEYMESH_LIMITER_REDIS_DOWN || 'closed';
+  if (mode !== 'closed' && mode !== 'open') throw new Error(`KEYMESH_LIMITER_REDIS_DOWN must be "closed" or "open", got "${mode}"`);
+  const replicas = Number(env.KEYMESH_LIMITER_REPLICAS || 1);
+  if (!Number.isInteger(replicas) || replicas < 1) throw new Error(`KEYMESH_LIMITER_REPLICAS must be a whole number >= 1, got "${env.KEYMESH_LIMITER_REPLICAS}"`);
+  const whenDown: FailureMode = mode === 'closed' ? { kind: 'closed' } : { kind: 'open', replicas };
+  return { redis: { url: env.REDIS_URL, prefix: env.KEYMESH_REDIS_PREFIX || 'keymesh', whenDown } };
 }
 
 export async function busFromEnv(name: string, env: NodeJS.ProcessEnv): Promise<Bus> {

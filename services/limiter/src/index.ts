@@ -18,6 +18,8 @@ export type {
 } from './domain/types';
 export type { LimiterStore, KeyRef, KeyCandidates, AcquireDecision } from './store/store';
 export { MemoryLimiterStore } from './store/memory';
+export { FailoverLimiterStore } from './store/failover';
+export type { FailureMode } from './store/failover';
 export { RedisLimiterStore, type RedisLimiterStoreOptions } from './store/redis';
 export { type Clock, systemClock, FakeClock } from '@keymesh/clock';
 export { startLimiter, poolSpecsOf } from './server';

@@ -10,7 +10,11 @@ import type { PoolSpec } from './domain/types';
 import { limiterHandlers } from './handlers';
 import { systemClock, type Clock } from '@keymesh/clock';
 import { MemoryLimiterStore } from './store/memory';
+import type { LimiterStore } from './store/store';
 import { RedisLimiterStore } from './store/redis';
+import { FailoverLimiterStore, type FailureMode } from './store/failover';
+import Redis from 'ioredis';
+import type { Logger } from '@keymesh/telemetry';
 
 export interface LimiterOptions {
   telemetry: Telemetry;
@@ -19,8 +23,11 @@ export interface LimiterOptions {
   host: string;
   port: number;
   clock?: Clock;
-  /** Share limits with every replica through Redis; memory (this process only) without. */
-  redis?: { url: string; prefix: string };
+  /**
+   * Share limits with every replica through Redis; memory (this process only)
+   * without. `whenDown` says what to do while Redis does not answer.
+   */
+  redis?: { url: string; prefix: string; whenDown: FailureMode };
 }
 
 export interface RunningLimiter {
@@ -36,10 +43,24 @@ export function poolSpecsOf(policy: Policy): PoolSpec[] {
   }));
 }
 
+function sharedStore(redis: NonNullable<LimiterOptions['redis']>, logger: Logger): LimiterStore {
+  // Fail fast while disconnected: a queued acquire replayed after an outage
+  // would spend capacity nobody is using.
+  const client = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy: (times) => Math.min(times * 100, 2_000) });
+  client.on('error', () => undefined);
+  return new FailoverLimiterStore(new RedisLimiterStore({ redis: client, prefix: redis.prefix }), {
+    mode: redis.whenDown,
+    onChange: (degraded, cause) =>
+      degraded
+        ? logger.error(`redis unreachable: limiting ${redis.whenDown.kind === 'closed' ? 'closed (denying)' : 'open (local share)'}`, { error: cause as Error })
+        : logger.info('redis reachable again: limiting across replicas'),
+  });
+}
+
 export async function startLimiter(options: LimiterOptions): Promise<RunningLimiter> {
   const logger = createLogger('limiter');
   const clock = options.clock ?? systemClock;
-  const store = options.redis ? new RedisLimiterStore({ redis: options.redis.url, prefix: options.redis.prefix }) : new MemoryLimiterStore();
+  const store = options.redis ? sharedStore(options.redis, logger) : new MemoryLimiterStore();
   const limiter = new KeyPoolLimiter(store);
   const control = createRpcClient(ControlService, options.controlAddress, { telemetry: options.telemetry });
   // Pools are applied in order: a slow apply must not be overtaken by the next.

@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import Redis from 'ioredis';
+import { startPrivateRedis, waitFor, type PrivateServer } from '@keymesh/testing';
+import type { PoolSpec } from '../domain/types';
+import { FailoverLimiterStore, type FailureMode } from './failover';
+import { RedisLimiterStore } from './redis';
+
+const POOLS: PoolSpec[] = [{ poolId: 'main', keys: [{ keyId: 'k1', limits: [{ requests: 4, perMs: 10_000 }] }] }];
+const candidates = [{ poolId: 'main', keyIds: ['k1'] }];
+
+describe('the limiter while Redis is down', function () {
+  this.timeout(30_000);
+  let redis: PrivateServer;
+  let client: Redis;
+  let store: FailoverLimiterStore;
+  const changes: boolean[] = [];
+
+  async function start(mode: FailureMode): Promise<void> {
+    redis = await startPrivateRedis();
+    // Fail fast while disconnected instead of queueing commands for later.
+    client = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy: () => 50 });
+    await waitFor(() => client.status === 'ready' || undefined, { timeoutMs: 5_000, what: 'redis connection' });
+    store = new FailoverLimiterStore(new RedisLimiterStore({ redis: client, prefix: 'failover-test' }), {
+      mode,
+      callTimeoutMs: 200,
+      probeIntervalMs: 50,
+      onChange: (degraded) => changes.push(degraded),
+    });
+    await store.configure(POOLS);
+  }
+
+  afterEach(async () => {
+    changes.length = 0;
+    await store?.close();
+    client?.disconnect();
+    await redis?.stop();
+  });
+
+  it('fails closed: denies at once with a retry-after, and decides in Redis again once it is back', async () => {
+    await start({ kind: 'closed' });
+    assert.equal((await store.acquire(candidates, Date.now()))[0].granted, true);
+    await redis.kill();
+    const started = Date.now();
+    const [denied] = await store.acquire(candidates, Date.now());
+    assert.deepEqual(denied, { granted: false, retryAfterMs: 1_000 });
+    assert.ok(Date.now() - started < 1_000, 'a dead Redis must not hold callers');
+    assert.ok(store.degraded);
+    assert.deepEqual((await store.lease([{ ...candidates[0], wantedSlots: 2 }], Date.now(), 1_000))[0].grants, []);
+
+    await redis.restart();
+    await waitFor(() => client.status === 'ready' || undefined, { timeoutMs: 10_000, what: 'redis reconnect' });
+    await waitFor(async () => (await store.acquire(candidates, Date.now()))[0].granted || undefined, { timeoutMs: 5_000, what: 'a grant from Redis' });
+    assert.equal(store.degraded, false);
+    assert.deepEqual(changes, [true, false]);
+  });
+
+  it('fails open to this replica\'s share of each limit', async () => {
+    await start({ kind: 'open', replicas: 2 });
+    await redis.kill();
+    const nowMs = Date.now();
+    const decisions = [];
+    for (let i = 0; i < 3; i++) decisions.push((await store.acquire(candidates, nowMs))[0].granted);
+    // 4 per window shared by 2 replicas: this one may admit 2 on its own.
+    assert.deepEqual(decisions, [true, true, false]);
+  });
+});

@@ -1,0 +1,171 @@
+import type { KeyConditionState, KeyState, PoolSpec } from '../domain/types';
+import { MemoryLimiterStore } from './memory';
+import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
+
+/**
+ * What the limiter does while its shared store (Redis) does not answer:
+ * - closed: deny everything with a retry-after; no key is ever over its limit,
+ *   but callers see 429s until Redis is back;
+ * - open: decide from a local store holding this replica's share of every
+ *   limit (limit / replicas), so N replicas together still stay within it.
+ */
+export type FailureMode = { kind: 'closed' } | { kind: 'open'; replicas: number };
+
+export interface FailoverOptions {
+  mode: FailureMode;
+  /** A shared-store call slower than this counts as a failure. */
+  callTimeoutMs?: number;
+  /** While degraded, how often a call tries the shared store again. */
+  probeIntervalMs?: number;
+  /** Told when the store degrades or recovers, for the log. */
+  onChange?: (degraded: boolean, cause: unknown) => void;
+}
+
+const DENIAL_RETRY_MS = 1_000;
+
+class SharedStoreDown extends Error {
+  constructor(cause: unknown) {
+    super('the shared limiter store did not answer', { cause });
+  }
+}
+
+/** A LimiterStore that keeps deciding, by its failure mode, while the shared one is down. */
+export class FailoverLimiterStore implements LimiterStore {
+  private readonly local = new MemoryLimiterStore();
+  private degradedSinceMs: number | undefined;
+  private lastProbeMs = 0;
+  private pools: readonly PoolSpec[] = [];
+  private readonly callTimeoutMs: number;
+  private readonly probeIntervalMs: number;
+
+  constructor(
+    private readonly shared: LimiterStore,
+    private readonly options: FailoverOptions,
+  ) {
+    this.callTimeoutMs = options.callTimeoutMs ?? 250;
+    this.probeIntervalMs = options.probeIntervalMs ?? 1_000;
+  }
+
+  get degraded(): boolean {
+    return this.degradedSinceMs !== undefined;
+  }
+
+  async configure(pools: readonly PoolSpec[]): Promise<void> {
+    this.pools = pools;
+    await this.local.configure(this.options.mode.kind === 'open' ? shareOf(pools, this.options.mode.replicas) : pools);
+    // A config that could not reach Redis is applied there on recovery.
+    await this.viaShared(() => this.shared.configure(pools), () => undefined);
+  }
+
+  acquire(requests: readonly KeyCandidates[], nowMs: number): Promise<AcquireDecision[]> {
+    return this.viaShared(
+      () => this.shared.acquire(requests, nowMs),
+      () => (this.options.mode.kind === 'open' ? this.local.acquire(requests, nowMs) : requests.map(() => ({ granted: false as const, retryAfterMs: DENIAL_RETRY_MS }))),
+    );
+  }
+
+  lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number): Promise<LeaseDecision[]> {
+    return this.viaShared(
+      () => this.shared.lease(requests, nowMs, holdMs),
+      () => (this.options.mode.kind === 'open' ? this.local.lease(requests, nowMs, holdMs) : requests.map(() => ({ grants: [], retryAfterMs: DENIAL_RETRY_MS }))),
+    );
+  }
+
+  async cool(key: KeyRef, untilMs: number, reason: string, nowMs: number): Promise<KeyConditionState | undefined> {
+    const local = await this.local.cool(key, untilMs, reason, nowMs);
+    return this.viaShared(() => this.shared.cool(key, untilMs, reason, nowMs), () => local);
+  }
+
+  async park(key: KeyRef, reason: string, nowMs: number): Promise<KeyConditionState | undefined> {
+    const local = await this.local.park(key, reason, nowMs);
+    return this.viaShared(() => this.shared.park(key, reason, nowMs), () => local);
+  }
+
+  async unpark(key: KeyRef, nowMs: number): Promise<KeyConditionState | undefined> {
+    const local = await this.local.unpark(key, nowMs);
+    return this.viaShared(() => this.shared.unpark(key, nowMs), () => local);
+  }
+
+  condition(key: KeyRef, nowMs: number): Promise<KeyConditionState | undefined> {
+    return this.viaShared(() => this.shared.condition(key, nowMs), () => this.local.condition(key, nowMs));
+  }
+
+  snapshot(poolId: string | undefined, nowMs: number): Promise<KeyState[]> {
+    return this.viaShared(() => this.shared.snapshot(poolId, nowMs), () => this.local.snapshot(poolId, nowMs));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.shared.close(), this.local.close()]);
+  }
+
+  /**
+   * Runs a call on the shared store, or the fallback when it is down. While
+   * degraded, the shared store is tried again once per probe interval, not on
+   * every call, so a dead Redis costs callers nothing but the fallback.
+   */
+  private async viaShared<T>(call: () => Promise<T>, fallback: () => T | Promise<T>): Promise<T> {
+    const nowMs = Date.now();
+    if (this.degradedSinceMs !== undefined && nowMs - this.lastProbeMs < this.probeIntervalMs) return fallback();
+    this.lastProbeMs = nowMs;
+    try {
+      const result = await withTimeout(call(), this.callTimeoutMs);
+      if (this.degradedSinceMs !== undefined) await this.recover();
+      return result;
+    } catch (err) {
+      if (!(err instanceof SharedStoreDown) && !isConnectionError(err)) throw err;
+      if (this.degradedSinceMs === undefined) {
+        this.degradedSinceMs = nowMs;
+        this.options.onChange?.(true, err);
+      }
+      return fallback();
+    }
+  }
+
+  private async recover(): Promise<void> {
+    this.degradedSinceMs = undefined;
+    // Configs applied while Redis was away must reach it before it decides again.
+    await this.shared.configure(this.pools).catch(() => undefined);
+    this.options.onChange?.(false, undefined);
+  }
+}
+
+/** Each replica's share of every limit, at least one request per window. */
+function shareOf(pools: readonly PoolSpec[], replicas: number): PoolSpec[] {
+  const n = Math.max(1, Math.floor(replicas));
+  return pools.map((pool) => ({
+    poolId: pool.poolId,
+    keys: pool.keys.map((key) => ({
+      keyId: key.keyId,
+      limits: key.limits.map((limit) => ({ requests: Math.max(1, Math.floor(limit.requests / n)), perMs: limit.perMs })),
+    })),
+  }));
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new SharedStoreDown(new Error(`no answer within ${ms} ms`))), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
+
+function isConnectionError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as { code?: string }).code;
+  return (
+    code === 'ECONNREFUSED' ||
+    code === 'ECONNRESET' ||
+    code === 'EPIPE' ||
+    code === 'ETIMEDOUT' ||
+    err.name === 'MaxRetriesPerRequestError' ||
+    /Stream isn't writeable|Connection is closed|enableOfflineQueue/i.test(err.message)
+  );
+}
