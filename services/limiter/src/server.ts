@@ -43,11 +43,22 @@ export function poolSpecsOf(policy: Policy): PoolSpec[] {
   }));
 }
 
-function sharedStore(redis: NonNullable<LimiterOptions['redis']>, logger: Logger): LimiterStore {
+const REDIS_CONNECT_WAIT_MS = 5_000;
+
+async function openSharedStore(redis: NonNullable<LimiterOptions['redis']>, logger: Logger): Promise<LimiterStore> {
   // Fail fast while disconnected: a queued acquire replayed after an outage
   // would spend capacity nobody is using.
   const client = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy: (times) => Math.min(times * 100, 2_000) });
   client.on('error', () => undefined);
+  // Without an offline queue nothing may be sent before the connection is up;
+  // a Redis still down after the wait is the failure mode's business.
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, REDIS_CONNECT_WAIT_MS);
+    client.once('ready', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
   return new FailoverLimiterStore(new RedisLimiterStore({ redis: client, prefix: redis.prefix }), {
     mode: redis.whenDown,
     onChange: (degraded, cause) =>
@@ -60,7 +71,7 @@ function sharedStore(redis: NonNullable<LimiterOptions['redis']>, logger: Logger
 export async function startLimiter(options: LimiterOptions): Promise<RunningLimiter> {
   const logger = createLogger('limiter');
   const clock = options.clock ?? systemClock;
-  const store = options.redis ? sharedStore(options.redis, logger) : new MemoryLimiterStore();
+  const store = options.redis ? await openSharedStore(options.redis, logger) : new MemoryLimiterStore();
   const limiter = new KeyPoolLimiter(store);
   const control = createRpcClient(ControlService, options.controlAddress, { telemetry: options.telemetry });
   // Pools are applied in order: a slow apply must not be overtaken by the next.

@@ -108,9 +108,8 @@ export class FailoverLimiterStore implements LimiterStore {
     if (this.degradedSinceMs !== undefined && nowMs - this.lastProbeMs < this.probeIntervalMs) return fallback();
     this.lastProbeMs = nowMs;
     try {
-      const result = await withTimeout(call(), this.callTimeoutMs);
       if (this.degradedSinceMs !== undefined) await this.recover();
-      return result;
+      return await withTimeout(call(), this.callTimeoutMs);
     } catch (err) {
       if (!(err instanceof SharedStoreDown) && !isConnectionError(err)) throw err;
       if (this.degradedSinceMs === undefined) {
@@ -121,10 +120,10 @@ export class FailoverLimiterStore implements LimiterStore {
     }
   }
 
+  /** Configs applied while Redis was away (or a Redis that restarted empty) must be there before it decides again. */
   private async recover(): Promise<void> {
+    await withTimeout(this.shared.configure(this.pools), this.callTimeoutMs);
     this.degradedSinceMs = undefined;
-    // Configs applied while Redis was away must reach it before it decides again.
-    await this.shared.configure(this.pools).catch(() => undefined);
     this.options.onChange?.(false, undefined);
   }
 }
