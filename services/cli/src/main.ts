@@ -32,6 +32,9 @@ Environment:
   KEYMESH_HTTP_PORT     edge port (default: the config's server.http.port, 8080)
   KEYMESH_GRPC_PORT     RouterService port (default 50051)
   NATS_URL              use NATS as the bus (required by \`serve\`)
+  REDIS_URL             keep limits in Redis, shared by every limiter replica
+  KEYMESH_LIMITER_REDIS_DOWN   closed (default: deny while Redis is down) or open (local share)
+  KEYMESH_LIMITER_REPLICAS     limiter replicas sharing Redis (the local share is 1/N)
   KEYMESH_MASTER_KEY    base64 of 32 bytes; seals key secrets between control and key-vault
   KEYMESH_ROUTER_TOKEN  the router's identity towards the key-vault
   KEYMESH_<SERVICE>_ADDR   where \`serve\` and the CLI find a service (e.g. KEYMESH_CONTROL_ADDR)
