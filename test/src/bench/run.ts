@@ -21,6 +21,7 @@ import {
   renderSummary, renderTable, summarizeMemory, summarizeTarget,
   type Check, type MemoryReport, type ScenarioReport, type Target, type TargetTotals,
 } from "./report";
+import { RESILIENCE_SCENARIOS, runResilience, type KeymeshHandle, type ResilienceResult } from "./resilience";
 
 const MOCK_READY = /mock provider listening on/;
 const KEYMESH_READY = /keymesh is up/;
@@ -89,9 +90,10 @@ function readOptions(argv: readonly string[]): BenchOptions {
   const onlyRaw = process.env["BENCH_ONLY"];
   const only = onlyRaw ? new Set(onlyRaw.split(",").map((s) => s.trim()).filter((s) => s !== "")) : null;
   if (only !== null) {
-    const unknown = [...only].filter((name) => !SCENARIOS.some((s) => s.name === name));
+    const known = [...SCENARIOS, ...RESILIENCE_SCENARIOS].map((s) => s.name);
+    const unknown = [...only].filter((name) => !known.includes(name));
     if (unknown.length > 0) {
-      throw new HarnessError(`BENCH_ONLY: unknown scenario ${unknown.join(", ")} (known: ${SCENARIOS.map((s) => s.name).join(", ")})`);
+      throw new HarnessError(`BENCH_ONLY: unknown scenario ${unknown.join(", ")} (known: ${known.join(", ")})`);
     }
   }
   const rounds = positiveNumber("BENCH_ROUNDS", 2)!;
@@ -392,6 +394,8 @@ class Bench {
   private readonly reports: ScenarioReport[] = [];
   private lightRateRps = NaN;
   private lightRateSource = "";
+  /** keymesh instances of the resilience scenarios, each with its own config. */
+  private readonly extras = new Set<ManagedChild>();
 
   constructor(private readonly options: BenchOptions) {
     this.fatal = new Promise<never>((_, reject) => {
@@ -408,8 +412,7 @@ class Bench {
       if (!existsSync(script)) throw new HarnessError(`${script} not found: build first (npm run build), or set BENCH_ROOT`);
     }
     const [mockPort, keymeshPort] = [await freePort(), await freePort()];
-    const workDir = mkdtempSync(join(tmpdir(), "keymesh-bench-"));
-    this.workDir = workDir;
+    const workDir = this.ensureWorkDir();
 
     const mockOptions = { keys: PROVIDER_KEYS.map((secret) => ({ secret })), latencyMs: 0, streamChunks: 8, streamChunkDelayMs: this.options.streamChunkDelayMs };
     log(`starting mock provider on 127.0.0.1:${mockPort}`);
@@ -453,16 +456,56 @@ class Bench {
     this.client = new LoadClient(join(__dirname, "loadgen.js"));
   }
 
+  private ensureWorkDir(): string {
+    this.workDir ??= mkdtempSync(join(tmpdir(), "keymesh-bench-"));
+    return this.workDir;
+  }
+
+  /** A `keymesh up` of its own for a resilience scenario; a death while it runs fails the bench. */
+  async startExtraKeymesh(name: string, configYaml: string): Promise<KeymeshHandle> {
+    const keymeshBin = join(this.options.root, "services/cli/bin/keymesh.js");
+    if (!existsSync(keymeshBin)) throw new HarnessError(`${keymeshBin} not found: build first (npm run build), or set BENCH_ROOT`);
+    const workDir = this.ensureWorkDir();
+    const port = await freePort();
+    const configPath = join(workDir, `${name}.yaml`);
+    writeFileSync(configPath, configYaml);
+    log(`starting ${name} on 127.0.0.1:${port}`);
+    const child = new ManagedChild(
+      name, [keymeshBin, "up", "--config", configPath],
+      { ...process.env, KEYMESH_HTTP_PORT: String(port) }, workDir, this.options.verbose,
+    );
+    this.extras.add(child);
+    await child.waitReady(KEYMESH_READY, KEYMESH_READY_TIMEOUT_MS);
+    void child.exited.then((how) => {
+      if (!child.stoppedOnPurpose) {
+        this.failFatal?.(new HarnessError(`${child.name} exited unexpectedly (${String(how)}); last output:\n${child.recentOutput()}`));
+      }
+    });
+    return {
+      origin: `http://127.0.0.1:${port}`,
+      stop: async () => {
+        await child.stop();
+        this.extras.delete(child);
+      },
+    };
+  }
+
+  /** Ends `work` early with the harness error when a service died. */
+  guard<T>(work: Promise<T>): Promise<T> {
+    return Promise.race([work, this.fatal]);
+  }
+
   async stop(): Promise<void> {
     this.sampler?.stop();
     this.client?.kill();
-    await Promise.all([this.keymesh?.stop(), this.mock?.stop()]);
+    await Promise.all([this.keymesh?.stop(), this.mock?.stop(), ...[...this.extras].map((c) => c.stop())]);
     if (this.workDir !== null) rmSync(this.workDir, { recursive: true, force: true });
     this.workDir = null;
   }
 
   killNow(): void {
     this.client?.kill();
+    for (const child of this.extras) child.killNow();
     this.keymesh?.killNow();
     this.mock?.killNow();
   }
@@ -815,11 +858,16 @@ async function main(): Promise<number> {
     if (load1m !== undefined && load1m > 1) {
       log(`note: load average ${load1m.toFixed(2)} before starting; other work on this machine will add noise (p99 most of all)`);
     }
-    await bench.start();
-    await bench.preflight();
-    await bench.warmUp();
     let checks: Check[];
     let content: Record<string, unknown>;
+    const { only } = options;
+    const throughputSelected = only === null || SCENARIOS.some((s) => only.has(s.name));
+    const resilienceSelected = options.soakSeconds !== null ? [] : RESILIENCE_SCENARIOS.filter((s) => only === null || only.has(s.name));
+    if (options.soakSeconds !== null || throughputSelected) {
+      await bench.start();
+      await bench.preflight();
+      await bench.warmUp();
+    }
     if (options.soakSeconds !== null) {
       const soak = await bench.runSoak(options.soakSeconds);
       const memory = bench.memory();
@@ -827,12 +875,28 @@ async function main(): Promise<number> {
       checks = soakChecks(soak, memory);
       content = { soak, memory };
     } else {
-      log(`${options.seconds} s per target per scenario in ${options.rounds} alternating round(s), ${options.warmupSeconds} s warm-up each`);
-      await bench.runScenarios();
-      const memory = bench.memory();
-      console.log(`\n${renderMemory(memory)}`);
-      checks = scenarioChecks(bench.scenarioReports(), memory);
-      content = { scenarios: bench.scenarioReports(), lightRate: bench.lightRate(), memory };
+      checks = [];
+      content = {};
+      if (throughputSelected) {
+        log(`${options.seconds} s per target per scenario in ${options.rounds} alternating round(s), ${options.warmupSeconds} s warm-up each`);
+        await bench.runScenarios();
+        const memory = bench.memory();
+        console.log(`\n${renderMemory(memory)}`);
+        checks = scenarioChecks(bench.scenarioReports(), memory);
+        content = { scenarios: bench.scenarioReports(), lightRate: bench.lightRate(), memory };
+      }
+      const resilience: ResilienceResult[] = [];
+      for (const scenario of resilienceSelected) {
+        const result = await runResilience(scenario.name, {
+          startKeymesh: (name, configYaml) => bench.startExtraKeymesh(name, configYaml),
+          guard: (work) => bench.guard(work),
+          log,
+        });
+        resilience.push(result);
+        console.log(`\n${result.text}`);
+        checks.push(...result.checks);
+      }
+      if (resilience.length > 0) content = { ...content, resilience: resilience.map((r) => ({ name: r.name, ...(r.json as object) })) };
     }
     console.log(`\n${renderSummary("targets", checks)}`);
     if (options.jsonPath !== null) writeJson(options.jsonPath, options, { ...content, checks });

@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import Redis from 'ioredis';
+import { AcquireOutcome, LimiterService } from '@keymesh/proto/limiter/v1/limiter';
+import { closeRpcClient, createRpcClient, type RpcClient } from '@keymesh/rpc';
+import { createTelemetry } from '@keymesh/telemetry';
+import { freePort, natsForTests, redisForTests, spawnNode, type ChildHandle, type ExternalServer } from '@keymesh/testing';
+
+const KEYMESH_BIN = resolve(__dirname, '../../../services/cli/bin/keymesh.js');
+const LIMIT = 20;
+const WINDOW_MS = 2_000;
+
+const config = `
+providers:
+  unused: { kind: openai, base_url: http://127.0.0.1:9/v1 }
+pools:
+  main:
+    provider: unused
+    keys:
+      - { id: k1, secret: replica-test-1, limits: { requests: ${LIMIT}, per: 2s } }
+      - { id: k2, secret: replica-test-2, limits: { requests: ${LIMIT}, per: 2s } }
+routes:
+  r: { targets: [ { pool: main, model: m } ] }
+tenants:
+  t: { virtual_keys: [ sk-keymesh-replicas ] }
+`;
+
+/** The most grants of one key inside any interval of `spanMs` (a sliding window over sorted times). */
+function densest(times: number[], spanMs: number): number {
+  times.sort((a, b) => a - b);
+  let best = 0;
+  for (let i = 0, j = 0; j < times.length; j++) {
+    while (times[j] - times[i] >= spanMs) i++;
+    best = Math.max(best, j - i + 1);
+  }
+  return best;
+}
+
+describe('three limiter processes on one Redis', function () {
+  this.timeout(90_000);
+  const children: ChildHandle[] = [];
+  const clients: RpcClient<typeof LimiterService>[] = [];
+  let nats: ExternalServer;
+  let redis: ExternalServer;
+  let dir: string;
+  const prefix = `keymesh-replicas-${randomBytes(6).toString('hex')}`;
+
+  before(async function () {
+    nats = await natsForTests();
+    redis = await redisForTests();
+    dir = await mkdtemp(join(tmpdir(), 'keymesh-replicas-'));
+    const configPath = join(dir, 'keymesh.yaml');
+    await writeFile(configPath, config);
+    const controlPort = await freePort();
+    const env = {
+      NATS_URL: nats.url,
+      REDIS_URL: redis.url,
+      KEYMESH_REDIS_PREFIX: prefix,
+      KEYMESH_MASTER_KEY: randomBytes(32).toString('base64'),
+      KEYMESH_CONTROL_ADDR: `127.0.0.1:${controlPort}`,
+      KEYMESH_LOG_LEVEL: 'warn',
+    };
+    const control = spawnNode(KEYMESH_BIN, ['serve', 'control', '--port', String(controlPort), '--config', configPath], { env });
+    children.push(control);
+    await control.waitForLine(/serving on/, 30_000);
+    for (let i = 0; i < 3; i++) {
+      const port = await freePort();
+      const limiter = spawnNode(KEYMESH_BIN, ['serve', 'limiter', '--port', String(port)], { env });
+      children.push(limiter);
+      await limiter.waitForLine(/serving on/, 30_000);
+      clients.push(createRpcClient(LimiterService, `127.0.0.1:${port}`, { telemetry: createTelemetry('replica-test'), defaultTimeoutMs: 5_000 }));
+    }
+  });
+
+  after(async function () {
+    for (const client of clients) closeRpcClient(client);
+    await Promise.all(children.map((c) => c.stop('SIGTERM', 5_000)));
+    const cleanup = new Redis(redis.url);
+    for await (const keys of cleanup.scanStream({ match: `${prefix}:*`, count: 500 }) as AsyncIterable<string[]>) if (keys.length > 0) await cleanup.del(...keys);
+    cleanup.disconnect();
+    await redis.stop();
+    await nats.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('never admits more than a key\'s limit in any window, whichever replica decides', async function () {
+    const grants: Record<string, number[]> = { k1: [], k2: [] };
+    let calls = 0;
+    const until = Date.now() + 3 * WINDOW_MS;
+    await Promise.all(
+      Array.from({ length: 24 }, async (_, worker) => {
+        while (Date.now() < until) {
+          const client = clients[(worker + calls++) % clients.length];
+          const response = await client.acquireBatch({ requests: [{ poolId: 'main' }, { poolId: 'main' }] });
+          const at = Date.now();
+          for (const r of response.responses) if (r.outcome === AcquireOutcome.GRANTED) grants[r.keyId].push(at);
+          await new Promise((r) => setImmediate(r));
+        }
+      }),
+    );
+    assert.ok(calls > 500, `only ${calls} calls`);
+    for (const [keyId, times] of Object.entries(grants)) {
+      // Times are taken at the client, a few ms after each decision: a slightly shorter span absorbs that.
+      const most = densest(times, WINDOW_MS - 100);
+      assert.ok(most <= LIMIT, `${keyId}: ${most} grants within one window of ${WINDOW_MS} ms (limit ${LIMIT})`);
+      assert.ok(times.length >= 2 * LIMIT, `${keyId}: only ${times.length} grants over three windows`);
+    }
+  });
+});
