@@ -43,7 +43,7 @@ function assertHasProblems(problems: string[], expected: string[]): void {
 describe('parseConfig', () => {
   it('accepts the example config and normalizes it to camelCase with defaults', () => {
     const config = parseConfig(EXAMPLE, 'keymesh.yaml');
-    assert.deepEqual(config.server, { http: { host: '127.0.0.1', port: 8080, maxBodyBytes: 1_048_576 } });
+    assert.deepEqual(config.server, { http: { host: '127.0.0.1', port: 8080, maxBodyBytes: 1_048_576 }, idempotencyTtlMs: 600_000 });
     assert.deepEqual(config.providers['mock'], { id: 'mock', kind: 'openai', baseUrl: 'http://127.0.0.1:9000/v1', timeoutMs: 60_000 });
     assert.deepEqual(config.pools['main'], {
       id: 'main',
@@ -59,8 +59,9 @@ describe('parseConfig', () => {
       cache: null,
       timeoutMs: 30_000,
       retry: { rounds: 3, backoffMs: 100 },
+      maxConcurrency: null,
     });
-    assert.deepEqual(config.tenants['demo'], { id: 'demo', virtualKeys: ['sk-keymesh-demo'] });
+    assert.deepEqual(config.tenants['demo'], { id: 'demo', virtualKeys: ['sk-keymesh-demo'], maxConcurrency: null });
     assert.equal(config.mockProvider, null);
   });
 
@@ -78,6 +79,35 @@ describe('parseConfig', () => {
     assert.equal(config.providers['mock']!.baseUrl, 'https://api.example.com/v1');
     assert.deepEqual(config.routes['r']!.cache, { ttlMs: 5_400_000 });
     assert.equal(config.routes['r']!.timeoutMs, 90_000);
+  });
+
+  it('reads concurrency caps on routes and tenants and the idempotency window', () => {
+    const config = parseConfig(
+      `server: { idempotency_ttl: 90s }\n` +
+        withSection('routes', 'routes:\n  r: { targets: [ { pool: main, model: m } ], max_concurrency: 8 }').replace(
+          'demo: { virtual_keys: [ sk-keymesh-demo ] }',
+          'demo: { virtual_keys: [ sk-keymesh-demo ], max_concurrency: 20 }',
+        ),
+      'keymesh.yaml',
+    );
+    assert.equal(config.routes['r']!.maxConcurrency, 8);
+    assert.equal(config.tenants['demo']!.maxConcurrency, 20);
+    assert.equal(config.server.idempotencyTtlMs, 90_000);
+  });
+
+  it('rejects a concurrency cap below 1 or not whole, and an idempotency window past a day', () => {
+    const problems = problemsOf(
+      `server: { idempotency_ttl: 2d }\n` +
+        withSection('routes', 'routes:\n  r: { targets: [ { pool: main, model: m } ], max_concurrency: 0 }').replace(
+          'demo: { virtual_keys: [ sk-keymesh-demo ] }',
+          'demo: { virtual_keys: [ sk-keymesh-demo ], max_concurrency: 1.5 }',
+        ),
+    );
+    assert.deepEqual(problems.sort(), [
+      'keymesh.yaml: routes.r.max_concurrency: must be at least 1 (leave max_concurrency out for no cap)',
+      'keymesh.yaml: server.idempotency_ttl: must be at most 1d (remembered responses are held in router memory)',
+      'keymesh.yaml: tenants.demo.max_concurrency: expected a whole number of requests in flight at once, got a decimal number',
+    ]);
   });
 
   it('reads mock_provider with its defaults, zero latency and both limit forms on one key', () => {
@@ -124,7 +154,7 @@ tenants:
       'keymesh.yaml: providers.mock.kind: expected "openai" (any OpenAI-compatible server)',
       'keymesh.yaml: routes.gpt-4o-mini.targets[0].pool: unknown pool "eu-gpt"',
       'keymesh.yaml: server.http.port: expected a port from 0 to 65535',
-      'keymesh.yaml: tenants.demo: unknown key "budget" (expected one of: virtual_keys)',
+      'keymesh.yaml: tenants.demo: unknown key "budget" (expected one of: virtual_keys, max_concurrency)',
     ]);
   });
 

@@ -21,10 +21,10 @@ pools:
       - { id: k3, secret: sk-test-secret-three }
 routes:
   gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini }, { pool: spare, model: gpt-4o-mini-2024 } ] }
-  cached: { targets: [ { pool: main, model: gpt-4o-mini } ], cache: { ttl: 5m }, timeout: 45s }
+  cached: { targets: [ { pool: main, model: gpt-4o-mini } ], cache: { ttl: 5m }, timeout: 45s, max_concurrency: 4 }
 tenants:
   demo: { virtual_keys: [ sk-keymesh-demo-virtual, sk-keymesh-demo-second ] }
-  ops: { virtual_keys: [ sk-keymesh-ops-virtual ] }
+  ops: { virtual_keys: [ sk-keymesh-ops-virtual ], max_concurrency: 2 }
 `,
   'keymesh.yaml',
 );
@@ -73,14 +73,18 @@ describe('compilePolicy', () => {
       cacheTtlMs: null,
       timeoutMs: 30_000,
       retry: { rounds: 3, backoffMs: 100 },
+      maxConcurrency: null,
     });
     assert.equal(policy.routes['cached']!.cacheTtlMs, 300_000);
     assert.equal(policy.routes['cached']!.timeoutMs, 45_000);
     assert.deepEqual(policy.tenants['demo'], {
       id: 'demo',
       virtualKeySha256: [sha256Hex('sk-keymesh-demo-virtual'), sha256Hex('sk-keymesh-demo-second')],
+      maxConcurrency: null,
     });
-    assert.deepEqual(policy.http, { host: '127.0.0.1', port: 8181, maxBodyBytes: 1_048_576 });
+    assert.equal(policy.routes['cached']!.maxConcurrency, 4);
+    assert.equal(policy.tenants['ops']!.maxConcurrency, 2);
+    assert.deepEqual(policy.http, { host: '127.0.0.1', port: 8181, maxBodyBytes: 1_048_576, idempotencyTtlMs: 600_000 });
   });
 
   it('contains no plaintext secret or virtual key anywhere in its JSON', () => {
@@ -139,10 +143,12 @@ describe('parsePolicy', () => {
     policy.pools['spare']!['providerId'] = 'gone';
     policy.routes['cached']!['targets'] = [{ poolId: 'nowhere', providerId: 'mock', model: 'm' }];
     policy.tenants['ops']!['id'] = 'dev';
+    policy.tenants['demo']!['maxConcurrency'] = 0;
     assert.deepEqual(policyProblems(policy), [
       'policy: providers.mock: unknown key "region" (expected one of: id, kind, baseUrl, timeoutMs)',
       'policy: keys.k1.limits[0].requests: must be at least 1',
       'policy: keys.k2.fingerprint: expected 12 hex digits or ""',
+      'policy: tenants.demo.maxConcurrency: must be at least 1',
       'policy: tenants.ops.id: expected "ops" (its map key)',
       'policy: pools.spare.providerId: unknown provider "gone"',
       "policy: keys.k3.providerId: expected its pool's provider",

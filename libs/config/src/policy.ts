@@ -47,11 +47,15 @@ export interface PolicyRoute {
   readonly timeoutMs: number;
   /** Rounds over every target and key when none served, with full-jitter backoff from backoffMs. */
   readonly retry: { readonly rounds: number; readonly backoffMs: number };
+  /** Requests of this route in flight at once on one router; null for no cap. */
+  readonly maxConcurrency: number | null;
 }
 export interface PolicyTenant {
   readonly id: string;
   /** Hex sha256 of each virtual key; the keys themselves never leave the config file. */
   readonly virtualKeySha256: string[];
+  /** Requests of this tenant in flight at once on one router; null for no cap. */
+  readonly maxConcurrency: number | null;
 }
 export interface Policy {
   readonly providers: Record<string, PolicyProvider>;
@@ -59,7 +63,13 @@ export interface Policy {
   readonly keys: Record<string, PolicyKey>;
   readonly routes: Record<string, PolicyRoute>;
   readonly tenants: Record<string, PolicyTenant>;
-  readonly http: { readonly host: string; readonly port: number; readonly maxBodyBytes: number };
+  readonly http: {
+    readonly host: string;
+    readonly port: number;
+    readonly maxBodyBytes: number;
+    /** How long the edge remembers a successful answer under an `Idempotency-Key`. */
+    readonly idempotencyTtlMs: number;
+  };
 }
 
 const FINGERPRINT_HEX_DIGITS = 12;
@@ -113,14 +123,17 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
               cacheTtlMs: r.cache === null ? null : r.cache.ttlMs,
               timeoutMs: r.timeoutMs,
               retry: { rounds: r.retry.rounds, backoffMs: r.retry.backoffMs },
+              maxConcurrency: r.maxConcurrency,
             },
           ] as const,
       ),
     ),
     tenants: toRecord(
-      Object.values(config.tenants).map((t) => [t.id, { id: t.id, virtualKeySha256: t.virtualKeys.map(sha256Hex) }] as const),
+      Object.values(config.tenants).map(
+        (t) => [t.id, { id: t.id, virtualKeySha256: t.virtualKeys.map(sha256Hex), maxConcurrency: t.maxConcurrency }] as const,
+      ),
     ),
-    http: { ...config.server.http },
+    http: { ...config.server.http, idempotencyTtlMs: config.server.idempotencyTtlMs },
   };
   return deepFreeze(policy);
 }
@@ -164,13 +177,23 @@ const policySchema = z
         cacheTtlMs: positiveInt.nullable(),
         timeoutMs: positiveInt,
         retry: z.strictObject({ rounds: positiveInt, backoffMs: positiveInt }),
+        maxConcurrency: positiveInt.nullable(),
       }),
     ),
     tenants: z.record(
       id,
-      z.strictObject({ id, virtualKeySha256: z.array(z.string().regex(/^[0-9a-f]{64}$/, { error: 'expected a hex sha256' })).min(1) }),
+      z.strictObject({
+        id,
+        virtualKeySha256: z.array(z.string().regex(/^[0-9a-f]{64}$/, { error: 'expected a hex sha256' })).min(1),
+        maxConcurrency: positiveInt.nullable(),
+      }),
     ),
-    http: z.strictObject({ host: z.string().min(1), port: z.int().min(0).max(65535), maxBodyBytes: positiveInt }),
+    http: z.strictObject({
+      host: z.string().min(1),
+      port: z.int().min(0).max(65535),
+      maxBodyBytes: positiveInt,
+      idempotencyTtlMs: positiveInt,
+    }),
   })
   .superRefine(checkPolicyReferences, { when: () => true });
 

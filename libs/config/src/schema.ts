@@ -100,6 +100,13 @@ function durationSchema(options: { allowZero?: boolean; maxMs?: number; maxWhy?:
 
 const timeoutSchema = durationSchema({ maxMs: MAX_TIMER_MS, maxWhy: ' (longer timers overflow in Node)' });
 
+/** Remembered responses cost router memory for as long as they live. */
+export const MAX_IDEMPOTENCY_TTL_MS = 86_400_000;
+
+const maxConcurrencySchema = z
+  .int({ error: expecting('a whole number of requests in flight at once') })
+  .min(1, { error: 'must be at least 1 (leave max_concurrency out for no cap)' });
+
 const httpUrlSchema = z.string({ error: expecting('an http(s) URL like "http://127.0.0.1:9000/v1"') }).transform((text, ctx): string => {
   const fail = (message: string): never => {
     ctx.addIssue({ code: 'custom', message, input: text });
@@ -200,10 +207,12 @@ const routeSchema = z.strictObject({
       backoff: durationSchema().default(100),
     })
     .default({ attempts: 3, backoff: 100 }),
+  max_concurrency: maxConcurrencySchema.optional(),
 });
 
 const tenantSchema = z.strictObject({
   virtual_keys: z.array(headerTokenSchema('a virtual key')).min(1, { error: 'expected at least one virtual key' }),
+  max_concurrency: maxConcurrencySchema.optional(),
 });
 
 const serverSchema = z
@@ -215,6 +224,7 @@ const serverSchema = z
         max_body_bytes: z.int({ error: expecting('a whole number of bytes') }).min(1, { error: 'must be at least 1' }).default(1_048_576),
       })
       .prefault({}),
+    idempotency_ttl: durationSchema({ maxMs: MAX_IDEMPOTENCY_TTL_MS, maxWhy: ' (remembered responses are held in router memory)' }).default(600_000),
   })
   .prefault({});
 
@@ -331,6 +341,7 @@ function secretOf(key: { secret?: string | undefined; secret_env?: string | unde
 export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, { when: () => true }).transform((raw) => ({
   server: {
     http: { host: raw.server.http.host, port: raw.server.http.port, maxBodyBytes: raw.server.http.max_body_bytes },
+    idempotencyTtlMs: raw.server.idempotency_ttl,
   },
   providers: mapRecord(raw.providers, (id, provider) => ({
     id,
@@ -349,8 +360,9 @@ export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, 
     cache: route.cache === undefined ? null : { ttlMs: route.cache.ttl },
     timeoutMs: route.timeout,
     retry: { rounds: route.retry.attempts, backoffMs: route.retry.backoff },
+    maxConcurrency: route.max_concurrency ?? null,
   })),
-  tenants: mapRecord(raw.tenants, (id, tenant) => ({ id, virtualKeys: tenant.virtual_keys })),
+  tenants: mapRecord(raw.tenants, (id, tenant) => ({ id, virtualKeys: tenant.virtual_keys, maxConcurrency: tenant.max_concurrency ?? null })),
   mockProvider:
     raw.mock_provider === undefined
       ? null

@@ -17,6 +17,8 @@ import { UsageRecorder } from './usage/usage-recorder';
 import { createHttpEdge } from './edge/http-edge';
 import { routerHandlers } from './handlers';
 import { KeyMaterialCache } from './keys/key-material';
+import { ConcurrencyGuard } from './guards/concurrency';
+import { MemoryIdempotencyStore } from './guards/idempotency';
 import { Dispatcher } from './routing/dispatcher';
 import { Gateway } from './routing/gateway';
 import { buildRouteTable, EMPTY_ROUTE_TABLE, type RouteTable } from './routing/route-table';
@@ -53,6 +55,9 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
 
   let table: RouteTable = EMPTY_ROUTE_TABLE;
   let maxBodyBytes = 1_048_576;
+  let idempotencyTtlMs = 600_000;
+  const concurrency = new ConcurrencyGuard();
+  const idempotency = new MemoryIdempotencyStore();
   const keys = new KeyMaterialCache(keyVault, options.routerToken);
   const admission = new LeaseAdmission(limiter, telemetry, new AcquireBatcher(limiter, telemetry));
   const follower = followPolicy({
@@ -63,6 +68,8 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
       const { table: next, retired } = buildRouteTable(policy, version, table);
       table = next;
       maxBodyBytes = policy.http.maxBodyBytes;
+      idempotencyTtlMs = policy.http.idempotencyTtlMs;
+      concurrency.apply(policy);
       // Keys may have moved or been replaced; refetch lazily rather than serve a stale secret.
       keys.drop();
       admission.reset();
@@ -98,6 +105,11 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
     logger,
     get maxBodyBytes() {
       return maxBodyBytes;
+    },
+    concurrency,
+    idempotency,
+    get idempotencyTtlMs() {
+      return idempotencyTtlMs;
     },
     usageQuery: async (tenantId, deadlineMs) =>
       toJson(GetUsageResponseSchema, await analytics.getUsage({ tenantId }, { deadlineMs })),

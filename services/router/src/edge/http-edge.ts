@@ -7,6 +7,8 @@ import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opent
 import type { OpenAiChatRequest, OpenAiEmbeddingRequest, OpenAiUsage } from '../providers/openai/types';
 import { chatStreamAttempt, embeddingAttempt } from '../routing/attempts';
 import type { Dispatcher, RequestScope } from '../routing/dispatcher';
+import { GuardReason, type ConcurrencyGuard, type ReleaseSlot } from '../guards/concurrency';
+import { bodySha256, idempotencyKeyMismatch, MAX_IDEMPOTENCY_KEY_LENGTH, type IdempotencyStore, type StoredResponse } from '../guards/idempotency';
 import type { CacheDirective, Gateway, UsageRecord } from '../routing/gateway';
 import type { RouteTable } from '../routing/route-table';
 import { SseDataReader } from './sse';
@@ -19,6 +21,11 @@ export interface HttpEdgeDeps {
   telemetry: Telemetry;
   logger: Logger;
   maxBodyBytes: number;
+  /** Bulkheads per route and tenant. */
+  concurrency: ConcurrencyGuard;
+  /** Answers remembered under `Idempotency-Key`, and for how long. */
+  idempotency: IdempotencyStore;
+  idempotencyTtlMs: number;
   usageQuery: (tenantId: string, deadlineMs: number) => Promise<unknown>;
 }
 
@@ -40,6 +47,8 @@ interface Exchange {
   readonly res: ServerResponse;
   scope: RequestScope | undefined;
   usage: UsageRecord | undefined;
+  /** The bulkhead slot this request holds, given back once when it finishes or the client leaves. */
+  releaseSlot: ReleaseSlot | undefined;
 }
 
 const JSON_HEADERS = { 'content-type': 'application/json' } as const;
@@ -68,6 +77,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       res,
       scope: undefined,
       usage: undefined,
+      releaseSlot: undefined,
     };
     span.setAttribute(attr.KEYMESH_REQUEST_ID, exchange.requestId);
     handle(req, method, path, exchange)
@@ -113,7 +123,65 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     }
     const scope = scopeFor(req, exchange, tenantId, route);
     if (body.stream === true) return chatStream(exchange, scope, body, raw);
+    const idempotencyKey = req.headers['idempotency-key'];
+    if (idempotencyKey !== undefined) return chatOnce(req, exchange, scope, body, raw, idempotencyKey);
+    await chatJson(req, exchange, scope, body, raw);
+  }
 
+  /** A retried request with the same key gets the first one's answer; one in flight is waited for. */
+  async function chatOnce(
+    req: IncomingMessage,
+    exchange: Exchange,
+    scope: RequestScope,
+    body: OpenAiChatRequest,
+    raw: Buffer,
+    header: string | string[],
+  ): Promise<void> {
+    const key = Array.isArray(header) ? header[0] ?? '' : header;
+    if (key === '' || key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
+      throw invalid(`'Idempotency-Key' must be 1-${MAX_IDEMPOTENCY_KEY_LENGTH} characters`, 'Idempotency-Key');
+    }
+    const claim = await deps.idempotency.claim(`${scope.tenantId}\u0000${key}`, bodySha256(raw), deps.idempotencyTtlMs, scope.signal);
+    if (claim.kind === 'mismatch') throw idempotencyKeyMismatch();
+    if (claim.kind === 'replay') {
+      const { response } = claim;
+      // No provider call and no tokens: counted like a cache hit.
+      exchange.usage = {
+        model: response.headers['x-keymesh-model'] ?? '',
+        providerId: response.headers['x-keymesh-provider'] ?? '',
+        keyId: '',
+        usage: undefined,
+        status: response.status,
+        attempts: 0,
+        cached: true,
+        streamed: false,
+        errorReason: '',
+      };
+      sendJson(exchange, response.status, response.body, {
+        ...response.headers,
+        'x-keymesh-request-id': exchange.requestId,
+        'x-keymesh-idempotent-replay': 'true',
+      });
+      return;
+    }
+    let stored: StoredResponse | undefined;
+    try {
+      const sent = await chatJson(req, exchange, scope, body, raw);
+      const { 'x-keymesh-request-id': _requestId, ...headers } = sent.headers;
+      stored = { status: 200, headers: { ...JSON_HEADERS, ...headers }, body: sent.body };
+    } finally {
+      // On failure nothing is remembered and waiters claim the key afresh.
+      claim.complete(stored);
+    }
+  }
+
+  async function chatJson(
+    req: IncomingMessage,
+    exchange: Exchange,
+    scope: RequestScope,
+    body: OpenAiChatRequest,
+    raw: Buffer,
+  ): Promise<{ headers: Record<string, string>; body: Buffer }> {
     const { result, served } = await deps.gateway.chat(scope, body, raw, cacheDirectiveOf(req));
     exchange.usage = {
       model: result.parsed.model ?? '',
@@ -126,7 +194,9 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       streamed: false,
       errorReason: '',
     };
-    sendJson(exchange, 200, result.bytes, servedHeaders(exchange, served ? { ...served, cached: false } : undefined));
+    const headers = servedHeaders(exchange, served ? { ...served, cached: false } : undefined);
+    sendJson(exchange, 200, result.bytes, headers);
+    return { headers, body: result.bytes };
   }
 
   async function chatStream(exchange: Exchange, scope: RequestScope, body: OpenAiChatRequest, raw: Buffer): Promise<void> {
@@ -204,9 +274,10 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       () => controller.abort(new KeymeshError({ code: Code.DeadlineExceeded, reason: Reason.DEADLINE_EXCEEDED, message: `the request did not finish within ${timeoutMs} ms` })),
       timeoutMs,
     );
-    // The caller hanging up cancels the provider call and frees its key at once.
+    // The caller hanging up cancels the provider call and frees its key and bulkhead slot at once.
     exchange.res.once('close', () => {
       clearTimeout(timer);
+      exchange.releaseSlot?.();
       if (!exchange.res.writableFinished) {
         controller.abort(new KeymeshError({ code: Code.Cancelled, reason: Reason.CANCELLED, message: 'the client closed the connection' }));
       }
@@ -226,6 +297,8 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       traceContext: trace.setSpan(exchange.ctx, routeSpan),
     };
     exchange.scope = scope;
+    // Taken once the scope exists, so a rejection is still a usage event with its reason.
+    exchange.releaseSlot = deps.concurrency.acquire(route, tenantId);
     return scope;
   }
 
@@ -244,7 +317,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
   function sendError(exchange: Exchange, thrown: unknown): void {
     const err = KeymeshError.from(thrown);
     const http = toHttpError(err);
-    const status = err.reason === Reason.PROVIDER_REJECTED && err.upstreamStatus ? err.upstreamStatus : http.status;
+    const status = err.reason === Reason.PROVIDER_REJECTED && err.upstreamStatus ? err.upstreamStatus : (EDGE_STATUS_BY_REASON[err.reason] ?? http.status);
     if (status >= 500 && err.code !== Code.Unavailable) deps.logger.error('request failed', { requestId: exchange.requestId, reason: err.reason, cause: err.cause });
     exchange.span.setAttribute(attr.KEYMESH_ERROR_REASON, err.reason);
     exchange.routeSpan?.setStatus({ code: SpanStatusCode.ERROR, message: err.reason });
@@ -274,6 +347,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
   }
 
   function finish(exchange: Exchange): void {
+    exchange.releaseSlot?.();
     const status = exchange.res.statusCode;
     exchange.span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, status);
     if (status >= 500) exchange.span.setStatus({ code: SpanStatusCode.ERROR });
@@ -312,6 +386,12 @@ const ENDPOINTS: Record<string, { method: string; kind: EndpointKind } | undefin
   '/v1/embeddings': { method: 'POST', kind: 'embeddings' },
   '/v1/models': { method: 'GET', kind: 'models' },
   '/v1/usage': { method: 'GET', kind: 'usage' },
+};
+
+// Reasons the edge answers with a status libs/errors does not know: 422 is what
+// Stripe-style APIs answer for a reused idempotency key with another body.
+const EDGE_STATUS_BY_REASON: Record<string, number | undefined> = {
+  [GuardReason.IDEMPOTENCY_KEY_REUSED]: 422,
 };
 
 function invalid(message: string, param: string): KeymeshError {
