@@ -45,9 +45,9 @@ describe('circuit breakers in front of a failing provider', function () {
     for (let i = 0; i < 5; i++) {
       const later = await ask(t, `still there? ${i}`);
       assert.equal(later.status, 503);
-      assert.equal(later.retryAfterS, 5);
-      // No round of retries with backoff either: refused before any provider call.
-      assert.ok(later.elapsedMs < 100, `took ${later.elapsedMs} ms`);
+      assert.ok(later.retryAfterS >= 1 && later.retryAfterS <= 5, `retry-after ${later.retryAfterS}`);
+      // Refused before any provider call, and without waiting out the route's retry rounds.
+      assert.ok(later.elapsedMs < 500, `took ${later.elapsedMs} ms`);
     }
     assert.equal(t.mock.stats().requests, 5, 'no request reached the provider while its breaker was open');
   });

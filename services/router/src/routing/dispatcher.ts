@@ -7,6 +7,7 @@ import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opent
 import type { LeaseAdmission } from '../admission/lease-admission';
 import type { KeyMaterialCache } from '../keys/key-material';
 import type { ProviderFailure } from '../providers';
+import { BreakerBoard, Permit, type CircuitBreaker } from '../resilience';
 import type { ProviderBinding, RouteTable } from './route-table';
 
 /** One client request as the dispatcher sees it. */
@@ -55,11 +56,17 @@ export interface DispatcherDeps {
   limiter: RpcClient<typeof LimiterService>;
   telemetry: Telemetry;
   logger: Logger;
+  /** Circuit breakers per provider and per key; this router's own when not given. */
+  breakers?: BreakerBoard;
 }
 
 /** Failures another round may cure: provider trouble, and keys full until a known time. */
 const RETRIABLE_REASONS = new Set<string>([Reason.PROVIDER_UNAVAILABLE, Reason.KEY_POOL_EXHAUSTED, Reason.UNAVAILABLE]);
 const MAX_BACKOFF_MS = 10_000;
+// TODO(circuit breakers per key and per provider): move to libs/telemetry's attributes with the others.
+const KEYMESH_BREAKER_STATE = 'keymesh.breaker.state';
+/** Refusals because every target's breaker is open: another round now would only be refused again. */
+const breakerRefusals = new WeakSet<KeymeshError>();
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -91,7 +98,11 @@ function attemptSignal(scope: RequestScope, providerTimeoutMs: number): AbortSig
  * so later requests skip it without an upstream call.
  */
 export class Dispatcher {
-  constructor(private readonly deps: DispatcherDeps) {}
+  readonly breakers: BreakerBoard;
+
+  constructor(private readonly deps: DispatcherDeps) {
+    this.breakers = deps.breakers ?? new BreakerBoard();
+  }
 
   async run<T>(scope: RequestScope, attempt: (a: Attempt) => Promise<AttemptResult<T>>): Promise<Served<T>> {
     const counter = { attempts: 0 };
@@ -100,7 +111,7 @@ export class Dispatcher {
       try {
         return await this.round(scope, attempt, counter);
       } catch (err) {
-        if (!(err instanceof KeymeshError) || !RETRIABLE_REASONS.has(err.reason) || round >= rounds) throw err;
+        if (!(err instanceof KeymeshError) || !RETRIABLE_REASONS.has(err.reason) || round >= rounds || breakerRefusals.has(err)) throw err;
         // The provider's (or limiter's) retry-after when there is one; else
         // exponential backoff with full jitter, so retries from many callers spread out.
         const waitMs = err.retryAfterMs ?? Math.random() * Math.min(backoffMs * 2 ** (round - 1), MAX_BACKOFF_MS);
@@ -118,11 +129,30 @@ export class Dispatcher {
     let denied = false;
     let lastFailure: ProviderFailure | undefined;
     let lastDenialReason: string | undefined;
+    // Targets with a provider, and those of them no call went to because a breaker was open.
+    let targetsTried = 0;
+    let targetsBroken = 0;
+    let soonestBreaker: CircuitBreaker | undefined;
+    const breakerRefused = (target: PolicyTarget, breaker: CircuitBreaker, keyId: string | undefined): void => {
+      this.breakerSkipped(scope, target, breaker, keyId);
+      const nowMs = Date.now();
+      if (soonestBreaker === undefined || breaker.retryAfterMs(nowMs) < soonestBreaker.retryAfterMs(nowMs)) soonestBreaker = breaker;
+    };
 
     for (const target of scope.route.targets) {
       const provider = this.deps.table().providers.get(target.providerId);
       if (!provider) continue;
+      targetsTried++;
+      const providerBreaker = this.breakers.provider(provider.id);
+      // A provider that is down is not worth a key admission, let alone a timeout per key.
+      if (providerBreaker.blocks(Date.now())) {
+        breakerRefused(target, providerBreaker, undefined);
+        targetsBroken++;
+        continue;
+      }
       const excluded: string[] = [];
+      let called = false;
+      let broken = false;
       for (;;) {
         this.throwIfDone(scope);
         const admission = await this.admit(scope, target, excluded);
@@ -135,6 +165,14 @@ export class Dispatcher {
           break;
         }
         const { keyId } = admission;
+        const keyBreaker = this.breakers.key(target.poolId, keyId);
+        if (keyBreaker.blocks(Date.now())) {
+          // The slot admitted for this key simply goes unused; another key may serve.
+          breakerRefused(target, keyBreaker, keyId);
+          broken = true;
+          excluded.push(keyId);
+          continue;
+        }
         const secret = await this.deps.keys.secretOf(target.poolId, keyId, scope.deadlineMs, scope.traceContext);
         if (secret === undefined) {
           // The vault has no usable secret (e.g. its env var is unset): as good as revoked.
@@ -142,6 +180,22 @@ export class Dispatcher {
           excluded.push(keyId);
           continue;
         }
+        // Taken only now, with nothing left to throw before the call, so that a probe is always given back.
+        const keyPermit = keyBreaker.acquire(Date.now());
+        const providerPermit = keyPermit === Permit.Denied ? Permit.Denied : providerBreaker.acquire(Date.now());
+        if (providerPermit === Permit.Denied) {
+          // Another request took the probe, or opened the provider's breaker, while this one was admitted.
+          keyBreaker.release(keyPermit);
+          const refusedBy = keyPermit === Permit.Denied ? keyBreaker : providerBreaker;
+          breakerRefused(target, refusedBy, refusedBy === keyBreaker ? keyId : undefined);
+          broken = true;
+          if (refusedBy === keyBreaker) {
+            excluded.push(keyId);
+            continue;
+          }
+          break;
+        }
+        called = true;
         const attempts = ++counter.attempts;
         const span = tracer.startSpan(`chat ${target.model}`, {
           kind: SpanKind.CLIENT,
@@ -154,14 +208,20 @@ export class Dispatcher {
             [attr.GEN_AI_REQUEST_MODEL]: target.model,
           },
         }, scope.traceContext);
+        if (keyPermit === Permit.Probe || providerPermit === Permit.Probe) span.setAttribute(KEYMESH_BREAKER_STATE, 'half_open');
         let result: AttemptResult<T>;
         try {
           result = await attempt({ target, provider, keyId, secret, number: attempts, signal: attemptSignal(scope, provider.timeoutMs), span });
         } catch (err) {
           span.setStatus({ code: SpanStatusCode.ERROR });
           span.end();
-          if (scope.signal.aborted) this.throwIfDone(scope);
-          if (err instanceof KeymeshError) throw err;
+          if (scope.signal.aborted || err instanceof KeymeshError) {
+            // Not the provider's doing: the breakers learn nothing, but get their probes back.
+            keyBreaker.release(keyPermit);
+            providerBreaker.release(providerPermit);
+            this.throwIfDone(scope);
+            throw err;
+          }
           // Refused, reset, or silent past the provider's timeout: the provider, not the key, is unwell.
           const timedOut = err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError');
           result = {
@@ -175,12 +235,17 @@ export class Dispatcher {
           };
           this.deps.logger.warn('provider call failed', { providerId: provider.id, timedOut, error: err as Error });
         }
+        const nowMs = Date.now();
         if (result.ok) {
+          keyBreaker.succeeded(keyPermit, nowMs);
+          providerBreaker.succeeded(providerPermit, nowMs);
           span.end();
           if (result.spentUntilMs !== undefined) this.keySpent(scope, target, keyId, result.spentUntilMs);
           return { value: result.value, target, keyId, attempts };
         }
         const failure = result.failure;
+        keyBreaker.failed(keyPermit, failure.kind, nowMs);
+        providerBreaker.failed(providerPermit, failure.kind, nowMs);
         lastFailure = failure;
         span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, failure.status);
         span.setAttribute(attr.KEYMESH_RETRY_REASON, failure.kind);
@@ -200,7 +265,23 @@ export class Dispatcher {
           await this.report(scope, target, keyId, failure);
         }
         excluded.push(keyId);
+        // This failure may have opened the provider's breaker: the next key would be refused anyway.
+        if (providerBreaker.blocks(Date.now())) break;
       }
+      if (broken && !called) targetsBroken++;
+    }
+
+    if (soonestBreaker !== undefined && targetsBroken === targetsTried) {
+      const err = new KeymeshError({
+        code: Code.Unavailable,
+        reason: Reason.PROVIDER_UNAVAILABLE,
+        message: `every target of route "${scope.route.alias}" is behind an open circuit breaker; not calling it until it half-opens`,
+        // At least 1 ms: a breaker whose probe is in flight knows no better time than "soon".
+        retryAfterMs: Math.max(1, soonestBreaker.retryAfterMs(Date.now())),
+        metadata: { route: scope.route.alias },
+      });
+      breakerRefusals.add(err);
+      throw err;
     }
 
     if (denied && (lastFailure === undefined || lastFailure.kind !== 'unavailable')) {
@@ -222,6 +303,24 @@ export class Dispatcher {
       metadata: { route: scope.route.alias },
       ...(lastFailure?.retryAfterMs === undefined ? {} : { retryAfterMs: lastFailure.retryAfterMs }),
     });
+  }
+
+  /** A call not made because a breaker is open: a span of its own says which and why. */
+  private breakerSkipped(scope: RequestScope, target: PolicyTarget, breaker: CircuitBreaker, keyId: string | undefined): void {
+    const span = this.deps.telemetry.tracer.startSpan(`chat ${target.model}`, {
+      kind: SpanKind.CLIENT,
+      attributes: {
+        [attr.KEYMESH_COMPONENT]: 'provider',
+        [attr.KEYMESH_PROVIDER_ID]: target.providerId,
+        [attr.KEYMESH_POOL_ID]: target.poolId,
+        ...(keyId === undefined ? {} : { [attr.KEYMESH_KEY_ID]: keyId }),
+        [attr.GEN_AI_REQUEST_MODEL]: target.model,
+        [attr.KEYMESH_RETRY_REASON]: 'breaker_open',
+        [KEYMESH_BREAKER_STATE]: breaker.state,
+      },
+    }, scope.traceContext);
+    span.setStatus({ code: SpanStatusCode.ERROR, message: `circuit breaker ${breaker.id} is ${breaker.state} (${breaker.reason ?? 'probing'})` });
+    span.end();
   }
 
   /**
