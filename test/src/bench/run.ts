@@ -430,7 +430,7 @@ class Bench {
       "keymesh",
       [keymeshBin, "up", "--config", configPath],
       // cwd in the scratch dir: whatever keymesh writes next to itself is removed with it
-      { ...process.env, KEYMESH_HTTP_PORT: String(keymeshPort) }, workDir, verbose,
+      { ...process.env, KEYMESH_HTTP_PORT: String(keymeshPort), KEYMESH_GRPC_PORT: String(await freePort()) }, workDir, verbose,
     );
     await this.keymesh.waitReady(KEYMESH_READY, KEYMESH_READY_TIMEOUT_MS);
 
@@ -456,6 +456,13 @@ class Bench {
     this.client = new LoadClient(join(__dirname, "loadgen.js"));
   }
 
+  /** Ends the throughput scenarios' mock, keymesh and load client (their CPU would only add noise later). */
+  async stopThroughputServices(): Promise<void> {
+    this.sampler?.stop();
+    this.client?.kill();
+    await Promise.all([this.keymesh?.stop(), this.mock?.stop()]);
+  }
+
   private ensureWorkDir(): string {
     this.workDir ??= mkdtempSync(join(tmpdir(), "keymesh-bench-"));
     return this.workDir;
@@ -472,7 +479,8 @@ class Bench {
     log(`starting ${name} on 127.0.0.1:${port}`);
     const child = new ManagedChild(
       name, [keymeshBin, "up", "--config", configPath],
-      { ...process.env, KEYMESH_HTTP_PORT: String(port) }, workDir, this.options.verbose,
+      // a free gRPC port too: the default 50051 may be taken by another keymesh
+      { ...process.env, KEYMESH_HTTP_PORT: String(port), KEYMESH_GRPC_PORT: String(await freePort()) }, workDir, this.options.verbose,
     );
     this.extras.add(child);
     await child.waitReady(KEYMESH_READY, KEYMESH_READY_TIMEOUT_MS);
@@ -884,6 +892,7 @@ async function main(): Promise<number> {
         console.log(`\n${renderMemory(memory)}`);
         checks = scenarioChecks(bench.scenarioReports(), memory);
         content = { scenarios: bench.scenarioReports(), lightRate: bench.lightRate(), memory };
+        await bench.stopThroughputServices();
       }
       const resilience: ResilienceResult[] = [];
       for (const scenario of resilienceSelected) {
