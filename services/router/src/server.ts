@@ -59,7 +59,9 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   const concurrency = new ConcurrencyGuard();
   const idempotency = new MemoryIdempotencyStore();
   const keys = new KeyMaterialCache(keyVault, options.routerToken);
-  const admission = new LeaseAdmission(limiter, telemetry, new AcquireBatcher(limiter, telemetry));
+  const admission = new LeaseAdmission(limiter, telemetry, new AcquireBatcher(limiter, telemetry), {
+    holdMs: (poolId) => table.leaseHoldMs.get(poolId) ?? 1_000,
+  });
   const follower = followPolicy({
     control,
     bus,

@@ -233,7 +233,7 @@ describe('KeyPoolLimiter', () => {
       });
       assert.deepEqual((await lease(9, ['w2'], 'wide')).grants, [
         { keyId: 'w1', slots: 5 },
-        { keyId: 'w3', slots: 5 },
+        { keyId: 'w3', slots: 4 },
       ]);
       assert.deepEqual((await lease(4, ['k1'])).grants, [{ keyId: 'k2', slots: 1 }]);
     });

@@ -120,12 +120,17 @@ export class MemoryLimiterStore implements LimiterStore {
     if (eligible.length === 0) {
       return { grants: [], retryAfterMs: earliestWaitMs === Number.POSITIVE_INFINITY ? undefined : earliestWaitMs };
     }
-    const share = Math.ceil(Math.max(1, request.wantedSlots) / eligible.length);
+    // Least recently granted first, so small leases rotate over the keys.
+    eligible.sort((x, y) => x.key.lastGrantSeq - y.key.lastGrantSeq);
+    let unassigned = Math.max(1, request.wantedSlots);
     const stampMs = nowMs + holdMs;
     const grants: { keyId: string; slots: number }[] = [];
-    for (const { key, available } of eligible) {
+    for (let i = 0; i < eligible.length && unassigned > 0; i++) {
+      const { key, available } = eligible[i];
+      const share = Math.ceil(unassigned / (eligible.length - i));
       const cap = available === Number.POSITIVE_INFINITY ? share : Math.max(1, Math.floor(available / LEASE_SHARE_OF_HEADROOM));
       const slots = Math.min(share, cap);
+      unassigned -= slots;
       const admittedMs = Math.max(stampMs, key.lastAdmittedMs);
       for (const window of key.windows) for (let s = 0; s < slots; s++) window.record(admittedMs);
       key.lastAdmittedMs = admittedMs;

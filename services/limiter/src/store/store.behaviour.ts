@@ -484,18 +484,24 @@ export function describeLimiterStore(
         assert.deepEqual(await remaining('a'), [99]);
       });
 
-      it('splits wantedSlots evenly, rounded up, over the eligible keys in candidate order', async () => {
+      it('splits wantedSlots over the eligible keys, least recently granted first, never granting more than wanted', async () => {
         const limits = [{ requests: 100, perMs: 1000 }];
         await store.configure([pool('p', { a: limits, b: limits, c: limits })]);
+        // Fresh keys tie: candidate order; each takes ceil(unassigned / keys left).
         assert.deepEqual((await lease(['c', 'a', 'b'], 10, 0)).grants, [
           { keyId: 'c', slots: 4 },
-          { keyId: 'a', slots: 4 },
-          { keyId: 'b', slots: 4 },
+          { keyId: 'a', slots: 3 },
+          { keyId: 'b', slots: 3 },
+        ]);
+        // Fewer slots than keys: the least recently granted keys get one each, the rest nothing.
+        assert.deepEqual((await lease(['a', 'b', 'c'], 2, 0)).grants, [
+          { keyId: 'c', slots: 1 },
+          { keyId: 'a', slots: 1 },
         ]);
         await store.cool({ poolId: 'p', keyId: 'b' }, T0 + 1, 'provider answered 429', clock.nowMs());
         assert.deepEqual((await lease(['a', 'b', 'c'], 9, 0)).grants, [
-          { keyId: 'a', slots: 5 },
           { keyId: 'c', slots: 5 },
+          { keyId: 'a', slots: 4 },
         ]);
       });
 
@@ -600,12 +606,15 @@ export function describeLimiterStore(
               const available = Math.min(...stateOf(keyId).windows.map((w) => w.remaining));
               return stateOf(keyId).condition === 'READY' && available > 0 ? [{ keyId, available }] : [];
             });
-            const share = Math.ceil(Math.max(1, wantedSlots) / eligible.length);
-            assert.deepEqual(
-              decision.grants,
-              eligible.map(({ keyId, available }) => ({ keyId, slots: Math.min(share, Math.max(1, Math.floor(available / 4))) })),
-              `step ${step}`,
-            );
+            const capOf = new Map(eligible.map(({ keyId, available }) => [keyId, Math.max(1, Math.floor(available / 4))]));
+            const granted = decision.grants.reduce((sum, g) => sum + g.slots, 0);
+            for (const grant of decision.grants) {
+              assert.ok(capOf.has(grant.keyId), `step ${step}: ${grant.keyId} was not eligible`);
+              assert.ok(grant.slots >= 1 && grant.slots <= capOf.get(grant.keyId)!, `step ${step}: ${grant.keyId} got ${grant.slots}`);
+            }
+            // Never more than wanted (an unspent slot stays counted), and something whenever a key could take it.
+            assert.ok(granted <= Math.max(1, wantedSlots), `step ${step}: granted ${granted} of ${wantedSlots} wanted`);
+            assert.equal(granted > 0, eligible.length > 0, `step ${step}: granted ${granted} with ${eligible.length} eligible`);
             if (decision.grants.length > 0) continue;
             stats.leaseDenied++;
             const allParked = candidates.every((keyId) => stateOf(keyId).condition === 'PARKED');

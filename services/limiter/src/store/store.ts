@@ -42,8 +42,11 @@ export interface LimiterStore {
    * slot is checked against the windows at nowMs and recorded as an admission
    * at nowMs + holdMs, the latest moment it may be spent: so each pair of
    * admissions, leased or not, is counted together whenever their real times
-   * could lie within one window. A key's slice is at most a quarter of its
-   * headroom (at least one slot), split evenly over the eligible keys.
+   * could lie within one window. wantedSlots (at least 1) are split over the
+   * eligible keys, least recently granted first, each taking
+   * ceil(unassigned / keys left) but at most a quarter of its headroom (at
+   * least one slot): never more slots than wanted, since an unspent slot
+   * stays counted until its lease ends.
    */
   lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number): Promise<LeaseDecision[]>;
 

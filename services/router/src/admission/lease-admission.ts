@@ -32,8 +32,11 @@ interface PoolState {
 }
 
 export interface LeaseAdmissionOptions {
-  /** How long a lease is valid. Longer means fewer calls, and more capacity parked in an idle router. */
-  holdMs?: number;
+  /**
+   * How long leases on a pool are valid. Longer means fewer calls, and more
+   * capacity parked in an idle router.
+   */
+  holdMs?: number | ((poolId: string) => number);
 }
 
 const DEFAULT_HOLD_MS = 1_000;
@@ -58,7 +61,7 @@ export class LeaseAdmission {
   private readonly refused = new Map<string, number>();
   private readonly pendingRefills = new Set<string>();
   private refillScheduled = false;
-  private readonly holdMs: number;
+  private readonly holdOf: (poolId: string) => number;
 
   constructor(
     private readonly limiter: RpcClient<typeof LimiterService>,
@@ -66,7 +69,8 @@ export class LeaseAdmission {
     private readonly exact: AcquireBatcher,
     options: LeaseAdmissionOptions = {},
   ) {
-    this.holdMs = options.holdMs ?? DEFAULT_HOLD_MS;
+    const hold = options.holdMs ?? DEFAULT_HOLD_MS;
+    this.holdOf = typeof hold === 'number' ? () => hold : hold;
   }
 
   admit(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context): Admission | Promise<Admission> {
@@ -135,11 +139,21 @@ export class LeaseAdmission {
     }
   }
 
-  /** One GrantLeases call for every pool that ran low in this event-loop turn. */
+  /** One GrantLeases call for every pool that ran low in this event-loop turn (one per hold, in practice one). */
   private refill(): void {
     this.refillScheduled = false;
-    const poolIds = [...this.pendingRefills];
+    const byHold = new Map<number, string[]>();
+    for (const poolId of this.pendingRefills) {
+      const holdMs = this.holdOf(poolId);
+      const group = byHold.get(holdMs);
+      if (group) group.push(poolId);
+      else byHold.set(holdMs, [poolId]);
+    }
     this.pendingRefills.clear();
+    for (const [holdMs, poolIds] of byHold) this.grant(poolIds, holdMs);
+  }
+
+  private grant(poolIds: string[], holdMs: number): void {
     const nowMs = Date.now();
     const links: Link[] = [];
     let parent: Context = ROOT_CONTEXT;
@@ -150,7 +164,8 @@ export class LeaseAdmission {
         else if (w.link) links.push(w.link);
       }
       const elapsedMs = Math.max(nowMs - pool.lastRefillMs, 50);
-      const expected = Math.ceil(((pool.admittedSinceRefill * this.holdMs) / elapsedMs) * 1.5);
+      // What the last interval used, scaled to one hold: unused slots stay counted until the lease ends, so asking for more wastes capacity.
+      const expected = Math.ceil((pool.admittedSinceRefill * holdMs) / elapsedMs);
       pool.admittedSinceRefill = 0;
       pool.lastRefillMs = nowMs;
       return { poolId, wantedSlots: Math.max(pool.waiters.length, expected, 1), excludedKeyIds: [] };
@@ -165,13 +180,13 @@ export class LeaseAdmission {
     const decidedBy = span.spanContext();
     this.limiter
       .grantLeases(
-        { requests, hold: { seconds: BigInt(Math.floor(this.holdMs / 1000)), nanos: (this.holdMs % 1000) * 1e6 } },
+        { requests, hold: { seconds: BigInt(Math.floor(holdMs / 1000)), nanos: (holdMs % 1000) * 1e6 } },
         { timeoutMs: 2_000, parent: trace.setSpan(parent, span) },
       )
       .then(
         (response) => {
           span.end();
-          this.apply(poolIds, response, nowMs + this.holdMs - EXPIRY_MARGIN_MS, decidedBy);
+          this.apply(poolIds, response, nowMs + holdMs - Math.min(EXPIRY_MARGIN_MS, holdMs / 4), decidedBy, holdMs);
         },
         (err: unknown) => {
           span.end();
@@ -180,7 +195,7 @@ export class LeaseAdmission {
       );
   }
 
-  private apply(poolIds: string[], response: GrantLeasesResponse, expiresAtMs: number, decidedBy: SpanContext): void {
+  private apply(poolIds: string[], response: GrantLeasesResponse, expiresAtMs: number, decidedBy: SpanContext, holdMs: number): void {
     const nowMs = Date.now();
     for (let i = 0; i < poolIds.length; i++) {
       const pool = this.poolState(poolIds[i]);
@@ -194,7 +209,7 @@ export class LeaseAdmission {
         total += lease.slots;
       }
       pool.lastGrantedSlots = total;
-      pool.renewAtMs = expiresAtMs - this.holdMs / 5;
+      pool.renewAtMs = expiresAtMs - holdMs / 5;
       const waiters = pool.waiters;
       pool.waiters = [];
       let served = 0;

@@ -75,20 +75,30 @@ while i <= #ARGV do
     if earliest == INF then out[#out + 1] = '' else out[#out + 1] = fmt(earliest) end
   else
     if wanted < 1 then wanted = 1 end
-    local share = math.ceil(wanted / #eligible)
+    -- Least recently granted first (stable on candidate order), so small leases rotate over the keys.
+    for idx, e in ipairs(eligible) do e.idx = idx end
+    table.sort(eligible, function(x, y)
+      if x.k.seq ~= y.k.seq then return x.k.seq < y.k.seq end
+      return x.idx < y.idx
+    end)
+    local unassigned = wanted
     local stampMs = nowMs + holdMs
-    out[#out + 1] = tostring(#eligible)
-    for _, e in ipairs(eligible) do
-      local slots = share
+    local grants = {}
+    for idx, e in ipairs(eligible) do
+      if unassigned <= 0 then break end
+      local slots = math.ceil(unassigned / (#eligible - idx + 1))
       if e.available ~= INF then
         local cap = math.floor(e.available / LEASE_SHARE_OF_HEADROOM)
         if cap < 1 then cap = 1 end
         if cap < slots then slots = cap end
       end
+      unassigned = unassigned - slots
       record(e.k, nowMs, stampMs, slots)
-      out[#out + 1] = e.k.id
-      out[#out + 1] = fmt(slots)
+      grants[#grants + 1] = e.k.id
+      grants[#grants + 1] = fmt(slots)
     end
+    out[#out + 1] = tostring(#grants / 2)
+    for _, v in ipairs(grants) do out[#out + 1] = v end
   end
 end
 flushSeq()

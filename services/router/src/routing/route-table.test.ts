@@ -1,0 +1,37 @@
+import assert from 'node:assert/strict';
+import { compilePolicy, parseConfig } from '@keymesh/config';
+import { leaseHoldOf } from './route-table';
+
+const policyWith = (limits: string) =>
+  compilePolicy(
+    parseConfig(
+      `
+providers:
+  p: { kind: openai, base_url: http://127.0.0.1:9/v1 }
+pools:
+  main:
+    provider: p
+    keys:
+      - { id: k1, secret_env: K1${limits ? `, limits: ${limits}` : ''} }
+routes:
+  r: { targets: [ { pool: main, model: m } ] }
+tenants:
+  t: { virtual_keys: [ sk-keymesh-t ] }
+`,
+      'test.yaml',
+    ),
+    (plaintext) => `sealed:${plaintext.length}`,
+  );
+
+describe('lease hold per pool', () => {
+  it('is a twentieth of the shortest window, so leased slots cost about 5% of capacity', () => {
+    assert.equal(leaseHoldOf(policyWith('{ requests: 20, per: 2s }'), 'main'), 100);
+  });
+  it('is at most a second for long windows and at least 20 ms for short ones', () => {
+    assert.equal(leaseHoldOf(policyWith('{ rpm: 600 }'), 'main'), 1_000);
+    assert.equal(leaseHoldOf(policyWith('{ requests: 5, per: 100ms }'), 'main'), 20);
+  });
+  it('is a second for keys without declared limits', () => {
+    assert.equal(leaseHoldOf(policyWith(''), 'main'), 1_000);
+  });
+});
