@@ -54,6 +54,19 @@ describe('failing over between the keys of a pool', function () {
     assert.equal(t.mock.stats(secretOf(0)).rateLimited + t.mock.stats(secretOf(1)).rateLimited, 0);
   });
 
+  it('answers 429 with retry-after, not 503, when every key answered 429', async function () {
+    const limits = [{ requests: 1, perMs: 60_000 }];
+    t = await startTestMesh({ mockKeys: [{ limits, silentLimits: true }, { limits, silentLimits: true }] });
+    client = new OpenAI({ baseURL: t.baseUrl, apiKey: VIRTUAL_KEY, maxRetries: 0 });
+    await ask(client, 'one');
+    await ask(client, 'two');
+    await assert.rejects(ask(client, 'three'), (err: unknown) => {
+      assert.ok(err instanceof OpenAI.RateLimitError, String(err));
+      assert.ok(Number(err.headers?.get('retry-after')) >= 50, `retry-after ${err.headers?.get('retry-after')}`);
+      return true;
+    });
+  });
+
   it('parks a revoked key after its 401 and keeps serving from the others', async function () {
     t = await startTestMesh({ mockKeys: [{}, {}] });
     client = new OpenAI({ baseURL: t.baseUrl, apiKey: VIRTUAL_KEY, maxRetries: 0 });

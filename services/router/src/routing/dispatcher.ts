@@ -264,6 +264,12 @@ export class Dispatcher {
           this.deps.admission.forgetKey(target.poolId, keyId, untilMs);
           await this.report(scope, target, keyId, failure);
         }
+        if (failure.kind === 'rate_limited') {
+          // Keys this request excluded after a 429 are full, not gone: the caller
+          // hears "retry after", not "unavailable", when nothing else serves.
+          const retryMs = failure.retryAfterMs ?? 1_000;
+          soonestRetryMs = soonestRetryMs === undefined ? retryMs : Math.min(soonestRetryMs, retryMs);
+        }
         excluded.push(keyId);
         // This failure may have opened the provider's breaker: the next key would be refused anyway.
         if (providerBreaker.blocks(Date.now())) break;
