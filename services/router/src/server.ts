@@ -97,7 +97,20 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
 
   const rpcServer = createRpcServer({ telemetry, logger });
   rpcServer.add(RouterService, routerHandlers({ table: currentTable, gateway, dispatcher }));
-  const grpcPort = await rpcServer.listen(options.grpc.host, options.grpc.port);
+  const releaseOnFailure = async (): Promise<void> => {
+    follower.close();
+    keyEvents.unsubscribe();
+    await rpcServer.shutdown();
+    for (const client of [limiter, keyVault, cache, analytics, control]) closeRpcClient(client);
+  };
+  let grpcPort: number;
+  try {
+    grpcPort = await rpcServer.listen(options.grpc.host, options.grpc.port);
+  } catch (err) {
+    // A port in use must end start-up cleanly, not leave the policy follower polling forever.
+    await releaseOnFailure();
+    throw err;
+  }
 
   const edge = createHttpEdge({
     table: currentTable,
@@ -116,7 +129,13 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
     usageQuery: async (tenantId, deadlineMs) =>
       toJson(GetUsageResponseSchema, await analytics.getUsage({ tenantId }, { deadlineMs })),
   });
-  const httpPort = await edge.listen(options.http.host, options.http.port);
+  let httpPort: number;
+  try {
+    httpPort = await edge.listen(options.http.host, options.http.port);
+  } catch (err) {
+    await releaseOnFailure();
+    throw err;
+  }
 
   return {
     httpPort,

@@ -81,7 +81,7 @@ export class LeaseAdmission {
     if (lease) {
       pool.admittedSinceRefill++;
       // Renew before the slots run low or the leases run out, so no request waits for a grant.
-      if (!pool.refilling && (remainingSlots(pool) * 4 <= pool.lastGrantedSlots || nowMs >= pool.renewAtMs)) this.requestRefill(poolId);
+      if (!pool.refilling && (remainingSlots(pool, nowMs) * 4 <= pool.lastGrantedSlots || nowMs >= pool.renewAtMs)) this.requestRefill(poolId);
       return { granted: true, keyId: lease.keyId, decidedBy: lease.decidedBy };
     }
     const span = trace.getSpan(ctx);
@@ -157,19 +157,33 @@ export class LeaseAdmission {
     const nowMs = Date.now();
     const links: Link[] = [];
     let parent: Context = ROOT_CONTEXT;
-    const requests = poolIds.map((poolId) => {
+    const wanted = poolIds.map((poolId) => {
       const pool = this.poolState(poolId);
       for (const w of pool.waiters) {
         if (parent === ROOT_CONTEXT) parent = w.ctx;
         else if (w.link) links.push(w.link);
       }
       const elapsedMs = Math.max(nowMs - pool.lastRefillMs, 50);
-      // What the last interval used, scaled to one hold: unused slots stay counted until the lease ends, so asking for more wastes capacity.
-      const expected = Math.ceil((pool.admittedSinceRefill * holdMs) / elapsedMs);
+      // What the last interval used, scaled to one hold, less what is still
+      // leased: an unspent slot stays counted until its lease ends, so every
+      // slot asked for beyond demand is capacity nobody can use.
+      // Slots whose lease ends within half a hold are about to lapse and don't count.
+      const expected = Math.ceil((pool.admittedSinceRefill * holdMs) / elapsedMs) - remainingSlots(pool, nowMs + holdMs / 2);
       pool.admittedSinceRefill = 0;
       pool.lastRefillMs = nowMs;
-      return { poolId, wantedSlots: Math.max(pool.waiters.length, expected, 1), excludedKeyIds: [] };
+      return Math.max(pool.waiters.length, expected);
     });
+    // A renewal that finds enough still leased asks for nothing.
+    const asking = poolIds.filter((poolId, i) => {
+      if (wanted[i] > 0) return true;
+      const pool = this.poolState(poolId);
+      pool.refilling = false;
+      pool.renewAtMs = nowMs + holdMs / 10;
+      return false;
+    });
+    if (asking.length === 0) return;
+    const requests = asking.map((poolId) => ({ poolId, wantedSlots: wanted[poolIds.indexOf(poolId)], excludedKeyIds: [] }));
+    poolIds = asking;
     // Traced in the first waiting request's context (a background refill has none)
     // and linked from every admission it serves.
     const span = this.telemetry.tracer.startSpan(
@@ -261,8 +275,8 @@ function takeSlot(pool: PoolState, nowMs: number): Lease | undefined {
   return best;
 }
 
-function remainingSlots(pool: PoolState): number {
+function remainingSlots(pool: PoolState, nowMs: number): number {
   let total = 0;
-  for (const lease of pool.leases) total += lease.slots;
+  for (const lease of pool.leases) if (lease.expiresAtMs > nowMs) total += lease.slots;
   return total;
 }
