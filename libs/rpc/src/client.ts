@@ -3,7 +3,7 @@ import type { GenService, GenServiceMethods } from '@bufbuild/protobuf/codegenv2
 import * as grpc from '@grpc/grpc-js';
 import { Code, KeymeshError, fromStatusDetails } from '@keymesh/errors';
 import { attr, type Telemetry } from '@keymesh/telemetry';
-import { context, SpanKind, SpanStatusCode, trace, type Context, type Link } from '@opentelemetry/api';
+import { context, SpanKind, SpanStatusCode, trace, type Context, type Link, type Span } from '@opentelemetry/api';
 import { pathOf, deserializerOf, serializerOf } from './definition';
 import { injectIntoMetadata } from './metadata';
 
@@ -84,6 +84,21 @@ function parentOf(options: CallOptions | undefined): Context {
   return options?.parent ?? context.active();
 }
 
+/** The CLIENT span of one call and the context that carries it to the server. */
+function clientSpanStarter(method: DescMethod, defaults: RpcClientOptions) {
+  const spanName = `${method.parent.typeName}/${method.name}`;
+  const attributes = { [attr.RPC_SYSTEM]: 'grpc', [attr.RPC_SERVICE]: method.parent.typeName, [attr.RPC_METHOD]: method.name };
+  return (options: CallOptions | undefined): { span: Span; ctx: Context } => {
+    const parent = parentOf(options);
+    const span = defaults.telemetry.tracer.startSpan(
+      spanName,
+      { kind: SpanKind.CLIENT, attributes, ...(options?.links ? { links: options.links } : {}) },
+      parent,
+    );
+    return { span, ctx: trace.setSpan(parent, span) };
+  };
+}
+
 function deadlineOf(options: CallOptions | undefined, defaults: RpcClientOptions): number {
   if (options?.deadlineMs !== undefined) return options.deadlineMs;
   return Date.now() + (options?.timeoutMs ?? defaults.defaultTimeoutMs ?? 10_000);
@@ -109,14 +124,9 @@ function unaryCall(channel: grpc.Client, method: DescMethod, defaults: RpcClient
   const path = pathOf(method);
   const serialize = serializerOf(method.input) as (value: unknown) => Buffer;
   const deserialize = deserializerOf(method.output);
-  const spanName = `${method.parent.typeName}/${method.name}`;
+  const startSpan = clientSpanStarter(method, defaults);
   return (request, options) => {
-    const span = defaults.telemetry.tracer.startSpan(spanName, {
-      kind: SpanKind.CLIENT,
-      attributes: { [attr.RPC_SYSTEM]: 'grpc', [attr.RPC_SERVICE]: method.parent.typeName, [attr.RPC_METHOD]: method.name },
-      ...(options?.links ? { links: options.links } : {}),
-    }, parentOf(options));
-    const ctx = trace.setSpan(parentOf(options), span);
+    const { span, ctx } = startSpan(options);
     return new Promise((resolve, reject) => {
       const call = channel.makeUnaryRequest(
         path,
@@ -153,15 +163,10 @@ function serverStreamCall(channel: grpc.Client, method: DescMethod, defaults: Rp
   const path = pathOf(method);
   const serialize = serializerOf(method.input) as (value: unknown) => Buffer;
   const deserialize = deserializerOf(method.output);
-  const spanName = `${method.parent.typeName}/${method.name}`;
+  const startSpan = clientSpanStarter(method, defaults);
   return (request, options) => ({
     async *[Symbol.asyncIterator]() {
-      const span = defaults.telemetry.tracer.startSpan(spanName, {
-        kind: SpanKind.CLIENT,
-        attributes: { [attr.RPC_SYSTEM]: 'grpc', [attr.RPC_SERVICE]: method.parent.typeName, [attr.RPC_METHOD]: method.name },
-        ...(options?.links ? { links: options.links } : {}),
-      }, parentOf(options));
-      const ctx = trace.setSpan(parentOf(options), span);
+      const { span, ctx } = startSpan(options);
       const call = channel.makeServerStreamRequest(path, serialize, deserialize, request, metadataOf(options, ctx), {
         deadline: deadlineOf(options, defaults),
       });
