@@ -2,6 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import {
+  type ChatStreamRequest,
+  type EmbedRequest,
+  type EmbedResponseSchema,
   type ChatMessage,
   type ChatParameters,
   type ChatStreamResponseSchema,
@@ -13,12 +16,15 @@ import { chatStreamAttempt, embeddingAttempt } from './routing/attempts';
 import type { Dispatcher, RequestScope } from './routing/dispatcher';
 import type { Gateway } from './routing/gateway';
 import type { RouteTable } from './routing/route-table';
+import type { ConcurrencyGuard, ReleaseSlot } from './guards/concurrency';
 import { SseDataReader } from './edge/sse';
 
 export interface RouterHandlerDeps {
   table: () => RouteTable;
   gateway: Gateway;
   dispatcher: Dispatcher;
+  /** The same bulkheads as the HTTP edge: gRPC callers count against the caps too. */
+  concurrency: ConcurrencyGuard;
 }
 
 function toOpenAi(model: string, messages: ChatMessage[], parameters: ChatParameters | undefined, stream: boolean): OpenAiChatRequest {
@@ -58,14 +64,16 @@ function contentOf(content: OpenAiChatResponse['choices'][number]['message']['co
 
 /** RouterService over gRPC: the same gateway as the HTTP edge, proto in and out. */
 export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof RouterService> {
-  const begin = (ctx: CallContext, model: string): { scope: RequestScope; startedMs: number } => {
+  /** Authenticates, resolves the route and takes its bulkhead slots; the caller must call release. */
+  const begin = (ctx: CallContext, model: string): { scope: RequestScope; startedMs: number; release: ReleaseSlot } => {
     const tenantId = deps.gateway.authenticate(ctx.header('authorization'));
     const route = deps.gateway.resolveRoute(model);
     const requestId = randomUUID();
     ctx.setTrailer('x-keymesh-request-id', requestId);
     const deadlineMs = Math.min(ctx.deadlineMs ?? Infinity, Date.now() + route.timeoutMs);
     const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(Math.max(0, deadlineMs - Date.now()))]);
-    return { scope: { requestId, tenantId, route, deadlineMs, signal, traceContext: ctx.traceContext }, startedMs: Date.now() };
+    const release = deps.concurrency.acquire(route, tenantId);
+    return { scope: { requestId, tenantId, route, deadlineMs, signal, traceContext: ctx.traceContext }, startedMs: Date.now(), release };
   };
   const served = (ctx: CallContext, s: { target: { providerId: string; model: string }; keyId: string; attempts: number }): void => {
     ctx.setTrailer('x-keymesh-provider', s.target.providerId);
@@ -83,7 +91,7 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
 
   return {
     async chat(request, ctx) {
-      const { scope, startedMs } = begin(ctx, request.model);
+      const { scope, startedMs, release } = begin(ctx, request.model);
       try {
         const body = toOpenAi(request.model, request.messages, request.parameters, false);
         const { result, served: s } = await deps.gateway.chat(scope, body, undefined, 'use');
@@ -105,80 +113,27 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
         };
       } catch (err) {
         return failed(err, scope, startedMs);
+      } finally {
+        release();
       }
     },
 
     async *chatStream(request, ctx) {
-      const { scope, startedMs } = begin(ctx, request.model);
-      let usage: OpenAiUsage | undefined;
-      let s;
+      const { scope, startedMs, release } = begin(ctx, request.model);
+      // Held until the last delta, the caller leaving, or a failure.
       try {
-        const body = toOpenAi(request.model, request.messages, request.parameters, true);
-        s = await deps.dispatcher.run(scope, chatStreamAttempt(body, undefined));
-      } catch (err) {
-        return failed(err, scope, startedMs);
-      }
-      served(ctx, s);
-      const adapter = deps.table().providers.get(s.target.providerId)?.adapter;
-      const reader = new SseDataReader();
-      let errorReason = '';
-      try {
-        for await (const chunk of s.value.body) {
-          for (const data of reader.push(chunk.toString('utf8'))) {
-            const parsed = adapter?.streamChunk(data);
-            if (!parsed) continue;
-            if (parsed.usage) usage = parsed.usage;
-            for (const choice of parsed.choices) {
-              const message: MessageInitShape<typeof ChatStreamResponseSchema> = {
-                id: parsed.id,
-                model: parsed.model,
-                index: choice.index,
-                role: choice.delta.role ?? '',
-                contentDelta: choice.delta.content ?? '',
-                finishReason: choice.finish_reason ?? '',
-              };
-              yield message;
-            }
-            if (parsed.usage && parsed.choices.length === 0) yield { id: parsed.id, model: parsed.model, usage: usageOf(parsed.usage) };
-          }
-        }
-      } catch (err) {
-        s.value.abort();
-        errorReason = scope.signal.aborted ? Reason.CANCELLED : Reason.PROVIDER_ERROR;
-        if (!scope.signal.aborted) {
-          throw new KeymeshError({ code: Code.Unavailable, reason: Reason.PROVIDER_ERROR, message: 'the provider ended the stream early', cause: err });
-        }
+        yield* streamDeltas(scope, startedMs, request, ctx);
       } finally {
-        if (scope.signal.aborted) s.value.abort();
-        deps.gateway.recordUsage(scope, startedMs, {
-          model: s.target.model, providerId: s.target.providerId, keyId: s.keyId, usage, status: errorReason ? 502 : 200,
-          attempts: s.attempts, cached: false, streamed: true, errorReason,
-        });
+        release();
       }
     },
 
     async embed(request, ctx) {
-      const { scope, startedMs } = begin(ctx, request.model);
-      if (request.inputs.length === 0) {
-        throw new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message: 'inputs must not be empty', metadata: { param: 'inputs' } });
-      }
+      const { scope, startedMs, release } = begin(ctx, request.model);
       try {
-        const body = { model: request.model, input: request.inputs, ...(request.dimensions !== undefined ? { dimensions: request.dimensions } : {}) };
-        const s = await deps.dispatcher.run(scope, embeddingAttempt(body, undefined));
-        served(ctx, s);
-        const usage = s.value.usage;
-        deps.gateway.recordUsage(scope, startedMs, {
-          model: s.value.parsed.model, providerId: s.target.providerId, keyId: s.keyId,
-          usage: usage ? { prompt_tokens: usage.prompt_tokens, completion_tokens: 0, total_tokens: usage.total_tokens } : undefined,
-          status: 200, attempts: s.attempts, cached: false, streamed: false, errorReason: '',
-        });
-        return {
-          model: s.value.parsed.model,
-          embeddings: s.value.parsed.data.map((d) => ({ index: d.index, values: Array.isArray(d.embedding) ? d.embedding : [] })),
-          usage: usage ? { promptTokens: usage.prompt_tokens, totalTokens: usage.total_tokens } : undefined,
-        };
-      } catch (err) {
-        return failed(err, scope, startedMs);
+        return await embedWith(scope, startedMs, request, ctx);
+      } finally {
+        release();
       }
     },
 
@@ -187,4 +142,76 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
       return { models: [...deps.table().routes.keys()].map((id) => ({ id, ownedBy: 'keymesh' })) };
     },
   };
+
+  async function* streamDeltas(scope: RequestScope, startedMs: number, request: ChatStreamRequest, ctx: CallContext): AsyncGenerator<MessageInitShape<typeof ChatStreamResponseSchema>> {
+    let usage: OpenAiUsage | undefined;
+    let s;
+    try {
+      const body = toOpenAi(request.model, request.messages, request.parameters, true);
+      s = await deps.dispatcher.run(scope, chatStreamAttempt(body, undefined));
+    } catch (err) {
+      return failed(err, scope, startedMs);
+    }
+    served(ctx, s);
+    const adapter = deps.table().providers.get(s.target.providerId)?.adapter;
+    const reader = new SseDataReader();
+    let errorReason = '';
+    try {
+      for await (const chunk of s.value.body) {
+        for (const data of reader.push(chunk.toString('utf8'))) {
+          const parsed = adapter?.streamChunk(data);
+          if (!parsed) continue;
+          if (parsed.usage) usage = parsed.usage;
+          for (const choice of parsed.choices) {
+            const message: MessageInitShape<typeof ChatStreamResponseSchema> = {
+              id: parsed.id,
+              model: parsed.model,
+              index: choice.index,
+              role: choice.delta.role ?? '',
+              contentDelta: choice.delta.content ?? '',
+              finishReason: choice.finish_reason ?? '',
+            };
+            yield message;
+          }
+          if (parsed.usage && parsed.choices.length === 0) yield { id: parsed.id, model: parsed.model, usage: usageOf(parsed.usage) };
+        }
+      }
+    } catch (err) {
+      s.value.abort();
+      errorReason = scope.signal.aborted ? Reason.CANCELLED : Reason.PROVIDER_ERROR;
+      if (!scope.signal.aborted) {
+        throw new KeymeshError({ code: Code.Unavailable, reason: Reason.PROVIDER_ERROR, message: 'the provider ended the stream early', cause: err });
+      }
+    } finally {
+      if (scope.signal.aborted) s.value.abort();
+      deps.gateway.recordUsage(scope, startedMs, {
+        model: s.target.model, providerId: s.target.providerId, keyId: s.keyId, usage, status: errorReason ? 502 : 200,
+        attempts: s.attempts, cached: false, streamed: true, errorReason,
+      });
+    }
+  }
+
+  async function embedWith(scope: RequestScope, startedMs: number, request: EmbedRequest, ctx: CallContext): Promise<MessageInitShape<typeof EmbedResponseSchema>> {
+    if (request.inputs.length === 0) {
+      throw new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message: 'inputs must not be empty', metadata: { param: 'inputs' } });
+    }
+    try {
+      const body = { model: request.model, input: request.inputs, ...(request.dimensions !== undefined ? { dimensions: request.dimensions } : {}) };
+      const s = await deps.dispatcher.run(scope, embeddingAttempt(body, undefined));
+      served(ctx, s);
+      const usage = s.value.usage;
+      deps.gateway.recordUsage(scope, startedMs, {
+        model: s.value.parsed.model, providerId: s.target.providerId, keyId: s.keyId,
+        usage: usage ? { prompt_tokens: usage.prompt_tokens, completion_tokens: 0, total_tokens: usage.total_tokens } : undefined,
+        status: 200, attempts: s.attempts, cached: false, streamed: false, errorReason: '',
+      });
+      return {
+        model: s.value.parsed.model,
+        embeddings: s.value.parsed.data.map((d) => ({ index: d.index, values: Array.isArray(d.embedding) ? d.embedding : [] })),
+        usage: usage ? { promptTokens: usage.prompt_tokens, totalTokens: usage.total_tokens } : undefined,
+      };
+    } catch (err) {
+      return failed(err, scope, startedMs);
+    }
+  }
 }

@@ -96,7 +96,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   const gateway = new Gateway({ table: currentTable, dispatcher, cache, usage, logger });
 
   const rpcServer = createRpcServer({ telemetry, logger });
-  rpcServer.add(RouterService, routerHandlers({ table: currentTable, gateway, dispatcher }));
+  rpcServer.add(RouterService, routerHandlers({ table: currentTable, gateway, dispatcher, concurrency }));
   const releaseOnFailure = async (): Promise<void> => {
     follower.close();
     keyEvents.unsubscribe();

@@ -62,3 +62,36 @@ describe('RouterService over gRPC', function () {
     });
   });
 });
+
+describe('RouterService bulkheads', function () {
+  let t: TestMesh;
+  let router: ReturnType<typeof createRpcClient<typeof RouterService>>;
+  const auth = { authorization: `Bearer ${VIRTUAL_KEY}` };
+
+  before(async function () {
+    t = await startTestMesh({ extraRoutes: '  gpt-single: { targets: [ { pool: main, model: gpt-4o-mini } ], max_concurrency: 1 }' });
+    router = createRpcClient(RouterService, t.grpcAddress, { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 10_000 });
+  });
+  after(async function () {
+    closeRpcClient(router);
+    await t?.stop();
+  });
+
+  it('counts gRPC calls against a route\'s max_concurrency and frees the slot when a call ends', async function () {
+    t.mock.setLatency(300);
+    const ask = () => router.chat({ model: 'gpt-single', messages: [{ role: 'user', content: 'one at a time' }] }, { headers: auth });
+    const first = ask();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await assert.rejects(ask(), (err: unknown) => {
+      assert.ok(err instanceof KeymeshError);
+      assert.equal(err.code, Code.ResourceExhausted);
+      assert.equal(err.reason, 'CONCURRENCY_LIMIT');
+      return true;
+    });
+    await first;
+    t.mock.setLatency(0);
+    // The slot came back: the next call is served.
+    const after = await ask();
+    assert.match(after.choices[0].message?.content ?? '', /one at a time/);
+  });
+});
