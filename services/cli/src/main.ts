@@ -94,7 +94,7 @@ async function up(args: ParsedArgs, env: NodeJS.ProcessEnv): Promise<number> {
   const { config, path } = await configFrom(args);
   const httpPort = portFrom(env.KEYMESH_HTTP_PORT, config.server.http.port, 'KEYMESH_HTTP_PORT');
   const grpcPort = portFrom(env.KEYMESH_GRPC_PORT, 50051, 'KEYMESH_GRPC_PORT');
-  const mesh = await startMesh({ config, configPath: path, httpPort, grpcPort, env });
+  const mesh = await startMesh({ config, configPath: path, httpPort, grpcPort, env, defaultServicePorts: true });
   const width = Math.max(...mesh.parts.map((p) => p.name.length));
   const lines = mesh.parts.map((p) => `  ${p.name.padEnd(width)}  ${p.where}`);
   process.stdout.write(`keymesh is up (${path ? basename(path) : 'demo config'}${env.NATS_URL ? ', NATS bus' : ', embedded'})\n${lines.join('\n')}\n`);

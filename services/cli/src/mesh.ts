@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { connectNatsBus, createMemoryBus, type Bus } from '@keymesh/bus';
 import type { ConfigSecret, KeymeshConfig } from '@keymesh/config';
+import { SERVICE_PORTS, type ServiceName } from './addresses';
 import { startAnalytics } from '@keymesh/analytics';
 import { startCache } from '@keymesh/cache';
 import { startControl } from '@keymesh/control';
@@ -32,12 +33,30 @@ export interface UpOptions {
   httpPort: number;
   grpcPort: number;
   env: NodeJS.ProcessEnv;
+  /**
+   * Put the internal services on their `keymesh serve` ports (50052-50056) so
+   * the CLI (`keymesh keys`, `usage`, `apply`) finds them; a port in use falls
+   * back to a free one. Tests leave this off and get free ports throughout.
+   */
+  defaultServicePorts?: boolean;
 }
 
 const LOOPBACK = '127.0.0.1';
 
 export function secretValue(secret: ConfigSecret, env: NodeJS.ProcessEnv): string | undefined {
   return secret.kind === 'literal' ? secret.value : env[secret.name];
+}
+
+/** Starts on the preferred port, or on a free one when something else holds it. */
+export async function startOnPreferredPort<T>(preferred: number, start: (port: number) => Promise<T>): Promise<T> {
+  try {
+    return await start(preferred);
+  } catch (err) {
+    // grpc-js reports a taken port as "No address added out of total 1 resolved".
+    const text = String((err as Error)?.message ?? err);
+    if (!text.includes('EADDRINUSE') && !text.includes('No address added')) throw err;
+    return start(0);
+  }
 }
 
 /**
@@ -99,25 +118,29 @@ export async function startMesh(options: UpOptions): Promise<Mesh> {
     const sealer = createSealer((await masterKeyFromEnv(env)) ?? generateMasterKey());
     const routerToken = env.KEYMESH_ROUTER_TOKEN || randomBytes(24).toString('base64url');
 
-    const control = await startControl({
-      telemetry: telemetry('control'),
-      bus,
-      sealSecret: (plaintext) => sealer.seal(plaintext),
-      config,
-      ...(options.configPath ? { watchPath: options.configPath } : {}),
-      host: LOOPBACK,
-      port: 0,
-    });
+    const onPort = <T>(name: Exclude<ServiceName, 'router'>, start: (port: number) => Promise<T>): Promise<T> =>
+      options.defaultServicePorts ? startOnPreferredPort(SERVICE_PORTS[name], start) : start(0);
+    const control = await onPort('control', (port) =>
+      startControl({
+        telemetry: telemetry('control'),
+        bus,
+        sealSecret: (plaintext) => sealer.seal(plaintext),
+        config,
+        ...(options.configPath ? { watchPath: options.configPath } : {}),
+        host: LOOPBACK,
+        port,
+      }),
+    );
     const controlAddress = `${LOOPBACK}:${control.port}`;
     parts.push({ name: 'control', where: controlAddress, stop: () => control.stop() });
 
-    const keyvault = await startKeyVault({ telemetry: telemetry('keyvault'), bus, sealer, routerToken, controlAddress, host: LOOPBACK, port: 0, env });
+    const keyvault = await onPort('keyvault', (port) => startKeyVault({ telemetry: telemetry('keyvault'), bus, sealer, routerToken, controlAddress, host: LOOPBACK, port, env }));
     parts.push({ name: 'key-vault', where: `${LOOPBACK}:${keyvault.port}`, stop: () => keyvault.stop() });
-    const limiter = await startLimiter({ telemetry: telemetry('limiter'), bus, controlAddress, host: LOOPBACK, port: 0, ...redisFromEnv(env) });
+    const limiter = await onPort('limiter', (port) => startLimiter({ telemetry: telemetry('limiter'), bus, controlAddress, host: LOOPBACK, port, ...redisFromEnv(env) }));
     parts.push({ name: 'limiter', where: `${LOOPBACK}:${limiter.port}`, stop: () => limiter.stop() });
-    const cache = await startCache({ telemetry: telemetry('cache'), host: LOOPBACK, port: 0 });
+    const cache = await onPort('cache', (port) => startCache({ telemetry: telemetry('cache'), host: LOOPBACK, port }));
     parts.push({ name: 'cache', where: `${LOOPBACK}:${cache.port}`, stop: () => cache.stop() });
-    const analytics = await startAnalytics({ telemetry: telemetry('analytics'), bus, host: LOOPBACK, port: 0 });
+    const analytics = await onPort('analytics', (port) => startAnalytics({ telemetry: telemetry('analytics'), bus, host: LOOPBACK, port }));
     parts.push({ name: 'analytics', where: `${LOOPBACK}:${analytics.port}`, stop: () => analytics.stop() });
 
     const router = await startRouter({
