@@ -1,4 +1,4 @@
-import { context, propagation, trace, type Link, type Span, type Tracer } from '@opentelemetry/api';
+import { context, propagation, type Link, type Span, type Tracer } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
@@ -84,4 +84,3 @@ export function spanLinkOf(span: Span): Link {
   return { context: span.spanContext() };
 }
 
-export { trace };

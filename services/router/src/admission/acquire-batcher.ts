@@ -1,7 +1,7 @@
 import type { RpcClient } from '@keymesh/rpc';
 import { KeymeshError, Code, Reason } from '@keymesh/errors';
 import { AcquireOutcome, type AcquireResponse, type LimiterService } from '@keymesh/proto/limiter/v1/limiter';
-import { attr, type Telemetry } from '@keymesh/telemetry';
+import { attr, spanLinkOf, type Telemetry } from '@keymesh/telemetry';
 import { SpanKind, trace, type Context, type Link, type SpanContext } from '@opentelemetry/api';
 
 export type Admission = (
@@ -53,7 +53,7 @@ export class AcquireBatcher {
         requestId,
         deadlineMs,
         ctx,
-        link: span ? { context: span.spanContext() } : undefined,
+        link: span ? spanLinkOf(span) : undefined,
         resolve,
         reject,
       });

@@ -1,7 +1,7 @@
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import type { GrantLeasesResponse, LimiterService, PoolLeases } from '@keymesh/proto/limiter/v1/limiter';
 import type { RpcClient } from '@keymesh/rpc';
-import { attr, type Telemetry } from '@keymesh/telemetry';
+import { attr, spanLinkOf, type Telemetry } from '@keymesh/telemetry';
 import { ROOT_CONTEXT, SpanKind, trace, type Context, type Link, type SpanContext } from '@opentelemetry/api';
 import type { AcquireBatcher, Admission } from './acquire-batcher';
 
@@ -86,7 +86,7 @@ export class LeaseAdmission {
     }
     const span = trace.getSpan(ctx);
     return new Promise<Admission>((resolve, reject) => {
-      pool.waiters.push({ ctx, link: span ? { context: span.spanContext() } : undefined, resolve, reject });
+      pool.waiters.push({ ctx, link: span ? spanLinkOf(span) : undefined, resolve, reject });
       this.requestRefill(poolId);
     });
   }
