@@ -9,6 +9,7 @@ import type { KeyMaterialCache } from '../keys/key-material';
 import type { ProviderFailure } from '../providers';
 import { BreakerBoard, Permit, type CircuitBreaker } from '../resilience';
 import type { ProviderBinding, RouteTable } from './route-table';
+import { orderTargets, TargetBoard } from './strategy';
 
 /** One client request as the dispatcher sees it. */
 export interface RequestScope {
@@ -58,6 +59,10 @@ export interface DispatcherDeps {
   logger: Logger;
   /** Circuit breakers per provider and per key; this router's own when not given. */
   breakers?: BreakerBoard;
+  /** In-flight counts and latency per target that strategies order by; this router's own when not given. */
+  targets?: TargetBoard;
+  /** [0, 1), for weighted routes; Math.random when not given. */
+  random?: () => number;
 }
 
 /** Failures another round may cure: provider trouble, and keys full until a known time. */
@@ -99,17 +104,29 @@ function attemptSignal(scope: RequestScope, providerTimeoutMs: number): AbortSig
  */
 export class Dispatcher {
   readonly breakers: BreakerBoard;
+  readonly targets: TargetBoard;
+  private readonly random: () => number;
 
   constructor(private readonly deps: DispatcherDeps) {
     this.breakers = deps.breakers ?? new BreakerBoard();
+    this.targets = deps.targets ?? new TargetBoard();
+    this.random = deps.random ?? Math.random;
   }
 
   async run<T>(scope: RequestScope, attempt: (a: Attempt) => Promise<AttemptResult<T>>): Promise<Served<T>> {
-    const counter = { attempts: 0 };
+    return this.rounds(scope, orderTargets(scope.route, this.targets, this.random), attempt, { attempts: 0 });
+  }
+
+  private async rounds<T>(
+    scope: RequestScope,
+    targets: readonly PolicyTarget[],
+    attempt: (a: Attempt) => Promise<AttemptResult<T>>,
+    counter: { attempts: number },
+  ): Promise<Served<T>> {
     const { rounds, backoffMs } = scope.route.retry;
     for (let round = 1; ; round++) {
       try {
-        return await this.round(scope, attempt, counter);
+        return await this.round(scope, targets, attempt, counter);
       } catch (err) {
         if (!(err instanceof KeymeshError) || !RETRIABLE_REASONS.has(err.reason) || round >= rounds || breakerRefusals.has(err)) throw err;
         // The provider's (or limiter's) retry-after when there is one; else
@@ -122,8 +139,13 @@ export class Dispatcher {
     }
   }
 
-  /** One pass over the route's targets, each key of each until one serves. */
-  private async round<T>(scope: RequestScope, attempt: (a: Attempt) => Promise<AttemptResult<T>>, counter: { attempts: number }): Promise<Served<T>> {
+  /** One pass over the targets, each key of each until one serves. */
+  private async round<T>(
+    scope: RequestScope,
+    targets: readonly PolicyTarget[],
+    attempt: (a: Attempt) => Promise<AttemptResult<T>>,
+    counter: { attempts: number },
+  ): Promise<Served<T>> {
     const { tracer } = this.deps.telemetry;
     let soonestRetryMs: number | undefined;
     let denied = false;
@@ -139,7 +161,7 @@ export class Dispatcher {
       if (soonestBreaker === undefined || breaker.retryAfterMs(nowMs) < soonestBreaker.retryAfterMs(nowMs)) soonestBreaker = breaker;
     };
 
-    for (const target of scope.route.targets) {
+    for (const target of targets) {
       const provider = this.deps.table().providers.get(target.providerId);
       if (!provider) continue;
       targetsTried++;
@@ -210,8 +232,14 @@ export class Dispatcher {
         }, scope.traceContext);
         if (keyPermit === Permit.Probe || providerPermit === Permit.Probe) span.setAttribute(KEYMESH_BREAKER_STATE, 'half_open');
         let result: AttemptResult<T>;
+        const stats = this.targets.of(target);
+        this.targets.began(stats);
+        const callStartedMs = Date.now();
+        // Only answers and timeouts say how fast the target is; a quick refusal would flatter it.
+        let ttfbMs: number | undefined;
         try {
           result = await attempt({ target, provider, keyId, secret, number: attempts, signal: attemptSignal(scope, provider.timeoutMs), span });
+          if (result.ok) ttfbMs = Date.now() - callStartedMs;
         } catch (err) {
           span.setStatus({ code: SpanStatusCode.ERROR });
           span.end();
@@ -224,6 +252,7 @@ export class Dispatcher {
           }
           // Refused, reset, or silent past the provider's timeout: the provider, not the key, is unwell.
           const timedOut = err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError');
+          if (timedOut) ttfbMs = Date.now() - callStartedMs;
           result = {
             ok: false,
             failure: {
@@ -234,6 +263,8 @@ export class Dispatcher {
             },
           };
           this.deps.logger.warn('provider call failed', { providerId: provider.id, timedOut, error: err as Error });
+        } finally {
+          this.targets.ended(stats, ttfbMs);
         }
         const nowMs = Date.now();
         if (result.ok) {
