@@ -48,7 +48,15 @@ export interface Served<T> {
   readonly target: PolicyTarget;
   readonly keyId: string;
   readonly attempts: number;
+  /** Set when the route's last resort served: its degraded target, or its static answer. */
+  readonly degraded?: 'target' | 'answer';
 }
+
+/**
+ * Who "served" a static degraded answer: keymesh itself, no provider and no
+ * key, so headers and usage never name a provider that did not answer.
+ */
+export const DEGRADED_ANSWER_TARGET: PolicyTarget = Object.freeze({ poolId: '', providerId: 'keymesh', model: 'degraded-answer', weight: null, price: null });
 
 export interface DispatcherDeps {
   table: () => RouteTable;
@@ -72,6 +80,19 @@ const MAX_BACKOFF_MS = 10_000;
 const KEYMESH_BREAKER_STATE = 'keymesh.breaker.state';
 /** Refusals because every target's breaker is open: another round now would only be refused again. */
 const breakerRefusals = new WeakSet<KeymeshError>();
+/**
+ * Failures that mean providers could not serve, which a degraded last resort
+ * may answer. A caller's own mistakes (bad request, unknown model, bad
+ * virtual key) and a caller who left are never papered over.
+ */
+const DEGRADABLE_REASONS = new Set<string>([
+  Reason.PROVIDER_UNAVAILABLE,
+  Reason.PROVIDER_ERROR,
+  Reason.KEY_POOL_EXHAUSTED,
+  Reason.KEY_POOL_UNAVAILABLE,
+  Reason.UNAVAILABLE,
+  Reason.DEADLINE_EXCEEDED,
+]);
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -113,8 +134,37 @@ export class Dispatcher {
     this.random = deps.random ?? Math.random;
   }
 
-  async run<T>(scope: RequestScope, attempt: (a: Attempt) => Promise<AttemptResult<T>>): Promise<Served<T>> {
-    return this.rounds(scope, orderTargets(scope.route, this.targets, this.random), attempt, { attempts: 0 });
+  /**
+   * Serves a request from the route's targets, in the order its strategy
+   * gives, with retry rounds; when they all fail because providers could not
+   * serve, from the route's degraded target, or its static answer made by
+   * `staticAnswer` (left out where no static answer fits, e.g. embeddings).
+   */
+  async run<T>(
+    scope: RequestScope,
+    attempt: (a: Attempt) => Promise<AttemptResult<T>>,
+    staticAnswer?: (answer: string) => T,
+  ): Promise<Served<T>> {
+    const counter = { attempts: 0 };
+    try {
+      return await this.rounds(scope, orderTargets(scope.route, this.targets, this.random), attempt, counter);
+    } catch (err) {
+      const { degraded } = scope.route;
+      if (degraded === null || !(err instanceof KeymeshError) || !DEGRADABLE_REASONS.has(err.reason)) throw err;
+      if (degraded.kind === 'answer') {
+        if (staticAnswer === undefined) throw err;
+        return { value: staticAnswer(degraded.answer), target: DEGRADED_ANSWER_TARGET, keyId: '', attempts: counter.attempts, degraded: 'answer' };
+      }
+      if (scope.signal.aborted) throw err;
+      try {
+        const served = await this.round(scope, [degraded.target], attempt, counter);
+        return { ...served, degraded: 'target' };
+      } catch (degradedErr) {
+        // The caller hears why the route failed, not why its last resort did too.
+        this.deps.logger.warn('degraded target failed too', { route: scope.route.alias, error: degradedErr as Error });
+        throw err;
+      }
+    }
   }
 
   private async rounds<T>(
