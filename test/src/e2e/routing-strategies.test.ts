@@ -137,18 +137,35 @@ describe('routing strategies and degraded answers', function () {
       );
       assert.equal(answer.choices[0]!.message?.content, SORRY);
       assert.equal(degraded, 'true');
+      let streamed = '';
+      for await (const delta of router.chatStream({ model: 'sorry', messages: [{ role: 'user', content: 'grpc stream?' }] }, { headers: { authorization: `Bearer ${VIRTUAL_KEY}` } })) {
+        streamed += delta.contentDelta;
+      }
+      assert.equal(streamed, SORRY);
     } finally {
       closeRpcClient(router);
     }
 
-    // No provider answered: usage counts these three apart from served requests.
+    // No provider answered: usage counts these four apart from served requests.
     const usageUrl = `${mesh.baseUrl}/usage`;
     await waitFor(
       async () => {
         const body = (await (await fetch(usageUrl, { headers: { authorization: `Bearer ${VIRTUAL_KEY}` } })).json()) as { totals?: { requests?: string; errors?: string } };
-        return Number(body.totals?.requests ?? 0) >= 3 && Number(body.totals?.errors ?? 0) >= 3;
+        return Number(body.totals?.requests ?? 0) >= 4 && Number(body.totals?.errors ?? 0) >= 4;
       },
-      { timeoutMs: 10_000, what: 'three degraded answers counted apart in usage' },
+      { timeoutMs: 10_000, what: 'four degraded answers counted apart in usage' },
+    );
+  });
+
+  it('passes the caller\'s own mistake through instead of the degraded answer', async function () {
+    await start(`  sorry: { targets: [ { pool: main, model: gpt-4o-mini } ], degraded: { answer: "${SORRY}" } }`);
+    await assert.rejects(
+      client.chat.completions.create({ model: 'sorry', messages: [{ role: 'user', content: 'zero' }], max_tokens: 0 }),
+      (err: unknown) => {
+        assert.ok(err instanceof OpenAI.BadRequestError, String(err));
+        assert.equal(err.headers?.get('x-keymesh-degraded') ?? null, null);
+        return true;
+      },
     );
   });
 
