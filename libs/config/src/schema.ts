@@ -163,13 +163,18 @@ const secretFields = {
   secret_env: envNameSchema.optional(),
 };
 
-function exactlyOneSecret(value: unknown, ctx: z.RefinementCtx): void {
-  if (!isPlainRecord(value)) return;
-  const hasSecret = value['secret'] !== undefined;
-  const hasEnv = value['secret_env'] !== undefined;
-  if (hasSecret && hasEnv) ctx.addIssue({ code: 'custom', message: 'set only one of "secret" or "secret_env"' });
-  if (!hasSecret && !hasEnv) ctx.addIssue({ code: 'custom', message: 'missing "secret" or "secret_env" (exactly one is required)' });
+/** A refinement for mappings that take exactly one of two alternative fields. */
+function exactlyOneOf(first: string, second: string): (value: unknown, ctx: z.RefinementCtx) => void {
+  return (value, ctx) => {
+    if (!isPlainRecord(value)) return;
+    const hasFirst = value[first] !== undefined;
+    const hasSecond = value[second] !== undefined;
+    if (hasFirst && hasSecond) ctx.addIssue({ code: 'custom', message: `set only one of "${first}" or "${second}"` });
+    if (!hasFirst && !hasSecond) ctx.addIssue({ code: 'custom', message: `missing "${first}" or "${second}" (exactly one is required)` });
+  };
 }
+
+const exactlyOneSecret = exactlyOneOf('secret', 'secret_env');
 
 const poolKeySchema = z
   .strictObject({ id: idSchema, ...secretFields, limits: limitsSchema.optional() })
@@ -223,16 +228,7 @@ const degradedSchema = z
     },
     { error: expecting('a mapping like { target: { pool: cheap, model: m } } or { answer: "..." }') },
   )
-  .superRefine(
-    (value: unknown, ctx) => {
-      if (!isPlainRecord(value)) return;
-      const hasTarget = value['target'] !== undefined;
-      const hasAnswer = value['answer'] !== undefined;
-      if (hasTarget && hasAnswer) ctx.addIssue({ code: 'custom', message: 'set only one of "target" or "answer"' });
-      if (!hasTarget && !hasAnswer) ctx.addIssue({ code: 'custom', message: 'missing "target" or "answer" (exactly one is required)' });
-    },
-    { when: () => true },
-  );
+  .superRefine(exactlyOneOf('target', 'answer'), { when: () => true });
 
 /**
  * `weight` belongs to `weighted` and `price` to `cost`: a weight on a fallback
