@@ -62,7 +62,7 @@ describe('routing strategies and degraded answers', function () {
 
   it('prefers the target with the lower time to first byte, after measuring each once', async function () {
     const mesh = await start('  quick: { strategy: latency, targets: [ { pool: side, model: gpt-4o }, { pool: main, model: gpt-4o-mini } ] }');
-    side!.setLatency(150);
+    side!.setLatency(300);
     const served: string[] = [];
     for (let i = 0; i < 10; i++) {
       const { response } = await ask('quick', `quick ${i}`);
@@ -169,18 +169,23 @@ describe('routing strategies and degraded answers', function () {
     );
   });
 
-  it('never caches a degraded answer, so the provider serves once it recovers', async function () {
+  it('never caches or replays a static degraded answer, so the provider serves once it recovers', async function () {
     const mesh = await start(`  sorry-cached: { targets: [ { pool: main, model: gpt-4o-mini } ], cache: { ttl: 5m }, retry: { attempts: 1 }, degraded: { answer: "${SORRY}" } }`, {
       mockKeys: [{ limits: [{ requests: 1, perMs: 1_000 }] }],
     });
+    // Asked again under one Idempotency-Key, as a careful client retries.
+    const askAgain = () =>
+      client.chat.completions
+        .create({ model: 'sorry-cached', messages: [{ role: 'user', content: 'same question' }] }, { headers: { 'idempotency-key': 'same-question' } })
+        .withResponse();
     await ask('sorry-cached', 'warm up');
-    const degraded = await ask('sorry-cached', 'same question');
+    const degraded = await askAgain();
     assert.equal(degraded.data.choices[0]!.message.content, SORRY);
     assert.equal(degraded.response.headers.get('x-keymesh-degraded'), 'true');
-    // Once the key's window passes, the same question reaches the provider instead of a cached apology.
+    // Once the key's window passes, the same question reaches the provider instead of a remembered apology.
     const answer = await waitFor(
       async () => {
-        const { data } = await ask('sorry-cached', 'same question');
+        const { data } = await askAgain();
         return data.choices[0]!.message.content !== SORRY ? data.choices[0]!.message.content : undefined;
       },
       { timeoutMs: 10_000, intervalMs: 100, what: 'the provider to answer again' },

@@ -6,7 +6,7 @@ import { attr, extractTraceContext, type Logger, type Telemetry } from '@keymesh
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import type { OpenAiChatRequest, OpenAiEmbeddingRequest, OpenAiUsage } from '../providers/openai/types';
 import { chatStreamAttempt, embeddingAttempt } from '../routing/attempts';
-import { degradedChatStream, usageReasonOf } from '../routing/degraded';
+import { DEGRADED_ANSWER_REASON, degradedChatStream, usageReasonOf } from '../routing/degraded';
 import type { Dispatcher, RequestScope } from '../routing/dispatcher';
 import { GuardReason, type ConcurrencyGuard, type ReleaseSlot } from '../guards/concurrency';
 import { bodySha256, idempotencyKeyMismatch, MAX_IDEMPOTENCY_KEY_LENGTH, type IdempotencyStore, type StoredResponse } from '../guards/idempotency';
@@ -169,7 +169,8 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     try {
       const sent = await chatJson(req, exchange, scope, body, raw);
       const { 'x-keymesh-request-id': _requestId, ...headers } = sent.headers;
-      stored = { status: 200, headers: { ...JSON_HEADERS, ...headers }, body: sent.body };
+      // A static degraded answer stands in for an outage and cost nothing: a retry deserves a real answer.
+      if (exchange.usage?.errorReason !== DEGRADED_ANSWER_REASON) stored = { status: 200, headers: { ...JSON_HEADERS, ...headers }, body: sent.body };
     } finally {
       // On failure nothing is remembered and waiters claim the key afresh.
       claim.complete(stored);
