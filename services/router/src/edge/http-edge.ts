@@ -304,10 +304,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     return scope;
   }
 
-  function servedHeaders(
-    exchange: Exchange,
-    served: { target: { providerId: string; model: string }; keyId: string; attempts: number; cached: boolean; degraded?: string } | undefined,
-  ): Record<string, string> {
+  function servedHeaders(exchange: Exchange, served: { target: { providerId: string; model: string }; keyId: string; attempts: number; cached: boolean; degraded?: string } | undefined): Record<string, string> {
     if (!served) return { 'x-keymesh-request-id': exchange.requestId, 'x-keymesh-cache': 'hit' };
     return {
       'x-keymesh-request-id': exchange.requestId,
