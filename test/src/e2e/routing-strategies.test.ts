@@ -74,6 +74,22 @@ describe('routing strategies and degraded answers', function () {
     assert.equal(mesh.mock.stats().ok, 9);
   });
 
+  it('sends a request to the target with the fewest calls in flight, and counts each call down when it ends', async function () {
+    const mesh = await start('  calm: { strategy: least-busy, targets: [ { pool: side, model: gpt-4o }, { pool: main, model: gpt-4o-mini } ] }');
+    side!.setLatency(1_000);
+    const slow = ask('calm', 'slow one');
+    await waitFor(() => side!.stats().requests === 1, { timeoutMs: 5_000, what: 'the first request to reach the side provider' });
+    // The side provider is busy with the first request: the second goes to the idle one.
+    const second = await ask('calm', 'second');
+    assert.equal(second.response.headers.get('x-keymesh-provider'), 'mock');
+    assert.equal((await slow).response.headers.get('x-keymesh-provider'), 'side');
+    // Both calls have ended, so the tie goes to config order again.
+    side!.setLatency(0);
+    const third = await ask('calm', 'third');
+    assert.equal(third.response.headers.get('x-keymesh-provider'), 'side');
+    assert.equal(mesh.mock.stats().ok, 1);
+  });
+
   it('fails over to another provider and model, which is what is sent upstream and reported', async function () {
     const mesh = await start('  cross: { targets: [ { pool: main, model: gpt-4o-mini }, { pool: side, model: gpt-4o } ] }');
     revokeMain(mesh);
