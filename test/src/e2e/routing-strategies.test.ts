@@ -83,10 +83,12 @@ describe('routing strategies and degraded answers', function () {
     const second = await ask('calm', 'second');
     assert.equal(second.response.headers.get('x-keymesh-provider'), 'mock');
     assert.equal((await slow).response.headers.get('x-keymesh-provider'), 'side');
-    // Both calls have ended, so the tie goes to config order again.
+    // Every call has ended, so each tie goes to config order again.
     side!.setLatency(0);
-    const third = await ask('calm', 'third');
-    assert.equal(third.response.headers.get('x-keymesh-provider'), 'side');
+    for (const content of ['third', 'fourth', 'fifth']) {
+      const { response } = await ask('calm', content);
+      assert.equal(response.headers.get('x-keymesh-provider'), 'side', content);
+    }
     assert.equal(mesh.mock.stats().ok, 1);
   });
 
