@@ -23,6 +23,10 @@ export interface TestMeshOptions {
   declaredLimits?: (string | undefined)[];
   /** Extra YAML appended under `routes:`. */
   extraRoutes?: string;
+  /** Extra YAML appended under `providers:` (e.g. a second mock provider). */
+  extraProviders?: string;
+  /** Extra YAML appended under `pools:`. */
+  extraPools?: string;
   /** The provider's per-attempt timeout, e.g. "200ms". */
   providerTimeout?: string;
 }
@@ -39,11 +43,13 @@ export function configYaml(mockUrl: string, options: TestMeshOptions = {}): stri
   return `
 providers:
   mock: { kind: openai, base_url: ${mockUrl}${options.providerTimeout ? `, timeout: ${options.providerTimeout}` : ''} }
+${options.extraProviders ?? ''}
 pools:
   main:
     provider: mock
     keys:
 ${keys.join('\n')}
+${options.extraPools ?? ''}
 routes:
   gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini } ] }
   gpt-4o-mini-cached: { targets: [ { pool: main, model: gpt-4o-mini } ], cache: { ttl: 5m } }
