@@ -4,7 +4,7 @@
  * keymesh against calling the mock directly. Prints numbers, never asserts
  * them: the exit code says only whether the harness itself worked.
  */
-import { fork, spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -12,7 +12,8 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { Client } from "undici";
-import type { FromLoadgen, LoadResult, LoadSpec, ToLoadgen } from "./loadgen";
+import { LoadClient, type RunHooks } from "./load-client";
+import type { LoadResult, LoadSpec } from "./loadgen";
 import {
   clockTicks, cpuDeltaMs, listProcessTree, RssSampler, snapshotTreeCpu, type CpuSnapshot,
 } from "./proc-stats";
@@ -285,82 +286,6 @@ async function freePort(): Promise<number> {
   return address.port;
 }
 
-// ---------------------------------------------------------------- load client
-
-interface RunHooks {
-  onMeasureStart?: () => void;
-  onMeasureEnd?: () => void;
-  onProgress?: (message: Extract<FromLoadgen, { type: "progress" }>) => void;
-}
-
-/** The forked load process; one run at a time. */
-class LoadClient {
-  readonly child: ChildProcess;
-  private readonly ready: Promise<void>;
-  private nextRunId = 1;
-  private current: { runId: number; hooks: RunHooks; resolve: (r: LoadResult) => void; reject: (e: Error) => void } | null = null;
-
-  constructor(script: string) {
-    // advanced serialization carries the Float64Array samples as binary, not JSON
-    this.child = fork(script, [], { serialization: "advanced", stdio: ["ignore", "inherit", "inherit", "ipc"] });
-    this.ready = new Promise((resolveReady, rejectReady) => {
-      this.child.on("message", (message: FromLoadgen) => {
-        if (message.type === "ready") resolveReady();
-        else this.dispatch(message);
-      });
-      this.child.once("exit", (code, signal) => {
-        const error = new HarnessError(`load client exited (${signal ?? code})`);
-        rejectReady(error);
-        this.current?.reject(error);
-        this.current = null;
-      });
-    });
-  }
-
-  get pid(): number {
-    return this.child.pid ?? -1;
-  }
-
-  async run(spec: Omit<LoadSpec, "runId">, hooks: RunHooks = {}): Promise<LoadResult> {
-    await this.ready;
-    if (this.current !== null) throw new HarnessError("load client is busy");
-    const runId = this.nextRunId++;
-    return new Promise<LoadResult>((resolveRun, rejectRun) => {
-      this.current = { runId, hooks, resolve: resolveRun, reject: rejectRun };
-      const message: ToLoadgen = { type: "run", spec: { ...spec, runId } };
-      this.child.send(message);
-    });
-  }
-
-  kill(): void {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
-  }
-
-  private dispatch(message: Exclude<FromLoadgen, { type: "ready" }>): void {
-    const current = this.current;
-    if (current === null || message.runId !== current.runId) return;
-    switch (message.type) {
-      case "measure-start":
-        current.hooks.onMeasureStart?.();
-        break;
-      case "measure-end":
-        current.hooks.onMeasureEnd?.();
-        break;
-      case "progress":
-        current.hooks.onProgress?.(message);
-        break;
-      case "result":
-        this.current = null;
-        current.resolve(message.result);
-        break;
-      case "failed":
-        this.current = null;
-        current.reject(new HarnessError(`load client: ${message.message}`));
-        break;
-    }
-  }
-}
-
 // ---------------------------------------------------------------- the bench
 
 interface Endpoint {
@@ -385,7 +310,7 @@ interface CpuMarks {
 class Bench {
   private mock: ManagedChild | null = null;
   private keymesh: ManagedChild | null = null;
-  private client: LoadClient | null = null;
+  private client: LoadClient<LoadSpec, LoadResult> | null = null;
   private sampler: RssSampler | null = null;
   private workDir: string | null = null;
   private endpoints: Record<Target, Endpoint> | null = null;
@@ -455,7 +380,7 @@ class Bench {
     const treeSize = (await listProcessTree(this.keymesh.pid)).length;
     log(`keymesh is up: ${treeSize} process(es) in its tree, RSS ${fmtMB(this.idleRssBytes)}; clock ticks ${clockTicks()}/s`);
 
-    this.client = new LoadClient(join(__dirname, "loadgen.js"));
+    this.client = new LoadClient<LoadSpec, LoadResult>(join(__dirname, "loadgen.js"));
   }
 
   /** Ends the throughput scenarios' mock, keymesh and load client (their CPU would only add noise later). */
