@@ -22,6 +22,7 @@ import {
   renderSummary, renderTable, summarizeMemory, summarizeTarget,
   type Check, type MemoryReport, type ScenarioReport, type Target, type TargetTotals,
 } from "./report";
+import { LIMITER_SCENARIO, runLimiterBench, type ServiceHandle } from "./limiter";
 import { RESILIENCE_SCENARIOS, runResilience, type KeymeshHandle, type ResilienceResult } from "./resilience";
 
 const MOCK_READY = /mock provider listening on/;
@@ -93,7 +94,7 @@ function readOptions(argv: readonly string[]): BenchOptions {
   const onlyRaw = process.env["BENCH_ONLY"];
   const only = onlyRaw ? new Set(onlyRaw.split(",").map((s) => s.trim()).filter((s) => s !== "")) : null;
   if (only !== null) {
-    const known = [...SCENARIOS, ...RESILIENCE_SCENARIOS].map((s) => s.name);
+    const known = [...SCENARIOS, ...RESILIENCE_SCENARIOS, LIMITER_SCENARIO].map((s) => s.name);
     const unknown = [...only].filter((name) => !known.includes(name));
     if (unknown.length > 0) {
       throw new HarnessError(`BENCH_ONLY: unknown scenario ${unknown.join(", ")} (known: ${known.join(", ")})`);
@@ -390,39 +391,50 @@ class Bench {
     await Promise.all([this.keymesh?.stop(), this.mock?.stop()]);
   }
 
-  private ensureWorkDir(): string {
+  /** The scratch dir, made on first use and removed by stop(). */
+  ensureWorkDir(): string {
     this.workDir ??= mkdtempSync(join(tmpdir(), "keymesh-bench-"));
     return this.workDir;
   }
 
   /** A `keymesh up` of its own for a resilience scenario; a death while it runs fails the bench. */
   async startExtraKeymesh(name: string, configYaml: string): Promise<KeymeshHandle> {
-    const keymeshBin = join(this.options.root, "services/cli/bin/keymesh.js");
-    if (!existsSync(keymeshBin)) throw new HarnessError(`${keymeshBin} not found: build first (npm run build), or set BENCH_ROOT`);
-    const workDir = this.ensureWorkDir();
-    const port = await freePort();
-    const configPath = join(workDir, `${name}.yaml`);
+    const configPath = join(this.ensureWorkDir(), `${name}.yaml`);
     writeFileSync(configPath, configYaml);
+    const port = await freePort();
     log(`starting ${name} on 127.0.0.1:${port}`);
-    const child = new ManagedChild(
-      name, [keymeshBin, "up", "--config", configPath],
+    const service = await this.startExtraService(
+      name, [this.keymeshBin(), "up", "--config", configPath],
       // a free gRPC port too: the default 50051 may be taken by another keymesh
-      { ...process.env, KEYMESH_HTTP_PORT: String(port), KEYMESH_GRPC_PORT: String(await freePort()) }, workDir, this.options.verbose,
+      { ...process.env, KEYMESH_HTTP_PORT: String(port), KEYMESH_GRPC_PORT: String(await freePort()) },
+      KEYMESH_READY,
     );
+    return { origin: `http://127.0.0.1:${port}`, stop: () => service.stop() };
+  }
+
+  /** A service of its own for a later scenario, run from the scratch dir; a death while it runs fails the bench. */
+  async startExtraService(name: string, args: readonly string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<ServiceHandle> {
+    const child = new ManagedChild(name, args, env, this.ensureWorkDir(), this.options.verbose);
     this.extras.add(child);
-    await child.waitReady(KEYMESH_READY, KEYMESH_READY_TIMEOUT_MS);
+    await child.waitReady(ready, KEYMESH_READY_TIMEOUT_MS);
     void child.exited.then((how) => {
       if (!child.stoppedOnPurpose) {
         this.failFatal?.(new HarnessError(`${child.name} exited unexpectedly (${String(how)}); last output:\n${child.recentOutput()}`));
       }
     });
     return {
-      origin: `http://127.0.0.1:${port}`,
+      pid: child.pid,
       stop: async () => {
         await child.stop();
         this.extras.delete(child);
       },
     };
+  }
+
+  keymeshBin(): string {
+    const keymeshBin = join(this.options.root, "services/cli/bin/keymesh.js");
+    if (!existsSync(keymeshBin)) throw new HarnessError(`${keymeshBin} not found: build first (npm run build), or set BENCH_ROOT`);
+    return keymeshBin;
   }
 
   /** Ends `work` early with the harness error when a service died. */
@@ -824,6 +836,7 @@ async function main(): Promise<number> {
     const { only } = options;
     const throughputSelected = only === null || SCENARIOS.some((s) => only.has(s.name));
     const resilienceSelected = options.soakSeconds !== null ? [] : RESILIENCE_SCENARIOS.filter((s) => only === null || only.has(s.name));
+    const limiterSelected = options.soakSeconds === null && (only === null || only.has(LIMITER_SCENARIO.name));
     if (options.soakSeconds !== null || throughputSelected) {
       await bench.start();
       await bench.preflight();
@@ -859,6 +872,18 @@ async function main(): Promise<number> {
         checks.push(...result.checks);
       }
       if (resilience.length > 0) content = { ...content, resilience: resilience.map((r) => ({ name: r.name, ...(r.json as object) })) };
+      if (limiterSelected) {
+        const limiter = await runLimiterBench({
+          keymeshBin: bench.keymeshBin(),
+          workDir: () => bench.ensureWorkDir(),
+          startService: (name, args, env, ready) => bench.startExtraService(name, args, env, ready),
+          guard: (work) => bench.guard(work),
+          log,
+        });
+        console.log(`\n${limiter.text}`);
+        checks.push(...limiter.checks);
+        content = { ...content, limiter: limiter.json };
+      }
     }
     console.log(`\n${renderSummary("targets", checks)}`);
     if (options.jsonPath !== null) writeJson(options.jsonPath, options, { ...content, checks });
