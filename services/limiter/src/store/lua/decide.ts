@@ -1,21 +1,23 @@
 import { KEY_STATE_LUA } from './key-state';
 
 /**
- * acquire for one pool. ARGV: base, nowMs, then per request: the candidate
- * count m and m keyIds. Returns one string per request: "+<keyId>" granted,
- * "-<waitMs>" denied with a retry-after, "" denied with none.
+ * acquire for one pool. ARGV: base, nowMs, then per request: its tokens, the
+ * candidate count m and m keyIds. Returns one string per request:
+ * "+<admissionId>|<keyId>" granted (admissionId "" for a key without token
+ * windows), "-<waitMs>" denied with a retry-after, "" denied with none.
  */
 export const ACQUIRE_LUA = `${KEY_STATE_LUA}
 local nowMs = tonumber(ARGV[2])
 local out = {}
 local i = 3
 while i <= #ARGV do
-  local m = tonumber(ARGV[i])
+  local tokens = tonumber(ARGV[i])
+  local m = tonumber(ARGV[i + 1])
   local best, bestHeadroom, earliest = nil, 0, INF
-  for j = i + 1, i + m do
+  for j = i + 2, i + 1 + m do
     local k = loadKey(ARGV[j])
     if k then
-      local waitMs, headroom = roomOf(k, nowMs)
+      local waitMs, headroom = roomOf(k, nowMs, tokens)
       if waitMs ~= nil then
         if waitMs > 0 then
           if waitMs < earliest then earliest = waitMs end
@@ -26,10 +28,16 @@ while i <= #ARGV do
       end
     end
   end
-  i = i + m + 1
+  i = i + m + 2
   if best then
     record(best, nowMs, nowMs, 1)
-    out[#out + 1] = '+' .. best.id
+    if #best.tokenWindows > 0 then
+      local admissionId = fmt(best.seq)
+      recordTokens(best, nowMs, best.last, tokens, admissionId)
+      out[#out + 1] = '+' .. admissionId .. '|' .. best.id
+    else
+      out[#out + 1] = '+|' .. best.id
+    end
   elseif earliest == INF then
     out[#out + 1] = ''
   else
@@ -58,8 +66,9 @@ while i <= #ARGV do
   local earliest = INF
   for j = i + 2, i + 1 + m do
     local k = loadKey(ARGV[j])
-    if k then
-      local waitMs, _, available = roomOf(k, nowMs)
+    -- As memory.ts: keys with token windows are admitted only by acquire until leases carry token budgets.
+    if k and #k.tokenWindows == 0 then
+      local waitMs, _, available = roomOf(k, nowMs, 0)
       if waitMs ~= nil then
         if waitMs > 0 then
           if waitMs < earliest then earliest = waitMs end
@@ -103,4 +112,36 @@ while i <= #ARGV do
 end
 flushSeq()
 return out
+`;
+
+/**
+ * settle for one pool, as memory.ts settle. ARGV: base, nowMs, then per
+ * settlement: keyId, admissionId, usedTokens - reservedTokens. A negative
+ * difference shrinks the admission (never below 0); a positive one is
+ * recorded as a new admission at nowMs. Returns nothing.
+ */
+export const SETTLE_LUA = `${KEY_STATE_LUA}
+local nowMs = tonumber(ARGV[2])
+for i = 3, #ARGV, 3 do
+  local k = loadKey(ARGV[i])
+  local delta = tonumber(ARGV[i + 2])
+  if k and #k.tokenWindows > 0 then
+    if delta < 0 then
+      local weight = tonumber(redis.call('HGET', k.twKey, ARGV[i + 1]))
+      if weight then
+        weight = weight + delta
+        if weight < 0 then weight = 0 end
+        redis.call('HSET', k.twKey, ARGV[i + 1], fmt(weight))
+      end
+    elseif delta > 0 then
+      local atMs = nowMs
+      if k.last > atMs then atMs = k.last end
+      k.last = atMs
+      redis.call('HSET', k.stKey, 'last', fmt(atMs))
+      recordTokens(k, nowMs, atMs, delta, fmt(nextSeq()))
+    end
+  end
+end
+flushSeq()
+return 0
 `;
