@@ -95,6 +95,40 @@ describe('KeyPoolLimiter', () => {
     });
   });
 
+  describe('token limits', () => {
+    beforeEach(async () => {
+      await limiter.applyPools([{ poolId: 'tokens', keys: [{ keyId: 't1', limits: [], tokenLimits: [{ tokens: 1000, perMs: 60_000 }] }] }]);
+    });
+
+    it('reserves the estimate and settles it down to the reported usage', async () => {
+      const first = await limiter.acquire({ poolId: 'tokens', estimatedTokens: 900 }, clock.nowMs());
+      assert.ok(first.granted && first.admissionId !== '');
+      const denied = await limiter.acquire({ poolId: 'tokens', estimatedTokens: 200 }, clock.nowMs());
+      assert.deepEqual(denied, { granted: false, retryAfterMs: 60_000, reason: 'KEY_POOL_EXHAUSTED' });
+      await limiter.settle([{ poolId: 'tokens', keyId: 't1', admissionId: first.admissionId, reservedTokens: 900, usedTokens: 120 }], clock.nowMs());
+      assert.ok((await limiter.acquire({ poolId: 'tokens', estimatedTokens: 880 }, clock.nowMs())).granted);
+    });
+
+    it('drops settles for keys it no longer has rather than failing the batch', async () => {
+      await limiter.settle([{ poolId: 'gone', keyId: 't1', admissionId: '1', reservedTokens: 9, usedTokens: 1 }], clock.nowMs());
+    });
+
+    it('says no key is usable when the request needs more tokens than any key\'s limit', async () => {
+      assert.deepEqual(await limiter.acquire({ poolId: 'tokens', estimatedTokens: 1001 }, clock.nowMs()), {
+        granted: false,
+        retryAfterMs: undefined,
+        reason: 'KEY_POOL_UNAVAILABLE',
+      });
+    });
+
+    it('rejects token limits that are not positive whole numbers', async () => {
+      await assert.rejects(
+        limiter.applyPools([{ poolId: 'tokens', keys: [{ keyId: 't1', limits: [], tokenLimits: [{ tokens: 0.5, perMs: 60_000 }] }] }]),
+        (err: unknown) => err instanceof InvalidPoolSpecError && err.message.includes('tokenLimits[0].tokens'),
+      );
+    });
+  });
+
   describe('reportOutcome', () => {
     it('cools a key until its retry-after after a 429', async () => {
       assert.deepEqual(await report('k1', 429, 2500), {

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/limiter/v1/limiter.proto.
  */
 export const file_keymesh_limiter_v1_limiter: GenFile = /*@__PURE__*/
-  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxIk8KDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJIpYBCg9BY3F1aXJlUmVzcG9uc2USMwoHb3V0Y29tZRgBIAEoDjIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlT3V0Y29tZRIOCgZrZXlfaWQYAiABKAkSLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGcmVhc29uGAQgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJPCgxMZWFzZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgx3YW50ZWRfc2xvdHMYAiABKA0SGAoQZXhjbHVkZWRfa2V5X2lkcxgDIAMoCSJxChJHcmFudExlYXNlc1JlcXVlc3QSMgoIcmVxdWVzdHMYASADKAsyIC5rZXltZXNoLmxpbWl0ZXIudjEuTGVhc2VSZXF1ZXN0EicKBGhvbGQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iJgoFTGVhc2USDgoGa2V5X2lkGAEgASgJEg0KBXNsb3RzGAIgASgNIogBCgpQb29sTGVhc2VzEg8KB3Bvb2xfaWQYASABKAkSKQoGbGVhc2VzGAIgAygLMhkua2V5bWVzaC5saW1pdGVyLnYxLkxlYXNlEi4KC3JldHJ5X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgEIAEoCSJEChNHcmFudExlYXNlc1Jlc3BvbnNlEi0KBXBvb2xzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlBvb2xMZWFzZXMifAoUUmVwb3J0T3V0Y29tZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEwoLaHR0cF9zdGF0dXMYAyABKA0SLgoLcmV0cnlfYWZ0ZXIYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iTAoVUmVwb3J0T3V0Y29tZVJlc3BvbnNlEjMKCWNvbmRpdGlvbhgBIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24iJQoSR2V0S2V5U3RhdGVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkijAIKCEtleVN0YXRlEg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEjMKCWNvbmRpdGlvbhgDIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24SGgoScmVtYWluaW5nX3JlcXVlc3RzGAQgASgNEhYKDmxpbWl0X3JlcXVlc3RzGAUgASgNEikKBndpbmRvdxgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg1jb29saW5nX3VudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjb25kaXRpb25fcmVhc29uGAggASgJIkEKE0dldEtleVN0YXRlUmVzcG9uc2USKgoEa2V5cxgBIAMoCzIcLmtleW1lc2gubGltaXRlci52MS5LZXlTdGF0ZSpqCg5BY3F1aXJlT3V0Y29tZRIfChtBQ1FVSVJFX09VVENPTUVfVU5TUEVDSUZJRUQQABIbChdBQ1FVSVJFX09VVENPTUVfR1JBTlRFRBABEhoKFkFDUVVJUkVfT1VUQ09NRV9ERU5JRUQQAip7CgxLZXlDb25kaXRpb24SHQoZS0VZX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEhcKE0tFWV9DT05ESVRJT05fUkVBRFkQARIZChVLRVlfQ09ORElUSU9OX0NPT0xJTkcQAhIYChRLRVlfQ09ORElUSU9OX1BBUktFRBADMu0DCg5MaW1pdGVyU2VydmljZRJSCgdBY3F1aXJlEiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXF1ZXN0GiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZRJhCgxBY3F1aXJlQmF0Y2gSJy5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZUJhdGNoUmVxdWVzdBooLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlQmF0Y2hSZXNwb25zZRJeCgtHcmFudExlYXNlcxImLmtleW1lc2gubGltaXRlci52MS5HcmFudExlYXNlc1JlcXVlc3QaJy5rZXltZXNoLmxpbWl0ZXIudjEuR3JhbnRMZWFzZXNSZXNwb25zZRJkCg1SZXBvcnRPdXRjb21lEigua2V5bWVzaC5saW1pdGVyLnYxLlJlcG9ydE91dGNvbWVSZXF1ZXN0Gikua2V5bWVzaC5saW1pdGVyLnYxLlJlcG9ydE91dGNvbWVSZXNwb25zZRJeCgtHZXRLZXlTdGF0ZRImLmtleW1lc2gubGltaXRlci52MS5HZXRLZXlTdGF0ZVJlcXVlc3QaJy5rZXltZXNoLmxpbWl0ZXIudjEuR2V0S2V5U3RhdGVSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxImkKDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJEhgKEGVzdGltYXRlZF90b2tlbnMYBCABKA0irAEKD0FjcXVpcmVSZXNwb25zZRIzCgdvdXRjb21lGAEgASgOMiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVPdXRjb21lEg4KBmtleV9pZBgCIAEoCRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkSFAoMYWRtaXNzaW9uX2lkGAUgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJPCgxMZWFzZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgx3YW50ZWRfc2xvdHMYAiABKA0SGAoQZXhjbHVkZWRfa2V5X2lkcxgDIAMoCSJxChJHcmFudExlYXNlc1JlcXVlc3QSMgoIcmVxdWVzdHMYASADKAsyIC5rZXltZXNoLmxpbWl0ZXIudjEuTGVhc2VSZXF1ZXN0EicKBGhvbGQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iJgoFTGVhc2USDgoGa2V5X2lkGAEgASgJEg0KBXNsb3RzGAIgASgNIogBCgpQb29sTGVhc2VzEg8KB3Bvb2xfaWQYASABKAkSKQoGbGVhc2VzGAIgAygLMhkua2V5bWVzaC5saW1pdGVyLnYxLkxlYXNlEi4KC3JldHJ5X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgEIAEoCSJEChNHcmFudExlYXNlc1Jlc3BvbnNlEi0KBXBvb2xzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlBvb2xMZWFzZXMicQoKU2V0dGxlbWVudBIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIUCgxhZG1pc3Npb25faWQYAyABKAkSFwoPcmVzZXJ2ZWRfdG9rZW5zGAQgASgNEhMKC3VzZWRfdG9rZW5zGAUgASgNIkQKDVNldHRsZVJlcXVlc3QSMwoLc2V0dGxlbWVudHMYASADKAsyHi5rZXltZXNoLmxpbWl0ZXIudjEuU2V0dGxlbWVudCIQCg5TZXR0bGVSZXNwb25zZSJ8ChRSZXBvcnRPdXRjb21lUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRITCgtodHRwX3N0YXR1cxgDIAEoDRIuCgtyZXRyeV9hZnRlchgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJMChVSZXBvcnRPdXRjb21lUmVzcG9uc2USMwoJY29uZGl0aW9uGAEgASgOMiAua2V5bWVzaC5saW1pdGVyLnYxLktleUNvbmRpdGlvbiIlChJHZXRLZXlTdGF0ZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCSLJAgoIS2V5U3RhdGUSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSMwoJY29uZGl0aW9uGAMgASgOMiAua2V5bWVzaC5saW1pdGVyLnYxLktleUNvbmRpdGlvbhIaChJyZW1haW5pbmdfcmVxdWVzdHMYBCABKA0SFgoObGltaXRfcmVxdWVzdHMYBSABKA0SKQoGd2luZG93GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjEKDWNvb2xpbmdfdW50aWwYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNvbmRpdGlvbl9yZWFzb24YCCABKAkSOwoNdG9rZW5fd2luZG93cxgJIAMoCzIkLmtleW1lc2gubGltaXRlci52MS5Ub2tlbldpbmRvd1N0YXRlIpoBChBUb2tlbldpbmRvd1N0YXRlEhgKEHJlbWFpbmluZ190b2tlbnMYASABKAQSFAoMbGltaXRfdG9rZW5zGAIgASgEEikKBndpbmRvdxgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCghyZXNldF9pbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJBChNHZXRLZXlTdGF0ZVJlc3BvbnNlEioKBGtleXMYASADKAsyHC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5U3RhdGUqagoOQWNxdWlyZU91dGNvbWUSHwobQUNRVUlSRV9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGwoXQUNRVUlSRV9PVVRDT01FX0dSQU5URUQQARIaChZBQ1FVSVJFX09VVENPTUVfREVOSUVEEAIqewoMS2V5Q29uZGl0aW9uEh0KGUtFWV9DT05ESVRJT05fVU5TUEVDSUZJRUQQABIXChNLRVlfQ09ORElUSU9OX1JFQURZEAESGQoVS0VZX0NPTkRJVElPTl9DT09MSU5HEAISGAoUS0VZX0NPTkRJVElPTl9QQVJLRUQQAzK+BAoOTGltaXRlclNlcnZpY2USUgoHQWNxdWlyZRIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVxdWVzdBojLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVzcG9uc2USYQoMQWNxdWlyZUJhdGNoEicua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlcXVlc3QaKC5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZUJhdGNoUmVzcG9uc2USXgoLR3JhbnRMZWFzZXMSJi5rZXltZXNoLmxpbWl0ZXIudjEuR3JhbnRMZWFzZXNSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdyYW50TGVhc2VzUmVzcG9uc2USTwoGU2V0dGxlEiEua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZVJlcXVlc3QaIi5rZXltZXNoLmxpbWl0ZXIudjEuU2V0dGxlUmVzcG9uc2USZAoNUmVwb3J0T3V0Y29tZRIoLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVxdWVzdBopLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVzcG9uc2USXgoLR2V0S2V5U3RhdGUSJi5rZXltZXNoLmxpbWl0ZXIudjEuR2V0S2V5U3RhdGVSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keymesh.limiter.v1.AcquireRequest
@@ -36,6 +36,15 @@ export type AcquireRequest = Message<"keymesh.limiter.v1.AcquireRequest"> & {
    * @generated from field: string request_id = 3;
    */
   requestId: string;
+
+  /**
+   * Tokens the request may use (prompt plus the most it may generate),
+   * reserved in the granted key's token windows until a Settle corrects it.
+   * A key whose token limit is below it is never granted to it.
+   *
+   * @generated from field: uint32 estimated_tokens = 4;
+   */
+  estimatedTokens: number;
 };
 
 /**
@@ -73,6 +82,14 @@ export type AcquireResponse = Message<"keymesh.limiter.v1.AcquireResponse"> & {
    * @generated from field: string reason = 4;
    */
   reason: string;
+
+  /**
+   * When GRANTED on a key with token windows: names the reservation for
+   * Settle. Empty otherwise (nothing to settle).
+   *
+   * @generated from field: string admission_id = 5;
+   */
+  admissionId: string;
 };
 
 /**
@@ -247,6 +264,82 @@ export const GrantLeasesResponseSchema: GenMessage<GrantLeasesResponse> = /*@__P
   messageDesc(file_keymesh_limiter_v1_limiter, 8);
 
 /**
+ * @generated from message keymesh.limiter.v1.Settlement
+ */
+export type Settlement = Message<"keymesh.limiter.v1.Settlement"> & {
+  /**
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+
+  /**
+   * AcquireResponse.admission_id of the reservation.
+   *
+   * @generated from field: string admission_id = 3;
+   */
+  admissionId: string;
+
+  /**
+   * What the request reserved (its AcquireRequest.estimated_tokens).
+   *
+   * @generated from field: uint32 reserved_tokens = 4;
+   */
+  reservedTokens: number;
+
+  /**
+   * What the provider charged: below reserved_tokens the difference is given
+   * back to the windows the reservation is in (never more than was really
+   * unused, so no window ever counts fewer tokens than were spent in it);
+   * above, the excess is counted from the time of the settle.
+   *
+   * @generated from field: uint32 used_tokens = 5;
+   */
+  usedTokens: number;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.Settlement.
+ * Use `create(SettlementSchema)` to create a new message.
+ */
+export const SettlementSchema: GenMessage<Settlement> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 9);
+
+/**
+ * @generated from message keymesh.limiter.v1.SettleRequest
+ */
+export type SettleRequest = Message<"keymesh.limiter.v1.SettleRequest"> & {
+  /**
+   * @generated from field: repeated keymesh.limiter.v1.Settlement settlements = 1;
+   */
+  settlements: Settlement[];
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.SettleRequest.
+ * Use `create(SettleRequestSchema)` to create a new message.
+ */
+export const SettleRequestSchema: GenMessage<SettleRequest> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 10);
+
+/**
+ * @generated from message keymesh.limiter.v1.SettleResponse
+ */
+export type SettleResponse = Message<"keymesh.limiter.v1.SettleResponse"> & {
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.SettleResponse.
+ * Use `create(SettleResponseSchema)` to create a new message.
+ */
+export const SettleResponseSchema: GenMessage<SettleResponse> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 11);
+
+/**
  * @generated from message keymesh.limiter.v1.ReportOutcomeRequest
  */
 export type ReportOutcomeRequest = Message<"keymesh.limiter.v1.ReportOutcomeRequest"> & {
@@ -282,7 +375,7 @@ export type ReportOutcomeRequest = Message<"keymesh.limiter.v1.ReportOutcomeRequ
  * Use `create(ReportOutcomeRequestSchema)` to create a new message.
  */
 export const ReportOutcomeRequestSchema: GenMessage<ReportOutcomeRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 9);
+  messageDesc(file_keymesh_limiter_v1_limiter, 12);
 
 /**
  * @generated from message keymesh.limiter.v1.ReportOutcomeResponse
@@ -299,7 +392,7 @@ export type ReportOutcomeResponse = Message<"keymesh.limiter.v1.ReportOutcomeRes
  * Use `create(ReportOutcomeResponseSchema)` to create a new message.
  */
 export const ReportOutcomeResponseSchema: GenMessage<ReportOutcomeResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 10);
+  messageDesc(file_keymesh_limiter_v1_limiter, 13);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateRequest
@@ -318,7 +411,7 @@ export type GetKeyStateRequest = Message<"keymesh.limiter.v1.GetKeyStateRequest"
  * Use `create(GetKeyStateRequestSchema)` to create a new message.
  */
 export const GetKeyStateRequestSchema: GenMessage<GetKeyStateRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 11);
+  messageDesc(file_keymesh_limiter_v1_limiter, 14);
 
 /**
  * @generated from message keymesh.limiter.v1.KeyState
@@ -367,6 +460,14 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
    * @generated from field: string condition_reason = 8;
    */
   conditionReason: string;
+
+  /**
+   * Every token window of the key (requests above show the tightest request
+   * window only; token windows are few and each may be the one that binds).
+   *
+   * @generated from field: repeated keymesh.limiter.v1.TokenWindowState token_windows = 9;
+   */
+  tokenWindows: TokenWindowState[];
 };
 
 /**
@@ -374,7 +475,43 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
  * Use `create(KeyStateSchema)` to create a new message.
  */
 export const KeyStateSchema: GenMessage<KeyState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 12);
+  messageDesc(file_keymesh_limiter_v1_limiter, 15);
+
+/**
+ * @generated from message keymesh.limiter.v1.TokenWindowState
+ */
+export type TokenWindowState = Message<"keymesh.limiter.v1.TokenWindowState"> & {
+  /**
+   * Tokens the window still takes now, of limit_tokens per window.
+   *
+   * @generated from field: uint64 remaining_tokens = 1;
+   */
+  remainingTokens: bigint;
+
+  /**
+   * @generated from field: uint64 limit_tokens = 2;
+   */
+  limitTokens: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Duration window = 3;
+   */
+  window?: Duration | undefined;
+
+  /**
+   * Until the window's newest admission leaves it.
+   *
+   * @generated from field: google.protobuf.Duration reset_in = 4;
+   */
+  resetIn?: Duration | undefined;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.TokenWindowState.
+ * Use `create(TokenWindowStateSchema)` to create a new message.
+ */
+export const TokenWindowStateSchema: GenMessage<TokenWindowState> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 16);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateResponse
@@ -391,7 +528,7 @@ export type GetKeyStateResponse = Message<"keymesh.limiter.v1.GetKeyStateRespons
  * Use `create(GetKeyStateResponseSchema)` to create a new message.
  */
 export const GetKeyStateResponseSchema: GenMessage<GetKeyStateResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 13);
+  messageDesc(file_keymesh_limiter_v1_limiter, 17);
 
 /**
  * @generated from enum keymesh.limiter.v1.AcquireOutcome
@@ -506,6 +643,17 @@ export const LimiterService: GenService<{
     methodKind: "unary";
     input: typeof GrantLeasesRequestSchema;
     output: typeof GrantLeasesResponseSchema;
+  },
+  /**
+   * Settle corrects token reservations to what the provider reported, many
+   * per call: routers send every settle of one event-loop turn together.
+   *
+   * @generated from rpc keymesh.limiter.v1.LimiterService.Settle
+   */
+  settle: {
+    methodKind: "unary";
+    input: typeof SettleRequestSchema;
+    output: typeof SettleResponseSchema;
   },
   /**
    * ReportOutcome tells the limiter what the provider said about a key: a 429
