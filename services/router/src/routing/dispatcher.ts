@@ -4,7 +4,9 @@ import type { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import type { RpcClient } from '@keymesh/rpc';
 import { attr, type Logger, type Telemetry } from '@keymesh/telemetry';
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
+import type { AcquireBatcher } from '../admission/acquire-batcher';
 import type { LeaseAdmission } from '../admission/lease-admission';
+import type { RequestTokens } from '../admission/request-tokens';
 import type { KeyMaterialCache } from '../keys/key-material';
 import type { ProviderFailure } from '../providers';
 import { BreakerBoard, Permit, type CircuitBreaker } from '../resilience';
@@ -20,6 +22,8 @@ export interface RequestScope {
   readonly signal: AbortSignal;
   /** The request's route span: the parent of everything done for it. */
   readonly traceContext: Context;
+  /** Token accounting, for targets whose pool has token limits; none: nothing is reserved. */
+  readonly tokens?: RequestTokens;
 }
 
 export interface Attempt {
@@ -52,6 +56,8 @@ export interface Served<T> {
 export interface DispatcherDeps {
   table: () => RouteTable;
   admission: LeaseAdmission;
+  /** Admissions that reserve tokens (pools with token limits) go here, one batched Acquire per turn. */
+  exact: AcquireBatcher;
   keys: KeyMaterialCache;
   limiter: RpcClient<typeof LimiterService>;
   telemetry: Telemetry;
@@ -241,6 +247,10 @@ export class Dispatcher {
           providerBreaker.succeeded(providerPermit, nowMs);
           span.end();
           if (result.spentUntilMs !== undefined) this.keySpent(scope, target, keyId, result.spentUntilMs);
+          // Failed attempts keep their reservations: the provider may have counted them, so giving them back could overrun it.
+          if (admission.admissionId !== undefined && scope.tokens !== undefined) {
+            scope.tokens.reservation = { poolId: target.poolId, keyId, admissionId: admission.admissionId, reservedTokens: scope.tokens.estimated(scope.route.defaultMaxTokens) };
+          }
           return { value: result.value, target, keyId, attempts };
         }
         const failure = result.failure;
@@ -335,7 +345,9 @@ export class Dispatcher {
    */
   private admit(scope: RequestScope, target: PolicyTarget, excluded: string[]) {
     const route = trace.getSpan(scope.traceContext);
-    const admission = this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext);
+    const admission = this.deps.table().tokenLimitedPools.has(target.poolId)
+      ? this.deps.exact.acquire(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, scope.tokens?.estimated(scope.route.defaultMaxTokens) ?? 0)
+      : this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext);
     if (!route) return admission;
     if (admission instanceof Promise) {
       return admission.then((a) => {
