@@ -78,14 +78,14 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock): ServiceI
       const holdMs = Math.min(msOf(request.hold) ?? DEFAULT_HOLD_MS, MAX_HOLD_MS);
       try {
         const results = await limiter.grantLeases(
-          request.requests.map((r) => ({ poolId: r.poolId, wantedSlots: r.wantedSlots, excludedKeyIds: r.excludedKeyIds })),
+          request.requests.map((r) => ({ poolId: r.poolId, wantedSlots: r.wantedSlots, wantedTokens: r.wantedTokens, excludedKeyIds: r.excludedKeyIds })),
           clock.nowMs(),
           holdMs,
         );
         return {
           pools: results.map((result, i) => ({
             poolId: request.requests[i].poolId,
-            leases: result.grants.map((g) => ({ keyId: g.keyId, slots: g.slots })),
+            leases: result.grants.map((g) => ({ keyId: g.keyId, slots: g.slots, tokens: g.tokens ?? 0, admissionId: g.admissionId ?? '' })),
             reason: result.reason ?? '',
             ...(result.retryAfterMs === undefined ? {} : { retryAfter: durationOf(result.retryAfterMs) }),
           })),

@@ -99,6 +99,7 @@ export class KeyPoolLimiter {
       return {
         poolId: request.poolId,
         wantedSlots: request.wantedSlots,
+        wantedTokens: tokensOf(request.wantedTokens),
         keyIds: excluded === undefined || excluded.length === 0 ? pool.keyIds : pool.keyIds.filter((keyId) => !excluded.includes(keyId)),
       };
     });

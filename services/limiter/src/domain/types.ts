@@ -115,12 +115,18 @@ export interface KeyOutcome {
 export interface LeaseRequest {
   readonly poolId: string;
   readonly wantedSlots: number;
+  /** Token budget wanted over all the slots; keys with token windows are leased only when it is above 0. */
+  readonly wantedTokens?: number;
   readonly excludedKeyIds?: readonly string[];
 }
 
 export interface LeaseGrant {
   readonly keyId: string;
   readonly slots: number;
+  /** Keys with token windows only: the token budget carved with the slots... */
+  readonly tokens?: number;
+  /** ...and its reservation's id, for settles of the requests spent from it. */
+  readonly admissionId?: string;
 }
 
 /**

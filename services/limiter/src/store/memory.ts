@@ -1,4 +1,4 @@
-import type { KeyConditionState, KeySpec, KeyState, PoolSpec, Settlement, TokenWindowLimit, WindowLimit } from '../domain/types';
+import type { KeyConditionState, KeySpec, KeyState, LeaseGrant, PoolSpec, Settlement, TokenWindowLimit, WindowLimit } from '../domain/types';
 import { SlidingLog } from './sliding-log';
 import { TokenLog } from './token-log';
 import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
@@ -126,20 +126,19 @@ export class MemoryLimiterStore implements LimiterStore {
 
   private leaseOne(request: LeaseCandidates, nowMs: number, holdMs: number): LeaseDecision {
     const keys = this.pools.get(request.poolId);
-    const eligible: { key: KeyRecord; available: number }[] = [];
+    const wantedTokens = request.wantedTokens ?? 0;
+    const eligible: { key: KeyRecord; available: number; tokensAvailable: number }[] = [];
     let earliestWaitMs = Number.POSITIVE_INFINITY;
     if (keys !== undefined) {
       for (const keyId of request.keyIds) {
         const key = keys.get(keyId);
         if (key === undefined) continue;
-        // Leases carry no token budget yet: a router spending slots of a key
-        // with token windows would spend tokens no window counts, so such
-        // keys are only admitted by acquire, which reserves each estimate.
-        if (key.tokenLog !== undefined) continue;
-        const room = roomOf(key, nowMs, 0);
+        // Slots without a token budget would spend tokens no window counts.
+        if (key.tokenLog !== undefined && wantedTokens <= 0) continue;
+        const room = roomOf(key, nowMs, key.tokenLog === undefined ? 0 : 1);
         if (room === undefined) continue;
         if (room.waitMs > 0) earliestWaitMs = Math.min(earliestWaitMs, room.waitMs);
-        else eligible.push({ key, available: room.available });
+        else eligible.push({ key, available: room.available, tokensAvailable: tokensAvailableOf(key, nowMs) });
       }
     }
     if (eligible.length === 0) {
@@ -148,10 +147,12 @@ export class MemoryLimiterStore implements LimiterStore {
     // Least recently granted first, so small leases rotate over the keys.
     eligible.sort((x, y) => x.key.lastGrantSeq - y.key.lastGrantSeq);
     let unassigned = Math.max(1, request.wantedSlots);
+    let unassignedTokens = wantedTokens;
+    const tokensPerSlot = Math.ceil(wantedTokens / unassigned);
     const stampMs = nowMs + holdMs;
-    const grants: { keyId: string; slots: number }[] = [];
+    const grants: LeaseGrant[] = [];
     for (let i = 0; i < eligible.length && unassigned > 0; i++) {
-      const { key, available } = eligible[i];
+      const { key, available, tokensAvailable } = eligible[i];
       const share = Math.ceil(unassigned / (eligible.length - i));
       const cap = available === Number.POSITIVE_INFINITY ? share : Math.max(1, Math.floor(available / LEASE_SHARE_OF_HEADROOM));
       const slots = Math.min(share, cap);
@@ -160,7 +161,14 @@ export class MemoryLimiterStore implements LimiterStore {
       for (const window of key.windows) for (let s = 0; s < slots; s++) window.record(admittedMs);
       key.lastAdmittedMs = admittedMs;
       key.lastGrantSeq = ++this.grantSeq;
-      grants.push({ keyId: key.keyId, slots });
+      if (key.tokenLog === undefined) {
+        grants.push({ keyId: key.keyId, slots });
+        continue;
+      }
+      const tokens = leaseTokens(unassignedTokens, eligible.length - i, tokensPerSlot, tokensAvailable);
+      unassignedTokens = Math.max(0, unassignedTokens - tokens);
+      key.tokenLog.record(admittedMs, tokens, key.lastGrantSeq);
+      grants.push({ keyId: key.keyId, slots, tokens, admissionId: String(key.lastGrantSeq) });
     }
     return { grants, retryAfterMs: undefined };
   }
@@ -305,6 +313,26 @@ function roomOf(key: KeyRecord, nowMs: number, tokens: number): { waitMs: number
     }
   }
   return { waitMs, headroom, available };
+}
+
+/** The tokens a key's tightest token window still takes (Infinity without token windows). */
+function tokensAvailableOf(key: KeyRecord, nowMs: number): number {
+  let available = Number.POSITIVE_INFINITY;
+  if (key.tokenLog !== undefined) for (const limit of key.tokenLimits) available = Math.min(available, key.tokenLog.remaining(limit, nowMs));
+  return available;
+}
+
+/**
+ * A lease's token budget on one key: its share of the tokens still wanted,
+ * capped at a quarter of its token headroom so other routers find some, but
+ * at least one slot's worth when that fits (as a slice shrinks to one slot
+ * near the limit), and never more than the headroom. At least 1: the key had
+ * room for one token to be eligible.
+ */
+function leaseTokens(unassignedTokens: number, keysLeft: number, tokensPerSlot: number, tokensAvailable: number): number {
+  const share = Math.ceil(unassignedTokens / keysLeft);
+  const cap = Math.max(Math.floor(tokensAvailable / LEASE_SHARE_OF_HEADROOM), Math.min(tokensPerSlot, tokensAvailable));
+  return Math.max(1, Math.min(share, cap, tokensAvailable));
 }
 
 function windowsWaitMs(key: KeyRecord, nowMs: number, tokens: number): number {

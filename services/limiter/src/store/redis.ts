@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import Redis from 'ioredis';
-import type { KeyCondition, KeyConditionState, KeyState, PoolSpec, Settlement, TokenWindowState, WindowState } from '../domain/types';
+import type { KeyCondition, KeyConditionState, KeyState, LeaseGrant, PoolSpec, Settlement, TokenWindowState, WindowState } from '../domain/types';
 import { ACQUIRE_LUA, CONDITION_LUA, CONFIGURE_LUA, LEASE_LUA, SETTLE_LUA, SNAPSHOT_LUA } from './lua';
 import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
 
@@ -135,7 +135,7 @@ export class RedisLimiterStore implements LimiterStore {
       const args: Arg[] = [this.base(poolId), nowMs, holdMs];
       for (const i of indexes) {
         const request = requests[i]!;
-        args.push(request.wantedSlots, request.keyIds.length, ...request.keyIds);
+        args.push(request.wantedSlots, request.wantedTokens ?? 0, request.keyIds.length, ...request.keyIds);
       }
       calls.push({ script: LEASE, cfgKey: this.cfgKey(poolId), args });
     }
@@ -152,10 +152,15 @@ export class RedisLimiterStore implements LimiterStore {
           decisions[requestIndex] = { grants: [], retryAfterMs: wait === '' ? undefined : Number(wait) };
           continue;
         }
-        const grants: { keyId: string; slots: number }[] = [];
+        const grants: LeaseGrant[] = [];
         for (let n = 0; n < count; n++) {
-          grants.push({ keyId: reply[at]!, slots: Number(reply[at + 1]) });
-          at += 2;
+          const admissionId = reply[at + 3]!;
+          grants.push(
+            admissionId === ''
+              ? { keyId: reply[at]!, slots: Number(reply[at + 1]) }
+              : { keyId: reply[at]!, slots: Number(reply[at + 1]), tokens: Number(reply[at + 2]), admissionId },
+          );
+          at += 4;
         }
         decisions[requestIndex] = { grants, retryAfterMs: undefined };
       }

@@ -542,10 +542,75 @@ export function describeLimiterStore(
         assert.equal(await tokenRetryAfterMs(101), 1_000);
       });
 
-      it('leases no slots of a key with token windows (its requests must reserve their tokens)', async () => {
+      it('leases no slots of a key with token windows to a caller that wants no token budget', async () => {
         await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 60_000, [{ requests: 10, perMs: 1000 }])] }]);
         const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 4 }], clock.nowMs(), 1000);
         assert.deepEqual(decision!.grants, []);
+      });
+
+      it('carves a token budget with the slots, at most a quarter of the token headroom, counted until the hold ends', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 60_000)] }]);
+        const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 4, wantedTokens: 400 }], clock.nowMs(), 1000);
+        const [grant] = decision!.grants;
+        assert.equal(grant!.slots, 4);
+        assert.equal(grant!.tokens, 250);
+        assert.ok(grant!.admissionId !== undefined && grant!.admissionId !== '');
+        assert.equal(await tokenRetryAfterMs(751), 61_000);
+        await reserved(750);
+        // Near the limit a budget shrinks to one slot's average, if that fits.
+        clock.set(T0 + 61_000);
+        await reserved(900);
+        const [small] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 4, wantedTokens: 200 }], clock.nowMs(), 1000);
+        assert.equal(small!.grants[0]!.tokens, 50);
+      });
+
+      it('shrinks a lease\'s budget by the settles of the requests spent from it', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 60_000)] }]);
+        const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 2, wantedTokens: 200 }], clock.nowMs(), 1000);
+        const grant = decision!.grants[0]!;
+        assert.equal(grant.tokens, 200);
+        await store.settle([{ poolId: 'p', keyId: 'a', admissionId: grant.admissionId!, reservedTokens: 150, usedTokens: 30 }], clock.nowMs());
+        await reserved(920);
+        assert.equal(await tokenRetryAfterMs(1), 61_000);
+      });
+
+      it('never lets three leasing callers and direct reservations spend more than the limit in any interval', async function () {
+        this.timeout(60_000);
+        const limit = 3_000;
+        const perMs = 5_000;
+        await store.configure([{ poolId: 'p', keys: [tokenKey(limit, perMs, [{ requests: 50, perMs: 1_000 }])] }]);
+        const random = seededRandom(11);
+        const holdMs = 400;
+        // What each caller may still spend: the budget of its current lease, until the hold ends.
+        const callers = [0, 1, 2].map(() => ({ tokens: 0, slots: 0, admissionId: '', holdEndMs: 0 }));
+        const spent: { atMs: number; tokens: number }[] = [];
+        for (let atMs = T0; atMs < T0 + 30_000; atMs += 1 + Math.floor(random() * 40)) {
+          clock.set(atMs);
+          const caller = callers[Math.floor(random() * 4)];
+          const estimate = 20 + Math.floor(random() * 200);
+          const used = Math.floor(estimate * random());
+          if (caller === undefined) {
+            const decision = await reserve(estimate);
+            if (!decision.granted) continue;
+            spent.push({ atMs, tokens: used });
+            await store.settle([{ poolId: 'p', keyId: 'a', admissionId: decision.admissionId, reservedTokens: estimate, usedTokens: used }], atMs);
+            continue;
+          }
+          if (caller.holdEndMs <= atMs || caller.slots === 0 || caller.tokens < estimate) {
+            const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 4, wantedTokens: 4 * estimate }], atMs, holdMs);
+            const grant = decision!.grants[0];
+            if (grant === undefined) continue;
+            Object.assign(caller, { tokens: grant.tokens!, slots: grant.slots, admissionId: grant.admissionId!, holdEndMs: atMs + holdMs });
+            if (caller.tokens < estimate) continue;
+          }
+          caller.tokens -= estimate;
+          caller.slots--;
+          spent.push({ atMs, tokens: used });
+          await store.settle([{ poolId: 'p', keyId: 'a', admissionId: caller.admissionId, reservedTokens: estimate, usedTokens: used }], atMs);
+        }
+        const worst = maxTokensInAnyInterval(spent, perMs);
+        assert.ok(worst <= limit, `${worst} tokens spent in one interval of ${perMs} ms`);
+        assert.ok(worst > limit / 2, `only ${worst}: the callers should have pressed against the limit`);
       });
 
       it('keeps spent tokens when the token limit changes', async () => {

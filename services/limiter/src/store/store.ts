@@ -101,6 +101,16 @@ export interface LeaseCandidates {
   readonly poolId: string;
   readonly keyIds: readonly string[];
   readonly wantedSlots: number;
+  /**
+   * Token budget wanted over all slots (0 when absent). A key with token
+   * windows is leased only when it is above 0 (slots without a budget would
+   * spend tokens no window counts) and only while it has a token of room;
+   * it then gets a budget as well as slots: its share of the wanted tokens,
+   * at most a quarter of its token headroom but at least one slot's average
+   * (wantedTokens / wantedSlots) when that fits, recorded like the slots at
+   * nowMs + holdMs as one admission the router's settles shrink.
+   */
+  readonly wantedTokens?: number;
 }
 
 export interface LeaseDecision {

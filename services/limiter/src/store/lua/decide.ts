@@ -49,36 +49,54 @@ return out
 `;
 
 /**
- * lease for one pool. ARGV: base, nowMs, holdMs, then per request:
- * wantedSlots, the candidate count m and m keyIds. Returns per request the
- * grant count n, then n (keyId, slots) pairs, or when n is 0 one wait ("" = none).
+ * lease for one pool, as memory.ts leaseOne. ARGV: base, nowMs, holdMs, then
+ * per request: wantedSlots, wantedTokens, the candidate count m and m keyIds.
+ * Returns per request the grant count n, then n (keyId, slots, tokens,
+ * admissionId) tuples (tokens "0" and admissionId "" for a key without token
+ * windows), or when n is 0 one wait ("" = none).
  */
 export const LEASE_LUA = `${KEY_STATE_LUA}
 local nowMs = tonumber(ARGV[2])
 local holdMs = tonumber(ARGV[3])
 local LEASE_SHARE_OF_HEADROOM = 4
+
+-- The tokens a key's tightest token window still takes.
+local function tokensAvailableOf(k, nowMs)
+  local available = INF
+  for _, w in ipairs(k.tokenWindows) do
+    local remaining = w.n - tokensUsed(k, w, nowMs)
+    if remaining < available then available = remaining end
+  end
+  return available
+end
+
 local out = {}
 local i = 4
 while i <= #ARGV do
   local wanted = tonumber(ARGV[i])
-  local m = tonumber(ARGV[i + 1])
+  local wantedTokens = tonumber(ARGV[i + 1])
+  local m = tonumber(ARGV[i + 2])
   local eligible = {}
   local earliest = INF
-  for j = i + 2, i + 1 + m do
+  for j = i + 3, i + 2 + m do
     local k = loadKey(ARGV[j])
-    -- As memory.ts: keys with token windows are admitted only by acquire until leases carry token budgets.
-    if k and #k.tokenWindows == 0 then
-      local waitMs, _, available = roomOf(k, nowMs, 0)
+    -- Slots without a token budget would spend tokens no window counts.
+    if k and (#k.tokenWindows == 0 or wantedTokens > 0) then
+      local need = 0
+      if #k.tokenWindows > 0 then need = 1 end
+      local waitMs, _, available = roomOf(k, nowMs, need)
       if waitMs ~= nil then
         if waitMs > 0 then
           if waitMs < earliest then earliest = waitMs end
         else
-          eligible[#eligible + 1] = { k = k, available = available }
+          local tokensAvailable = INF
+          if #k.tokenWindows > 0 then tokensAvailable = tokensAvailableOf(k, nowMs) end
+          eligible[#eligible + 1] = { k = k, available = available, tokensAvailable = tokensAvailable }
         end
       end
     end
   end
-  i = i + m + 2
+  i = i + m + 3
   if #eligible == 0 then
     out[#out + 1] = '0'
     if earliest == INF then out[#out + 1] = '' else out[#out + 1] = fmt(earliest) end
@@ -91,6 +109,8 @@ while i <= #ARGV do
       return x.idx < y.idx
     end)
     local unassigned = wanted
+    local unassignedTokens = wantedTokens
+    local tokensPerSlot = math.ceil(wantedTokens / wanted)
     local stampMs = nowMs + holdMs
     local grants = {}
     for idx, e in ipairs(eligible) do
@@ -105,8 +125,24 @@ while i <= #ARGV do
       record(e.k, nowMs, stampMs, slots)
       grants[#grants + 1] = e.k.id
       grants[#grants + 1] = fmt(slots)
+      if #e.k.tokenWindows == 0 then
+        grants[#grants + 1] = '0'
+        grants[#grants + 1] = ''
+      else
+        -- As memory.ts leaseTokens.
+        local tokens = math.ceil(unassignedTokens / (#eligible - idx + 1))
+        local cap = math.max(math.floor(e.tokensAvailable / LEASE_SHARE_OF_HEADROOM), math.min(tokensPerSlot, e.tokensAvailable))
+        if cap < tokens then tokens = cap end
+        if e.tokensAvailable < tokens then tokens = e.tokensAvailable end
+        if tokens < 1 then tokens = 1 end
+        unassignedTokens = math.max(0, unassignedTokens - tokens)
+        local admissionId = fmt(e.k.seq)
+        recordTokens(e.k, nowMs, e.k.last, tokens, admissionId)
+        grants[#grants + 1] = fmt(tokens)
+        grants[#grants + 1] = admissionId
+      end
     end
-    out[#out + 1] = tostring(#grants / 2)
+    out[#out + 1] = tostring(#grants / 4)
     for _, v in ipairs(grants) do out[#out + 1] = v end
   end
 end
