@@ -63,6 +63,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   const exact = new AcquireBatcher(limiter, telemetry);
   const settles = new SettleBatcher(limiter, logger);
   const admission = new LeaseAdmission(limiter, telemetry, exact, {
+    returnTokens: (poolId, keyId, admissionId, unspentTokens) => settles.settle({ poolId, keyId, admissionId, reservedTokens: unspentTokens, usedTokens: 0 }),
     holdMs: (poolId) => table.leaseHoldMs.get(poolId) ?? 1_000,
   });
   const follower = followPolicy({
@@ -94,7 +95,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   })();
 
   const currentTable = (): RouteTable => table;
-  const dispatcher = new Dispatcher({ table: currentTable, admission, exact, keys, limiter, telemetry, logger });
+  const dispatcher = new Dispatcher({ table: currentTable, admission, keys, limiter, telemetry, logger });
   const usage = new UsageRecorder(bus);
   const gateway = new Gateway({ table: currentTable, dispatcher, cache, usage, settles, logger });
 

@@ -44,12 +44,14 @@ describe('token limits', function () {
 
   it('admits a burst only as far as the key\'s tokens per minute, so the provider never answers 429', async function () {
     // Each request may use its prompt (about 10 tokens) plus max_tokens 150, and the provider counts
-    // all of it: six fit in 1000, the other ten are refused by keymesh without an upstream call.
+    // all of it: at most six fit in 1000 (fewer while a lease's unspent budget is still counted),
+    // and keymesh refuses the rest without an upstream call.
     const statuses = await Promise.all(Array.from({ length: 16 }, (_, i) => ask(`burst ${i}`, 150)));
-    assert.equal(statuses.filter((s) => s === 200).length, 6, `statuses: ${statuses.join(' ')}`);
-    assert.equal(statuses.filter((s) => s === 429).length, 10, `statuses: ${statuses.join(' ')}`);
+    const served = statuses.filter((s) => s === 200).length;
+    assert.ok(served >= 4 && served <= 6, `statuses: ${statuses.join(' ')}`);
+    assert.equal(statuses.filter((s) => s === 429).length, 16 - served, `statuses: ${statuses.join(' ')}`);
     assert.equal(t!.mock.stats().rateLimited, 0, 'the provider never had to refuse');
-    assert.equal(t!.mock.stats().requests, 6);
+    assert.equal(t!.mock.stats().requests, served);
   });
 
   it('gives back by settle what a reply did not use, so later requests are admitted', async function () {

@@ -4,7 +4,6 @@ import type { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import type { RpcClient } from '@keymesh/rpc';
 import { attr, type Logger, type Telemetry } from '@keymesh/telemetry';
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
-import type { AcquireBatcher } from '../admission/acquire-batcher';
 import type { LeaseAdmission } from '../admission/lease-admission';
 import type { RequestTokens } from '../admission/request-tokens';
 import type { KeyMaterialCache } from '../keys/key-material';
@@ -56,8 +55,6 @@ export interface Served<T> {
 export interface DispatcherDeps {
   table: () => RouteTable;
   admission: LeaseAdmission;
-  /** Admissions that reserve tokens (pools with token limits) go here, one batched Acquire per turn. */
-  exact: AcquireBatcher;
   keys: KeyMaterialCache;
   limiter: RpcClient<typeof LimiterService>;
   telemetry: Telemetry;
@@ -345,9 +342,9 @@ export class Dispatcher {
    */
   private admit(scope: RequestScope, target: PolicyTarget, excluded: string[]) {
     const route = trace.getSpan(scope.traceContext);
-    const admission = this.deps.table().tokenLimitedPools.has(target.poolId)
-      ? this.deps.exact.acquire(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, scope.tokens?.estimated(scope.route.defaultMaxTokens) ?? 0)
-      : this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext);
+    // Tokenized only for pools with token limits: everywhere else admission stays a slot count.
+    const estimatedTokens = this.deps.table().tokenLimitedPools.has(target.poolId) ? (scope.tokens?.estimated(scope.route.defaultMaxTokens) ?? 0) : undefined;
+    const admission = this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, estimatedTokens);
     if (!route) return admission;
     if (admission instanceof Promise) {
       return admission.then((a) => {

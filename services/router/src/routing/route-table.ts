@@ -24,8 +24,8 @@ export interface RouteTable {
   /** How long leases on each pool should last (see leaseHoldOf). */
   readonly leaseHoldMs: ReadonlyMap<string, number>;
   /**
-   * Pools with a key that has token limits: their requests are estimated and
-   * admitted one by one with a reservation (leases carry no token budget).
+   * Pools with a key that has token limits: their requests are estimated, and
+   * admitted from a lease's token budget or with a reservation of their own.
    */
   readonly tokenLimitedPools: ReadonlySet<string>;
 }
