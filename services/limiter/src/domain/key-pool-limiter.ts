@@ -1,6 +1,6 @@
 import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LimiterStore } from '../store/store';
 import { InvalidPoolSpecError, UnknownKeyError, UnknownPoolError } from './errors';
-import { findPoolSpecProblems, freezePoolSpecs } from './pool-spec';
+import { findPoolSpecProblems, freezePoolSpecs, MAX_WINDOW_REQUESTS } from './pool-spec';
 import type {
   LeaseRequest,
   LeaseResult,
@@ -10,6 +10,7 @@ import type {
   KeyOutcome,
   KeyState,
   PoolSpec,
+  WindowLimit,
 } from './types';
 
 /** How long a 429 cools a key when the provider didn't say. */
@@ -113,14 +114,21 @@ export class KeyPoolLimiter {
   }
 
   /**
-   * 429 cools the key until now + retry-after (DEFAULT_COOLING_MS without one);
-   * 401/403 parks it; any other status changes nothing. Returns the key's
+   * Learns the key's limit and remaining count from the provider's headers
+   * (see LimiterStore.learn), then: 429 cools the key until now + retry-after
+   * (DEFAULT_COOLING_MS without one); 401/403 parks it; any other status
+   * changes nothing more. Returns the key's
    * resulting condition.
    */
   async reportOutcome(outcome: KeyOutcome, nowMs: number): Promise<KeyConditionState> {
     const key = this.requireKey(outcome.poolId, outcome.keyId);
     const reason = outcome.httpStatus === 429 ? 'provider answered 429' : outcome.httpStatus < 300 ? 'provider reported no capacity left' : `provider answered ${outcome.httpStatus}`;
     let state: KeyConditionState | undefined;
+    // Learn first: a cooled key comes back with its limit known, so it is not flooded.
+    if (outcome.learnedLimit !== undefined || outcome.remainingRequests !== undefined) {
+      state = await this.store.learn(key, { limit: validLimit(outcome.learnedLimit), remainingRequests: outcome.remainingRequests }, nowMs);
+      if (state === undefined) return this.keyGone(key);
+    }
     // A 429, or a success whose headers said the key has nothing left until a reset (retry-after).
     if (outcome.httpStatus === 429 || (outcome.httpStatus < 300 && outcome.retryAfterMs !== undefined)) {
       state = await this.store.cool(key, nowMs + coolingMs(outcome.retryAfterMs), reason, nowMs);
@@ -159,6 +167,13 @@ export class KeyPoolLimiter {
   private keyGone(key: KeyRef): never {
     throw new UnknownKeyError(key.poolId, key.keyId);
   }
+}
+
+/** A limit the provider stated that the store can hold; anything else is ignored, not trusted. */
+function validLimit(limit: WindowLimit | undefined): WindowLimit | undefined {
+  if (limit === undefined) return undefined;
+  const ok = Number.isInteger(limit.requests) && limit.requests >= 1 && limit.requests <= MAX_WINDOW_REQUESTS && Number.isFinite(limit.perMs) && limit.perMs > 0;
+  return ok ? limit : undefined;
 }
 
 function coolingMs(retryAfterMs: number | undefined): number {

@@ -81,6 +81,14 @@ export interface KeyOutcome {
   readonly httpStatus: number;
   /** The provider's retry-after, already parsed to ms, when it sent one. */
   readonly retryAfterMs?: number;
+  /**
+   * The key's limit as the provider's headers state it (x-ratelimit-limit-requests,
+   * with the window estimated from its reset): followed as if declared when the
+   * config declares no limit for the key.
+   */
+  readonly learnedLimit?: WindowLimit;
+  /** What the provider said remains (x-ratelimit-remaining-requests): corrects the store's view. */
+  readonly remainingRequests?: number;
 }
 
 export interface LeaseRequest {

@@ -1,6 +1,6 @@
 import type { KeyConditionState, KeyState, PoolSpec } from '../domain/types';
 import { MemoryLimiterStore } from './memory';
-import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
+import type { AcquireDecision, KeyCandidates, KeyRef, ObservedLimits, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
 
 /**
  * What the limiter does while its shared store (Redis) does not answer:
@@ -69,6 +69,12 @@ export class FailoverLimiterStore implements LimiterStore {
       () => this.shared.lease(requests, nowMs, holdMs),
       () => (this.options.mode.kind === 'open' ? this.local.lease(requests, nowMs, holdMs) : requests.map(() => ({ grants: [], retryAfterMs: DENIAL_RETRY_MS }))),
     );
+  }
+
+  async learn(key: KeyRef, observed: ObservedLimits, nowMs: number): Promise<KeyConditionState | undefined> {
+    // The local copy learns too, so a fallback during an outage knows the limit.
+    const local = await this.local.learn(key, observed, nowMs);
+    return this.viaShared(() => this.shared.learn(key, observed, nowMs), () => local);
   }
 
   async cool(key: KeyRef, untilMs: number, reason: string, nowMs: number): Promise<KeyConditionState | undefined> {
