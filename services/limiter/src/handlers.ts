@@ -95,8 +95,16 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock): ServiceI
     async reportOutcome(request) {
       try {
         const retryAfterMs = msOf(request.retryAfter);
+        const windowMs = msOf(request.learnedWindow);
         const state = await limiter.reportOutcome(
-          { poolId: request.poolId, keyId: request.keyId, httpStatus: request.httpStatus, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) },
+          {
+            poolId: request.poolId,
+            keyId: request.keyId,
+            httpStatus: request.httpStatus,
+            ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+            ...(request.learnedLimitRequests > 0 && windowMs !== undefined ? { learnedLimit: { requests: request.learnedLimitRequests, perMs: windowMs } } : {}),
+            ...(request.remainingRequests === undefined ? {} : { remainingRequests: request.remainingRequests }),
+          },
           clock.nowMs(),
         );
         return { condition: CONDITIONS[state.condition] };
