@@ -6,7 +6,9 @@ import { attr, type Logger, type Telemetry } from '@keymesh/telemetry';
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import type { LeaseAdmission } from '../admission/lease-admission';
 import type { KeyMaterialCache } from '../keys/key-material';
-import type { ProviderFailure } from '../providers';
+import { KeyProbes } from '../admission/key-probe';
+import { LimitLearner, type LimitReport } from '../admission/limit-learner';
+import type { LimitSnapshot, ProviderFailure } from '../providers';
 import { BreakerBoard, Permit, type CircuitBreaker } from '../resilience';
 import type { ProviderBinding, RouteTable } from './route-table';
 
@@ -39,8 +41,10 @@ export type AttemptResult<T> =
       value: T;
       /** Set when the provider's headers said the key has nothing left: until when. */
       spentUntilMs?: number;
+      /** What the provider's rate-limit headers said, to learn the key's limit from. */
+      limits?: LimitSnapshot;
     }
-  | { ok: false; failure: ProviderFailure };
+  | { ok: false; failure: ProviderFailure; limits?: LimitSnapshot };
 
 export interface Served<T> {
   readonly value: T;
@@ -58,6 +62,10 @@ export interface DispatcherDeps {
   logger: Logger;
   /** Circuit breakers per provider and per key; this router's own when not given. */
   breakers?: BreakerBoard;
+  /** Which rate-limit headers the limiter needs to hear; this router's own when not given. */
+  learner?: LimitLearner;
+  /** One request at a time to a key whose limit nobody stated, until it answers; this router's own when not given. */
+  probes?: KeyProbes;
 }
 
 /** Failures another round may cure: provider trouble, and keys full until a known time. */
@@ -99,9 +107,13 @@ function attemptSignal(scope: RequestScope, providerTimeoutMs: number): AbortSig
  */
 export class Dispatcher {
   readonly breakers: BreakerBoard;
+  readonly learner: LimitLearner;
+  readonly probes: KeyProbes;
 
   constructor(private readonly deps: DispatcherDeps) {
     this.breakers = deps.breakers ?? new BreakerBoard();
+    this.learner = deps.learner ?? new LimitLearner();
+    this.probes = deps.probes ?? new KeyProbes();
   }
 
   async run<T>(scope: RequestScope, attempt: (a: Attempt) => Promise<AttemptResult<T>>): Promise<Served<T>> {
@@ -195,6 +207,22 @@ export class Dispatcher {
           }
           break;
         }
+        // A key whose limit nobody stated yet takes one request until it answers
+        // (the gate comes last, so nothing between it and the call can leave a probe unsettled).
+        const gate = this.probes.gate(target.poolId, keyId);
+        const isProbe = gate === 'probe';
+        const answer = typeof gate === 'string' ? undefined : await gate;
+        if (answer !== undefined && answer.kind !== 'go') {
+          keyBreaker.release(keyPermit);
+          providerBreaker.release(providerPermit);
+          // Granted before the limiter knew the key's limit: ask it again, now that it knows.
+          if (answer.kind === 'readmit') continue;
+          // Full by the probe's own count: like a 429 nobody had to earn.
+          soonestRetryMs = soonestRetryMs === undefined ? answer.retryAfterMs : Math.min(soonestRetryMs, answer.retryAfterMs);
+          denied = true;
+          excluded.push(keyId);
+          continue;
+        }
         called = true;
         const attempts = ++counter.attempts;
         const span = tracer.startSpan(`chat ${target.model}`, {
@@ -219,6 +247,7 @@ export class Dispatcher {
             // Not the provider's doing: the breakers learn nothing, but get their probes back.
             keyBreaker.release(keyPermit);
             providerBreaker.release(providerPermit);
+            if (isProbe) this.probes.settle(target.poolId, keyId, undefined, false);
             this.throwIfDone(scope);
             throw err;
           }
@@ -236,11 +265,22 @@ export class Dispatcher {
           this.deps.logger.warn('provider call failed', { providerId: provider.id, timedOut, error: err as Error });
         }
         const nowMs = Date.now();
+        let limits = result.limits;
+        if (isProbe) {
+          limits = this.probes.settle(target.poolId, keyId, limits, limits !== undefined);
+          // Slots leased before the limiter knew the key's limit are in no window: drop them.
+          if (limits !== undefined) this.deps.admission.forgetKey(target.poolId, keyId, nowMs);
+        }
+        const learned = this.learnLimits(target, keyId, limits, nowMs);
+        let reported: Promise<void> | undefined;
         if (result.ok) {
           keyBreaker.succeeded(keyPermit, nowMs);
           providerBreaker.succeeded(providerPermit, nowMs);
           span.end();
-          if (result.spentUntilMs !== undefined) this.keySpent(scope, target, keyId, result.spentUntilMs);
+          if (result.spentUntilMs !== undefined) reported = this.keySpent(scope, target, keyId, result.spentUntilMs, learned);
+          // A 2xx with no retry-after only teaches the limiter; it cools nothing.
+          else if (learned !== undefined) reported = this.report(scope, target, keyId, { kind: 'rate_limited', status: 200, message: '', retryAfterMs: undefined }, learned);
+          if (isProbe && limits !== undefined) this.confirmProbe(target, keyId, reported);
           return { value: result.value, target, keyId, attempts };
         }
         const failure = result.failure;
@@ -262,8 +302,12 @@ export class Dispatcher {
         if (failure.kind !== 'unavailable') {
           const untilMs = failure.kind === 'rate_limited' ? Date.now() + (failure.retryAfterMs ?? 1_000) : Number.POSITIVE_INFINITY;
           this.deps.admission.forgetKey(target.poolId, keyId, untilMs);
-          await this.report(scope, target, keyId, failure);
+          reported = this.report(scope, target, keyId, failure, learned);
+          await reported;
+        } else if (learned !== undefined) {
+          reported = this.report(scope, target, keyId, failure, learned);
         }
+        if (isProbe && limits !== undefined) this.confirmProbe(target, keyId, reported);
         if (failure.kind === 'rate_limited') {
           // Keys this request excluded after a 429 are full, not gone: the caller
           // hears "retry after", not "unavailable", when nothing else serves.
@@ -352,22 +396,42 @@ export class Dispatcher {
    * tokens) left until its reset: stop sending to it now rather than learn it
    * from a 429. The limiter cools it for every router.
    */
-  private keySpent(scope: RequestScope, target: PolicyTarget, keyId: string, untilMs: number): void {
+  private keySpent(scope: RequestScope, target: PolicyTarget, keyId: string, untilMs: number, learned: LimitReport | undefined): Promise<void> {
     this.deps.admission.forgetKey(target.poolId, keyId, untilMs);
     const failure: ProviderFailure = { kind: 'rate_limited', status: 200, message: 'provider reported nothing left', retryAfterMs: Math.max(0, untilMs - Date.now()) };
-    void this.report(scope, target, keyId, failure);
+    return this.report(scope, target, keyId, failure, learned);
   }
 
-  private async report(scope: RequestScope, target: PolicyTarget, keyId: string, failure: ProviderFailure): Promise<void> {
+  /** The key is known once the limiter has heard its probe's answer (report never rejects). */
+  private confirmProbe(target: PolicyTarget, keyId: string, reported: Promise<void> | undefined): void {
+    if (reported === undefined) this.probes.confirm(target.poolId, keyId);
+    else void reported.then(() => this.probes.confirm(target.poolId, keyId));
+  }
+
+  /**
+   * Follows the provider's headers for a key: this router stops spending
+   * leased slots the provider says it no longer has, and the limiter hears
+   * the key's limit the first time and its remaining count near the end of a
+   * window (the answer says what to report, if anything).
+   */
+  private learnLimits(target: PolicyTarget, keyId: string, limits: LimitSnapshot | undefined, nowMs: number): LimitReport | undefined {
+    if (limits === undefined) return undefined;
+    if (limits.remainingRequests !== undefined) this.deps.admission.capKey(target.poolId, keyId, limits.remainingRequests);
+    return this.learner.observe(target.poolId, keyId, limits, nowMs);
+  }
+
+  private async report(scope: RequestScope, target: PolicyTarget, keyId: string, failure: ProviderFailure, learned?: LimitReport): Promise<void> {
     try {
       await this.deps.limiter.reportOutcome(
         {
           poolId: target.poolId,
           keyId,
           httpStatus: failure.status,
-          ...(failure.retryAfterMs === undefined
+          ...(failure.retryAfterMs === undefined ? {} : { retryAfter: durationOf(failure.retryAfterMs) }),
+          ...(learned?.learnedLimit === undefined
             ? {}
-            : { retryAfter: { seconds: BigInt(Math.floor(failure.retryAfterMs / 1000)), nanos: Math.round((failure.retryAfterMs % 1000) * 1e6) } }),
+            : { learnedLimitRequests: learned.learnedLimit.requests, learnedWindow: durationOf(learned.learnedLimit.perMs) }),
+          ...(learned?.remainingRequests === undefined ? {} : { remainingRequests: learned.remainingRequests }),
         },
         { deadlineMs: scope.deadlineMs, parent: scope.traceContext },
       );
@@ -383,4 +447,9 @@ export class Dispatcher {
     if (reason instanceof KeymeshError) throw reason;
     throw new KeymeshError({ code: Code.DeadlineExceeded, reason: Reason.DEADLINE_EXCEEDED, message: 'the request deadline passed' });
   }
+}
+
+function durationOf(ms: number): { seconds: bigint; nanos: number } {
+  const whole = Math.floor(ms / 1000);
+  return { seconds: BigInt(whole), nanos: Math.round((ms - whole * 1000) * 1e6) };
 }
