@@ -60,6 +60,7 @@ describe('parseConfig', () => {
       timeoutMs: 30_000,
       retry: { rounds: 3, backoffMs: 100 },
       maxConcurrency: null,
+      maxWaitMs: 0,
     });
     assert.deepEqual(config.tenants['demo'], { id: 'demo', virtualKeys: ['sk-keymesh-demo'], maxConcurrency: null });
     assert.equal(config.mockProvider, null);

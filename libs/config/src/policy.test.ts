@@ -21,7 +21,7 @@ pools:
       - { id: k3, secret: sk-test-secret-three }
 routes:
   gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini }, { pool: spare, model: gpt-4o-mini-2024 } ] }
-  cached: { targets: [ { pool: main, model: gpt-4o-mini } ], cache: { ttl: 5m }, timeout: 45s, max_concurrency: 4 }
+  cached: { targets: [ { pool: main, model: gpt-4o-mini } ], cache: { ttl: 5m }, timeout: 45s, max_concurrency: 4, max_wait: 2s }
 tenants:
   demo: { virtual_keys: [ sk-keymesh-demo-virtual, sk-keymesh-demo-second ] }
   ops: { virtual_keys: [ sk-keymesh-ops-virtual ], max_concurrency: 2 }
@@ -74,6 +74,7 @@ describe('compilePolicy', () => {
       timeoutMs: 30_000,
       retry: { rounds: 3, backoffMs: 100 },
       maxConcurrency: null,
+      maxWaitMs: 0,
     });
     assert.equal(policy.routes['cached']!.cacheTtlMs, 300_000);
     assert.equal(policy.routes['cached']!.timeoutMs, 45_000);
@@ -83,6 +84,7 @@ describe('compilePolicy', () => {
       maxConcurrency: null,
     });
     assert.equal(policy.routes['cached']!.maxConcurrency, 4);
+    assert.equal(policy.routes['cached']!.maxWaitMs, 2_000);
     assert.equal(policy.tenants['ops']!.maxConcurrency, 2);
     assert.deepEqual(policy.http, { host: '127.0.0.1', port: 8181, maxBodyBytes: 1_048_576, idempotencyTtlMs: 600_000 });
   });

@@ -49,6 +49,11 @@ export interface PolicyRoute {
   readonly retry: { readonly rounds: number; readonly backoffMs: number };
   /** Requests of this route in flight at once on one router; null for no cap. */
   readonly maxConcurrency: number | null;
+  /**
+   * How long a request may wait (queued by priority, then arrival) when every
+   * key is momentarily full, instead of failing at once; 0 = no waiting.
+   */
+  readonly maxWaitMs: number;
 }
 export interface PolicyTenant {
   readonly id: string;
@@ -124,6 +129,7 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
               timeoutMs: r.timeoutMs,
               retry: { rounds: r.retry.rounds, backoffMs: r.retry.backoffMs },
               maxConcurrency: r.maxConcurrency,
+              maxWaitMs: r.maxWaitMs,
             },
           ] as const,
       ),
@@ -178,6 +184,7 @@ const policySchema = z
         timeoutMs: positiveInt,
         retry: z.strictObject({ rounds: positiveInt, backoffMs: positiveInt }),
         maxConcurrency: positiveInt.nullable(),
+        maxWaitMs: z.int().min(0),
       }),
     ),
     tenants: z.record(

@@ -208,6 +208,8 @@ const routeSchema = z.strictObject({
     })
     .default({ attempts: 3, backoff: 100 }),
   max_concurrency: maxConcurrencySchema.optional(),
+  // How long a request may wait in the router's queue when every key is momentarily full; "0s" fails at once.
+  max_wait: durationSchema({ allowZero: true, maxMs: MAX_TIMER_MS, maxWhy: ' (longer timers overflow in Node)' }).default(0),
 });
 
 const tenantSchema = z.strictObject({
@@ -361,6 +363,7 @@ export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, 
     timeoutMs: route.timeout,
     retry: { rounds: route.retry.attempts, backoffMs: route.retry.backoff },
     maxConcurrency: route.max_concurrency ?? null,
+    maxWaitMs: route.max_wait,
   })),
   tenants: mapRecord(raw.tenants, (id, tenant) => ({ id, virtualKeys: tenant.virtual_keys, maxConcurrency: tenant.max_concurrency ?? null })),
   mockProvider:

@@ -4,10 +4,12 @@ import type { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import type { RpcClient } from '@keymesh/rpc';
 import { attr, type Logger, type Telemetry } from '@keymesh/telemetry';
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
+import type { Admission } from '../admission/acquire-batcher';
 import type { LeaseAdmission } from '../admission/lease-admission';
 import type { KeyMaterialCache } from '../keys/key-material';
 import { KeyProbes } from '../admission/key-probe';
 import { LimitLearner, type LimitReport } from '../admission/limit-learner';
+import { WaitQueue, type RequestPriority, type WaitTicket } from '../admission/wait-queue';
 import type { LimitSnapshot, ProviderFailure } from '../providers';
 import { BreakerBoard, Permit, type CircuitBreaker } from '../resilience';
 import type { ProviderBinding, RouteTable } from './route-table';
@@ -20,6 +22,8 @@ export interface RequestScope {
   readonly deadlineMs: number;
   /** Aborted when the caller goes away or the deadline passes. */
   readonly signal: AbortSignal;
+  /** Who waits first when every key is momentarily full; 'normal' when not given. */
+  readonly priority?: RequestPriority;
   /** The request's route span: the parent of everything done for it. */
   readonly traceContext: Context;
 }
@@ -66,6 +70,8 @@ export interface DispatcherDeps {
   learner?: LimitLearner;
   /** One request at a time to a key whose limit nobody stated, until it answers; this router's own when not given. */
   probes?: KeyProbes;
+  /** The lines requests wait in when every key of their route is momentarily full; this router's own when not given. */
+  waits?: WaitQueue;
 }
 
 /** Failures another round may cure: provider trouble, and keys full until a known time. */
@@ -109,20 +115,55 @@ export class Dispatcher {
   readonly breakers: BreakerBoard;
   readonly learner: LimitLearner;
   readonly probes: KeyProbes;
+  readonly waits: WaitQueue;
+  /** A request's place in its route's line, while it has one. */
+  private readonly tickets = new WeakMap<RequestScope, WaitTicket>();
 
   constructor(private readonly deps: DispatcherDeps) {
     this.breakers = deps.breakers ?? new BreakerBoard();
     this.learner = deps.learner ?? new LimitLearner();
     this.probes = deps.probes ?? new KeyProbes();
+    this.waits = deps.waits ?? new WaitQueue();
   }
 
   async run<T>(scope: RequestScope, attempt: (a: Attempt) => Promise<AttemptResult<T>>): Promise<Served<T>> {
+    if (scope.route.maxWaitMs <= 0) return this.runRounds(scope, attempt);
+    const onAbort = (): void => this.leaveLine(scope, false);
+    scope.signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      // Newcomers queue behind the requests already waiting, so returning capacity goes in order.
+      const line = scope.route.alias;
+      if (this.waits.size(line) > 0) {
+        const ticket = this.joinLine(scope, undefined);
+        if (!(await ticket.next(undefined))) throw this.turnedAway(scope, undefined, ticket.retryAfterMs());
+        this.throwIfDone(scope);
+      }
+      return await this.runRounds(scope, attempt);
+    } finally {
+      scope.signal.removeEventListener('abort', onAbort);
+      this.leaveLine(scope, false);
+    }
+  }
+
+  private async runRounds<T>(scope: RequestScope, attempt: (a: Attempt) => Promise<AttemptResult<T>>): Promise<Served<T>> {
     const counter = { attempts: 0 };
     const { rounds, backoffMs } = scope.route.retry;
     for (let round = 1; ; round++) {
       try {
         return await this.round(scope, attempt, counter);
       } catch (err) {
+        if (scope.route.maxWaitMs > 0 && err instanceof KeymeshError && err.reason === Reason.KEY_POOL_EXHAUSTED && !breakerRefusals.has(err)) {
+          // Every key is momentarily full: wait in line for a turn rather than fail
+          // (a turn spends no retry round), within max_wait and the deadline.
+          const ticket = this.tickets.get(scope) ?? this.joinLine(scope, err);
+          if (await ticket.next(err.retryAfterMs)) {
+            this.throwIfDone(scope);
+            round--;
+            continue;
+          }
+          this.tickets.delete(scope);
+          throw this.turnedAway(scope, err, ticket.retryAfterMs());
+        }
         if (!(err instanceof KeymeshError) || !RETRIABLE_REASONS.has(err.reason) || round >= rounds || breakerRefusals.has(err)) throw err;
         // The provider's (or limiter's) retry-after when there is one; else
         // exponential backoff with full jitter, so retries from many callers spread out.
@@ -355,6 +396,34 @@ export class Dispatcher {
     });
   }
 
+  /** Joins the route's line, bounded by min(max_wait from now, the deadline); a full line turns the request away at once. */
+  private joinLine(scope: RequestScope, denial: KeymeshError | undefined): WaitTicket {
+    const line = scope.route.alias;
+    const ticket = this.waits.join(line, scope.priority ?? 'normal', Math.min(Date.now() + scope.route.maxWaitMs, scope.deadlineMs));
+    if (ticket === undefined) throw this.turnedAway(scope, denial, denial?.retryAfterMs ?? this.waits.retryAfterMs(line));
+    this.tickets.set(scope, ticket);
+    return ticket;
+  }
+
+  private leaveLine(scope: RequestScope, admitted: boolean): void {
+    const ticket = this.tickets.get(scope);
+    if (ticket === undefined) return;
+    this.tickets.delete(scope);
+    ticket.leave(admitted);
+  }
+
+  /** The caller's 429 after waiting as long as it may (or finding the line full), with when to come back. */
+  private turnedAway(scope: RequestScope, denial: KeymeshError | undefined, retryAfterMs: number): KeymeshError {
+    this.throwIfDone(scope);
+    return new KeymeshError({
+      code: Code.ResourceExhausted,
+      reason: Reason.KEY_POOL_EXHAUSTED,
+      message: denial?.message ?? `every key of route "${scope.route.alias}" is at its limit; retry later`,
+      retryAfterMs: Math.max(1, retryAfterMs),
+      metadata: { route: scope.route.alias },
+    });
+  }
+
   /** A call not made because a breaker is open: a span of its own says which and why. */
   private breakerSkipped(scope: RequestScope, target: PolicyTarget, breaker: CircuitBreaker, keyId: string | undefined): void {
     const span = this.deps.telemetry.tracer.startSpan(`chat ${target.model}`, {
@@ -379,7 +448,7 @@ export class Dispatcher {
    */
   private admit(scope: RequestScope, target: PolicyTarget, excluded: string[]) {
     const route = trace.getSpan(scope.traceContext);
-    const admission = this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext);
+    const admission = this.admitted(scope, this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext));
     if (!route) return admission;
     if (admission instanceof Promise) {
       return admission.then((a) => {
@@ -388,6 +457,19 @@ export class Dispatcher {
       });
     }
     route.addLink({ context: admission.decidedBy });
+    return admission;
+  }
+
+  /** A request admitted while holding the line's turn hands it on at once: the capacity that served it may serve the next. */
+  private admitted(scope: RequestScope, admission: Admission | Promise<Admission>): Admission | Promise<Admission> {
+    if (!this.tickets.has(scope)) return admission;
+    if (admission instanceof Promise) {
+      return admission.then((a) => {
+        if (a.granted) this.leaveLine(scope, true);
+        return a;
+      });
+    }
+    if (admission.granted) this.leaveLine(scope, true);
     return admission;
   }
 
