@@ -52,6 +52,7 @@ describe('parseConfig', () => {
         { id: 'k1', secret: { kind: 'env', name: 'MOCK_KEY_1' }, limits: [{ requests: 60, perMs: 60_000 }] },
         { id: 'k2', secret: { kind: 'literal', value: 'sk-test-2' }, limits: [{ requests: 5, perMs: 1_000 }] },
       ],
+      quotaResets: { period: 'monthly', timeZone: 'UTC' },
     });
     assert.deepEqual(config.routes['gpt-4o-mini'], {
       alias: 'gpt-4o-mini',

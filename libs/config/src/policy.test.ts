@@ -50,7 +50,7 @@ describe('compilePolicy', () => {
       mock: { id: 'mock', kind: 'openai', baseUrl: 'http://127.0.0.1:9000/v1', timeoutMs: 10_000 },
       backup: { id: 'backup', kind: 'openai', baseUrl: 'https://llm.example.com/v1', timeoutMs: 60_000 },
     });
-    assert.deepEqual(policy.pools['main'], { id: 'main', providerId: 'mock', keyIds: ['k1', 'k2'] });
+    assert.deepEqual(policy.pools['main'], { id: 'main', providerId: 'mock', keyIds: ['k1', 'k2'], quotaResets: { period: 'monthly', timeZone: 'UTC' } });
     assert.deepEqual(policy.keys['k1'], {
       id: 'k1',
       poolId: 'main',

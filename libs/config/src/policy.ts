@@ -34,6 +34,8 @@ export interface PolicyPool {
   readonly id: string;
   readonly providerId: string;
   readonly keyIds: string[];
+  /** When the provider's quota for the pool's keys starts afresh (a spent quota rests a key until then). */
+  readonly quotaResets: { readonly period: 'monthly' | 'daily'; readonly timeZone: string };
 }
 export interface PolicyTarget {
   readonly poolId: string;
@@ -114,7 +116,9 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
       Object.values(config.providers).map((p) => [p.id, { id: p.id, kind: p.kind, baseUrl: p.baseUrl, timeoutMs: p.timeoutMs }] as const),
     ),
     pools: toRecord(
-      Object.values(config.pools).map((p) => [p.id, { id: p.id, providerId: p.providerId, keyIds: p.keys.map((k) => k.id) }] as const),
+      Object.values(config.pools).map(
+        (p) => [p.id, { id: p.id, providerId: p.providerId, keyIds: p.keys.map((k) => k.id), quotaResets: { ...p.quotaResets } }] as const,
+      ),
     ),
     keys: toRecord(keys),
     routes: toRecord(
@@ -163,7 +167,15 @@ const httpUrl = z.string().refine((text) => URL.canParse(text) && /^https?:$/.te
 const policySchema = z
   .strictObject({
     providers: z.record(id, z.strictObject({ id, kind: z.literal('openai'), baseUrl: httpUrl, timeoutMs: positiveInt })),
-    pools: z.record(id, z.strictObject({ id, providerId: id, keyIds: z.array(id).min(1) })),
+    pools: z.record(
+      id,
+      z.strictObject({
+        id,
+        providerId: id,
+        keyIds: z.array(id).min(1),
+        quotaResets: z.strictObject({ period: z.enum(['monthly', 'daily']), timeZone: z.string().min(1) }),
+      }),
+    ),
     keys: z.record(
       id,
       z.strictObject({

@@ -1,6 +1,7 @@
 import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LimiterStore } from '../store/store';
 import { InvalidPoolSpecError, UnknownKeyError, UnknownPoolError } from './errors';
 import { findPoolSpecProblems, freezePoolSpecs, MAX_WINDOW_REQUESTS } from './pool-spec';
+import { DEFAULT_QUOTA_RESETS, nextQuotaResetMs, type QuotaResets } from './quota-period';
 import type {
   LeaseRequest,
   LeaseResult,
@@ -13,12 +14,16 @@ import type {
   WindowLimit,
 } from './types';
 
+/** The condition reason of a key whose provider quota is spent until its next period. */
+export const QUOTA_EXHAUSTED_REASON = 'quota exhausted';
+
 /** How long a 429 cools a key when the provider didn't say. */
 export const DEFAULT_COOLING_MS = 1000;
 
 interface PoolIndex {
   readonly keyIds: readonly string[];
   readonly keyIdSet: ReadonlySet<string>;
+  readonly quotaResets: QuotaResets;
 }
 
 /**
@@ -46,9 +51,10 @@ export class KeyPoolLimiter {
     if (problems.length > 0) return Promise.reject(new InvalidPoolSpecError(problems));
     const specs = freezePoolSpecs(pools);
     const next = new Map<string, PoolIndex>();
-    for (const pool of specs) {
+    for (const pool of pools) {
       const keyIds = Object.freeze(pool.keys.map((key) => key.keyId));
-      next.set(pool.poolId, { keyIds, keyIdSet: new Set(keyIds) });
+      const quotaResets = Object.freeze({ ...(pool.quotaResets ?? DEFAULT_QUOTA_RESETS) });
+      next.set(pool.poolId, { keyIds, keyIdSet: new Set(keyIds), quotaResets });
     }
     const applied = this.applying.then(async () => {
       // Store first: until the index swaps, requests name only old keys, and the
@@ -129,8 +135,10 @@ export class KeyPoolLimiter {
       state = await this.store.learn(key, { limit: validLimit(outcome.learnedLimit), remainingRequests: outcome.remainingRequests }, nowMs);
       if (state === undefined) return this.keyGone(key);
     }
-    // A 429, or a success whose headers said the key has nothing left until a reset (retry-after).
-    if (outcome.httpStatus === 429 || (outcome.httpStatus < 300 && outcome.retryAfterMs !== undefined)) {
+    if (outcome.quotaExhausted === true) {
+      // Seconds won't bring a spent quota back: the key rests until its period starts again.
+      state = await this.store.cool(key, nextQuotaResetMs(nowMs, this.requirePool(key.poolId).quotaResets), QUOTA_EXHAUSTED_REASON, nowMs);
+    } else if (outcome.httpStatus === 429 || (outcome.httpStatus < 300 && outcome.retryAfterMs !== undefined)) {
       state = await this.store.cool(key, nowMs + coolingMs(outcome.retryAfterMs), reason, nowMs);
     } else if (outcome.httpStatus === 401 || outcome.httpStatus === 403) {
       state = await this.store.park(key, reason, nowMs);

@@ -77,6 +77,8 @@ export interface DispatcherDeps {
 /** Failures another round may cure: provider trouble, and keys full until a known time. */
 const RETRIABLE_REASONS = new Set<string>([Reason.PROVIDER_UNAVAILABLE, Reason.KEY_POOL_EXHAUSTED, Reason.UNAVAILABLE]);
 const MAX_BACKOFF_MS = 10_000;
+/** How long this router keeps off a key whose quota is spent before asking the limiter (which knows the period) again. */
+const QUOTA_RECHECK_MS = 60_000;
 // TODO(circuit breakers per key and per provider): move to libs/telemetry's attributes with the others.
 const KEYMESH_BREAKER_STATE = 'keymesh.breaker.state';
 /** Refusals because every target's breaker is open: another round now would only be refused again. */
@@ -341,7 +343,14 @@ export class Dispatcher {
           });
         }
         if (failure.kind !== 'unavailable') {
-          const untilMs = failure.kind === 'rate_limited' ? Date.now() + (failure.retryAfterMs ?? 1_000) : Number.POSITIVE_INFINITY;
+          // A spent quota rests until its period ends, which the limiter knows: this router only
+          // stops asking for a while. A rejected key stays out until the policy changes.
+          const untilMs =
+            failure.kind === 'rate_limited'
+              ? Date.now() + (failure.retryAfterMs ?? 1_000)
+              : failure.kind === 'quota_exhausted'
+                ? Date.now() + QUOTA_RECHECK_MS
+                : Number.POSITIVE_INFINITY;
           this.deps.admission.forgetKey(target.poolId, keyId, untilMs);
           reported = this.report(scope, target, keyId, failure, learned);
           await reported;
@@ -514,6 +523,7 @@ export class Dispatcher {
             ? {}
             : { learnedLimitRequests: learned.learnedLimit.requests, learnedWindow: durationOf(learned.learnedLimit.perMs) }),
           ...(learned?.remainingRequests === undefined ? {} : { remainingRequests: learned.remainingRequests }),
+          ...(failure.kind === 'quota_exhausted' ? { quotaExhausted: true } : {}),
         },
         { deadlineMs: scope.deadlineMs, parent: scope.traceContext },
       );

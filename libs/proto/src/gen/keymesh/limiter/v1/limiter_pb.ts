@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/limiter/v1/limiter.proto.
  */
 export const file_keymesh_limiter_v1_limiter: GenFile = /*@__PURE__*/
-  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxIk8KDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJIpYBCg9BY3F1aXJlUmVzcG9uc2USMwoHb3V0Y29tZRgBIAEoDjIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlT3V0Y29tZRIOCgZrZXlfaWQYAiABKAkSLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGcmVhc29uGAQgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJPCgxMZWFzZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgx3YW50ZWRfc2xvdHMYAiABKA0SGAoQZXhjbHVkZWRfa2V5X2lkcxgDIAMoCSJxChJHcmFudExlYXNlc1JlcXVlc3QSMgoIcmVxdWVzdHMYASADKAsyIC5rZXltZXNoLmxpbWl0ZXIudjEuTGVhc2VSZXF1ZXN0EicKBGhvbGQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iJgoFTGVhc2USDgoGa2V5X2lkGAEgASgJEg0KBXNsb3RzGAIgASgNIogBCgpQb29sTGVhc2VzEg8KB3Bvb2xfaWQYASABKAkSKQoGbGVhc2VzGAIgAygLMhkua2V5bWVzaC5saW1pdGVyLnYxLkxlYXNlEi4KC3JldHJ5X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgEIAEoCSJEChNHcmFudExlYXNlc1Jlc3BvbnNlEi0KBXBvb2xzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlBvb2xMZWFzZXMihwIKFFJlcG9ydE91dGNvbWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2h0dHBfc3RhdHVzGAMgASgNEi4KC3JldHJ5X2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh4KFmxlYXJuZWRfbGltaXRfcmVxdWVzdHMYBSABKA0SMQoObGVhcm5lZF93aW5kb3cYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHwoScmVtYWluaW5nX3JlcXVlc3RzGAcgASgNSACIAQFCFQoTX3JlbWFpbmluZ19yZXF1ZXN0cyJMChVSZXBvcnRPdXRjb21lUmVzcG9uc2USMwoJY29uZGl0aW9uGAEgASgOMiAua2V5bWVzaC5saW1pdGVyLnYxLktleUNvbmRpdGlvbiIlChJHZXRLZXlTdGF0ZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCSKMAgoIS2V5U3RhdGUSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSMwoJY29uZGl0aW9uGAMgASgOMiAua2V5bWVzaC5saW1pdGVyLnYxLktleUNvbmRpdGlvbhIaChJyZW1haW5pbmdfcmVxdWVzdHMYBCABKA0SFgoObGltaXRfcmVxdWVzdHMYBSABKA0SKQoGd2luZG93GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjEKDWNvb2xpbmdfdW50aWwYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNvbmRpdGlvbl9yZWFzb24YCCABKAkiQQoTR2V0S2V5U3RhdGVSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwua2V5bWVzaC5saW1pdGVyLnYxLktleVN0YXRlKmoKDkFjcXVpcmVPdXRjb21lEh8KG0FDUVVJUkVfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhsKF0FDUVVJUkVfT1VUQ09NRV9HUkFOVEVEEAESGgoWQUNRVUlSRV9PVVRDT01FX0RFTklFRBACKnsKDEtleUNvbmRpdGlvbhIdChlLRVlfQ09ORElUSU9OX1VOU1BFQ0lGSUVEEAASFwoTS0VZX0NPTkRJVElPTl9SRUFEWRABEhkKFUtFWV9DT05ESVRJT05fQ09PTElORxACEhgKFEtFWV9DT05ESVRJT05fUEFSS0VEEAMy7QMKDkxpbWl0ZXJTZXJ2aWNlElIKB0FjcXVpcmUSIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QaIy5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlc3BvbnNlEmEKDEFjcXVpcmVCYXRjaBInLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlQmF0Y2hSZXF1ZXN0Gigua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlc3BvbnNlEl4KC0dyYW50TGVhc2VzEiYua2V5bWVzaC5saW1pdGVyLnYxLkdyYW50TGVhc2VzUmVxdWVzdBonLmtleW1lc2gubGltaXRlci52MS5HcmFudExlYXNlc1Jlc3BvbnNlEmQKDVJlcG9ydE91dGNvbWUSKC5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlcXVlc3QaKS5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlc3BvbnNlEl4KC0dldEtleVN0YXRlEiYua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVxdWVzdBonLmtleW1lc2gubGltaXRlci52MS5HZXRLZXlTdGF0ZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxIk8KDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJIpYBCg9BY3F1aXJlUmVzcG9uc2USMwoHb3V0Y29tZRgBIAEoDjIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlT3V0Y29tZRIOCgZrZXlfaWQYAiABKAkSLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGcmVhc29uGAQgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJPCgxMZWFzZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgx3YW50ZWRfc2xvdHMYAiABKA0SGAoQZXhjbHVkZWRfa2V5X2lkcxgDIAMoCSJxChJHcmFudExlYXNlc1JlcXVlc3QSMgoIcmVxdWVzdHMYASADKAsyIC5rZXltZXNoLmxpbWl0ZXIudjEuTGVhc2VSZXF1ZXN0EicKBGhvbGQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iJgoFTGVhc2USDgoGa2V5X2lkGAEgASgJEg0KBXNsb3RzGAIgASgNIogBCgpQb29sTGVhc2VzEg8KB3Bvb2xfaWQYASABKAkSKQoGbGVhc2VzGAIgAygLMhkua2V5bWVzaC5saW1pdGVyLnYxLkxlYXNlEi4KC3JldHJ5X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgEIAEoCSJEChNHcmFudExlYXNlc1Jlc3BvbnNlEi0KBXBvb2xzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlBvb2xMZWFzZXMioAIKFFJlcG9ydE91dGNvbWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2h0dHBfc3RhdHVzGAMgASgNEi4KC3JldHJ5X2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh4KFmxlYXJuZWRfbGltaXRfcmVxdWVzdHMYBSABKA0SMQoObGVhcm5lZF93aW5kb3cYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHwoScmVtYWluaW5nX3JlcXVlc3RzGAcgASgNSACIAQESFwoPcXVvdGFfZXhoYXVzdGVkGAggASgIQhUKE19yZW1haW5pbmdfcmVxdWVzdHMihQEKDktleVBhcmtlZEV2ZW50Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2h0dHBfc3RhdHVzGAMgASgNEg4KBnJlYXNvbhgEIAEoCRItCglwYXJrZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkwKFVJlcG9ydE91dGNvbWVSZXNwb25zZRIzCgljb25kaXRpb24YASABKA4yIC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5Q29uZGl0aW9uIiUKEkdldEtleVN0YXRlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJIowCCghLZXlTdGF0ZRIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIzCgljb25kaXRpb24YAyABKA4yIC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5Q29uZGl0aW9uEhoKEnJlbWFpbmluZ19yZXF1ZXN0cxgEIAEoDRIWCg5saW1pdF9yZXF1ZXN0cxgFIAEoDRIpCgZ3aW5kb3cYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMQoNY29vbGluZ191bnRpbBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY29uZGl0aW9uX3JlYXNvbhgIIAEoCSJBChNHZXRLZXlTdGF0ZVJlc3BvbnNlEioKBGtleXMYASADKAsyHC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5U3RhdGUqagoOQWNxdWlyZU91dGNvbWUSHwobQUNRVUlSRV9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGwoXQUNRVUlSRV9PVVRDT01FX0dSQU5URUQQARIaChZBQ1FVSVJFX09VVENPTUVfREVOSUVEEAIqewoMS2V5Q29uZGl0aW9uEh0KGUtFWV9DT05ESVRJT05fVU5TUEVDSUZJRUQQABIXChNLRVlfQ09ORElUSU9OX1JFQURZEAESGQoVS0VZX0NPTkRJVElPTl9DT09MSU5HEAISGAoUS0VZX0NPTkRJVElPTl9QQVJLRUQQAzLtAwoOTGltaXRlclNlcnZpY2USUgoHQWNxdWlyZRIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVxdWVzdBojLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVzcG9uc2USYQoMQWNxdWlyZUJhdGNoEicua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlcXVlc3QaKC5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZUJhdGNoUmVzcG9uc2USXgoLR3JhbnRMZWFzZXMSJi5rZXltZXNoLmxpbWl0ZXIudjEuR3JhbnRMZWFzZXNSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdyYW50TGVhc2VzUmVzcG9uc2USZAoNUmVwb3J0T3V0Y29tZRIoLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVxdWVzdBopLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVzcG9uc2USXgoLR2V0S2V5U3RhdGUSJi5rZXltZXNoLmxpbWl0ZXIudjEuR2V0S2V5U3RhdGVSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keymesh.limiter.v1.AcquireRequest
@@ -300,6 +300,15 @@ export type ReportOutcomeRequest = Message<"keymesh.limiter.v1.ReportOutcomeRequ
    * @generated from field: optional uint32 remaining_requests = 7;
    */
   remainingRequests?: number | undefined;
+
+  /**
+   * The provider said the key's quota is spent (OpenAI's 429 with error code
+   * insufficient_quota): the key rests, reason "quota exhausted", until its
+   * pool's quota period starts again (monthly UTC unless configured).
+   *
+   * @generated from field: bool quota_exhausted = 8;
+   */
+  quotaExhausted: boolean;
 };
 
 /**
@@ -308,6 +317,51 @@ export type ReportOutcomeRequest = Message<"keymesh.limiter.v1.ReportOutcomeRequ
  */
 export const ReportOutcomeRequestSchema: GenMessage<ReportOutcomeRequest> = /*@__PURE__*/
   messageDesc(file_keymesh_limiter_v1_limiter, 9);
+
+/**
+ * Published on keymesh.keys.parked when the limiter parks a key because the
+ * provider rejected it (401/403): it stays parked until an operator acts.
+ * Names the key; never carries its secret.
+ *
+ * @generated from message keymesh.limiter.v1.KeyParkedEvent
+ */
+export type KeyParkedEvent = Message<"keymesh.limiter.v1.KeyParkedEvent"> & {
+  /**
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+
+  /**
+   * The provider's HTTP status that parked it.
+   *
+   * @generated from field: uint32 http_status = 3;
+   */
+  httpStatus: number;
+
+  /**
+   * e.g. "provider answered 401".
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp parked_at = 5;
+   */
+  parkedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.KeyParkedEvent.
+ * Use `create(KeyParkedEventSchema)` to create a new message.
+ */
+export const KeyParkedEventSchema: GenMessage<KeyParkedEvent> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 10);
 
 /**
  * @generated from message keymesh.limiter.v1.ReportOutcomeResponse
@@ -324,7 +378,7 @@ export type ReportOutcomeResponse = Message<"keymesh.limiter.v1.ReportOutcomeRes
  * Use `create(ReportOutcomeResponseSchema)` to create a new message.
  */
 export const ReportOutcomeResponseSchema: GenMessage<ReportOutcomeResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 10);
+  messageDesc(file_keymesh_limiter_v1_limiter, 11);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateRequest
@@ -343,7 +397,7 @@ export type GetKeyStateRequest = Message<"keymesh.limiter.v1.GetKeyStateRequest"
  * Use `create(GetKeyStateRequestSchema)` to create a new message.
  */
 export const GetKeyStateRequestSchema: GenMessage<GetKeyStateRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 11);
+  messageDesc(file_keymesh_limiter_v1_limiter, 12);
 
 /**
  * @generated from message keymesh.limiter.v1.KeyState
@@ -399,7 +453,7 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
  * Use `create(KeyStateSchema)` to create a new message.
  */
 export const KeyStateSchema: GenMessage<KeyState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 12);
+  messageDesc(file_keymesh_limiter_v1_limiter, 13);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateResponse
@@ -416,7 +470,7 @@ export type GetKeyStateResponse = Message<"keymesh.limiter.v1.GetKeyStateRespons
  * Use `create(GetKeyStateResponseSchema)` to create a new message.
  */
 export const GetKeyStateResponseSchema: GenMessage<GetKeyStateResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 13);
+  messageDesc(file_keymesh_limiter_v1_limiter, 14);
 
 /**
  * @generated from enum keymesh.limiter.v1.AcquireOutcome
