@@ -47,7 +47,7 @@ interface Line {
   readonly waiters: Waiter[];
   /** The one request trying now, between its turn and its next denial or admission. */
   active: Waiter | undefined;
-  /** When capacity may return: the latest denial's retry-after. */
+  /** When capacity may return: the latest denial's retry-after (now, after an admission). */
   readyAtMs: number;
   timer: unknown;
 }
@@ -109,9 +109,9 @@ export class WaitQueue {
   private next(lineId: string, line: Line, waiter: Waiter, retryAfterMs: number | undefined): Promise<boolean> {
     if (waiter.left) return Promise.resolve(false);
     const nowMs = this.timers.nowMs();
-    if (retryAfterMs !== undefined || line.active === waiter) {
-      line.readyAtMs = Math.max(line.readyAtMs, nowMs + (retryAfterMs ?? UNKNOWN_RETRY_MS));
-    }
+    // The latest denial is the freshest word on when a key frees up (keys free at
+    // different times), so it replaces, rather than extends, what the line knew.
+    if (retryAfterMs !== undefined || line.active === waiter) line.readyAtMs = nowMs + (retryAfterMs ?? UNKNOWN_RETRY_MS);
     if (line.active === waiter) line.active = undefined;
     if (nowMs >= waiter.untilMs) {
       this.remove(lineId, line, waiter);
