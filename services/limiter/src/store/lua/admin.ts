@@ -17,8 +17,11 @@ for j = 1, #flat, 2 do old[flat[j]] = flat[j + 1] end
 local listed = {}
 local fields = {}
 local index = 0
+local learnedKey = base .. ':learned'
 for j = 3, #ARGV, 2 do
   local keyId, limits = ARGV[j], ARGV[j + 1]
+  -- A key declared without limits keeps what lua/learn.ts learned for it.
+  if limits == '' then limits = redis.call('HGET', learnedKey, keyId) or '' else redis.call('HDEL', learnedKey, keyId) end
   local value = index .. '|' .. limits
   index = index + 1
   listed[keyId] = true
@@ -35,6 +38,7 @@ end
 for keyId, _ in pairs(old) do
   if not listed[keyId] then
     redis.call('DEL', base .. ':st:' .. keyId, base .. ':log:' .. keyId, base .. ':tlog:' .. keyId, base .. ':tw:' .. keyId)
+    redis.call('HDEL', learnedKey, keyId)
   end
 end
 redis.call('DEL', cfgKey)
