@@ -20,8 +20,11 @@ local index = 0
 local learnedKey = base .. ':learned'
 for j = 3, #ARGV, 2 do
   local keyId, limits = ARGV[j], ARGV[j + 1]
-  -- A key declared without limits keeps what lua/learn.ts learned for it.
-  if limits == '' then limits = redis.call('HGET', learnedKey, keyId) or '' else redis.call('HDEL', learnedKey, keyId) end
+  -- A key declared without request limits keeps what lua/learn.ts learned for it.
+  local sep = string.find(limits, '|', 1, true)
+  local requestLimits, tokenLimits = string.sub(limits, 1, sep - 1), string.sub(limits, sep + 1)
+  if requestLimits == '' then requestLimits = redis.call('HGET', learnedKey, keyId) or '' else redis.call('HDEL', learnedKey, keyId) end
+  limits = requestLimits .. '|' .. tokenLimits
   local value = index .. '|' .. limits
   index = index + 1
   listed[keyId] = true

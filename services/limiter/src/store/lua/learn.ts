@@ -15,9 +15,11 @@ if not k then return {} end
 local learnedKey = base .. ':learned'
 local limitN = tonumber(ARGV[4])
 if limitN then
+  -- The config value is "<index>|<request limits>|<token limits>"; only the request part is learned.
   local value = redis.call('HGET', cfgKey, keyId)
   local bar = string.find(value, '|', 1, true)
-  local limits = string.sub(value, bar + 1)
+  local bar2 = string.find(value, '|', bar + 1, true)
+  local limits = string.sub(value, bar + 1, bar2 - 1)
   local previous = redis.call('HGET', learnedKey, keyId)
   -- A declared limit always wins; a learned one may be refined.
   if limits == '' or limits == previous then
@@ -29,7 +31,7 @@ if limitN then
     local learned = fmt(limitN) .. ':' .. fmt(perMs)
     if learned ~= previous then
       redis.call('HSET', learnedKey, keyId, learned)
-      redis.call('HSET', cfgKey, keyId, string.sub(value, 1, bar) .. learned)
+      redis.call('HSET', cfgKey, keyId, string.sub(value, 1, bar) .. learned .. string.sub(value, bar2))
       redis.call('ZREMRANGEBYRANK', k.logKey, 0, -(limitN + 1))
       keyCache[keyId] = nil
       k = loadKey(keyId)
