@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { LimitSnapshot } from '../providers';
-import { LimitLearner } from './limit-learner';
+import { LEARNED_WINDOW_MARGIN_MS, LimitLearner } from './limit-learner';
 
 const NOW = 1_700_000_000_000;
 
@@ -15,10 +15,17 @@ function headers(nowMs: number, limit: number | undefined, remaining: number | u
 describe('LimitLearner', () => {
   it('reports a key\'s limit the first time, and again only when its window estimate grows', () => {
     const learner = new LimitLearner();
-    assert.deepEqual(learner.observe('p', 'k', headers(NOW, 20, 19, 2_000), NOW), { learnedLimit: { requests: 20, perMs: 2_000 }, remainingRequests: 19 });
+    const margin = LEARNED_WINDOW_MARGIN_MS;
+    assert.deepEqual(learner.observe('p', 'k', headers(NOW, 20, 19, 2_000), NOW), { learnedLimit: { requests: 20, perMs: 2_000 + margin }, remainingRequests: 19 });
     assert.equal(learner.observe('p', 'k', headers(NOW + 100, 20, 18, 1_900), NOW + 100), undefined);
-    assert.deepEqual(learner.observe('p', 'k', headers(NOW + 200, 20, 17, 3_000), NOW + 200)?.learnedLimit, { requests: 20, perMs: 3_000 });
-    assert.equal(learner.shortestWindowMs('p'), 2_000);
+    assert.deepEqual(learner.observe('p', 'k', headers(NOW + 200, 20, 17, 3_000), NOW + 200)?.learnedLimit, { requests: 20, perMs: 3_000 + margin });
+    assert.equal(learner.shortestWindowMs('p'), 2_000 + margin);
+  });
+
+  it('widens a learned window by the transit margin, so a call that travels faster than the one before it does not land early', () => {
+    const learner = new LimitLearner();
+    const learned = learner.observe('p', 'k', headers(NOW, 4, 3, 600), NOW)?.learnedLimit;
+    assert.ok(learned !== undefined && learned.perMs > 600, `learned ${JSON.stringify(learned)}`);
   });
 
   it('reports remaining counts only near the end of the window, a few times per window, and nothing-left always', () => {

@@ -22,6 +22,13 @@ const REMAINING_REPORTS_PER_WINDOW = 20;
 const UNKNOWN_LIMIT_REPORT_INTERVAL_MS = 1_000;
 /** A window estimate must grow by more than this share to be said again. */
 const WINDOW_GROWTH_TO_REPORT = 0.01;
+/**
+ * keymesh stamps an admission before the call leaves and the provider when it
+ * arrives, so a later call that travels faster than an earlier one lands that
+ * much early in the provider's window. Learned windows are widened by this
+ * much to absorb that jitter (declared ones are the operator's to size).
+ */
+export const LEARNED_WINDOW_MARGIN_MS = 15;
 
 /**
  * Decides which responses' rate-limit headers the limiter needs to hear, so
@@ -51,7 +58,7 @@ export class LimitLearner {
     let known = this.keys.get(id);
     let learnedLimit: LimitReport['learnedLimit'];
     if (limitRequests !== undefined && limitRequests > 0 && requestsResetAtMs !== undefined && requestsResetAtMs > nowMs) {
-      const resetMs = requestsResetAtMs - nowMs;
+      const resetMs = requestsResetAtMs - nowMs + LEARNED_WINDOW_MARGIN_MS;
       if (known === undefined || known.requests !== limitRequests || resetMs > known.perMs * (1 + WINDOW_GROWTH_TO_REPORT)) {
         const perMs = known !== undefined && known.requests === limitRequests ? Math.max(known.perMs, resetMs) : resetMs;
         known = { requests: limitRequests, perMs, lastReportMs: nowMs };
