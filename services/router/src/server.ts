@@ -19,6 +19,7 @@ import { routerHandlers } from './handlers';
 import { KeyMaterialCache } from './keys/key-material';
 import { ConcurrencyGuard } from './guards/concurrency';
 import { MemoryIdempotencyStore } from './guards/idempotency';
+import { renderMetrics, RequestCounter } from './metrics/metrics';
 import { Dispatcher } from './routing/dispatcher';
 import { Gateway } from './routing/gateway';
 import { buildRouteTable, EMPTY_ROUTE_TABLE, type RouteTable } from './routing/route-table';
@@ -96,7 +97,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   const gateway = new Gateway({ table: currentTable, dispatcher, cache, usage, logger });
 
   const rpcServer = createRpcServer({ telemetry, logger });
-  rpcServer.add(RouterService, routerHandlers({ table: currentTable, gateway, dispatcher, concurrency }));
+  rpcServer.add(RouterService, routerHandlers({ table: currentTable, gateway, dispatcher, concurrency, breakers: dispatcher.breakers }));
   const releaseOnFailure = async (): Promise<void> => {
     follower.close();
     keyEvents.unsubscribe();
@@ -112,6 +113,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
     throw err;
   }
 
+  const requests = new RequestCounter();
   const edge = createHttpEdge({
     table: currentTable,
     gateway,
@@ -128,6 +130,8 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
     },
     usageQuery: async (tenantId, deadlineMs) =>
       toJson(GetUsageResponseSchema, await analytics.getUsage({ tenantId }, { deadlineMs })),
+    requests,
+    metrics: () => renderMetrics({ table: currentTable, breakers: dispatcher.breakers, concurrency, requests }),
   });
   let httpPort: number;
   try {

@@ -11,6 +11,7 @@ import { GuardReason, type ConcurrencyGuard, type ReleaseSlot } from '../guards/
 import { bodySha256, idempotencyKeyMismatch, MAX_IDEMPOTENCY_KEY_LENGTH, type IdempotencyStore, type StoredResponse } from '../guards/idempotency';
 import type { CacheDirective, Gateway, UsageRecord } from '../routing/gateway';
 import type { RouteTable } from '../routing/route-table';
+import { METRICS_CONTENT_TYPE, type RequestCounter } from '../metrics/metrics';
 import { SseDataReader } from './sse';
 import { parseTimeoutHeader } from './timeout';
 
@@ -27,6 +28,10 @@ export interface HttpEdgeDeps {
   idempotency: IdempotencyStore;
   idempotencyTtlMs: number;
   usageQuery: (tenantId: string, deadlineMs: number) => Promise<unknown>;
+  /** Counts every answered request by route and status. */
+  requests: RequestCounter;
+  /** The `GET /metrics` body, rendered per scrape. */
+  metrics: () => string;
 }
 
 export interface HttpEdge {
@@ -87,6 +92,8 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
 
   async function handle(req: IncomingMessage, method: string, path: string, exchange: Exchange): Promise<void> {
     if (path === '/healthz') return sendText(exchange.res, 200, 'ok');
+    // Unauthenticated like /healthz, for Prometheus; it carries ids from the config, no secrets.
+    if (path === '/metrics' && method === 'GET') return sendText(exchange.res, 200, deps.metrics(), METRICS_CONTENT_TYPE);
     if (path === '/readyz') return deps.table().version > 0n ? sendText(exchange.res, 200, 'ready') : sendText(exchange.res, 503, 'no policy yet');
     const endpoint = ENDPOINTS[path];
     if (!endpoint) {
@@ -349,6 +356,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
   function finish(exchange: Exchange): void {
     exchange.releaseSlot?.();
     const status = exchange.res.statusCode;
+    deps.requests.count(exchange.scope?.route.alias ?? '', status);
     exchange.span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, status);
     if (status >= 500) exchange.span.setStatus({ code: SpanStatusCode.ERROR });
     if (exchange.scope && exchange.usage) deps.gateway.recordUsage(exchange.scope, exchange.startedMs, exchange.usage);
@@ -456,8 +464,8 @@ function sendJson(exchange: Exchange, status: number, body: Buffer, extra?: Reco
   exchange.res.end(body);
 }
 
-function sendText(res: ServerResponse, status: number, text: string): void {
-  res.writeHead(status, { 'content-type': 'text/plain' });
+function sendText(res: ServerResponse, status: number, text: string, contentType = 'text/plain'): void {
+  res.writeHead(status, { 'content-type': contentType });
   res.end(text);
 }
 
