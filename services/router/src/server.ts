@@ -18,7 +18,8 @@ import { createHttpEdge } from './edge/http-edge';
 import { routerHandlers } from './handlers';
 import { KeyMaterialCache } from './keys/key-material';
 import { ConcurrencyGuard } from './guards/concurrency';
-import { MemoryIdempotencyStore } from './guards/idempotency';
+import { MemoryIdempotencyStore, type IdempotencyStore } from './guards/idempotency';
+import { RedisIdempotencyStore } from './store/idempotency-redis';
 import { renderMetrics, RequestCounter } from './metrics/metrics';
 import { Dispatcher } from './routing/dispatcher';
 import { Gateway } from './routing/gateway';
@@ -33,6 +34,11 @@ export interface RouterOptions {
   peers: { limiter: string; keyvault: string; cache: string; analytics: string; control: string };
   http: { host: string; port: number };
   grpc: { host: string; port: number };
+  /**
+   * With Redis, Idempotency-Key answers are shared by every replica on the
+   * prefix, so a retry that lands on another replica is still deduplicated.
+   */
+  redis?: { url: string; prefix: string };
 }
 
 export interface RunningRouter {
@@ -58,7 +64,9 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   let maxBodyBytes = 1_048_576;
   let idempotencyTtlMs = 600_000;
   const concurrency = new ConcurrencyGuard();
-  const idempotency = new MemoryIdempotencyStore();
+  const idempotency: IdempotencyStore = options.redis
+    ? new RedisIdempotencyStore({ redis: options.redis.url, prefix: options.redis.prefix, logger })
+    : new MemoryIdempotencyStore();
   const keys = new KeyMaterialCache(keyVault, options.routerToken);
   const admission = new LeaseAdmission(limiter, telemetry, new AcquireBatcher(limiter, telemetry), {
     holdMs: (poolId) => table.leaseHoldMs.get(poolId) ?? 1_000,
@@ -103,6 +111,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
     keyEvents.unsubscribe();
     await rpcServer.shutdown();
     for (const client of [limiter, keyVault, cache, analytics, control]) closeRpcClient(client);
+    await idempotency.close();
   };
   let grpcPort: number;
   try {
@@ -152,6 +161,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
       await Promise.all([edge.close(), rpcServer.shutdown()]);
       await Promise.all([...table.providers.values()].map((p) => p.upstream.close()));
       for (const client of [limiter, keyVault, cache, analytics, control]) closeRpcClient(client);
+      await idempotency.close();
     },
   };
 }

@@ -25,6 +25,8 @@ export interface TestMeshOptions {
   extraRoutes?: string;
   /** The provider's per-attempt timeout, e.g. "200ms". */
   providerTimeout?: string;
+  /** The mesh's environment (e.g. REDIS_URL, KEYMESH_REDIS_PREFIX); empty by default. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export function secretOf(index: number): string {
@@ -60,7 +62,7 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
   const mock = await startMockProvider({ keys: mockKeys.map((k, i) => ({ ...k, secret: secretOf(i) })) });
   try {
     const config = parseConfig(configYaml(mock.url, options), 'e2e.yaml');
-    const mesh = await startMesh({ config, configPath: undefined, httpPort: 0, grpcPort: 0, env: {} });
+    const mesh = await startMesh({ config, configPath: undefined, httpPort: 0, grpcPort: 0, env: options.env ?? {} });
     return {
       mesh,
       mock,
