@@ -237,13 +237,15 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       }
     } catch (err) {
       served.value.abort();
-      if (!scope.signal.aborted) {
-        // The provider cut the stream after it started: tell the client in the stream's own shape.
-        exchange.usage.errorReason = Reason.PROVIDER_ERROR;
-        const error = new KeymeshError({ code: Code.Unavailable, reason: Reason.PROVIDER_ERROR, message: 'the provider ended the stream early', cause: err });
-        res.write(`data: ${JSON.stringify(openAiErrorBody(error))}\n\n`);
-      } else {
+      // The provider cut the stream, or the deadline passed: a client still there hears which, in the
+      // stream's own shape, rather than a stream that just stops. One that left hears nothing.
+      const ended = scope.signal.aborted ? KeymeshError.from(scope.signal.reason) : undefined;
+      if (ended?.code === Code.Cancelled) {
         exchange.usage.errorReason = Reason.CANCELLED;
+      } else {
+        const error = ended ?? new KeymeshError({ code: Code.Unavailable, reason: Reason.PROVIDER_ERROR, message: 'the provider ended the stream early', cause: err });
+        exchange.usage.errorReason = error.reason;
+        res.write(`data: ${JSON.stringify(openAiErrorBody(error))}\n\n`);
       }
     }
     exchange.usage.usage = usage;
@@ -325,7 +327,8 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     const err = KeymeshError.from(thrown);
     const http = toHttpError(err);
     const status = err.reason === Reason.PROVIDER_REJECTED && err.upstreamStatus ? err.upstreamStatus : (EDGE_STATUS_BY_REASON[err.reason] ?? http.status);
-    if (status >= 500 && err.code !== Code.Unavailable) deps.logger.error('request failed', { requestId: exchange.requestId, reason: err.reason, cause: err.cause });
+    // A deadline that passed is the caller's budget running out, not a fault to page anyone about.
+    if (status >= 500 && err.code !== Code.Unavailable && err.code !== Code.DeadlineExceeded) deps.logger.error('request failed', { requestId: exchange.requestId, reason: err.reason, cause: err.cause });
     exchange.span.setAttribute(attr.KEYMESH_ERROR_REASON, err.reason);
     exchange.routeSpan?.setStatus({ code: SpanStatusCode.ERROR, message: err.reason });
     if (exchange.scope) {

@@ -30,6 +30,8 @@ export interface Attempt {
   /** 1-based. */
   readonly number: number;
   readonly signal: AbortSignal;
+  /** The request's own signal (caller gone, deadline), without the provider's per-attempt timeout. */
+  readonly requestSignal: AbortSignal;
   readonly span: Span;
 }
 
@@ -173,7 +175,8 @@ export class Dispatcher {
           excluded.push(keyId);
           continue;
         }
-        const secret = await this.deps.keys.secretOf(target.poolId, keyId, scope.deadlineMs, scope.traceContext);
+        const fetched = this.deps.keys.secretOf(target.poolId, keyId, scope.deadlineMs, scope.traceContext);
+        const secret = fetched instanceof Promise ? await this.untilDone(scope, fetched) : fetched;
         if (secret === undefined) {
           // The vault has no usable secret (e.g. its env var is unset): as good as revoked.
           this.deps.logger.warn('key has no secret in the key-vault; skipping it', { keyId, poolId: target.poolId });
@@ -211,7 +214,7 @@ export class Dispatcher {
         if (keyPermit === Permit.Probe || providerPermit === Permit.Probe) span.setAttribute(KEYMESH_BREAKER_STATE, 'half_open');
         let result: AttemptResult<T>;
         try {
-          result = await attempt({ target, provider, keyId, secret, number: attempts, signal: attemptSignal(scope, provider.timeoutMs), span });
+          result = await attempt({ target, provider, keyId, secret, number: attempts, signal: attemptSignal(scope, provider.timeoutMs), requestSignal: scope.signal, span });
         } catch (err) {
           span.setStatus({ code: SpanStatusCode.ERROR });
           span.end();
@@ -336,13 +339,14 @@ export class Dispatcher {
   private admit(scope: RequestScope, target: PolicyTarget, excluded: string[]) {
     const route = trace.getSpan(scope.traceContext);
     const admission = this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext);
-    if (!route) return admission;
     if (admission instanceof Promise) {
-      return admission.then((a) => {
-        route.addLink({ context: a.decidedBy });
+      // A lease grant may outlast the caller's deadline (it has its own timeout); the caller must not wait for it.
+      return this.untilDone(scope, admission).then((a) => {
+        route?.addLink({ context: a.decidedBy });
         return a;
       });
     }
+    if (!route) return admission;
     route.addLink({ context: admission.decidedBy });
     return admission;
   }
@@ -375,6 +379,37 @@ export class Dispatcher {
       // The key is excluded for this request anyway; other requests may still try it.
       this.deps.logger.warn('could not report a key outcome to the limiter', { keyId, error: err as Error });
     }
+  }
+
+  /**
+   * Settles with `work`, or rejects the moment the request is done (deadline,
+   * caller gone). The work itself runs on: a slot it brings is simply unused.
+   */
+  private untilDone<T>(scope: RequestScope, work: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const onDone = (): void => {
+        try {
+          this.throwIfDone(scope);
+        } catch (err) {
+          reject(err);
+        }
+      };
+      if (scope.signal.aborted) {
+        void work.catch(() => undefined);
+        return onDone();
+      }
+      scope.signal.addEventListener('abort', onDone, { once: true });
+      work.then(
+        (value) => {
+          scope.signal.removeEventListener('abort', onDone);
+          resolve(value);
+        },
+        (err: unknown) => {
+          scope.signal.removeEventListener('abort', onDone);
+          reject(err);
+        },
+      );
+    });
   }
 
   private throwIfDone(scope: RequestScope): void {
