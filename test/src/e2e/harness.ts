@@ -23,6 +23,9 @@ export interface TestMeshOptions {
   declaredLimits?: (string | undefined)[];
   /** Extra YAML appended under `routes:`. */
   extraRoutes?: string;
+  /** Extra YAML appended under `providers:` and `pools:` (e.g. a second, slow mock provider). */
+  extraProviders?: string;
+  extraPools?: string;
   /** The provider's per-attempt timeout, e.g. "200ms". */
   providerTimeout?: string;
   /** Delay between the mock's stream chunks, so a stream lasts long enough to be cut or left mid-way. */
@@ -43,11 +46,13 @@ export function configYaml(mockUrl: string, options: TestMeshOptions = {}): stri
   return `
 providers:
   mock: { kind: openai, base_url: ${mockUrl}${options.providerTimeout ? `, timeout: ${options.providerTimeout}` : ''} }
+${options.extraProviders ?? ''}
 pools:
   main:
     provider: mock
     keys:
 ${keys.join('\n')}
+${options.extraPools ?? ''}
 routes:
   gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini } ] }
   gpt-4o-mini-cached: { targets: [ { pool: main, model: gpt-4o-mini } ], cache: { ttl: 5m } }
