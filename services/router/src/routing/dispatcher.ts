@@ -170,6 +170,7 @@ export class Dispatcher {
         const keyBreaker = this.breakers.key(target.poolId, keyId);
         if (keyBreaker.blocks(Date.now())) {
           // The slot admitted for this key simply goes unused; another key may serve.
+          this.keyBroken(target.poolId, keyId, keyBreaker);
           breakerRefused(target, keyBreaker, keyId);
           broken = true;
           excluded.push(keyId);
@@ -249,6 +250,7 @@ export class Dispatcher {
         const failure = result.failure;
         keyBreaker.failed(keyPermit, failure.kind, nowMs);
         providerBreaker.failed(providerPermit, failure.kind, nowMs);
+        if (keyBreaker.state === 'open') this.keyBroken(target.poolId, keyId, keyBreaker);
         lastFailure = failure;
         span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, failure.status);
         span.setAttribute(attr.KEYMESH_RETRY_REASON, failure.kind);
@@ -312,6 +314,17 @@ export class Dispatcher {
       metadata: { route: scope.route.alias },
       ...(lastFailure?.retryAfterMs === undefined ? {} : { retryAfterMs: lastFailure.retryAfterMs }),
     });
+  }
+
+  /**
+   * A key whose breaker is open is not worth admitting: admission stops
+   * handing it out until the breaker half-opens, instead of each request
+   * taking its leased slot, finding the breaker open and paying an exact
+   * Acquire for another key. The limiter is not told: breakers are this
+   * replica's view, and its half-open probe must still be able to get the key.
+   */
+  private keyBroken(poolId: string, keyId: string, breaker: CircuitBreaker): void {
+    if (breaker.state === 'open') this.deps.admission.forgetKey(poolId, keyId, breaker.openUntilMs);
   }
 
   /** A call not made because a breaker is open: a span of its own says which and why. */
