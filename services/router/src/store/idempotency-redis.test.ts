@@ -7,8 +7,11 @@ import { describeIdempotencyStore, first, never, OK, TTL_MS } from '../guards/id
 import { RedisIdempotencyStore } from './idempotency-redis';
 
 /** A fresh namespace per store: tests share a Redis with others and never flush it. */
+const prefixes: string[] = [];
 function randomPrefix(): string {
-  return `test-${randomBytes(6).toString('hex')}`;
+  const prefix = `test-${randomBytes(6).toString('hex')}`;
+  prefixes.push(prefix);
+  return prefix;
 }
 
 class RecordingLogger implements Logger {
@@ -38,6 +41,11 @@ describe('RedisIdempotencyStore', () => {
   }
 
   after(async () => {
+    // Only this run's namespaces: pending markers would otherwise linger for their ttl.
+    for (const prefix of prefixes) {
+      const keys = (await client?.keys(`${prefix}:*`)) ?? [];
+      if (keys.length > 0) await client?.del(...keys);
+    }
     await client?.quit();
     await server?.stop();
   });
