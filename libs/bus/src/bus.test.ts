@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { createTelemetry, extractTraceContext, InMemorySpanExporter, type Logger, enableAsyncContext } from '@keymesh/telemetry';
+import { create, equals, toBinary } from '@bufbuild/protobuf';
+import { DurationSchema, TimestampSchema } from '@bufbuild/protobuf/wkt';
 import { trace } from '@opentelemetry/api';
 import type { Bus, BusMessage, Subscription } from './bus';
 import { createMemoryBus } from './memory';
@@ -59,6 +61,19 @@ describe(`${name} bus`, () => {
       assert.deepEqual(messages.map(decode), ['one', 'two', 'three']);
       assert.deepEqual(messages.map((m) => m.subject), [`${base}.usage`, `${base}.usage`, `${base}.usage`]);
       assert.equal(messages[0].headers['x-tenant-id'], 't1');
+    });
+
+    it('carries protobuf messages that subscribers decode, or read as their bytes', async () => {
+      const received = take(bus.subscribe(`${base}.typed`), 2);
+      const first = create(DurationSchema, { seconds: 3n, nanos: 500 });
+      bus.publishMessage(`${base}.typed`, DurationSchema, first, { 'x-tenant-id': 't1' });
+      bus.publishMessage(`${base}.typed`, DurationSchema, create(DurationSchema, { seconds: 7n }));
+      await bus.flush();
+      const [one, two] = await within(received, 5_000, 'two typed messages');
+      assert.ok(equals(DurationSchema, one.decode(DurationSchema), first));
+      assert.deepEqual([...one.data], [...toBinary(DurationSchema, first)]);
+      assert.equal(one.headers['x-tenant-id'], 't1');
+      assert.equal(two.decode(DurationSchema).seconds, 7n);
     });
 
     it('matches one token with * and one or more trailing tokens with >', async () => {
@@ -149,6 +164,19 @@ describe('in-memory bus delivery', () => {
     for (let i = 1; i <= 5; i++) bus.publish('keymesh.test.slow', encode(`m${i}`));
     await bus.flush();
     assert.deepEqual((await take(subscription, 2)).map(decode), ['m4', 'm5']);
+    await bus.close();
+  });
+
+  it('hands a published message to subscribers as the same object, without encoding it', async () => {
+    const bus = createMemoryBus();
+    const received = take(bus.subscribe('keymesh.test.typed'), 1);
+    const published = create(DurationSchema, { seconds: 1n });
+    bus.publishMessage('keymesh.test.typed', DurationSchema, published);
+    await bus.flush();
+    const [message] = await received;
+    assert.equal(message.decode(DurationSchema), published);
+    // Read as another type, it fails or succeeds exactly as the bytes would off the wire.
+    assert.equal(message.decode(TimestampSchema).seconds, 1n);
     await bus.close();
   });
 

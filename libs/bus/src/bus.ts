@@ -1,3 +1,4 @@
+import type { DescMessage, MessageShape } from '@bufbuild/protobuf';
 import type { Context } from '@opentelemetry/api';
 
 /** NATS subjects keymesh publishes on: keymesh.<area>.<event>. */
@@ -9,9 +10,16 @@ export const Subjects = {
 
 export interface BusMessage {
   readonly subject: string;
+  /** The payload's bytes; a message published in-process is encoded on first read. */
   readonly data: Uint8Array;
   /** Message headers; W3C traceparent/tracestate of the publisher's span among them. */
   readonly headers: Readonly<Record<string, string>>;
+  /**
+   * The payload as a `schema` message; throws when it is not one. In-process
+   * this is the published object itself, shared by every subscriber: treat it
+   * as read-only.
+   */
+  decode<Desc extends DescMessage>(schema: Desc): MessageShape<Desc>;
 }
 
 /**
@@ -36,6 +44,13 @@ export interface SubscribeOptions {
 export interface Bus {
   /** Buffers the message; publishing never blocks the hot path. `ctx` (else the active context) travels in the headers as W3C traceparent. */
   publish(subject: string, data: Uint8Array, headers?: Record<string, string>, ctx?: Context): void;
+  /**
+   * Publishes a protobuf message. Over NATS it is encoded here; in-process it
+   * is handed over as is, so the embedded mode pays no codec per event (the
+   * usage events of every request go this way). The publisher must not change
+   * it afterwards.
+   */
+  publishMessage<Desc extends DescMessage>(subject: string, schema: Desc, message: MessageShape<Desc>, headers?: Record<string, string>, ctx?: Context): void;
   subscribe(subject: string, options?: SubscribeOptions): Subscription;
   /** Resolves when everything published so far has left this process. */
   flush(): Promise<void>;

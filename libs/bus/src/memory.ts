@@ -1,5 +1,7 @@
 import { injectTraceContext } from '@keymesh/telemetry';
+import type { Context } from '@opentelemetry/api';
 import { subjectMatches, type Bus, type BusMessage, type SubscribeOptions, type Subscription } from './bus';
+import { EncodedBusMessage, InProcessBusMessage } from './message';
 import { QueuedSubscription } from './queue';
 
 interface Member {
@@ -44,16 +46,28 @@ export function createMemoryBus(): Bus {
     }
   };
 
+  const enqueue = (message: BusMessage): void => {
+    inFlight.push(message);
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(deliver);
+    }
+  };
+
+  const carry = (headers: Record<string, string>, ctx: Context | undefined): Record<string, string> => {
+    const carried = { ...headers };
+    injectTraceContext(carried, ctx);
+    return carried;
+  };
+
   return {
     publish(subject, data, headers = {}, ctx) {
       if (closed) return;
-      const carried = { ...headers };
-      injectTraceContext(carried, ctx);
-      inFlight.push({ subject, data, headers: carried });
-      if (!scheduled) {
-        scheduled = true;
-        setImmediate(deliver);
-      }
+      enqueue(new EncodedBusMessage(subject, data, carry(headers, ctx)));
+    },
+    publishMessage(subject, schema, message, headers = {}, ctx) {
+      if (closed) return;
+      enqueue(new InProcessBusMessage(subject, schema, message, carry(headers, ctx)));
     },
     subscribe(pattern, options: SubscribeOptions = {}): Subscription {
       const member: Member = {

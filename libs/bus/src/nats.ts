@@ -1,6 +1,8 @@
+import { toBinary } from '@bufbuild/protobuf';
 import { connect, headers as natsHeaders, type NatsConnection } from 'nats';
 import { createLogger, injectTraceContext, type Logger } from '@keymesh/telemetry';
-import type { Bus, BusMessage, SubscribeOptions, Subscription } from './bus';
+import type { Bus, SubscribeOptions, Subscription } from './bus';
+import { EncodedBusMessage } from './message';
 import { QueuedSubscription } from './queue';
 
 export interface NatsBusOptions {
@@ -28,7 +30,7 @@ export async function connectNatsBus(options: NatsBusOptions): Promise<Bus> {
     }
   })();
 
-  return {
+  const bus: Bus = {
     publish(subject, data, extra = {}, ctx) {
       const carried: Record<string, string> = { ...extra };
       injectTraceContext(carried, ctx);
@@ -41,6 +43,9 @@ export async function connectNatsBus(options: NatsBusOptions): Promise<Bus> {
         logger.warn('nats publish failed', { subject, error: err as Error });
       }
     },
+    publishMessage(subject, schema, message, headers, ctx) {
+      bus.publish(subject, toBinary(schema, message), headers, ctx);
+    },
     subscribe(subject, subscribeOptions: SubscribeOptions = {}): Subscription {
       const sub = nc.subscribe(subject, subscribeOptions.queue ? { queue: subscribeOptions.queue } : {});
       const queued = new QueuedSubscription(subscribeOptions.maxPending ?? 65_536, () => sub.unsubscribe());
@@ -48,8 +53,7 @@ export async function connectNatsBus(options: NatsBusOptions): Promise<Bus> {
         for await (const msg of sub) {
           const headers: Record<string, string> = {};
           if (msg.headers) for (const [k, v] of msg.headers) headers[k] = v[0] ?? '';
-          const message: BusMessage = { subject: msg.subject, data: msg.data, headers };
-          queued.push(message);
+          queued.push(new EncodedBusMessage(msg.subject, msg.data, headers));
         }
         queued.unsubscribe();
       })();
@@ -60,4 +64,5 @@ export async function connectNatsBus(options: NatsBusOptions): Promise<Bus> {
       await nc.drain().catch(() => nc.close());
     },
   };
+  return bus;
 }

@@ -55,7 +55,9 @@ describe('parseConfig', () => {
     });
     assert.deepEqual(config.routes['gpt-4o-mini'], {
       alias: 'gpt-4o-mini',
-      targets: [{ poolId: 'main', model: 'gpt-4o-mini' }],
+      strategy: 'fallback',
+      targets: [{ poolId: 'main', model: 'gpt-4o-mini', weight: null, price: null }],
+      degraded: null,
       cache: null,
       timeoutMs: 30_000,
       retry: { rounds: 3, backoffMs: 100 },
@@ -130,6 +132,70 @@ describe('parseConfig', () => {
         { secret: { kind: 'env', name: 'MOCK_KEY_2' }, limits: [] },
       ],
     });
+  });
+
+  it('reads a route strategy with weights or prices, and a degraded target or answer', () => {
+    const config = parseConfig(
+      withSection(
+        'routes',
+        `routes:
+  w: { strategy: weighted, targets: [ { pool: main, model: a, weight: 3 }, { pool: main, model: b, weight: 0.5 } ], degraded: { target: { pool: main, model: cheap } } }
+  c: { strategy: cost, targets: [ { pool: main, model: a, price: { input: 0.15, output: 0.6 } } ], degraded: { answer: "Sorry, try later." } }
+  l: { strategy: latency, targets: [ { pool: main, model: a } ] }
+  b: { strategy: least-busy, targets: [ { pool: main, model: a } ] }`,
+      ),
+      'keymesh.yaml',
+    );
+    assert.equal(config.routes['w']!.strategy, 'weighted');
+    assert.deepEqual(config.routes['w']!.targets.map((t) => t.weight), [3, 0.5]);
+    assert.deepEqual(config.routes['w']!.degraded, { kind: 'target', target: { poolId: 'main', model: 'cheap' } });
+    assert.deepEqual(config.routes['c']!.targets[0]!.price, { input: 0.15, output: 0.6 });
+    assert.deepEqual(config.routes['c']!.degraded, { kind: 'answer', answer: 'Sorry, try later.' });
+    assert.equal(config.routes['l']!.strategy, 'latency');
+    assert.equal(config.routes['b']!.strategy, 'least-busy');
+  });
+
+  it('rejects unknown strategies, weights and prices outside their strategy, and missing or non-positive ones', () => {
+    const problems = problemsOf(
+      withSection(
+        'routes',
+        `routes:
+  u: { strategy: random, targets: [ { pool: main, model: a } ] }
+  w: { strategy: weighted, targets: [ { pool: main, model: a, weight: 0 }, { pool: main, model: b }, { pool: main, model: c, weight: -1 } ] }
+  f: { targets: [ { pool: main, model: a, weight: 2, price: { input: 1, output: 2 } } ] }
+  c: { strategy: cost, targets: [ { pool: main, model: a }, { pool: main, model: b, price: { input: -1, output: 2, cached: 1 } } ] }`,
+      ),
+    );
+    assertHasProblems(problems, [
+      'keymesh.yaml: routes.u.strategy: expected one of "fallback", "weighted", "least-busy", "latency", "cost"',
+      'keymesh.yaml: routes.w.targets[0].weight: must be greater than 0 (leave the target out to send it nothing)',
+      'keymesh.yaml: routes.w.targets[1].weight: missing: every target of a "weighted" route needs a weight',
+      'keymesh.yaml: routes.w.targets[2].weight: must be greater than 0 (leave the target out to send it nothing)',
+      'keymesh.yaml: routes.f.targets[0].weight: only allowed with strategy: weighted (this route\'s strategy is "fallback")',
+      'keymesh.yaml: routes.f.targets[0].price: only allowed with strategy: cost (this route\'s strategy is "fallback")',
+      'keymesh.yaml: routes.c.targets[0].price: missing: every target of a "cost" route needs a price like { input: 0.15, output: 0.6 }',
+      'keymesh.yaml: routes.c.targets[1].price.input: must be 0 or more',
+    ]);
+    assert.ok(problems.some((p) => p.startsWith('keymesh.yaml: routes.c.targets[1].price: unknown key "cached"')), problems.join('\n'));
+  });
+
+  it('requires exactly one of target and answer in degraded, and a known pool for the target', () => {
+    const problems = problemsOf(
+      withSection(
+        'routes',
+        `routes:
+  both: { targets: [ { pool: main, model: a } ], degraded: { target: { pool: main, model: b }, answer: "x" } }
+  none: { targets: [ { pool: main, model: a } ], degraded: {} }
+  empty: { targets: [ { pool: main, model: a } ], degraded: { answer: "" } }
+  gone: { targets: [ { pool: main, model: a } ], degraded: { target: { pool: mian, model: b } } }`,
+      ),
+    );
+    assertHasProblems(problems, [
+      'keymesh.yaml: routes.both.degraded: set only one of "target" or "answer"',
+      'keymesh.yaml: routes.none.degraded: missing "target" or "answer" (exactly one is required)',
+      'keymesh.yaml: routes.empty.degraded.answer: must not be empty',
+      'keymesh.yaml: routes.gone.degraded.target.pool: unknown pool "mian" (did you mean "main"?)',
+    ]);
   });
 
   it('reports every kind of problem in one error, each naming the file and the path', () => {

@@ -21,6 +21,8 @@ pools:
       - { id: k3, secret: sk-test-secret-three }
 routes:
   gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini }, { pool: spare, model: gpt-4o-mini-2024 } ] }
+  weighted: { strategy: weighted, targets: [ { pool: main, model: a, weight: 3 }, { pool: spare, model: b, weight: 1 } ], degraded: { target: { pool: spare, model: cheap } } }
+  cheapest: { strategy: cost, targets: [ { pool: main, model: a, price: { input: 0.15, output: 0.6 } } ], degraded: { answer: "Sorry." } }
   cached: { targets: [ { pool: main, model: gpt-4o-mini } ], cache: { ttl: 5m }, timeout: 45s, max_concurrency: 4 }
 tenants:
   demo: { virtual_keys: [ sk-keymesh-demo-virtual, sk-keymesh-demo-second ] }
@@ -66,15 +68,25 @@ describe('compilePolicy', () => {
     assert.deepEqual(policy.keys['k3']!.limits, []);
     assert.deepEqual(policy.routes['gpt-4o-mini'], {
       alias: 'gpt-4o-mini',
+      strategy: 'fallback',
       targets: [
-        { poolId: 'main', providerId: 'mock', model: 'gpt-4o-mini' },
-        { poolId: 'spare', providerId: 'backup', model: 'gpt-4o-mini-2024' },
+        { poolId: 'main', providerId: 'mock', model: 'gpt-4o-mini', weight: null, price: null },
+        { poolId: 'spare', providerId: 'backup', model: 'gpt-4o-mini-2024', weight: null, price: null },
       ],
+      degraded: null,
       cacheTtlMs: null,
       timeoutMs: 30_000,
       retry: { rounds: 3, backoffMs: 100 },
       maxConcurrency: null,
     });
+    assert.equal(policy.routes['weighted']!.strategy, 'weighted');
+    assert.deepEqual(policy.routes['weighted']!.targets.map((t) => t.weight), [3, 1]);
+    assert.deepEqual(policy.routes['weighted']!.degraded, {
+      kind: 'target',
+      target: { poolId: 'spare', providerId: 'backup', model: 'cheap', weight: null, price: null },
+    });
+    assert.deepEqual(policy.routes['cheapest']!.targets[0]!.price, { input: 0.15, output: 0.6 });
+    assert.deepEqual(policy.routes['cheapest']!.degraded, { kind: 'answer', answer: 'Sorry.' });
     assert.equal(policy.routes['cached']!.cacheTtlMs, 300_000);
     assert.equal(policy.routes['cached']!.timeoutMs, 45_000);
     assert.deepEqual(policy.tenants['demo'], {
@@ -141,18 +153,23 @@ describe('parsePolicy', () => {
     policy.keys['k1']!['limits'] = [{ requests: 0, perMs: 1000 }];
     policy.keys['k2']!['fingerprint'] = 'not-hex';
     policy.pools['spare']!['providerId'] = 'gone';
-    policy.routes['cached']!['targets'] = [{ poolId: 'nowhere', providerId: 'mock', model: 'm' }];
+    policy.routes['cached']!['targets'] = [{ poolId: 'nowhere', providerId: 'mock', model: 'm', weight: null, price: null }];
+    policy.routes['weighted']!['strategy'] = 'random';
+    policy.routes['weighted']!['degraded'] = { kind: 'target', target: { poolId: 'main', providerId: 'backup', model: 'cheap', weight: null, price: null } };
     policy.tenants['ops']!['id'] = 'dev';
     policy.tenants['demo']!['maxConcurrency'] = 0;
     assert.deepEqual(policyProblems(policy), [
       'policy: providers.mock: unknown key "region" (expected one of: id, kind, baseUrl, timeoutMs)',
       'policy: keys.k1.limits[0].requests: must be at least 1',
       'policy: keys.k2.fingerprint: expected 12 hex digits or ""',
+      'policy: routes.weighted.strategy: expected "fallback" or "weighted" or "least-busy" or "latency" or "cost"',
       'policy: tenants.demo.maxConcurrency: must be at least 1',
       'policy: tenants.ops.id: expected "ops" (its map key)',
       'policy: pools.spare.providerId: unknown provider "gone"',
       "policy: keys.k3.providerId: expected its pool's provider",
       "policy: routes.gpt-4o-mini.targets[1].providerId: expected its pool's provider",
+      "policy: routes.weighted.targets[1].providerId: expected its pool's provider",
+      "policy: routes.weighted.degraded.target.providerId: expected its pool's provider",
       'policy: routes.cached.targets[0].poolId: unknown pool "nowhere"',
     ]);
   });

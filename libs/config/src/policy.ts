@@ -8,10 +8,11 @@ import { z } from 'zod';
 import { ConfigError, describeIssue, problemAt, problemsFromIssues } from './config-error';
 import { deepFreeze, findProtoKeys, hasOwn, isPlainRecord, toRecord } from './freeze';
 import { sha256Hex } from './hash';
-import { ENV_NAME_PATTERN, ID_PATTERN, MAX_REQUESTS_PER_WINDOW, type KeymeshConfig } from './schema';
+import { ENV_NAME_PATTERN, ID_PATTERN, MAX_REQUESTS_PER_WINDOW, ROUTE_STRATEGIES, type KeymeshConfig, type RouteStrategy } from './schema';
 import type { WindowLimit } from './types';
 
 export type { WindowLimit } from './types';
+export type { RouteStrategy } from './schema';
 
 export type SecretSource = { readonly kind: 'env'; readonly name: string } | { readonly kind: 'sealed'; readonly sealed: string };
 
@@ -39,10 +40,21 @@ export interface PolicyTarget {
   readonly poolId: string;
   readonly providerId: string;
   readonly model: string;
+  /** Relative share of first tries on a `weighted` route; null on other strategies. */
+  readonly weight: number | null;
+  /** Price per 1M tokens, which a `cost` route orders by; null on other strategies. */
+  readonly price: { readonly input: number; readonly output: number } | null;
 }
+/** The last resort once every target and retry round failed: a cheaper target, or a static answer. */
+export type PolicyDegraded =
+  | { readonly kind: 'target'; readonly target: PolicyTarget }
+  | { readonly kind: 'answer'; readonly answer: string };
 export interface PolicyRoute {
   readonly alias: string;
+  /** How the targets are ordered for each request; failover then follows that order. */
+  readonly strategy: RouteStrategy;
   readonly targets: PolicyTarget[];
+  readonly degraded: PolicyDegraded | null;
   readonly cacheTtlMs: number | null;
   readonly timeoutMs: number;
   /** Rounds over every target and key when none served, with full-jitter backoff from backoffMs. */
@@ -119,7 +131,29 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
             r.alias,
             {
               alias: r.alias,
-              targets: r.targets.map((t) => ({ poolId: t.poolId, providerId: config.pools[t.poolId]!.providerId, model: t.model })),
+              strategy: r.strategy,
+              targets: r.targets.map((t) => ({
+                poolId: t.poolId,
+                providerId: config.pools[t.poolId]!.providerId,
+                model: t.model,
+                weight: t.weight,
+                price: t.price === null ? null : { input: t.price.input, output: t.price.output },
+              })),
+              degraded:
+                r.degraded === null
+                  ? null
+                  : r.degraded.kind === 'answer'
+                    ? { kind: 'answer' as const, answer: r.degraded.answer }
+                    : {
+                        kind: 'target' as const,
+                        target: {
+                          poolId: r.degraded.target.poolId,
+                          providerId: config.pools[r.degraded.target.poolId]!.providerId,
+                          model: r.degraded.target.model,
+                          weight: null,
+                          price: null,
+                        },
+                      },
               cacheTtlMs: r.cache === null ? null : r.cache.ttlMs,
               timeoutMs: r.timeoutMs,
               retry: { rounds: r.retry.rounds, backoffMs: r.retry.backoffMs },
@@ -154,6 +188,14 @@ const httpUrl = z.string().refine((text) => URL.canParse(text) && /^https?:$/.te
   error: 'expected an http(s) URL',
 });
 
+const targetSchema = z.strictObject({
+  poolId: id,
+  providerId: id,
+  model: z.string().min(1),
+  weight: z.number().gt(0).nullable(),
+  price: z.strictObject({ input: z.number().min(0), output: z.number().min(0) }).nullable(),
+});
+
 const policySchema = z
   .strictObject({
     providers: z.record(id, z.strictObject({ id, kind: z.literal('openai'), baseUrl: httpUrl, timeoutMs: positiveInt })),
@@ -173,7 +215,14 @@ const policySchema = z
       id,
       z.strictObject({
         alias: id,
-        targets: z.array(z.strictObject({ poolId: id, providerId: id, model: z.string().min(1) })).min(1),
+        strategy: z.enum(ROUTE_STRATEGIES),
+        targets: z.array(targetSchema).min(1),
+        degraded: z
+          .discriminatedUnion('kind', [
+            z.strictObject({ kind: z.literal('target'), target: targetSchema }),
+            z.strictObject({ kind: z.literal('answer'), answer: z.string().min(1) }),
+          ])
+          .nullable(),
         cacheTtlMs: positiveInt.nullable(),
         timeoutMs: positiveInt,
         retry: z.strictObject({ rounds: positiveInt, backoffMs: positiveInt }),
@@ -236,13 +285,15 @@ function checkPolicyReferences(value: unknown, ctx: z.RefinementCtx): void {
     if (!hasOwn(pools, key['poolId'])) issue(['keys', keyId, 'poolId'], `unknown pool ${JSON.stringify(key['poolId'])}`);
     else if (poolProvider(key['poolId']) !== key['providerId']) issue(['keys', keyId, 'providerId'], "expected its pool's provider");
   }
+  const checkTarget = (target: unknown, path: PropertyKey[]): void => {
+    if (!isPlainRecord(target) || typeof target['poolId'] !== 'string') return;
+    if (!hasOwn(pools, target['poolId'])) issue([...path, 'poolId'], `unknown pool ${JSON.stringify(target['poolId'])}`);
+    else if (poolProvider(target['poolId']) !== target['providerId']) issue([...path, 'providerId'], "expected its pool's provider");
+  };
   for (const [alias, route] of entries('routes')) {
-    if (!Array.isArray(route['targets'])) continue;
-    route['targets'].forEach((target: unknown, index) => {
-      if (!isPlainRecord(target) || typeof target['poolId'] !== 'string') return;
-      if (!hasOwn(pools, target['poolId'])) issue(['routes', alias, 'targets', index, 'poolId'], `unknown pool ${JSON.stringify(target['poolId'])}`);
-      else if (poolProvider(target['poolId']) !== target['providerId']) issue(['routes', alias, 'targets', index, 'providerId'], "expected its pool's provider");
-    });
+    if (Array.isArray(route['targets'])) route['targets'].forEach((target: unknown, index) => checkTarget(target, ['routes', alias, 'targets', index]));
+    const degraded = route['degraded'];
+    if (isPlainRecord(degraded)) checkTarget(degraded['target'], ['routes', alias, 'degraded', 'target']);
   }
 }
 

@@ -163,13 +163,18 @@ const secretFields = {
   secret_env: envNameSchema.optional(),
 };
 
-function exactlyOneSecret(value: unknown, ctx: z.RefinementCtx): void {
-  if (!isPlainRecord(value)) return;
-  const hasSecret = value['secret'] !== undefined;
-  const hasEnv = value['secret_env'] !== undefined;
-  if (hasSecret && hasEnv) ctx.addIssue({ code: 'custom', message: 'set only one of "secret" or "secret_env"' });
-  if (!hasSecret && !hasEnv) ctx.addIssue({ code: 'custom', message: 'missing "secret" or "secret_env" (exactly one is required)' });
+/** A refinement for mappings that take exactly one of two alternative fields. */
+function exactlyOneOf(first: string, second: string): (value: unknown, ctx: z.RefinementCtx) => void {
+  return (value, ctx) => {
+    if (!isPlainRecord(value)) return;
+    const hasFirst = value[first] !== undefined;
+    const hasSecond = value[second] !== undefined;
+    if (hasFirst && hasSecond) ctx.addIssue({ code: 'custom', message: `set only one of "${first}" or "${second}"` });
+    if (!hasFirst && !hasSecond) ctx.addIssue({ code: 'custom', message: `missing "${first}" or "${second}" (exactly one is required)` });
+  };
 }
+
+const exactlyOneSecret = exactlyOneOf('secret', 'secret_env');
 
 const poolKeySchema = z
   .strictObject({ id: idSchema, ...secretFields, limits: limitsSchema.optional() })
@@ -190,25 +195,75 @@ const poolSchema = z.strictObject({
   keys: z.array(poolKeySchema).min(1, { error: 'expected at least one key' }),
 });
 
-const routeSchema = z.strictObject({
-  targets: z
-    .array(
-      z.strictObject({
-        pool: idSchema,
-        model: z.string({ error: expecting('a model name') }).min(1, { error: 'must not be empty' }),
-      }),
+export const ROUTE_STRATEGIES = ['fallback', 'weighted', 'least-busy', 'latency', 'cost'] as const;
+export type RouteStrategy = (typeof ROUTE_STRATEGIES)[number];
+const STRATEGY_WORDS = ROUTE_STRATEGIES.map((s) => `"${s}"`).join(', ');
+
+const modelNameSchema = z.string({ error: expecting('a model name') }).min(1, { error: 'must not be empty' });
+
+const pricePerMillionSchema = z
+  .number({ error: expecting('a price per 1M tokens, like 0.15') })
+  .min(0, { error: 'must be 0 or more' });
+
+const targetSchema = z.strictObject({
+  pool: idSchema,
+  model: modelNameSchema,
+  weight: z
+    .number({ error: expecting('a weight, like 3') })
+    .gt(0, { error: 'must be greater than 0 (leave the target out to send it nothing)' })
+    .optional(),
+  price: z
+    .strictObject(
+      { input: pricePerMillionSchema, output: pricePerMillionSchema },
+      { error: expecting('a mapping like { input: 0.15, output: 0.6 } (prices per 1M tokens)') },
     )
-    .min(1, { error: 'expected at least one target' }),
-  cache: z.strictObject({ ttl: durationSchema() }).optional(),
-  timeout: timeoutSchema.default(30_000),
-  retry: z
-    .strictObject({
-      attempts: z.number({ error: expecting('a whole number of rounds') }).int({ error: 'expected a whole number' }).min(1).max(10).default(3),
-      backoff: durationSchema().default(100),
-    })
-    .default({ attempts: 3, backoff: 100 }),
-  max_concurrency: maxConcurrencySchema.optional(),
+    .optional(),
 });
+
+const degradedSchema = z
+  .strictObject(
+    {
+      target: z.strictObject({ pool: idSchema, model: modelNameSchema }).optional(),
+      answer: z.string({ error: expecting('the text of a static answer') }).min(1, { error: 'must not be empty' }).optional(),
+    },
+    { error: expecting('a mapping like { target: { pool: cheap, model: m } } or { answer: "..." }') },
+  )
+  .superRefine(exactlyOneOf('target', 'answer'), { when: () => true });
+
+/**
+ * `weight` belongs to `weighted` and `price` to `cost`: a weight on a fallback
+ * route would silently do nothing, so it is an error rather than a surprise.
+ */
+function checkStrategyFields(value: unknown, ctx: z.RefinementCtx): void {
+  if (!isPlainRecord(value) || !Array.isArray(value['targets'])) return;
+  const strategy = value['strategy'] ?? 'fallback';
+  if (typeof strategy !== 'string') return;
+  value['targets'].forEach((target: unknown, index) => {
+    if (!isPlainRecord(target)) return;
+    const issue = (field: string, message: string) => ctx.addIssue({ code: 'custom', path: ['targets', index, field], message });
+    if (strategy === 'weighted' && target['weight'] === undefined) issue('weight', 'missing: every target of a "weighted" route needs a weight');
+    if (strategy !== 'weighted' && target['weight'] !== undefined) issue('weight', `only allowed with strategy: weighted (this route's strategy is "${strategy}")`);
+    if (strategy === 'cost' && target['price'] === undefined) issue('price', 'missing: every target of a "cost" route needs a price like { input: 0.15, output: 0.6 }');
+    if (strategy !== 'cost' && target['price'] !== undefined) issue('price', `only allowed with strategy: cost (this route's strategy is "${strategy}")`);
+  });
+}
+
+const routeSchema = z
+  .strictObject({
+    targets: z.array(targetSchema).min(1, { error: 'expected at least one target' }),
+    strategy: z.enum(ROUTE_STRATEGIES, { error: expecting(`one of ${STRATEGY_WORDS}`) }).default('fallback'),
+    degraded: degradedSchema.optional(),
+    cache: z.strictObject({ ttl: durationSchema() }).optional(),
+    timeout: timeoutSchema.default(30_000),
+    retry: z
+      .strictObject({
+        attempts: z.number({ error: expecting('a whole number of rounds') }).int({ error: 'expected a whole number' }).min(1).max(10).default(3),
+        backoff: durationSchema().default(100),
+      })
+      .default({ attempts: 3, backoff: 100 }),
+    max_concurrency: maxConcurrencySchema.optional(),
+  })
+  .superRefine(checkStrategyFields, { when: () => true });
 
 const tenantSchema = z.strictObject({
   virtual_keys: z.array(headerTokenSchema('a virtual key')).min(1, { error: 'expected at least one virtual key' }),
@@ -309,6 +364,11 @@ function checkReferences(value: unknown, ctx: z.RefinementCtx): void {
           issue(['routes', alias, 'targets', index, 'pool'], unknownRef('pool', target['pool'], Object.keys(pools)));
         }
       });
+      const degraded = route['degraded'];
+      const degradedTarget = isPlainRecord(degraded) ? degraded['target'] : undefined;
+      if (isPlainRecord(degradedTarget) && typeof degradedTarget['pool'] === 'string' && !hasOwn(pools, degradedTarget['pool'])) {
+        issue(['routes', alias, 'degraded', 'target', 'pool'], unknownRef('pool', degradedTarget['pool'], Object.keys(pools)));
+      }
     }
   }
 
@@ -338,6 +398,14 @@ function secretOf(key: { secret?: string | undefined; secret_env?: string | unde
   return key.secret !== undefined ? { kind: 'literal', value: key.secret } : { kind: 'env', name: key.secret_env! };
 }
 
+type ConfigDegraded = { kind: 'target'; target: { poolId: string; model: string } } | { kind: 'answer'; answer: string };
+
+function degradedOf(degraded: { target?: { pool: string; model: string } | undefined; answer?: string | undefined } | undefined): ConfigDegraded | null {
+  if (degraded === undefined) return null;
+  if (degraded.target !== undefined) return { kind: 'target', target: { poolId: degraded.target.pool, model: degraded.target.model } };
+  return { kind: 'answer', answer: degraded.answer! };
+}
+
 export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, { when: () => true }).transform((raw) => ({
   server: {
     http: { host: raw.server.http.host, port: raw.server.http.port, maxBodyBytes: raw.server.http.max_body_bytes },
@@ -356,7 +424,14 @@ export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, 
   })),
   routes: mapRecord(raw.routes, (alias, route) => ({
     alias,
-    targets: route.targets.map((target) => ({ poolId: target.pool, model: target.model })),
+    strategy: route.strategy,
+    targets: route.targets.map((target) => ({
+      poolId: target.pool,
+      model: target.model,
+      weight: target.weight ?? null,
+      price: target.price ?? null,
+    })),
+    degraded: degradedOf(route.degraded),
     cache: route.cache === undefined ? null : { ttlMs: route.cache.ttl },
     timeoutMs: route.timeout,
     retry: { rounds: route.retry.attempts, backoffMs: route.retry.backoff },

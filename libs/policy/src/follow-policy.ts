@@ -1,4 +1,3 @@
-import { fromBinary } from '@bufbuild/protobuf';
 import { Subjects, type Bus } from '@keymesh/bus';
 import { parsePolicy, type Policy } from '@keymesh/config';
 import { PolicyUpdatedEventSchema, type ControlService } from '@keymesh/proto/control/v1/control';
@@ -54,7 +53,7 @@ export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
   void (async () => {
     for await (const message of subscription) {
       try {
-        const event = fromBinary(PolicyUpdatedEventSchema, message.data);
+        const event = message.decode(PolicyUpdatedEventSchema);
         apply(event.policyJson, event.version, 'bus');
       } catch (err) {
         options.logger.warn('malformed policy event', { error: err as Error });

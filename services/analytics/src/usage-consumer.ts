@@ -1,4 +1,3 @@
-import { fromBinary } from '@bufbuild/protobuf';
 import { Subjects, type BusMessage, type Subscription } from '@keymesh/bus';
 import { UsageEventBatchSchema } from '@keymesh/proto/analytics/v1/analytics';
 import { attr, extractTraceContext, type Logger, type Telemetry } from '@keymesh/telemetry';
@@ -62,7 +61,7 @@ export class UsageConsumer {
       extractTraceContext(message.headers),
     );
     try {
-      const { events } = fromBinary(UsageEventBatchSchema, message.data);
+      const { events } = message.decode(UsageEventBatchSchema);
       span.setAttribute(attr.KEYMESH_BATCH_SIZE, events.length);
       if (events.length === 1) {
         span.setAttribute(attr.KEYMESH_REQUEST_ID, events[0].requestId);

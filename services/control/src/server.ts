@@ -1,7 +1,7 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { create, toBinary } from '@bufbuild/protobuf';
+import { create } from '@bufbuild/protobuf';
 import { Subjects, type Bus } from '@keymesh/bus';
 import { ConfigError, parseConfig, type KeymeshConfig } from '@keymesh/config';
 import { ControlService, PolicyUpdatedEventSchema } from '@keymesh/proto/control/v1/control';
@@ -34,7 +34,7 @@ export async function startControl(options: ControlOptions): Promise<RunningCont
   const logger = createLogger('control');
   const store = new PolicyStore(options.sealSecret);
   const publish = (v: PolicyVersion): void => {
-    options.bus.publish(Subjects.policyUpdated, toBinary(PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version: v.version, policyJson: v.policyJson })));
+    options.bus.publishMessage(Subjects.policyUpdated, PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version: v.version, policyJson: v.policyJson }));
     logger.info('policy published', { version: String(v.version) });
   };
   const first = store.apply(options.config);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { create, toBinary } from '@bufbuild/protobuf';
+import { create } from '@bufbuild/protobuf';
 import { Subjects, type Bus } from '@keymesh/bus';
 import { followPolicy } from '@keymesh/policy';
 import { ControlService } from '@keymesh/proto/control/v1/control';
@@ -40,7 +40,7 @@ export async function startKeyVault(options: KeyVaultOptions): Promise<RunningKe
       const { changedKeyIds, problems } = vault.apply(policy);
       for (const problem of problems) logger.warn(problem);
       if (changedKeyIds.length > 0) {
-        options.bus.publish(Subjects.keysChanged, toBinary(KeysChangedEventSchema, create(KeysChangedEventSchema, { configVersion: version, keyIds: changedKeyIds })));
+        options.bus.publishMessage(Subjects.keysChanged, KeysChangedEventSchema, create(KeysChangedEventSchema, { configVersion: version, keyIds: changedKeyIds }));
       }
     },
   });

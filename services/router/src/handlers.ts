@@ -16,7 +16,9 @@ import { BreakerScope, BreakerState, type BreakerSchema } from '@keymesh/proto/r
 import type { BreakerBoard, BreakerSnapshot } from './resilience';
 import { providersOfPools } from './metrics/metrics';
 import type { OpenAiChatRequest, OpenAiChatResponse, OpenAiUsage } from './providers/openai/types';
+import { adapterFor } from './providers';
 import { chatStreamAttempt, embeddingAttempt } from './routing/attempts';
+import { degradedChatStream, usageReasonOf } from './routing/degraded';
 import type { Dispatcher, RequestScope } from './routing/dispatcher';
 import type { Gateway } from './routing/gateway';
 import type { RouteTable } from './routing/route-table';
@@ -81,11 +83,12 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
     const release = deps.concurrency.acquire(route, tenantId);
     return { scope: { requestId, tenantId, route, deadlineMs, signal, traceContext: ctx.traceContext }, startedMs: Date.now(), release };
   };
-  const served = (ctx: CallContext, s: { target: { providerId: string; model: string }; keyId: string; attempts: number }): void => {
+  const served = (ctx: CallContext, s: { target: { providerId: string; model: string }; keyId: string; attempts: number; degraded?: string }): void => {
     ctx.setTrailer('x-keymesh-provider', s.target.providerId);
     ctx.setTrailer('x-keymesh-model', s.target.model);
     ctx.setTrailer('x-keymesh-key-id', s.keyId);
     ctx.setTrailer('x-keymesh-attempts', String(s.attempts));
+    if (s.degraded !== undefined) ctx.setTrailer('x-keymesh-degraded', 'true');
   };
   const failed = (err: unknown, scope: RequestScope, startedMs: number): never => {
     const error = KeymeshError.from(err);
@@ -105,7 +108,7 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
         ctx.setTrailer('x-keymesh-cache', s ? 'miss' : 'hit');
         deps.gateway.recordUsage(scope, startedMs, {
           model: result.parsed.model, providerId: s?.target.providerId ?? '', keyId: s?.keyId ?? '', usage: result.usage,
-          status: 200, attempts: s?.attempts ?? 0, cached: s === undefined, streamed: false, errorReason: '',
+          status: 200, attempts: s?.attempts ?? 0, cached: s === undefined, streamed: false, errorReason: usageReasonOf(s),
         });
         return {
           id: result.parsed.id,
@@ -159,12 +162,13 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
     let s;
     try {
       const body = toOpenAi(request.model, request.messages, request.parameters, true);
-      s = await deps.dispatcher.run(scope, chatStreamAttempt(body, undefined));
+      s = await deps.dispatcher.run(scope, chatStreamAttempt(body, undefined), degradedChatStream(body, scope.requestId));
     } catch (err) {
       return failed(err, scope, startedMs);
     }
     served(ctx, s);
-    const adapter = deps.table().providers.get(s.target.providerId)?.adapter;
+    // A static degraded answer has no provider; it is framed as OpenAI's stream.
+    const adapter = deps.table().providers.get(s.target.providerId)?.adapter ?? adapterFor('openai');
     const reader = new SseDataReader();
     let errorReason = '';
     try {
@@ -197,7 +201,7 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
       if (scope.signal.aborted) s.value.abort();
       deps.gateway.recordUsage(scope, startedMs, {
         model: s.target.model, providerId: s.target.providerId, keyId: s.keyId, usage, status: errorReason ? 502 : 200,
-        attempts: s.attempts, cached: false, streamed: true, errorReason,
+        attempts: s.attempts, cached: false, streamed: true, errorReason: errorReason || usageReasonOf(s),
       });
     }
   }

@@ -1,4 +1,3 @@
-import { fromBinary } from '@bufbuild/protobuf';
 import { Subjects, type Bus } from '@keymesh/bus';
 import { followPolicy } from '@keymesh/policy';
 import { AnalyticsService } from '@keymesh/proto/analytics/v1/analytics';
@@ -92,7 +91,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   void (async () => {
     for await (const message of keyEvents) {
       try {
-        keys.drop(fromBinary(KeysChangedEventSchema, message.data).keyIds);
+        keys.drop(message.decode(KeysChangedEventSchema).keyIds);
       } catch {
         keys.drop();
       }

@@ -39,6 +39,8 @@ const INITIAL_WARMUP_MS = 2_000;
 const CALIBRATION_MS = 3_000;
 const RSS_GOAL_BYTES = 300e6;
 const SOAK_GROWTH_GOAL_PCT = 10;
+/** Soak growth compares mean RSS over windows this long (shorter soaks: a quarter of the run). */
+const SOAK_WINDOW_MS = 60_000;
 
 // ---------------------------------------------------------------- options
 
@@ -584,11 +586,21 @@ class Bench {
     points.push(endPoint);
     const stats = summarizeTarget("keymesh", totals);
     const startRss = points[0]!.rssBytes;
-    const peakBytes = sampler.since(startWallMs).reduce((peak, s) => Math.max(peak, s.bytes), 0);
+    const samples = sampler.since(startWallMs);
+    const peakBytes = samples.reduce((peak, s) => Math.max(peak, s.bytes), 0);
+    // RSS under constant load saws up and down by tens of MB as the heap grows
+    // and collects, so two single readings say more about where each caught
+    // the saw than about a trend. Growth compares the mean of the window
+    // after warm-up with the mean of the last window of the same length.
+    const windowMs = Math.min(SOAK_WINDOW_MS, Math.floor(durationMs / 4));
+    const endWallMs = startWallMs + totals.measuredMs;
+    const early = meanBytes(samples, startWallMs + windowMs, startWallMs + 2 * windowMs);
+    const late = meanBytes(samples, endWallMs - windowMs, endWallMs);
     return {
       seconds: soakSeconds, points, stats,
       startRssBytes: startRss, endRssBytes: endPoint.rssBytes,
-      growthPct: (100 * (endPoint.rssBytes - startRss)) / startRss,
+      windowSeconds: windowMs / 1000, earlyMeanRssBytes: early, lateMeanRssBytes: late,
+      growthPct: (100 * (late - early)) / early,
       peakRssBytes: peakBytes,
     };
   }
@@ -768,8 +780,23 @@ interface SoakReport {
   stats: ReturnType<typeof summarizeTarget>;
   startRssBytes: number;
   endRssBytes: number;
+  /** Growth compares these means: the window after a warm-up window, and the last one. */
+  windowSeconds: number;
+  earlyMeanRssBytes: number;
+  lateMeanRssBytes: number;
   growthPct: number;
   peakRssBytes: number;
+}
+
+function meanBytes(samples: readonly { atMs: number; bytes: number }[], fromMs: number, toMs: number): number {
+  let sum = 0;
+  let count = 0;
+  for (const s of samples) {
+    if (s.atMs < fromMs || s.atMs > toMs) continue;
+    sum += s.bytes;
+    count++;
+  }
+  return count === 0 ? NaN : sum / count;
 }
 
 function renderSoak(soak: SoakReport): string {
@@ -786,13 +813,14 @@ function renderSoak(soak: SoakReport): string {
     ),
     "",
     renderTable(
-      ["req/s", "p50 ms", "p99 ms", "errors", "keymesh cpu ms/req", "RSS start", "RSS end", "growth", "peak"],
+      ["req/s", "p50 ms", "p99 ms", "errors", "keymesh cpu ms/req", "RSS start", "RSS end", `mean RSS ${soak.windowSeconds}-${2 * soak.windowSeconds} s`, `mean RSS last ${soak.windowSeconds} s`, "growth", "peak"],
       [[
         stats.requestsPerSecond.toFixed(0), fmtMs(stats.p50Ms), fmtMs(stats.p99Ms), String(stats.errors),
         fmtMs(stats.keymeshCpuMsPerRequest), fmtMB(soak.startRssBytes), fmtMB(soak.endRssBytes),
-        fmtPct(soak.growthPct), fmtMB(soak.peakRssBytes),
+        fmtMB(soak.earlyMeanRssBytes), fmtMB(soak.lateMeanRssBytes), fmtPct(soak.growthPct), fmtMB(soak.peakRssBytes),
       ]],
     ),
+    `growth: mean RSS of the last ${soak.windowSeconds} s against the ${soak.windowSeconds} s after a ${soak.windowSeconds} s warm-up (single readings ride the GC's saw)`,
     ...(stats.firstError !== null ? [`first error: ${stats.firstError.replace(/\s+/g, " ").slice(0, 400)}`] : []),
   ].join("\n");
 }

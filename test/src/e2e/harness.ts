@@ -23,8 +23,9 @@ export interface TestMeshOptions {
   declaredLimits?: (string | undefined)[];
   /** Extra YAML appended under `routes:`. */
   extraRoutes?: string;
-  /** Extra YAML appended under `providers:` and `pools:` (e.g. a second, slow mock provider). */
+  /** Extra YAML appended under `providers:` (e.g. a second mock provider). */
   extraProviders?: string;
+  /** Extra YAML appended under `pools:`. */
   extraPools?: string;
   /** The provider's per-attempt timeout, e.g. "200ms". */
   providerTimeout?: string;

@@ -6,6 +6,7 @@ import { attr, extractTraceContext, type Logger, type Telemetry } from '@keymesh
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import type { OpenAiChatRequest, OpenAiEmbeddingRequest, OpenAiUsage } from '../providers/openai/types';
 import { chatStreamAttempt, embeddingAttempt } from '../routing/attempts';
+import { DEGRADED_ANSWER_REASON, degradedChatStream, usageReasonOf } from '../routing/degraded';
 import type { Dispatcher, RequestScope } from '../routing/dispatcher';
 import { GuardReason, type ConcurrencyGuard, type ReleaseSlot } from '../guards/concurrency';
 import { bodySha256, idempotencyKeyMismatch, MAX_IDEMPOTENCY_KEY_LENGTH, type IdempotencyStore, type StoredResponse } from '../guards/idempotency';
@@ -175,7 +176,8 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     try {
       const sent = await chatJson(req, exchange, scope, body, raw);
       const { 'x-keymesh-request-id': _requestId, ...headers } = sent.headers;
-      stored = { status: 200, headers: { ...JSON_HEADERS, ...headers }, body: sent.body };
+      // A static degraded answer stands in for an outage and cost nothing: a retry deserves a real answer.
+      if (exchange.usage?.errorReason !== DEGRADED_ANSWER_REASON) stored = { status: 200, headers: { ...JSON_HEADERS, ...headers }, body: sent.body };
     } finally {
       // On failure nothing is remembered and waiters claim the key afresh.
       claim.complete(stored);
@@ -199,7 +201,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       attempts: served?.attempts ?? 0,
       cached: served === undefined,
       streamed: false,
-      errorReason: '',
+      errorReason: usageReasonOf(served),
     };
     const headers = servedHeaders(exchange, served ? { ...served, cached: false } : undefined);
     sendJson(exchange, 200, result.bytes, headers);
@@ -207,7 +209,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
   }
 
   async function chatStream(exchange: Exchange, scope: RequestScope, body: OpenAiChatRequest, raw: Buffer): Promise<void> {
-    const served = await deps.dispatcher.run(scope, chatStreamAttempt(body, raw));
+    const served = await deps.dispatcher.run(scope, chatStreamAttempt(body, raw), degradedChatStream(body, scope.requestId));
     const { res } = exchange;
     const adapter = deps.table().providers.get(served.target.providerId)?.adapter;
     exchange.usage = {
@@ -219,7 +221,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       attempts: served.attempts,
       cached: false,
       streamed: true,
-      errorReason: '',
+      errorReason: usageReasonOf(served),
     };
     // Headers go out the moment the provider's arrive: time to first byte is the provider's.
     res.writeHead(200, {
@@ -311,7 +313,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     return scope;
   }
 
-  function servedHeaders(exchange: Exchange, served: { target: { providerId: string; model: string }; keyId: string; attempts: number; cached: boolean } | undefined): Record<string, string> {
+  function servedHeaders(exchange: Exchange, served: { target: { providerId: string; model: string }; keyId: string; attempts: number; cached: boolean; degraded?: string } | undefined): Record<string, string> {
     if (!served) return { 'x-keymesh-request-id': exchange.requestId, 'x-keymesh-cache': 'hit' };
     return {
       'x-keymesh-request-id': exchange.requestId,
@@ -320,6 +322,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       'x-keymesh-key-id': served.keyId,
       'x-keymesh-attempts': String(served.attempts),
       ...(exchange.scope?.route.cacheTtlMs != null ? { 'x-keymesh-cache': 'miss' } : {}),
+      ...(served.degraded === undefined ? {} : { 'x-keymesh-degraded': 'true' }),
     };
   }
 

@@ -9,6 +9,7 @@ import type { KeyMaterialCache } from '../keys/key-material';
 import type { ProviderFailure } from '../providers';
 import { BreakerBoard, Permit, type CircuitBreaker } from '../resilience';
 import type { ProviderBinding, RouteTable } from './route-table';
+import { orderTargets, TargetBoard } from './strategy';
 
 /** One client request as the dispatcher sees it. */
 export interface RequestScope {
@@ -49,7 +50,15 @@ export interface Served<T> {
   readonly target: PolicyTarget;
   readonly keyId: string;
   readonly attempts: number;
+  /** Set when the route's last resort served: its degraded target, or its static answer. */
+  readonly degraded?: 'target' | 'answer';
 }
+
+/**
+ * Who "served" a static degraded answer: keymesh itself, no provider and no
+ * key, so headers and usage never name a provider that did not answer.
+ */
+export const DEGRADED_ANSWER_TARGET: PolicyTarget = Object.freeze({ poolId: '', providerId: 'keymesh', model: 'degraded-answer', weight: null, price: null });
 
 export interface DispatcherDeps {
   table: () => RouteTable;
@@ -60,6 +69,10 @@ export interface DispatcherDeps {
   logger: Logger;
   /** Circuit breakers per provider and per key; this router's own when not given. */
   breakers?: BreakerBoard;
+  /** In-flight counts and latency per target that strategies order by; this router's own when not given. */
+  targets?: TargetBoard;
+  /** [0, 1), for weighted routes; Math.random when not given. */
+  random?: () => number;
 }
 
 /** Failures another round may cure: provider trouble, and keys full until a known time. */
@@ -69,6 +82,19 @@ const MAX_BACKOFF_MS = 10_000;
 const KEYMESH_BREAKER_STATE = 'keymesh.breaker.state';
 /** Refusals because every target's breaker is open: another round now would only be refused again. */
 const breakerRefusals = new WeakSet<KeymeshError>();
+/**
+ * Failures that mean providers could not serve, which a degraded last resort
+ * may answer. A caller's own mistakes (bad request, unknown model, bad
+ * virtual key) and a caller who left are never papered over.
+ */
+const DEGRADABLE_REASONS = new Set<string>([
+  Reason.PROVIDER_UNAVAILABLE,
+  Reason.PROVIDER_ERROR,
+  Reason.KEY_POOL_EXHAUSTED,
+  Reason.KEY_POOL_UNAVAILABLE,
+  Reason.UNAVAILABLE,
+  Reason.DEADLINE_EXCEEDED,
+]);
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -101,17 +127,58 @@ function attemptSignal(scope: RequestScope, providerTimeoutMs: number): AbortSig
  */
 export class Dispatcher {
   readonly breakers: BreakerBoard;
+  readonly targets: TargetBoard;
+  private readonly random: () => number;
 
   constructor(private readonly deps: DispatcherDeps) {
     this.breakers = deps.breakers ?? new BreakerBoard();
+    this.targets = deps.targets ?? new TargetBoard();
+    this.random = deps.random ?? Math.random;
   }
 
-  async run<T>(scope: RequestScope, attempt: (a: Attempt) => Promise<AttemptResult<T>>): Promise<Served<T>> {
+  /**
+   * Serves a request from the route's targets, in the order its strategy
+   * gives, with retry rounds; when they all fail because providers could not
+   * serve, from the route's degraded target, or its static answer made by
+   * `staticAnswer` (left out where no static answer fits, e.g. embeddings).
+   */
+  async run<T>(
+    scope: RequestScope,
+    attempt: (a: Attempt) => Promise<AttemptResult<T>>,
+    staticAnswer?: (answer: string) => T,
+  ): Promise<Served<T>> {
     const counter = { attempts: 0 };
+    try {
+      return await this.rounds(scope, orderTargets(scope.route, this.targets, this.random), attempt, counter);
+    } catch (err) {
+      const { degraded } = scope.route;
+      if (degraded === null || !(err instanceof KeymeshError) || !DEGRADABLE_REASONS.has(err.reason)) throw err;
+      if (degraded.kind === 'answer') {
+        if (staticAnswer === undefined) throw err;
+        return { value: staticAnswer(degraded.answer), target: DEGRADED_ANSWER_TARGET, keyId: '', attempts: counter.attempts, degraded: 'answer' };
+      }
+      if (scope.signal.aborted) throw err;
+      try {
+        const served = await this.round(scope, [degraded.target], attempt, counter);
+        return { ...served, degraded: 'target' };
+      } catch (degradedErr) {
+        // The caller hears why the route failed, not why its last resort did too.
+        this.deps.logger.warn('degraded target failed too', { route: scope.route.alias, error: degradedErr as Error });
+        throw err;
+      }
+    }
+  }
+
+  private async rounds<T>(
+    scope: RequestScope,
+    targets: readonly PolicyTarget[],
+    attempt: (a: Attempt) => Promise<AttemptResult<T>>,
+    counter: { attempts: number },
+  ): Promise<Served<T>> {
     const { rounds, backoffMs } = scope.route.retry;
     for (let round = 1; ; round++) {
       try {
-        return await this.round(scope, attempt, counter);
+        return await this.round(scope, targets, attempt, counter);
       } catch (err) {
         if (!(err instanceof KeymeshError) || !RETRIABLE_REASONS.has(err.reason) || round >= rounds || breakerRefusals.has(err)) throw err;
         // The provider's (or limiter's) retry-after when there is one; else
@@ -124,8 +191,13 @@ export class Dispatcher {
     }
   }
 
-  /** One pass over the route's targets, each key of each until one serves. */
-  private async round<T>(scope: RequestScope, attempt: (a: Attempt) => Promise<AttemptResult<T>>, counter: { attempts: number }): Promise<Served<T>> {
+  /** One pass over the targets, each key of each until one serves. */
+  private async round<T>(
+    scope: RequestScope,
+    targets: readonly PolicyTarget[],
+    attempt: (a: Attempt) => Promise<AttemptResult<T>>,
+    counter: { attempts: number },
+  ): Promise<Served<T>> {
     const { tracer } = this.deps.telemetry;
     let soonestRetryMs: number | undefined;
     let denied = false;
@@ -141,7 +213,7 @@ export class Dispatcher {
       if (soonestBreaker === undefined || breaker.retryAfterMs(nowMs) < soonestBreaker.retryAfterMs(nowMs)) soonestBreaker = breaker;
     };
 
-    for (const target of scope.route.targets) {
+    for (const target of targets) {
       const provider = this.deps.table().providers.get(target.providerId);
       if (!provider) continue;
       targetsTried++;
@@ -214,8 +286,14 @@ export class Dispatcher {
         }, scope.traceContext);
         if (keyPermit === Permit.Probe || providerPermit === Permit.Probe) span.setAttribute(KEYMESH_BREAKER_STATE, 'half_open');
         let result: AttemptResult<T>;
+        const stats = this.targets.of(target);
+        this.targets.began(stats);
+        const callStartedMs = Date.now();
+        // Only answers and timeouts say how fast the target is; a quick refusal would flatter it.
+        let ttfbMs: number | undefined;
         try {
           result = await attempt({ target, provider, keyId, secret, number: attempts, signal: attemptSignal(scope, provider.timeoutMs), requestSignal: scope.signal, span });
+          if (result.ok) ttfbMs = Date.now() - callStartedMs;
         } catch (err) {
           span.setStatus({ code: SpanStatusCode.ERROR });
           span.end();
@@ -228,6 +306,7 @@ export class Dispatcher {
           }
           // Refused, reset, or silent past the provider's timeout: the provider, not the key, is unwell.
           const timedOut = err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError');
+          if (timedOut) ttfbMs = Date.now() - callStartedMs;
           result = {
             ok: false,
             failure: {
@@ -238,6 +317,8 @@ export class Dispatcher {
             },
           };
           this.deps.logger.warn('provider call failed', { providerId: provider.id, timedOut, error: err as Error });
+        } finally {
+          this.targets.ended(stats, ttfbMs);
         }
         const nowMs = Date.now();
         if (result.ok) {

@@ -7,6 +7,7 @@ import type { RpcClient } from '@keymesh/rpc';
 import type { Logger } from '@keymesh/telemetry';
 import type { OpenAiChatRequest, OpenAiChatResponse, OpenAiUsage } from '../providers/openai/types';
 import { chatAttempt, type JsonResult } from './attempts';
+import { degradedChatResult } from './degraded';
 import type { Dispatcher, RequestScope, Served } from './dispatcher';
 import type { RouteTable } from './route-table';
 import type { UsageRecorder } from '../usage/usage-recorder';
@@ -101,8 +102,11 @@ export class Gateway {
       const cached = await this.lookup(scope, cacheKey);
       if (cached) return { result: cached, served: undefined };
     }
-    const served = await this.deps.dispatcher.run(scope, chatAttempt(req, rawBody));
-    if (cacheKey !== undefined && scope.route.cacheTtlMs !== null) this.store(scope, cacheKey, served.value.bytes, scope.route.cacheTtlMs);
+    const served = await this.deps.dispatcher.run(scope, chatAttempt(req, rawBody), degradedChatResult(req, scope.requestId));
+    // A degraded answer stands in for a moment's outage; cached, it would outlive it.
+    if (cacheKey !== undefined && scope.route.cacheTtlMs !== null && served.degraded === undefined) {
+      this.store(scope, cacheKey, served.value.bytes, scope.route.cacheTtlMs);
+    }
     return { result: served.value, served };
   }
 

@@ -1,4 +1,4 @@
-import { create, toBinary, type MessageInitShape } from '@bufbuild/protobuf';
+import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { Subjects, type Bus } from '@keymesh/bus';
 import { UsageEventBatchSchema, type UsageEventSchema } from '@keymesh/proto/analytics/v1/analytics';
 import { ROOT_CONTEXT, trace, type Context } from '@opentelemetry/api';
@@ -35,8 +35,7 @@ export class UsageRecorder {
     if (this.pending.length === 0) return;
     const events = this.pending;
     this.pending = [];
-    const data = toBinary(UsageEventBatchSchema, create(UsageEventBatchSchema, { events }));
-    this.bus.publish(Subjects.usageRecorded, data, undefined, this.firstContext);
+    this.bus.publishMessage(Subjects.usageRecorded, UsageEventBatchSchema, create(UsageEventBatchSchema, { events }), undefined, this.firstContext);
     this.firstContext = ROOT_CONTEXT;
   }
 }
