@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { Code, KeymeshError } from '@keymesh/errors';
 import { KeyCondition, LimiterService } from '@keymesh/proto/limiter/v1/limiter';
+import { RouterService } from '@keymesh/proto/router/v1/router';
 import { closeRpcClient, createRpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -118,6 +120,30 @@ class StallMeter {
   }
 }
 
+type RouterClient = ReturnType<typeof createRpcClient<typeof RouterService>>;
+
+/**
+ * The same over gRPC, whose callers hold the same bulkhead slots: the call's deadline is the caller's.
+ * Any status is an answer; only a call that outlives its deadline is late.
+ */
+async function overGrpc(router: RouterClient, timeoutMs: number, what: string, stream: boolean): Promise<Outcome> {
+  const started = Date.now();
+  const options = { headers: { authorization: `Bearer ${VIRTUAL_KEY}` }, timeoutMs };
+  const request = { model: ROUTE, messages: [{ role: 'user', content: what }] };
+  try {
+    if (stream) {
+      let finished = false;
+      for await (const delta of router.chatStream(request, options)) finished ||= delta.finishReason !== '';
+      return { what, startedMs: started, timeoutMs, elapsedMs: Date.now() - started, status: 200, end: finished ? 'done' : 'lost: the stream ended without a finish reason' };
+    }
+    await router.chat(request, options);
+    return { what, startedMs: started, timeoutMs, elapsedMs: Date.now() - started, status: 200, end: 'done' };
+  } catch (err) {
+    const code = err instanceof KeymeshError ? err.code : Code.Unknown;
+    return { what, startedMs: started, timeoutMs, elapsedMs: Date.now() - started, status: -code, end: code === Code.Unknown ? `lost: ${String(err)}` : 'error' };
+  }
+}
+
 function parseGauges(metrics: string, name: string): Map<string, number> {
   const out = new Map<string, number>();
   for (const line of metrics.split('\n')) {
@@ -131,6 +157,7 @@ function parseGauges(metrics: string, name: string): Map<string, number> {
 describe('deadlines and leaks under a mix of provider failures', function () {
   this.timeout(60_000);
   let t: TestMesh;
+  let router: RouterClient;
 
   before(async function () {
     t = await startTestMesh({
@@ -140,8 +167,10 @@ describe('deadlines and leaks under a mix of provider failures', function () {
       streamChunkDelayMs: 40,
       extraRoutes: `  ${ROUTE}: { targets: [ { pool: main, model: gpt-4o-mini } ], max_concurrency: 12 }`,
     });
+    router = createRpcClient(RouterService, t.grpcAddress, { telemetry: createTelemetry('e2e-client') });
   });
   after(async function () {
+    if (router) closeRpcClient(router);
     await t?.stop();
   });
 
@@ -170,7 +199,9 @@ describe('deadlines and leaks under a mix of provider failures', function () {
       { name: 'healthy again', failures: {}, latencyMs: 20, met: 'ok' },
     ];
     // A cold process compiles its hot paths during its first requests; that is not what deadlines are about.
-    for (let i = 0; i < 3; i++) await Promise.all([unary(t, 5_000, `warm-up ${i}`), stream(t, 5_000, `warm-up stream ${i}`)]);
+    for (let i = 0; i < 3; i++) {
+      await Promise.all([unary(t, 5_000, `warm-up ${i}`), stream(t, 5_000, `warm-up stream ${i}`), overGrpc(router, 5_000, `warm-up grpc ${i}`, true)]);
+    }
     const stalls = new StallMeter();
     stalls.start();
     const all: Promise<Outcome>[] = [];
@@ -185,6 +216,7 @@ describe('deadlines and leaks under a mix of provider failures', function () {
       for (let i = 0; i < 3; i++) batch.push(unary(t, deadline(), `${phase.name}: unary ${i}`));
       for (let i = 0; i < 3; i++) batch.push(stream(t, deadline(), `${phase.name}: stream ${i}`));
       for (let i = 0; i < 2; i++) batch.push(leaver(t, deadline(), `${phase.name}: leaver ${i}`));
+      batch.push(overGrpc(router, deadline(), `${phase.name}: grpc unary`, false), overGrpc(router, deadline(), `${phase.name}: grpc stream`, true));
       all.push(...batch);
       // The next phase starts once this one's misbehaviour has met the provider and half its requests have
       // ended, so phases overlap (hung requests spill over) without the bulkhead refusing all of the next one.
