@@ -49,8 +49,8 @@ describe('parseConfig', () => {
       id: 'main',
       providerId: 'mock',
       keys: [
-        { id: 'k1', secret: { kind: 'env', name: 'MOCK_KEY_1' }, limits: [{ requests: 60, perMs: 60_000 }] },
-        { id: 'k2', secret: { kind: 'literal', value: 'sk-test-2' }, limits: [{ requests: 5, perMs: 1_000 }] },
+        { id: 'k1', secret: { kind: 'env', name: 'MOCK_KEY_1' }, limits: [{ requests: 60, perMs: 60_000 }], tokenLimits: [] },
+        { id: 'k2', secret: { kind: 'literal', value: 'sk-test-2' }, limits: [{ requests: 5, perMs: 1_000 }], tokenLimits: [] },
       ],
     });
     assert.deepEqual(config.routes['gpt-4o-mini'], {
@@ -62,6 +62,7 @@ describe('parseConfig', () => {
       timeoutMs: 30_000,
       retry: { rounds: 3, backoffMs: 100 },
       maxConcurrency: null,
+      defaultMaxTokens: 1024,
     });
     assert.deepEqual(config.tenants['demo'], { id: 'demo', virtualKeys: ['sk-keymesh-demo'], maxConcurrency: null });
     assert.equal(config.mockProvider, null);
@@ -128,8 +129,9 @@ describe('parseConfig', () => {
             { requests: 600, perMs: 60_000 },
             { requests: 10, perMs: 1_000 },
           ],
+          tokenLimits: [],
         },
-        { secret: { kind: 'env', name: 'MOCK_KEY_2' }, limits: [] },
+        { secret: { kind: 'env', name: 'MOCK_KEY_2' }, limits: [], tokenLimits: [] },
       ],
     });
   });
@@ -342,6 +344,33 @@ tenants:
     ]);
   });
 
+  it('reads tpm and tokens per window as token limits beside the request limits, and a route\'s default_max_tokens', () => {
+    const config = parseConfig(
+      withSection(
+        'pools',
+        `pools:
+  main:
+    provider: mock
+    keys:
+      - { id: k1, secret: sk-1, limits: { rpm: 60, tpm: 90000 } }
+      - { id: k2, secret: sk-2, limits: { requests: 5, tokens: 2000, per: 1s } }
+      - { id: k3, secret: sk-3, limits: { tokens: 500, per: 10s } }`,
+      ).replace('gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini } ] }', 'gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini } ], default_max_tokens: 256 }'),
+      'keymesh.yaml',
+    );
+    const keys = config.pools['main']!.keys;
+    assert.deepEqual(keys[0]!.limits, [{ requests: 60, perMs: 60_000 }]);
+    assert.deepEqual(keys[0]!.tokenLimits, [{ tokens: 90_000, perMs: 60_000 }]);
+    assert.deepEqual(keys[1]!.limits, [{ requests: 5, perMs: 1_000 }]);
+    assert.deepEqual(keys[1]!.tokenLimits, [{ tokens: 2_000, perMs: 1_000 }]);
+    assert.deepEqual(keys[2]!.limits, []);
+    assert.deepEqual(keys[2]!.tokenLimits, [{ tokens: 500, perMs: 10_000 }]);
+    assert.equal(config.routes['gpt-4o-mini']!.defaultMaxTokens, 256);
+    assert.deepEqual(problemsOf(withSection('pools', `pools:\n  main:\n    provider: mock\n    keys:\n      - { id: k1, secret: sk-1, limits: { tokens: 5 } }`)), [
+      'keymesh.yaml: pools.main.keys[0].limits.per: missing: "tokens" needs "per" (e.g. tokens: 2000, per: 1s)',
+    ]);
+  });
+
   it('requires requests and per together, a non-empty limits mapping and at most 1000000 requests per window', () => {
     const problems = problemsOf(
       withSection(
@@ -360,8 +389,8 @@ tenants:
     );
     assert.deepEqual(problems, [
       'keymesh.yaml: pools.main.keys[0].limits.per: missing: "requests" needs "per" (e.g. requests: 5, per: 1s)',
-      'keymesh.yaml: pools.main.keys[1].limits.requests: missing: "per" needs "requests" (e.g. requests: 5, per: 1s)',
-      'keymesh.yaml: pools.main.keys[2].limits: expected rpm, or requests with per (leave limits out for no limit)',
+      'keymesh.yaml: pools.main.keys[1].limits.requests: missing: "per" needs "requests" or "tokens" (e.g. requests: 5, per: 1s)',
+      'keymesh.yaml: pools.main.keys[2].limits: expected rpm, tpm, or requests/tokens with per (leave limits out for no limit)',
       'keymesh.yaml: pools.main.keys[3].limits.rpm: must be at most 1000000 per window (the limiter keeps one log entry per admission)',
       'keymesh.yaml: pools.main.keys[4].limits.rpm: expected a whole number, got a decimal number',
       'keymesh.yaml: pools.main.keys[4].limits.requests: must be at least 1',

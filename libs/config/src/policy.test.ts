@@ -59,6 +59,7 @@ describe('compilePolicy', () => {
       providerId: 'mock',
       secret: { kind: 'env', name: 'MOCK_KEY_1' },
       limits: [{ requests: 60, perMs: 60_000 }],
+      tokenLimits: [],
       fingerprint: '',
     });
     const k2 = policy.keys['k2']!;
@@ -78,6 +79,7 @@ describe('compilePolicy', () => {
       timeoutMs: 30_000,
       retry: { rounds: 3, backoffMs: 100 },
       maxConcurrency: null,
+      defaultMaxTokens: 1024,
     });
     assert.equal(policy.routes['weighted']!.strategy, 'weighted');
     assert.deepEqual(policy.routes['weighted']!.targets.map((t) => t.weight), [3, 1]);

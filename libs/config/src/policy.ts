@@ -8,10 +8,10 @@ import { z } from 'zod';
 import { ConfigError, describeIssue, problemAt, problemsFromIssues } from './config-error';
 import { deepFreeze, findProtoKeys, hasOwn, isPlainRecord, toRecord } from './freeze';
 import { sha256Hex } from './hash';
-import { ENV_NAME_PATTERN, ID_PATTERN, MAX_REQUESTS_PER_WINDOW, ROUTE_STRATEGIES, type KeymeshConfig, type RouteStrategy } from './schema';
-import type { WindowLimit } from './types';
+import { DEFAULT_MAX_TOKENS, ENV_NAME_PATTERN, ID_PATTERN, MAX_REQUESTS_PER_WINDOW, MAX_TOKENS_PER_WINDOW, ROUTE_STRATEGIES, type KeymeshConfig, type RouteStrategy } from './schema';
+import type { TokenWindowLimit, WindowLimit } from './types';
 
-export type { WindowLimit } from './types';
+export type { TokenWindowLimit, WindowLimit } from './types';
 export type { RouteStrategy } from './schema';
 
 export type SecretSource = { readonly kind: 'env'; readonly name: string } | { readonly kind: 'sealed'; readonly sealed: string };
@@ -22,6 +22,8 @@ export interface PolicyKey {
   readonly providerId: string;
   readonly secret: SecretSource;
   readonly limits: WindowLimit[];
+  /** Empty when the provider limits no tokens for this key (or nobody declared it). */
+  readonly tokenLimits: TokenWindowLimit[];
   /** First 12 hex digits of sha256(secret) for literal secrets; "" for env-sourced ones (unknown to control). */
   readonly fingerprint: string;
 }
@@ -61,6 +63,8 @@ export interface PolicyRoute {
   readonly retry: { readonly rounds: number; readonly backoffMs: number };
   /** Requests of this route in flight at once on one router; null for no cap. */
   readonly maxConcurrency: number | null;
+  /** Completion tokens a request reserves when it names no max_tokens (pools with token limits only). */
+  readonly defaultMaxTokens: number;
 }
 export interface PolicyTenant {
   readonly id: string;
@@ -112,7 +116,7 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
       }
       keys.push([
         key.id,
-        { id: key.id, poolId: pool.id, providerId: pool.providerId, secret, limits: key.limits.map((w) => ({ ...w })), fingerprint },
+        { id: key.id, poolId: pool.id, providerId: pool.providerId, secret, limits: key.limits.map((w) => ({ ...w })), tokenLimits: key.tokenLimits.map((w) => ({ ...w })), fingerprint },
       ]);
     }
   }
@@ -158,6 +162,7 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
               timeoutMs: r.timeoutMs,
               retry: { rounds: r.retry.rounds, backoffMs: r.retry.backoffMs },
               maxConcurrency: r.maxConcurrency,
+              defaultMaxTokens: r.defaultMaxTokens,
             },
           ] as const,
       ),
@@ -178,6 +183,7 @@ const id = z.string().regex(ID_PATTERN, { error: 'expected an id of 1-128 letter
 const positiveInt = z.int().min(1);
 
 const windowLimitSchema = z.strictObject({ requests: positiveInt.max(MAX_REQUESTS_PER_WINDOW), perMs: positiveInt });
+const tokenWindowLimitSchema = z.strictObject({ tokens: positiveInt.max(MAX_TOKENS_PER_WINDOW), perMs: positiveInt });
 
 const secretSourceSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('env'), name: z.string().regex(ENV_NAME_PATTERN) }),
@@ -208,6 +214,8 @@ const policySchema = z
         providerId: id,
         secret: secretSourceSchema,
         limits: z.array(windowLimitSchema),
+        // Defaults: a policy from a control plane that predates token limits still parses.
+        tokenLimits: z.array(tokenWindowLimitSchema).default([]),
         fingerprint: z.string().regex(/^(?:[0-9a-f]{12})?$/, { error: 'expected 12 hex digits or ""' }),
       }),
     ),
@@ -227,6 +235,7 @@ const policySchema = z
         timeoutMs: positiveInt,
         retry: z.strictObject({ rounds: positiveInt, backoffMs: positiveInt }),
         maxConcurrency: positiveInt.nullable(),
+        defaultMaxTokens: positiveInt.default(DEFAULT_MAX_TOKENS),
       }),
     ),
     tenants: z.record(

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { closestName, formatPath, describeKind } from './config-error';
 import { DURATION_EXAMPLES, formatDuration, parseDuration } from './duration';
 import { hasOwn, isPlainRecord, toRecord } from './freeze';
-import type { ConfigSecret, DeepReadonly, WindowLimit } from './types';
+import type { ConfigSecret, DeepReadonly, TokenWindowLimit, WindowLimit } from './types';
 
 type RawIssue = z.core.$ZodRawIssue;
 
@@ -62,6 +62,16 @@ const windowCountSchema = z
   .max(MAX_REQUESTS_PER_WINDOW, {
     error: `must be at most ${MAX_REQUESTS_PER_WINDOW} per window (the limiter keeps one log entry per admission)`,
   });
+
+/** Token windows are one log entry per request, not per token: only a sanity bound (and uint32 on the wire). */
+export const MAX_TOKENS_PER_WINDOW = 4_000_000_000;
+const tokenCountSchema = z
+  .int({ error: expecting('a whole number of tokens') })
+  .min(1, { error: 'must be at least 1' })
+  .max(MAX_TOKENS_PER_WINDOW, { error: `must be at most ${MAX_TOKENS_PER_WINDOW} per window` });
+
+/** What a request reserves for its completion when it names no max_tokens (see README, routes). */
+export const DEFAULT_MAX_TOKENS = 1024;
 
 const portSchema = z.int({ error: expecting('a port number') }).min(0, { error: 'expected a port from 0 to 65535' }).max(65535, {
   error: 'expected a port from 0 to 65535',
@@ -129,33 +139,42 @@ const limitsSchema = z
   .strictObject(
     {
       rpm: windowCountSchema.optional(),
+      tpm: tokenCountSchema.optional(),
       requests: windowCountSchema.optional(),
+      tokens: tokenCountSchema.optional(),
       per: durationSchema().optional(),
     },
-    { error: expecting('a mapping like { rpm: 60 } or { requests: 5, per: 1s }') },
+    { error: expecting('a mapping like { rpm: 60, tpm: 90000 } or { requests: 5, tokens: 2000, per: 1s }') },
   )
   .superRefine(
     (value: unknown, ctx) => {
       if (!isPlainRecord(value)) return;
       const hasRequests = value['requests'] !== undefined;
+      const hasTokens = value['tokens'] !== undefined;
       const hasPer = value['per'] !== undefined;
       if (hasRequests && !hasPer) {
         ctx.addIssue({ code: 'custom', path: ['per'], message: 'missing: "requests" needs "per" (e.g. requests: 5, per: 1s)' });
       }
-      if (hasPer && !hasRequests) {
-        ctx.addIssue({ code: 'custom', path: ['requests'], message: 'missing: "per" needs "requests" (e.g. requests: 5, per: 1s)' });
+      if (hasTokens && !hasPer) {
+        ctx.addIssue({ code: 'custom', path: ['per'], message: 'missing: "tokens" needs "per" (e.g. tokens: 2000, per: 1s)' });
       }
-      if (!hasRequests && !hasPer && value['rpm'] === undefined) {
-        ctx.addIssue({ code: 'custom', message: 'expected rpm, or requests with per (leave limits out for no limit)' });
+      if (hasPer && !hasRequests && !hasTokens) {
+        ctx.addIssue({ code: 'custom', path: ['requests'], message: 'missing: "per" needs "requests" or "tokens" (e.g. requests: 5, per: 1s)' });
+      }
+      if (!hasRequests && !hasTokens && !hasPer && value['rpm'] === undefined && value['tpm'] === undefined) {
+        ctx.addIssue({ code: 'custom', message: 'expected rpm, tpm, or requests/tokens with per (leave limits out for no limit)' });
       }
     },
     { when: () => true },
   )
-  .transform((limits): WindowLimit[] => {
-    const windows: WindowLimit[] = [];
-    if (limits.rpm !== undefined) windows.push({ requests: limits.rpm, perMs: 60_000 });
-    if (limits.requests !== undefined && limits.per !== undefined) windows.push({ requests: limits.requests, perMs: limits.per });
-    return windows;
+  .transform((limits): { requests: WindowLimit[]; tokens: TokenWindowLimit[] } => {
+    const requests: WindowLimit[] = [];
+    const tokens: TokenWindowLimit[] = [];
+    if (limits.rpm !== undefined) requests.push({ requests: limits.rpm, perMs: 60_000 });
+    if (limits.requests !== undefined && limits.per !== undefined) requests.push({ requests: limits.requests, perMs: limits.per });
+    if (limits.tpm !== undefined) tokens.push({ tokens: limits.tpm, perMs: 60_000 });
+    if (limits.tokens !== undefined && limits.per !== undefined) tokens.push({ tokens: limits.tokens, perMs: limits.per });
+    return { requests, tokens };
   });
 
 const secretFields = {
@@ -262,6 +281,11 @@ const routeSchema = z
       })
       .default({ attempts: 3, backoff: 100 }),
     max_concurrency: maxConcurrencySchema.optional(),
+    default_max_tokens: z
+      .int({ error: expecting('a whole number of tokens') })
+      .min(1, { error: 'must be at least 1' })
+      .max(MAX_TOKENS_PER_WINDOW, { error: `must be at most ${MAX_TOKENS_PER_WINDOW}` })
+      .default(DEFAULT_MAX_TOKENS),
   })
   .superRefine(checkStrategyFields, { when: () => true });
 
@@ -420,7 +444,7 @@ export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, 
   pools: mapRecord(raw.pools, (id, pool) => ({
     id,
     providerId: pool.provider,
-    keys: pool.keys.map((key) => ({ id: key.id, secret: secretOf(key), limits: key.limits ?? [] })),
+    keys: pool.keys.map((key) => ({ id: key.id, secret: secretOf(key), limits: key.limits?.requests ?? [], tokenLimits: key.limits?.tokens ?? [] })),
   })),
   routes: mapRecord(raw.routes, (alias, route) => ({
     alias,
@@ -436,6 +460,7 @@ export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, 
     timeoutMs: route.timeout,
     retry: { rounds: route.retry.attempts, backoffMs: route.retry.backoff },
     maxConcurrency: route.max_concurrency ?? null,
+    defaultMaxTokens: route.default_max_tokens,
   })),
   tenants: mapRecord(raw.tenants, (id, tenant) => ({ id, virtualKeys: tenant.virtual_keys, maxConcurrency: tenant.max_concurrency ?? null })),
   mockProvider:
@@ -444,7 +469,7 @@ export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, 
       : {
           port: raw.mock_provider.port,
           latencyMs: raw.mock_provider.latency,
-          keys: raw.mock_provider.keys.map((key) => ({ secret: secretOf(key), limits: key.limits ?? [] })),
+          keys: raw.mock_provider.keys.map((key) => ({ secret: secretOf(key), limits: key.limits?.requests ?? [], tokenLimits: key.limits?.tokens ?? [] })),
         },
 }));
 

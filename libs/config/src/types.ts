@@ -4,6 +4,12 @@ export interface WindowLimit {
   readonly perMs: number;
 }
 
+/** A token window: at most `tokens` tokens over the requests of any interval of `perMs`. */
+export interface TokenWindowLimit {
+  readonly tokens: number;
+  readonly perMs: number;
+}
+
 /** Where a provider key's secret comes from, as the config file says it. */
 export type ConfigSecret = { readonly kind: 'literal'; readonly value: string } | { readonly kind: 'env'; readonly name: string };
 

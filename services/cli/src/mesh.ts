@@ -108,7 +108,9 @@ export async function startMesh(options: UpOptions): Promise<Mesh> {
     if (config.mockProvider) {
       const keys = config.mockProvider.keys.flatMap((k) => {
         const secret = secretValue(k.secret, env);
-        return secret === undefined ? [] : [{ secret, limits: k.limits.map((l) => ({ requests: l.requests, perMs: l.perMs })) }];
+        return secret === undefined
+          ? []
+          : [{ secret, limits: [...k.limits.map((l) => ({ requests: l.requests, perMs: l.perMs })), ...k.tokenLimits.map((l) => ({ tokens: l.tokens, perMs: l.perMs }))] }];
       });
       const started = await startMockProvider({ host: LOOPBACK, port: config.mockProvider.port, keys, latencyMs: config.mockProvider.latencyMs });
       mock = started;

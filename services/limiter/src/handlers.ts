@@ -33,7 +33,7 @@ const CONDITIONS: Record<KeyCondition, ProtoKeyCondition> = {
 };
 
 function responseOf(result: AcquireResult): MessageInitShape<typeof AcquireResponseSchema> {
-  if (result.granted) return { outcome: AcquireOutcome.GRANTED, keyId: result.keyId };
+  if (result.granted) return { outcome: AcquireOutcome.GRANTED, keyId: result.keyId, admissionId: result.admissionId };
   return {
     outcome: AcquireOutcome.DENIED,
     reason: result.reason,
@@ -56,7 +56,9 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock): ServiceI
   return {
     async acquire(request) {
       try {
-        return responseOf(await limiter.acquire({ poolId: request.poolId, excludedKeyIds: request.excludedKeyIds }, clock.nowMs()));
+        return responseOf(
+          await limiter.acquire({ poolId: request.poolId, excludedKeyIds: request.excludedKeyIds, estimatedTokens: request.estimatedTokens }, clock.nowMs()),
+        );
       } catch (err) {
         throw statusOf(err);
       }
@@ -64,7 +66,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock): ServiceI
     async acquireBatch(request) {
       try {
         const results = await limiter.acquireBatch(
-          request.requests.map((r) => ({ poolId: r.poolId, excludedKeyIds: r.excludedKeyIds })),
+          request.requests.map((r) => ({ poolId: r.poolId, excludedKeyIds: r.excludedKeyIds, estimatedTokens: r.estimatedTokens })),
           clock.nowMs(),
         );
         return { responses: results.map(responseOf) };
@@ -76,18 +78,35 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock): ServiceI
       const holdMs = Math.min(msOf(request.hold) ?? DEFAULT_HOLD_MS, MAX_HOLD_MS);
       try {
         const results = await limiter.grantLeases(
-          request.requests.map((r) => ({ poolId: r.poolId, wantedSlots: r.wantedSlots, excludedKeyIds: r.excludedKeyIds })),
+          request.requests.map((r) => ({ poolId: r.poolId, wantedSlots: r.wantedSlots, wantedTokens: r.wantedTokens, excludedKeyIds: r.excludedKeyIds })),
           clock.nowMs(),
           holdMs,
         );
         return {
           pools: results.map((result, i) => ({
             poolId: request.requests[i].poolId,
-            leases: result.grants.map((g) => ({ keyId: g.keyId, slots: g.slots })),
+            leases: result.grants.map((g) => ({ keyId: g.keyId, slots: g.slots, tokens: g.tokens ?? 0, admissionId: g.admissionId ?? '' })),
             reason: result.reason ?? '',
             ...(result.retryAfterMs === undefined ? {} : { retryAfter: durationOf(result.retryAfterMs) }),
           })),
         };
+      } catch (err) {
+        throw statusOf(err);
+      }
+    },
+    async settle(request) {
+      try {
+        await limiter.settle(
+          request.settlements.map((s) => ({
+            poolId: s.poolId,
+            keyId: s.keyId,
+            admissionId: s.admissionId,
+            reservedTokens: s.reservedTokens,
+            usedTokens: s.usedTokens,
+          })),
+          clock.nowMs(),
+        );
+        return {};
       } catch (err) {
         throw statusOf(err);
       }
@@ -123,6 +142,12 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock): ServiceI
             limitRequests: tightest?.requests ?? 0,
             ...(tightest ? { window: durationOf(tightest.perMs) } : {}),
             ...(s.coolingUntilMs === undefined ? {} : { coolingUntil: timestampFromMs(s.coolingUntilMs) }),
+            tokenWindows: s.tokenWindows.map((w) => ({
+              remainingTokens: BigInt(Math.floor(w.remaining)),
+              limitTokens: BigInt(w.tokens),
+              window: durationOf(w.perMs),
+              resetIn: durationOf(w.resetInMs),
+            })),
           };
         }),
       };

@@ -19,6 +19,7 @@ import type { OpenAiChatRequest, OpenAiChatResponse, OpenAiUsage } from './provi
 import { adapterFor } from './providers';
 import { chatStreamAttempt, embeddingAttempt } from './routing/attempts';
 import { degradedChatStream, usageReasonOf } from './routing/degraded';
+import { RequestTokens } from './admission/request-tokens';
 import type { Dispatcher, RequestScope } from './routing/dispatcher';
 import type { Gateway } from './routing/gateway';
 import type { RouteTable } from './routing/route-table';
@@ -81,7 +82,7 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
     const deadlineMs = Math.min(ctx.deadlineMs ?? Infinity, Date.now() + route.timeoutMs);
     const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(Math.max(0, deadlineMs - Date.now()))]);
     const release = deps.concurrency.acquire(route, tenantId);
-    return { scope: { requestId, tenantId, route, deadlineMs, signal, traceContext: ctx.traceContext }, startedMs: Date.now(), release };
+    return { scope: { requestId, tenantId, route, deadlineMs, signal, traceContext: ctx.traceContext, tokens: new RequestTokens() }, startedMs: Date.now(), release };
   };
   const served = (ctx: CallContext, s: { target: { providerId: string; model: string }; keyId: string; attempts: number; degraded?: string }): void => {
     ctx.setTrailer('x-keymesh-provider', s.target.providerId);
@@ -103,6 +104,7 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
       const { scope, startedMs, release } = begin(ctx, request.model);
       try {
         const body = toOpenAi(request.model, request.messages, request.parameters, false);
+        scope.tokens?.forChat(body);
         const { result, served: s } = await deps.gateway.chat(scope, body, undefined, 'use');
         if (s) served(ctx, s);
         ctx.setTrailer('x-keymesh-cache', s ? 'miss' : 'hit');
@@ -162,6 +164,7 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
     let s;
     try {
       const body = toOpenAi(request.model, request.messages, request.parameters, true);
+      scope.tokens?.forChat(body);
       s = await deps.dispatcher.run(scope, chatStreamAttempt(body, undefined), degradedChatStream(body, scope.requestId));
     } catch (err) {
       return failed(err, scope, startedMs);
@@ -212,6 +215,7 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
     }
     try {
       const body = { model: request.model, input: request.inputs, ...(request.dimensions !== undefined ? { dimensions: request.dimensions } : {}) };
+      scope.tokens?.forEmbeddings(body);
       const s = await deps.dispatcher.run(scope, embeddingAttempt(body, undefined));
       served(ctx, s);
       const usage = s.value.usage;

@@ -12,6 +12,7 @@ import { toJson } from '@bufbuild/protobuf';
 import { GetUsageResponseSchema } from '@keymesh/proto/analytics/v1/analytics';
 import { AcquireBatcher } from './admission/acquire-batcher';
 import { LeaseAdmission } from './admission/lease-admission';
+import { SettleBatcher } from './admission/settle-batcher';
 import { UsageRecorder } from './usage/usage-recorder';
 import { createHttpEdge } from './edge/http-edge';
 import { routerHandlers } from './handlers';
@@ -67,7 +68,10 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
     ? new RedisIdempotencyStore({ redis: options.redis.url, prefix: options.redis.prefix, logger })
     : new MemoryIdempotencyStore();
   const keys = new KeyMaterialCache(keyVault, options.routerToken);
-  const admission = new LeaseAdmission(limiter, telemetry, new AcquireBatcher(limiter, telemetry), {
+  const exact = new AcquireBatcher(limiter, telemetry);
+  const settles = new SettleBatcher(limiter, logger);
+  const admission = new LeaseAdmission(limiter, telemetry, exact, {
+    returnTokens: (poolId, keyId, admissionId, unspentTokens) => settles.settle({ poolId, keyId, admissionId, reservedTokens: unspentTokens, usedTokens: 0 }),
     holdMs: (poolId) => table.leaseHoldMs.get(poolId) ?? 1_000,
   });
   const follower = followPolicy({
@@ -101,7 +105,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   const currentTable = (): RouteTable => table;
   const dispatcher = new Dispatcher({ table: currentTable, admission, keys, limiter, telemetry, logger });
   const usage = new UsageRecorder(bus);
-  const gateway = new Gateway({ table: currentTable, dispatcher, cache, usage, logger });
+  const gateway = new Gateway({ table: currentTable, dispatcher, cache, usage, settles, logger });
 
   const rpcServer = createRpcServer({ telemetry, logger });
   rpcServer.add(RouterService, routerHandlers({ table: currentTable, gateway, dispatcher, concurrency, breakers: dispatcher.breakers }));
@@ -158,6 +162,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
       follower.close();
       keyEvents.unsubscribe();
       await Promise.all([edge.close(), rpcServer.shutdown()]);
+      await settles.drain();
       await Promise.all([...table.providers.values()].map((p) => p.upstream.close()));
       for (const client of [limiter, keyVault, cache, analytics, control]) closeRpcClient(client);
       await idempotency.close();

@@ -9,6 +9,7 @@
  */
 import { performance } from "node:perf_hooks";
 import { Pool, type Dispatcher } from "undici";
+import { serveLoadRuns, type FromLoadProcess } from "./load-client";
 
 export interface LoadSpec {
   /** Names this run in every message about it. */
@@ -50,15 +51,7 @@ export interface LoadResult {
   ttfbMs: Float64Array;
 }
 
-export type ToLoadgen = { type: "run"; spec: LoadSpec };
-
-export type FromLoadgen =
-  | { type: "ready" }
-  | { type: "measure-start"; runId: number }
-  | { type: "progress"; runId: number; elapsedMs: number; ok: number; errors: number }
-  | { type: "measure-end"; runId: number }
-  | { type: "result"; runId: number; result: LoadResult }
-  | { type: "failed"; runId: number; message: string };
+export type FromLoadgen = FromLoadProcess<LoadResult>;
 
 const INITIAL_SAMPLE_CAPACITY = 1 << 16;
 const MAX_IN_FLIGHT_OPEN_LOOP = 1024;
@@ -69,7 +62,8 @@ const NETWORK_ERROR = "network error";
 const NETWORK_ERROR_PAUSE_MS = 10;
 const DONE_MARKER = Buffer.from("[DONE]");
 
-class SampleBuffer {
+/** Latency samples in a growable Float64Array, capped at `maxSamples` (beyond it only counts are kept). */
+export class SampleBuffer {
   private values = new Float64Array(INITIAL_SAMPLE_CAPACITY);
   private count = 0;
 
@@ -323,32 +317,4 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 }
 
-function main(): void {
-  const send = (message: FromLoadgen): void => {
-    process.send?.(message);
-  };
-  // the orchestrator going away (or its IPC channel) ends this process
-  process.on("disconnect", () => process.exit(0));
-  let busy = false;
-  process.on("message", (message: ToLoadgen) => {
-    if (message.type !== "run") return;
-    const { spec } = message;
-    if (busy) {
-      send({ type: "failed", runId: spec.runId, message: "a run is already in progress" });
-      return;
-    }
-    busy = true;
-    Promise.resolve()
-      .then(() => new LoadRun(spec, send).run())
-      .then(
-        (result) => send({ type: "result", runId: spec.runId, result }),
-        (error: unknown) => send({ type: "failed", runId: spec.runId, message: String(error) }),
-      )
-      .finally(() => {
-        busy = false;
-      });
-  });
-  send({ type: "ready" });
-}
-
-if (require.main === module) main();
+if (require.main === module) serveLoadRuns<LoadSpec, LoadResult>((spec, send) => new LoadRun(spec, send).run());

@@ -121,7 +121,7 @@ export function fmtMB(bytes: number): string {
   return Number.isFinite(bytes) ? `${(bytes / 1e6).toFixed(1)} MB` : "-";
 }
 
-function fmtRate(rps: number): string {
+export function fmtRate(rps: number): string {
   return Number.isFinite(rps) ? rps.toFixed(0) : "-";
 }
 
@@ -233,4 +233,9 @@ export function check(label: string, value: number, target: string, pass: (v: nu
 export function renderSummary(title: string, checks: readonly Check[]): string {
   const rows = checks.map((c) => [c.label, c.measured, c.target, c.pass === null ? "n/a" : c.pass ? "PASS" : "MISS"]);
   return [`== ${title} (informational; the bench never fails on these)`, renderTable(["target", "measured", "goal", ""], rows)].join("\n");
+}
+
+/** A line for the summary that has no goal to meet: shown, never PASS or MISS. */
+export function info(label: string, measured: string): Check {
+  return { label, measured, target: "no goal", pass: null };
 }

@@ -4,7 +4,7 @@
  * keymesh against calling the mock directly. Prints numbers, never asserts
  * them: the exit code says only whether the harness itself worked.
  */
-import { fork, spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -12,7 +12,8 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { Client } from "undici";
-import type { FromLoadgen, LoadResult, LoadSpec, ToLoadgen } from "./loadgen";
+import { LoadClient, type RunHooks } from "./load-client";
+import type { LoadResult, LoadSpec } from "./loadgen";
 import {
   clockTicks, cpuDeltaMs, listProcessTree, RssSampler, snapshotTreeCpu, type CpuSnapshot,
 } from "./proc-stats";
@@ -21,6 +22,7 @@ import {
   renderSummary, renderTable, summarizeMemory, summarizeTarget,
   type Check, type MemoryReport, type ScenarioReport, type Target, type TargetTotals,
 } from "./report";
+import { LIMITER_SCENARIO, runLimiterBench, type ServiceHandle } from "./limiter";
 import { RESILIENCE_SCENARIOS, runResilience, type KeymeshHandle, type ResilienceResult } from "./resilience";
 
 const MOCK_READY = /mock provider listening on/;
@@ -92,7 +94,7 @@ function readOptions(argv: readonly string[]): BenchOptions {
   const onlyRaw = process.env["BENCH_ONLY"];
   const only = onlyRaw ? new Set(onlyRaw.split(",").map((s) => s.trim()).filter((s) => s !== "")) : null;
   if (only !== null) {
-    const known = [...SCENARIOS, ...RESILIENCE_SCENARIOS].map((s) => s.name);
+    const known = [...SCENARIOS, ...RESILIENCE_SCENARIOS, LIMITER_SCENARIO].map((s) => s.name);
     const unknown = [...only].filter((name) => !known.includes(name));
     if (unknown.length > 0) {
       throw new HarnessError(`BENCH_ONLY: unknown scenario ${unknown.join(", ")} (known: ${known.join(", ")})`);
@@ -285,82 +287,6 @@ async function freePort(): Promise<number> {
   return address.port;
 }
 
-// ---------------------------------------------------------------- load client
-
-interface RunHooks {
-  onMeasureStart?: () => void;
-  onMeasureEnd?: () => void;
-  onProgress?: (message: Extract<FromLoadgen, { type: "progress" }>) => void;
-}
-
-/** The forked load process; one run at a time. */
-class LoadClient {
-  readonly child: ChildProcess;
-  private readonly ready: Promise<void>;
-  private nextRunId = 1;
-  private current: { runId: number; hooks: RunHooks; resolve: (r: LoadResult) => void; reject: (e: Error) => void } | null = null;
-
-  constructor(script: string) {
-    // advanced serialization carries the Float64Array samples as binary, not JSON
-    this.child = fork(script, [], { serialization: "advanced", stdio: ["ignore", "inherit", "inherit", "ipc"] });
-    this.ready = new Promise((resolveReady, rejectReady) => {
-      this.child.on("message", (message: FromLoadgen) => {
-        if (message.type === "ready") resolveReady();
-        else this.dispatch(message);
-      });
-      this.child.once("exit", (code, signal) => {
-        const error = new HarnessError(`load client exited (${signal ?? code})`);
-        rejectReady(error);
-        this.current?.reject(error);
-        this.current = null;
-      });
-    });
-  }
-
-  get pid(): number {
-    return this.child.pid ?? -1;
-  }
-
-  async run(spec: Omit<LoadSpec, "runId">, hooks: RunHooks = {}): Promise<LoadResult> {
-    await this.ready;
-    if (this.current !== null) throw new HarnessError("load client is busy");
-    const runId = this.nextRunId++;
-    return new Promise<LoadResult>((resolveRun, rejectRun) => {
-      this.current = { runId, hooks, resolve: resolveRun, reject: rejectRun };
-      const message: ToLoadgen = { type: "run", spec: { ...spec, runId } };
-      this.child.send(message);
-    });
-  }
-
-  kill(): void {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
-  }
-
-  private dispatch(message: Exclude<FromLoadgen, { type: "ready" }>): void {
-    const current = this.current;
-    if (current === null || message.runId !== current.runId) return;
-    switch (message.type) {
-      case "measure-start":
-        current.hooks.onMeasureStart?.();
-        break;
-      case "measure-end":
-        current.hooks.onMeasureEnd?.();
-        break;
-      case "progress":
-        current.hooks.onProgress?.(message);
-        break;
-      case "result":
-        this.current = null;
-        current.resolve(message.result);
-        break;
-      case "failed":
-        this.current = null;
-        current.reject(new HarnessError(`load client: ${message.message}`));
-        break;
-    }
-  }
-}
-
 // ---------------------------------------------------------------- the bench
 
 interface Endpoint {
@@ -385,7 +311,7 @@ interface CpuMarks {
 class Bench {
   private mock: ManagedChild | null = null;
   private keymesh: ManagedChild | null = null;
-  private client: LoadClient | null = null;
+  private client: LoadClient<LoadSpec, LoadResult> | null = null;
   private sampler: RssSampler | null = null;
   private workDir: string | null = null;
   private endpoints: Record<Target, Endpoint> | null = null;
@@ -455,7 +381,7 @@ class Bench {
     const treeSize = (await listProcessTree(this.keymesh.pid)).length;
     log(`keymesh is up: ${treeSize} process(es) in its tree, RSS ${fmtMB(this.idleRssBytes)}; clock ticks ${clockTicks()}/s`);
 
-    this.client = new LoadClient(join(__dirname, "loadgen.js"));
+    this.client = new LoadClient<LoadSpec, LoadResult>(join(__dirname, "loadgen.js"));
   }
 
   /** Ends the throughput scenarios' mock, keymesh and load client (their CPU would only add noise later). */
@@ -465,39 +391,50 @@ class Bench {
     await Promise.all([this.keymesh?.stop(), this.mock?.stop()]);
   }
 
-  private ensureWorkDir(): string {
+  /** The scratch dir, made on first use and removed by stop(). */
+  ensureWorkDir(): string {
     this.workDir ??= mkdtempSync(join(tmpdir(), "keymesh-bench-"));
     return this.workDir;
   }
 
   /** A `keymesh up` of its own for a resilience scenario; a death while it runs fails the bench. */
   async startExtraKeymesh(name: string, configYaml: string): Promise<KeymeshHandle> {
-    const keymeshBin = join(this.options.root, "services/cli/bin/keymesh.js");
-    if (!existsSync(keymeshBin)) throw new HarnessError(`${keymeshBin} not found: build first (npm run build), or set BENCH_ROOT`);
-    const workDir = this.ensureWorkDir();
-    const port = await freePort();
-    const configPath = join(workDir, `${name}.yaml`);
+    const configPath = join(this.ensureWorkDir(), `${name}.yaml`);
     writeFileSync(configPath, configYaml);
+    const port = await freePort();
     log(`starting ${name} on 127.0.0.1:${port}`);
-    const child = new ManagedChild(
-      name, [keymeshBin, "up", "--config", configPath],
+    const service = await this.startExtraService(
+      name, [this.keymeshBin(), "up", "--config", configPath],
       // a free gRPC port too: the default 50051 may be taken by another keymesh
-      { ...process.env, KEYMESH_HTTP_PORT: String(port), KEYMESH_GRPC_PORT: String(await freePort()) }, workDir, this.options.verbose,
+      { ...process.env, KEYMESH_HTTP_PORT: String(port), KEYMESH_GRPC_PORT: String(await freePort()) },
+      KEYMESH_READY,
     );
+    return { origin: `http://127.0.0.1:${port}`, stop: () => service.stop() };
+  }
+
+  /** A service of its own for a later scenario, run from the scratch dir; a death while it runs fails the bench. */
+  async startExtraService(name: string, args: readonly string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<ServiceHandle> {
+    const child = new ManagedChild(name, args, env, this.ensureWorkDir(), this.options.verbose);
     this.extras.add(child);
-    await child.waitReady(KEYMESH_READY, KEYMESH_READY_TIMEOUT_MS);
+    await child.waitReady(ready, KEYMESH_READY_TIMEOUT_MS);
     void child.exited.then((how) => {
       if (!child.stoppedOnPurpose) {
         this.failFatal?.(new HarnessError(`${child.name} exited unexpectedly (${String(how)}); last output:\n${child.recentOutput()}`));
       }
     });
     return {
-      origin: `http://127.0.0.1:${port}`,
+      pid: child.pid,
       stop: async () => {
         await child.stop();
         this.extras.delete(child);
       },
     };
+  }
+
+  keymeshBin(): string {
+    const keymeshBin = join(this.options.root, "services/cli/bin/keymesh.js");
+    if (!existsSync(keymeshBin)) throw new HarnessError(`${keymeshBin} not found: build first (npm run build), or set BENCH_ROOT`);
+    return keymeshBin;
   }
 
   /** Ends `work` early with the harness error when a service died. */
@@ -899,6 +836,7 @@ async function main(): Promise<number> {
     const { only } = options;
     const throughputSelected = only === null || SCENARIOS.some((s) => only.has(s.name));
     const resilienceSelected = options.soakSeconds !== null ? [] : RESILIENCE_SCENARIOS.filter((s) => only === null || only.has(s.name));
+    const limiterSelected = options.soakSeconds === null && (only === null || only.has(LIMITER_SCENARIO.name));
     if (options.soakSeconds !== null || throughputSelected) {
       await bench.start();
       await bench.preflight();
@@ -934,6 +872,18 @@ async function main(): Promise<number> {
         checks.push(...result.checks);
       }
       if (resilience.length > 0) content = { ...content, resilience: resilience.map((r) => ({ name: r.name, ...(r.json as object) })) };
+      if (limiterSelected) {
+        const limiter = await runLimiterBench({
+          keymeshBin: bench.keymeshBin(),
+          workDir: () => bench.ensureWorkDir(),
+          startService: (name, args, env, ready) => bench.startExtraService(name, args, env, ready),
+          guard: (work) => bench.guard(work),
+          log,
+        });
+        console.log(`\n${limiter.text}`);
+        checks.push(...limiter.checks);
+        content = { ...content, limiter: limiter.json };
+      }
     }
     console.log(`\n${renderSummary("targets", checks)}`);
     if (options.jsonPath !== null) writeJson(options.jsonPath, options, { ...content, checks });

@@ -35,20 +35,20 @@ describe('KeyPoolLimiter', () => {
 
   describe('acquire', () => {
     it('denies with KEY_POOL_EXHAUSTED and the exact retry-after when every key is full', async () => {
-      assert.deepEqual(await acquire(), { granted: true, keyId: 'k1' });
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k1', admissionId: '' });
       clock.advance(10_000);
-      assert.deepEqual(await acquire(), { granted: true, keyId: 'k2' });
-      assert.deepEqual(await acquire(), { granted: true, keyId: 'k1' });
-      assert.deepEqual(await acquire(), { granted: true, keyId: 'k2' });
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k2', admissionId: '' });
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k1', admissionId: '' });
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k2', admissionId: '' });
       assert.deepEqual(await acquire(), { granted: false, retryAfterMs: 50_000, reason: 'KEY_POOL_EXHAUSTED' });
     });
 
     it('never grants a request a key it excluded, even the one with the most headroom', async () => {
       await acquire(['k2']);
       // k2 now has more headroom, but this request already tried it.
-      assert.deepEqual(await acquire(['k2']), { granted: true, keyId: 'k1' });
+      assert.deepEqual(await acquire(['k2']), { granted: true, keyId: 'k1', admissionId: '' });
       assert.deepEqual(await acquire(['k2']), { granted: false, retryAfterMs: 60_000, reason: 'KEY_POOL_EXHAUSTED' });
-      assert.deepEqual(await acquire(), { granted: true, keyId: 'k2' });
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k2', admissionId: '' });
     });
 
     it('denies with KEY_POOL_UNAVAILABLE and no retry-after when every key is excluded', async () => {
@@ -66,7 +66,7 @@ describe('KeyPoolLimiter', () => {
 
     it('treats a key with no limits as always admissible', async () => {
       await limiter.applyPools([{ poolId: 'free', keys: [{ keyId: 'x', limits: [] }] }]);
-      for (let i = 0; i < 1000; i++) assert.deepEqual(await acquire([], 'free'), { granted: true, keyId: 'x' });
+      for (let i = 0; i < 1000; i++) assert.deepEqual(await acquire([], 'free'), { granted: true, keyId: 'x', admissionId: '' });
     });
 
     it('decides a batch in order, each exactly as acquire would', async () => {
@@ -79,8 +79,8 @@ describe('KeyPoolLimiter', () => {
         clock.nowMs(),
       );
       assert.deepEqual(results, [
-        { granted: true, keyId: 'k1' },
-        { granted: true, keyId: 'k2' },
+        { granted: true, keyId: 'k1', admissionId: '' },
+        { granted: true, keyId: 'k2', admissionId: '' },
         { granted: false, retryAfterMs: 60_000, reason: 'KEY_POOL_EXHAUSTED' },
       ]);
     });
@@ -91,7 +91,41 @@ describe('KeyPoolLimiter', () => {
         limiter.acquireBatch([{ poolId: 'anthropic' }, { poolId: 'nope' }], clock.nowMs()),
         UnknownPoolError,
       );
-      assert.deepEqual(await acquire([], 'anthropic'), { granted: true, keyId: 'k1' });
+      assert.deepEqual(await acquire([], 'anthropic'), { granted: true, keyId: 'k1', admissionId: '' });
+    });
+  });
+
+  describe('token limits', () => {
+    beforeEach(async () => {
+      await limiter.applyPools([{ poolId: 'tokens', keys: [{ keyId: 't1', limits: [], tokenLimits: [{ tokens: 1000, perMs: 60_000 }] }] }]);
+    });
+
+    it('reserves the estimate and settles it down to the reported usage', async () => {
+      const first = await limiter.acquire({ poolId: 'tokens', estimatedTokens: 900 }, clock.nowMs());
+      assert.ok(first.granted && first.admissionId !== '');
+      const denied = await limiter.acquire({ poolId: 'tokens', estimatedTokens: 200 }, clock.nowMs());
+      assert.deepEqual(denied, { granted: false, retryAfterMs: 60_000, reason: 'KEY_POOL_EXHAUSTED' });
+      await limiter.settle([{ poolId: 'tokens', keyId: 't1', admissionId: first.admissionId, reservedTokens: 900, usedTokens: 120 }], clock.nowMs());
+      assert.ok((await limiter.acquire({ poolId: 'tokens', estimatedTokens: 880 }, clock.nowMs())).granted);
+    });
+
+    it('drops settles for keys it no longer has rather than failing the batch', async () => {
+      await limiter.settle([{ poolId: 'gone', keyId: 't1', admissionId: '1', reservedTokens: 9, usedTokens: 1 }], clock.nowMs());
+    });
+
+    it('says no key is usable when the request needs more tokens than any key\'s limit', async () => {
+      assert.deepEqual(await limiter.acquire({ poolId: 'tokens', estimatedTokens: 1001 }, clock.nowMs()), {
+        granted: false,
+        retryAfterMs: undefined,
+        reason: 'KEY_POOL_UNAVAILABLE',
+      });
+    });
+
+    it('rejects token limits that are not positive whole numbers', async () => {
+      await assert.rejects(
+        limiter.applyPools([{ poolId: 'tokens', keys: [{ keyId: 't1', limits: [], tokenLimits: [{ tokens: 0.5, perMs: 60_000 }] }] }]),
+        (err: unknown) => err instanceof InvalidPoolSpecError && err.message.includes('tokenLimits[0].tokens'),
+      );
     });
   });
 
@@ -104,7 +138,7 @@ describe('KeyPoolLimiter', () => {
       });
       assert.deepEqual(await acquire(['k2']), { granted: false, retryAfterMs: 2500, reason: 'KEY_POOL_EXHAUSTED' });
       clock.advance(2500);
-      assert.deepEqual(await acquire(['k2']), { granted: true, keyId: 'k1' });
+      assert.deepEqual(await acquire(['k2']), { granted: true, keyId: 'k1', admissionId: '' });
     });
 
     it('cools a key until its reset when a success says nothing is left, and ignores a plain success', async () => {
@@ -133,7 +167,7 @@ describe('KeyPoolLimiter', () => {
       clock.advance(24 * 3_600_000);
       assert.equal((await acquire()).granted, false);
       assert.equal((await limiter.unparkKey('openai', 'k1', clock.nowMs())).condition, 'READY');
-      assert.deepEqual(await acquire(), { granted: true, keyId: 'k1' });
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k1', admissionId: '' });
     });
 
     it('changes nothing on a 2xx or any other status', async () => {
@@ -141,12 +175,12 @@ describe('KeyPoolLimiter', () => {
       assert.equal((await report('k1', 200)).condition, 'COOLING');
       assert.equal((await report('k2', 200)).condition, 'READY');
       assert.equal((await report('k2', 500)).condition, 'READY');
-      assert.deepEqual(await acquire(), { granted: true, keyId: 'k2' });
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k2', admissionId: '' });
     });
 
     it('keeps pools apart: a key id in two pools has two states', async () => {
       await report('k1', 401);
-      assert.deepEqual(await acquire([], 'anthropic'), { granted: true, keyId: 'k1' });
+      assert.deepEqual(await acquire([], 'anthropic'), { granted: true, keyId: 'k1', admissionId: '' });
     });
 
     it('rejects an unknown key with UnknownKeyError', async () => {
@@ -191,14 +225,14 @@ describe('KeyPoolLimiter', () => {
         ]);
         return true;
       });
-      assert.deepEqual(await acquire([], 'anthropic'), { granted: true, keyId: 'k1' });
+      assert.deepEqual(await acquire([], 'anthropic'), { granted: true, keyId: 'k1', admissionId: '' });
     });
 
     it('forgets removed pools and keys', async () => {
       await limiter.applyPools([{ poolId: 'openai', keys: [{ keyId: 'k2', limits: perMinute(2) }] }]);
       await assert.rejects(acquire([], 'anthropic'), UnknownPoolError);
       await assert.rejects(report('k1', 429), UnknownKeyError);
-      assert.deepEqual(await acquire(), { granted: true, keyId: 'k2' });
+      assert.deepEqual(await acquire(), { granted: true, keyId: 'k2', admissionId: '' });
     });
   });
 
@@ -290,6 +324,7 @@ describe('KeyPoolLimiter', () => {
           conditionReason: '',
           coolingUntilMs: undefined,
           windows: [{ requests: 2, perMs: 60_000, remaining: 1, resetInMs: 59_000 }],
+          tokenWindows: [],
         },
         {
           poolId: 'openai',
@@ -298,6 +333,7 @@ describe('KeyPoolLimiter', () => {
           conditionReason: 'provider answered 429',
           coolingUntilMs: T0 + 3000,
           windows: [{ requests: 2, perMs: 60_000, remaining: 2, resetInMs: 0 }],
+          tokenWindows: [],
         },
       ]);
     });

@@ -10,6 +10,7 @@ import type {
   KeyOutcome,
   KeyState,
   PoolSpec,
+  Settlement,
 } from './types';
 
 /** How long a 429 cools a key when the provider didn't say. */
@@ -76,6 +77,7 @@ export class KeyPoolLimiter {
       const excluded = request.excludedKeyIds;
       candidates[i] = {
         poolId: request.poolId,
+        tokens: tokensOf(request.estimatedTokens),
         keyIds:
           excluded === undefined || excluded.length === 0
             ? pool.keyIds
@@ -97,6 +99,7 @@ export class KeyPoolLimiter {
       return {
         poolId: request.poolId,
         wantedSlots: request.wantedSlots,
+        wantedTokens: tokensOf(request.wantedTokens),
         keyIds: excluded === undefined || excluded.length === 0 ? pool.keyIds : pool.keyIds.filter((keyId) => !excluded.includes(keyId)),
       };
     });
@@ -109,6 +112,20 @@ export class KeyPoolLimiter {
             retryAfterMs: decision.retryAfterMs,
             reason: decision.retryAfterMs === undefined ? 'KEY_POOL_UNAVAILABLE' : 'KEY_POOL_EXHAUSTED',
           },
+    );
+  }
+
+  /**
+   * Corrects reservations to the provider's reported usage (see
+   * LimiterStore.settle). Settlements for pools or keys a config swap removed
+   * are dropped: their windows are gone with them.
+   */
+  async settle(settlements: readonly Settlement[], nowMs: number): Promise<void> {
+    const known = settlements.filter((s) => this.pools.get(s.poolId)?.keyIdSet.has(s.keyId) === true && s.admissionId !== '');
+    if (known.length === 0) return;
+    await this.store.settle(
+      known.map((s) => ({ ...s, reservedTokens: tokensOf(s.reservedTokens), usedTokens: tokensOf(s.usedTokens) })),
+      nowMs,
     );
   }
 
@@ -159,6 +176,11 @@ export class KeyPoolLimiter {
   private keyGone(key: KeyRef): never {
     throw new UnknownKeyError(key.poolId, key.keyId);
   }
+}
+
+/** Whole, non-negative token counts: what the wire may carry as anything else is a caller's bug, not a weight. */
+function tokensOf(tokens: number | undefined): number {
+  return tokens !== undefined && Number.isFinite(tokens) && tokens > 0 ? Math.ceil(tokens) : 0;
 }
 
 function coolingMs(retryAfterMs: number | undefined): number {

@@ -1,4 +1,4 @@
-import type { PoolSpec, WindowLimit } from './types';
+import type { PoolSpec, TokenWindowLimit, WindowLimit } from './types';
 
 /**
  * A sliding log keeps one 8-byte slot per request of a window, so a window's
@@ -6,6 +6,9 @@ import type { PoolSpec, WindowLimit } from './types';
  * monthly) belong to calendar quotas, not sliding logs.
  */
 export const MAX_WINDOW_REQUESTS = 1_000_000;
+
+/** Token windows store one entry per admission, not per token, so only sanity bounds them. */
+export const MAX_WINDOW_TOKENS = 1_000_000_000_000;
 
 /** Every problem in the specs, each named by its path; empty when valid. */
 export function findPoolSpecProblems(pools: readonly PoolSpec[]): string[] {
@@ -40,6 +43,21 @@ export function findPoolSpecProblems(pools: readonly PoolSpec[]): string[] {
           problems.push(`${limitPath}.perMs: must be a positive number of ms, got ${String(limit.perMs)}`);
         }
       });
+      const tokenLimits: readonly TokenWindowLimit[] | undefined = key.tokenLimits;
+      if (tokenLimits === undefined) return;
+      if (!Array.isArray(tokenLimits)) {
+        problems.push(`${keyPath}.tokenLimits: must be a list`);
+        return;
+      }
+      tokenLimits.forEach((limit, l) => {
+        const limitPath = `${keyPath}.tokenLimits[${l}]`;
+        if (!Number.isInteger(limit.tokens) || limit.tokens < 1 || limit.tokens > MAX_WINDOW_TOKENS) {
+          problems.push(`${limitPath}.tokens: must be an integer from 1 to ${MAX_WINDOW_TOKENS}, got ${String(limit.tokens)}`);
+        }
+        if (typeof limit.perMs !== 'number' || !Number.isFinite(limit.perMs) || limit.perMs <= 0) {
+          problems.push(`${limitPath}.perMs: must be a positive number of ms, got ${String(limit.perMs)}`);
+        }
+      });
     });
   });
   return problems;
@@ -57,6 +75,9 @@ export function freezePoolSpecs(pools: readonly PoolSpec[]): readonly PoolSpec[]
               keyId: key.keyId,
               limits: Object.freeze(
                 key.limits.map((limit) => Object.freeze({ requests: limit.requests, perMs: limit.perMs })),
+              ),
+              tokenLimits: Object.freeze(
+                (key.tokenLimits ?? []).map((limit) => Object.freeze({ tokens: limit.tokens, perMs: limit.perMs })),
               ),
             }),
           ),

@@ -9,10 +9,22 @@ export interface WindowLimit {
   readonly perMs: number;
 }
 
+/**
+ * At most `tokens` tokens over the admissions of any interval of length
+ * `perMs`, each admission weighing what it reserved (its estimate) until a
+ * settle corrects it to what the provider reported.
+ */
+export interface TokenWindowLimit {
+  readonly tokens: number;
+  readonly perMs: number;
+}
+
 export interface KeySpec {
   readonly keyId: string;
   /** Empty: the key is never limited by the limiter (the provider may still 429 it). */
   readonly limits: readonly WindowLimit[];
+  /** Absent or empty: no token limit, and admissions carry no weight. */
+  readonly tokenLimits?: readonly TokenWindowLimit[];
 }
 
 export interface PoolSpec {
@@ -48,16 +60,28 @@ export interface WindowState {
   readonly resetInMs: number;
 }
 
+export interface TokenWindowState {
+  readonly tokens: number;
+  readonly perMs: number;
+  /** Tokens the window would still take now. */
+  readonly remaining: number;
+  /** Until the window's newest admission leaves it; 0 when nothing is in it. */
+  readonly resetInMs: number;
+}
+
 export interface KeyState extends KeyConditionState {
   readonly poolId: string;
   readonly keyId: string;
   readonly windows: readonly WindowState[];
+  readonly tokenWindows: readonly TokenWindowState[];
 }
 
 export interface AcquireRequest {
   readonly poolId: string;
   /** Keys this request already tried; never granted to it again. */
   readonly excludedKeyIds?: readonly string[];
+  /** Tokens to reserve in the granted key's token windows (0 when absent). */
+  readonly estimatedTokens?: number;
 }
 
 /**
@@ -67,7 +91,12 @@ export interface AcquireRequest {
 export type DenialReason = 'KEY_POOL_EXHAUSTED' | 'KEY_POOL_UNAVAILABLE';
 
 export type AcquireResult =
-  | { readonly granted: true; readonly keyId: string }
+  | {
+      readonly granted: true;
+      readonly keyId: string;
+      /** Names the reservation for a later settle; "" when the key has no token windows. */
+      readonly admissionId: string;
+    }
   | {
       readonly granted: false;
       /** undefined exactly when reason is KEY_POOL_UNAVAILABLE. */
@@ -86,11 +115,35 @@ export interface KeyOutcome {
 export interface LeaseRequest {
   readonly poolId: string;
   readonly wantedSlots: number;
+  /** Token budget wanted over all the slots; keys with token windows are leased only when it is above 0. */
+  readonly wantedTokens?: number;
   readonly excludedKeyIds?: readonly string[];
 }
 
+export interface LeaseGrant {
+  readonly keyId: string;
+  readonly slots: number;
+  /** Keys with token windows only: the token budget carved with the slots... */
+  readonly tokens?: number;
+  /** ...and its reservation's id, for settles of the requests spent from it. */
+  readonly admissionId?: string;
+}
+
+/**
+ * Corrects a reservation to what the provider reported. usedTokens below
+ * reservedTokens gives the difference back (the reservation shrinks); above
+ * it, the excess is recorded as a new admission at settle time.
+ */
+export interface Settlement {
+  readonly poolId: string;
+  readonly keyId: string;
+  readonly admissionId: string;
+  readonly reservedTokens: number;
+  readonly usedTokens: number;
+}
+
 export interface LeaseResult {
-  readonly grants: readonly { readonly keyId: string; readonly slots: number }[];
+  readonly grants: readonly LeaseGrant[];
   /** When nothing was granted, as for a denied acquire. */
   readonly retryAfterMs: number | undefined;
   readonly reason: DenialReason | undefined;

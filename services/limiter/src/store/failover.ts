@@ -1,4 +1,4 @@
-import type { KeyConditionState, KeyState, PoolSpec } from '../domain/types';
+import type { KeyConditionState, KeyState, PoolSpec, Settlement } from '../domain/types';
 import { MemoryLimiterStore } from './memory';
 import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
 
@@ -71,6 +71,18 @@ export class FailoverLimiterStore implements LimiterStore {
     );
   }
 
+  /**
+   * While degraded, only excesses reach the local store: an admission id may
+   * name a shared-store admission, and refunding the local entry that happens
+   * to share it would free tokens that were really spent.
+   */
+  settle(settlements: readonly Settlement[], nowMs: number): Promise<void> {
+    return this.viaShared(
+      () => this.shared.settle(settlements, nowMs),
+      () => (this.options.mode.kind === 'open' ? this.local.settle(settlements.filter((s) => s.usedTokens > s.reservedTokens), nowMs) : undefined),
+    );
+  }
+
   async cool(key: KeyRef, untilMs: number, reason: string, nowMs: number): Promise<KeyConditionState | undefined> {
     const local = await this.local.cool(key, untilMs, reason, nowMs);
     return this.viaShared(() => this.shared.cool(key, untilMs, reason, nowMs), () => local);
@@ -128,7 +140,7 @@ export class FailoverLimiterStore implements LimiterStore {
   }
 }
 
-/** Each replica's share of every limit, at least one request per window. */
+/** Each replica's share of every limit, at least one request (or token) per window. */
 function shareOf(pools: readonly PoolSpec[], replicas: number): PoolSpec[] {
   const n = Math.max(1, Math.floor(replicas));
   return pools.map((pool) => ({
@@ -136,6 +148,7 @@ function shareOf(pools: readonly PoolSpec[], replicas: number): PoolSpec[] {
     keys: pool.keys.map((key) => ({
       keyId: key.keyId,
       limits: key.limits.map((limit) => ({ requests: Math.max(1, Math.floor(limit.requests / n)), perMs: limit.perMs })),
+      tokenLimits: (key.tokenLimits ?? []).map((limit) => ({ tokens: Math.max(1, Math.floor(limit.tokens / n)), perMs: limit.perMs })),
     })),
   }));
 }

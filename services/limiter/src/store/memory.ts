@@ -1,5 +1,6 @@
-import type { KeyConditionState, KeySpec, KeyState, PoolSpec, WindowLimit } from '../domain/types';
+import type { KeyConditionState, KeySpec, KeyState, LeaseGrant, PoolSpec, Settlement, TokenWindowLimit, WindowLimit } from '../domain/types';
 import { SlidingLog } from './sliding-log';
+import { TokenLog } from './token-log';
 import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
 
 /** A lease slice takes at most this share of a key's headroom, so other routers still find some. */
@@ -10,6 +11,9 @@ interface KeyRecord {
   readonly keyId: string;
   readonly limits: readonly WindowLimit[];
   readonly windows: readonly SlidingLog[];
+  readonly tokenLimits: readonly TokenWindowLimit[];
+  /** undefined when the key has no token windows. */
+  readonly tokenLog: TokenLog | undefined;
   /** Set while parked; parking outranks cooling. */
   parkedReason: string | undefined;
   coolingUntilMs: number;
@@ -65,7 +69,7 @@ export class MemoryLimiterStore implements LimiterStore {
       for (const keyId of request.keyIds) {
         const key = keys.get(keyId);
         if (key === undefined) continue;
-        const room = roomOf(key, nowMs);
+        const room = roomOf(key, nowMs, request.tokens ?? 0);
         if (room === undefined) continue;
         if (room.waitMs > 0) {
           earliestWaitMs = Math.min(earliestWaitMs, room.waitMs);
@@ -94,7 +98,24 @@ export class MemoryLimiterStore implements LimiterStore {
     for (const window of best.windows) window.record(admittedMs);
     best.lastAdmittedMs = admittedMs;
     best.lastGrantSeq = ++this.grantSeq;
-    return { granted: true, keyId: best.keyId };
+    if (best.tokenLog === undefined) return { granted: true, keyId: best.keyId, admissionId: '' };
+    best.tokenLog.record(admittedMs, request.tokens ?? 0, best.lastGrantSeq);
+    return { granted: true, keyId: best.keyId, admissionId: String(best.lastGrantSeq) };
+  }
+
+  async settle(settlements: readonly Settlement[], nowMs: number): Promise<void> {
+    for (const settlement of settlements) {
+      const key = this.find(settlement);
+      if (key?.tokenLog === undefined) continue;
+      const deltaTokens = settlement.usedTokens - settlement.reservedTokens;
+      if (deltaTokens < 0) {
+        key.tokenLog.refund(Number(settlement.admissionId), -deltaTokens);
+      } else if (deltaTokens > 0) {
+        const admittedMs = Math.max(nowMs, key.lastAdmittedMs);
+        key.tokenLog.record(admittedMs, deltaTokens, ++this.grantSeq);
+        key.lastAdmittedMs = admittedMs;
+      }
+    }
   }
 
   async lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number): Promise<LeaseDecision[]> {
@@ -105,16 +126,19 @@ export class MemoryLimiterStore implements LimiterStore {
 
   private leaseOne(request: LeaseCandidates, nowMs: number, holdMs: number): LeaseDecision {
     const keys = this.pools.get(request.poolId);
-    const eligible: { key: KeyRecord; available: number }[] = [];
+    const wantedTokens = request.wantedTokens ?? 0;
+    const eligible: { key: KeyRecord; available: number; tokensAvailable: number }[] = [];
     let earliestWaitMs = Number.POSITIVE_INFINITY;
     if (keys !== undefined) {
       for (const keyId of request.keyIds) {
         const key = keys.get(keyId);
         if (key === undefined) continue;
-        const room = roomOf(key, nowMs);
+        // Slots without a token budget would spend tokens no window counts.
+        if (key.tokenLog !== undefined && wantedTokens <= 0) continue;
+        const room = roomOf(key, nowMs, key.tokenLog === undefined ? 0 : 1);
         if (room === undefined) continue;
         if (room.waitMs > 0) earliestWaitMs = Math.min(earliestWaitMs, room.waitMs);
-        else eligible.push({ key, available: room.available });
+        else eligible.push({ key, available: room.available, tokensAvailable: tokensAvailableOf(key, nowMs) });
       }
     }
     if (eligible.length === 0) {
@@ -123,10 +147,12 @@ export class MemoryLimiterStore implements LimiterStore {
     // Least recently granted first, so small leases rotate over the keys.
     eligible.sort((x, y) => x.key.lastGrantSeq - y.key.lastGrantSeq);
     let unassigned = Math.max(1, request.wantedSlots);
+    let unassignedTokens = wantedTokens;
+    const tokensPerSlot = Math.ceil(wantedTokens / unassigned);
     const stampMs = nowMs + holdMs;
-    const grants: { keyId: string; slots: number }[] = [];
+    const grants: LeaseGrant[] = [];
     for (let i = 0; i < eligible.length && unassigned > 0; i++) {
-      const { key, available } = eligible[i];
+      const { key, available, tokensAvailable } = eligible[i];
       const share = Math.ceil(unassigned / (eligible.length - i));
       const cap = available === Number.POSITIVE_INFINITY ? share : Math.max(1, Math.floor(available / LEASE_SHARE_OF_HEADROOM));
       const slots = Math.min(share, cap);
@@ -135,7 +161,14 @@ export class MemoryLimiterStore implements LimiterStore {
       for (const window of key.windows) for (let s = 0; s < slots; s++) window.record(admittedMs);
       key.lastAdmittedMs = admittedMs;
       key.lastGrantSeq = ++this.grantSeq;
-      grants.push({ keyId: key.keyId, slots });
+      if (key.tokenLog === undefined) {
+        grants.push({ keyId: key.keyId, slots });
+        continue;
+      }
+      const tokens = leaseTokens(unassignedTokens, eligible.length - i, tokensPerSlot, tokensAvailable);
+      unassignedTokens = Math.max(0, unassignedTokens - tokens);
+      key.tokenLog.record(admittedMs, tokens, key.lastGrantSeq);
+      grants.push({ keyId: key.keyId, slots, tokens, admissionId: String(key.lastGrantSeq) });
     }
     return { grants, retryAfterMs: undefined };
   }
@@ -198,13 +231,17 @@ export class MemoryLimiterStore implements LimiterStore {
  * limit change doesn't make a revoked key valid.
  */
 function reconfigure(poolId: string, spec: KeySpec, previous: KeyRecord | undefined): KeyRecord {
-  if (previous !== undefined && sameLimits(previous.limits, spec.limits)) return previous;
+  const tokenLimits = spec.tokenLimits ?? [];
+  if (previous !== undefined && sameLimits(previous.limits, spec.limits) && sameTokenLimits(previous.tokenLimits, tokenLimits)) return previous;
   const windows = spec.limits.map((limit) => new SlidingLog(limit.requests, limit.perMs));
+  const tokenLog = tokenLimits.length === 0 ? undefined : new TokenLog(tokenLimits.map((l) => ({ tokens: l.tokens, perMs: l.perMs })));
   const record: KeyRecord = {
     poolId,
     keyId: spec.keyId,
     limits: spec.limits.map((limit) => ({ requests: limit.requests, perMs: limit.perMs })),
     windows,
+    tokenLimits: tokenLog?.limits ?? [],
+    tokenLog,
     parkedReason: undefined,
     coolingUntilMs: Number.NEGATIVE_INFINITY,
     coolingReason: '',
@@ -217,12 +254,21 @@ function reconfigure(poolId: string, spec: KeySpec, previous: KeyRecord | undefi
     if (longest === undefined || window.requests > longest.requests) longest = window;
   }
   if (longest !== undefined) for (const window of windows) window.seedFrom(longest);
+  if (tokenLog !== undefined && previous.tokenLog !== undefined) tokenLog.seedFrom(previous.tokenLog);
   record.parkedReason = previous.parkedReason;
   record.coolingUntilMs = previous.coolingUntilMs;
   record.coolingReason = previous.coolingReason;
   record.lastGrantSeq = previous.lastGrantSeq;
   record.lastAdmittedMs = previous.lastAdmittedMs;
   return record;
+}
+
+function sameTokenLimits(a: readonly TokenWindowLimit[], b: readonly TokenWindowLimit[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i].tokens !== b[i].tokens || a[i].perMs !== b[i].perMs) return false;
+  }
+  return true;
 }
 
 function sameLimits(a: readonly WindowLimit[], b: readonly WindowLimit[]): boolean {
@@ -234,15 +280,19 @@ function sameLimits(a: readonly WindowLimit[], b: readonly WindowLimit[]): boole
 }
 
 /**
- * What a key can take at nowMs: undefined when parked; else the wait until it
- * is admissible (its cooling and every full window), or, with no wait, its
- * headroom (min remaining/limit over its windows) and the admissions it has
- * room for. A key with no windows has infinite room.
+ * What a key can take at nowMs for a request of `tokens`: undefined when
+ * parked or when its token limit is below `tokens` (it never could); else the
+ * wait until it is admissible (its cooling and every full window), or, with
+ * no wait, its headroom (min remaining/limit over its request and token
+ * windows) and the admissions it has room for. A key with no windows has
+ * infinite room.
  */
-function roomOf(key: KeyRecord, nowMs: number): { waitMs: number; headroom: number; available: number } | undefined {
+function roomOf(key: KeyRecord, nowMs: number, tokens: number): { waitMs: number; headroom: number; available: number } | undefined {
   if (key.parkedReason !== undefined) return undefined;
+  const tokenLog = key.tokenLog;
+  if (tokenLog !== undefined) for (const limit of key.tokenLimits) if (tokens > limit.tokens) return undefined;
   const coolingMs = key.coolingUntilMs - nowMs;
-  if (coolingMs > 0) return { waitMs: Math.max(coolingMs, windowsWaitMs(key, nowMs)), headroom: 0, available: 0 };
+  if (coolingMs > 0) return { waitMs: Math.max(coolingMs, windowsWaitMs(key, nowMs, tokens)), headroom: 0, available: 0 };
   let headroom = Number.POSITIVE_INFINITY;
   let available = Number.POSITIVE_INFINITY;
   let waitMs = 0;
@@ -255,12 +305,40 @@ function roomOf(key: KeyRecord, nowMs: number): { waitMs: number; headroom: numb
       waitMs = Math.max(waitMs, window.waitMs(nowMs));
     }
   }
+  if (tokenLog !== undefined) {
+    for (const limit of key.tokenLimits) {
+      const tokenWaitMs = tokenLog.waitMs(limit, nowMs, tokens);
+      if (tokenWaitMs > 0) waitMs = Math.max(waitMs, tokenWaitMs);
+      else headroom = Math.min(headroom, tokenLog.remaining(limit, nowMs) / limit.tokens);
+    }
+  }
   return { waitMs, headroom, available };
 }
 
-function windowsWaitMs(key: KeyRecord, nowMs: number): number {
+/** The tokens a key's tightest token window still takes (Infinity without token windows). */
+function tokensAvailableOf(key: KeyRecord, nowMs: number): number {
+  let available = Number.POSITIVE_INFINITY;
+  if (key.tokenLog !== undefined) for (const limit of key.tokenLimits) available = Math.min(available, key.tokenLog.remaining(limit, nowMs));
+  return available;
+}
+
+/**
+ * A lease's token budget on one key: its share of the tokens still wanted,
+ * capped at a quarter of its token headroom so other routers find some, but
+ * at least one slot's worth when that fits (as a slice shrinks to one slot
+ * near the limit), and never more than the headroom. At least 1: the key had
+ * room for one token to be eligible.
+ */
+function leaseTokens(unassignedTokens: number, keysLeft: number, tokensPerSlot: number, tokensAvailable: number): number {
+  const share = Math.ceil(unassignedTokens / keysLeft);
+  const cap = Math.max(Math.floor(tokensAvailable / LEASE_SHARE_OF_HEADROOM), Math.min(tokensPerSlot, tokensAvailable));
+  return Math.max(1, Math.min(share, cap, tokensAvailable));
+}
+
+function windowsWaitMs(key: KeyRecord, nowMs: number, tokens: number): number {
   let waitMs = 0;
   for (const window of key.windows) waitMs = Math.max(waitMs, window.waitMs(nowMs));
+  if (key.tokenLog !== undefined) for (const limit of key.tokenLimits) waitMs = Math.max(waitMs, key.tokenLog.waitMs(limit, nowMs, tokens));
   return waitMs;
 }
 
@@ -284,6 +362,12 @@ function stateOf(key: KeyRecord, nowMs: number): KeyState {
       perMs: window.perMs,
       remaining: window.remaining(nowMs),
       resetInMs: window.resetInMs(nowMs),
+    })),
+    tokenWindows: key.tokenLimits.map((limit) => ({
+      tokens: limit.tokens,
+      perMs: limit.perMs,
+      remaining: key.tokenLog?.remaining(limit, nowMs) ?? limit.tokens,
+      resetInMs: key.tokenLog?.resetInMs(limit, nowMs) ?? 0,
     })),
   };
 }

@@ -198,14 +198,14 @@ describe('RedisLimiterStore', () => {
       const store = new RedisLimiterStore({ redis: privateRedis.url, prefix: randomPrefix(), deleteOnClose: true });
       try {
         await store.configure([pool]);
-        assert.deepEqual(await store.acquire([{ poolId: 'p', keyIds: ['a'] }], T0), [{ granted: true, keyId: 'a' }]);
+        assert.deepEqual(await store.acquire([{ poolId: 'p', keyIds: ['a'] }], T0), [{ granted: true, keyId: 'a', admissionId: '' }]);
         await admin.script('FLUSH');
-        assert.deepEqual(await store.acquire([{ poolId: 'p', keyIds: ['a'] }], T0), [{ granted: true, keyId: 'a' }]);
+        assert.deepEqual(await store.acquire([{ poolId: 'p', keyIds: ['a'] }], T0), [{ granted: true, keyId: 'a', admissionId: '' }]);
         await admin.script('FLUSH');
         // A batch spanning pools goes as a pipeline; it recovers the same way.
         assert.deepEqual(
           await store.acquire([{ poolId: 'p', keyIds: ['a'] }, { poolId: 'q', keyIds: ['a'] }], T0),
-          [{ granted: true, keyId: 'a' }, { granted: false, retryAfterMs: undefined }],
+          [{ granted: true, keyId: 'a', admissionId: '' }, { granted: false, retryAfterMs: undefined }],
         );
         assert.equal((await store.snapshot('p', T0))[0]!.windows[0]!.remaining, 0);
       } finally {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import Redis from 'ioredis';
-import type { KeyCondition, KeyConditionState, KeyState, PoolSpec, WindowState } from '../domain/types';
-import { ACQUIRE_LUA, CONDITION_LUA, CONFIGURE_LUA, LEASE_LUA, SNAPSHOT_LUA } from './lua';
+import type { KeyCondition, KeyConditionState, KeyState, LeaseGrant, PoolSpec, Settlement, TokenWindowState, WindowState } from '../domain/types';
+import { ACQUIRE_LUA, CONDITION_LUA, CONFIGURE_LUA, LEASE_LUA, SETTLE_LUA, SNAPSHOT_LUA } from './lua';
 import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
 
 export interface RedisLimiterStoreOptions {
@@ -33,7 +33,8 @@ const LEASE = script(LEASE_LUA);
 const CONFIGURE = script(CONFIGURE_LUA);
 const CONDITION = script(CONDITION_LUA);
 const SNAPSHOT = script(SNAPSHOT_LUA);
-const SCRIPTS = [ACQUIRE, LEASE, CONFIGURE, CONDITION, SNAPSHOT];
+const SETTLE = script(SETTLE_LUA);
+const SCRIPTS = [ACQUIRE, LEASE, CONFIGURE, CONDITION, SNAPSHOT, SETTLE];
 
 type Arg = string | number;
 
@@ -84,7 +85,9 @@ export class RedisLimiterStore implements LimiterStore {
     for (const pool of pools) {
       const args: Arg[] = [this.base(pool.poolId), 'keep'];
       for (const key of pool.keys) {
-        args.push(key.keyId, key.limits.map((l) => `${String(l.requests)}:${String(l.perMs)}`).join(','));
+        const requests = key.limits.map((l) => `${String(l.requests)}:${String(l.perMs)}`).join(',');
+        const tokens = (key.tokenLimits ?? []).map((l) => `${String(l.tokens)}:${String(l.perMs)}`).join(',');
+        args.push(key.keyId, `${requests}|${tokens}`);
       }
       calls.push({ script: CONFIGURE, cfgKey: this.cfgKey(pool.poolId), args });
     }
@@ -103,7 +106,7 @@ export class RedisLimiterStore implements LimiterStore {
     const calls: Call[] = [];
     for (const [poolId, indexes] of groups) {
       const args: Arg[] = [this.base(poolId), nowMs];
-      for (const i of indexes) args.push(requests[i]!.keyIds.length, ...requests[i]!.keyIds);
+      for (const i of indexes) args.push(requests[i]!.tokens ?? 0, requests[i]!.keyIds.length, ...requests[i]!.keyIds);
       calls.push({ script: ACQUIRE, cfgKey: this.cfgKey(poolId), args });
     }
     const replies = await this.run(calls);
@@ -113,10 +116,13 @@ export class RedisLimiterStore implements LimiterStore {
       const reply = replies[g++] as string[];
       indexes.forEach((requestIndex, j) => {
         const answer = reply[j]!;
-        decisions[requestIndex] =
-          answer.startsWith('+')
-            ? { granted: true, keyId: answer.slice(1) }
-            : { granted: false, retryAfterMs: answer === '' ? undefined : Number(answer.slice(1)) };
+        if (answer.startsWith('+')) {
+          // "+<admissionId>|<keyId>": the id is digits, so the first bar ends it whatever the key id holds.
+          const bar = answer.indexOf('|');
+          decisions[requestIndex] = { granted: true, keyId: answer.slice(bar + 1), admissionId: answer.slice(1, bar) };
+        } else {
+          decisions[requestIndex] = { granted: false, retryAfterMs: answer === '' ? undefined : Number(answer.slice(1)) };
+        }
       });
     }
     return decisions;
@@ -129,7 +135,7 @@ export class RedisLimiterStore implements LimiterStore {
       const args: Arg[] = [this.base(poolId), nowMs, holdMs];
       for (const i of indexes) {
         const request = requests[i]!;
-        args.push(request.wantedSlots, request.keyIds.length, ...request.keyIds);
+        args.push(request.wantedSlots, request.wantedTokens ?? 0, request.keyIds.length, ...request.keyIds);
       }
       calls.push({ script: LEASE, cfgKey: this.cfgKey(poolId), args });
     }
@@ -146,15 +152,34 @@ export class RedisLimiterStore implements LimiterStore {
           decisions[requestIndex] = { grants: [], retryAfterMs: wait === '' ? undefined : Number(wait) };
           continue;
         }
-        const grants: { keyId: string; slots: number }[] = [];
+        const grants: LeaseGrant[] = [];
         for (let n = 0; n < count; n++) {
-          grants.push({ keyId: reply[at]!, slots: Number(reply[at + 1]) });
-          at += 2;
+          const admissionId = reply[at + 3]!;
+          grants.push(
+            admissionId === ''
+              ? { keyId: reply[at]!, slots: Number(reply[at + 1]) }
+              : { keyId: reply[at]!, slots: Number(reply[at + 1]), tokens: Number(reply[at + 2]), admissionId },
+          );
+          at += 4;
         }
         decisions[requestIndex] = { grants, retryAfterMs: undefined };
       }
     }
     return decisions;
+  }
+
+  async settle(settlements: readonly Settlement[], nowMs: number): Promise<void> {
+    const groups = groupByPool(settlements);
+    const calls: Call[] = [];
+    for (const [poolId, indexes] of groups) {
+      const args: Arg[] = [this.base(poolId), nowMs];
+      for (const i of indexes) {
+        const s = settlements[i]!;
+        args.push(s.keyId, s.admissionId, s.usedTokens - s.reservedTokens);
+      }
+      calls.push({ script: SETTLE, cfgKey: this.cfgKey(poolId), args });
+    }
+    await this.run(calls);
   }
 
   cool(ref: KeyRef, untilMs: number, reason: string, nowMs: number): Promise<KeyConditionState | undefined> {
@@ -198,7 +223,18 @@ export class RedisLimiterStore implements LimiterStore {
           });
           at += 4;
         }
-        states.push({ poolId: id, keyId, ...condition, windows });
+        const tokenCount = Number(reply[at++]);
+        const tokenWindows: TokenWindowState[] = [];
+        for (let w = 0; w < tokenCount; w++) {
+          tokenWindows.push({
+            tokens: Number(reply[at]),
+            perMs: Number(reply[at + 1]),
+            remaining: Number(reply[at + 2]),
+            resetInMs: Number(reply[at + 3]),
+          });
+          at += 4;
+        }
+        states.push({ poolId: id, keyId, ...condition, windows, tokenWindows });
       }
     });
     return states;
@@ -309,7 +345,7 @@ export class RedisLimiterStore implements LimiterStore {
 }
 
 /** Request indexes per pool, in request order: pools share no state, so each pool's script decides its own in order. */
-function groupByPool(requests: readonly KeyCandidates[]): Map<string, number[]> {
+function groupByPool(requests: readonly { readonly poolId: string }[]): Map<string, number[]> {
   const groups = new Map<string, number[]>();
   requests.forEach((request, i) => {
     const group = groups.get(request.poolId);

@@ -38,6 +38,17 @@ function worstCaseInAnyInterval(admittedMs: readonly number[], leases: readonly 
   return max;
 }
 
+/** The most tokens any half-open interval [t, t + perMs) holds; deliberately naive. */
+function maxTokensInAnyInterval(admitted: readonly { atMs: number; tokens: number }[], perMs: number): number {
+  let max = 0;
+  for (const start of admitted) {
+    let sum = 0;
+    for (const a of admitted) if (a.atMs >= start.atMs && a.atMs < start.atMs + perMs) sum += a.tokens;
+    if (sum > max) max = sum;
+  }
+  return max;
+}
+
 /**
  * The behaviour every LimiterStore must show, run by memory.test.ts and
  * redis.test.ts alike. Time moves only through `clock`.
@@ -135,6 +146,7 @@ export function describeLimiterStore(
           conditionReason: '',
           coolingUntilMs: undefined,
           windows: [{ requests: 5, perMs: 1000, remaining: 3, resetInMs: 700 }],
+          tokenWindows: [],
         });
         clock.advance(500);
         const [later] = await store.snapshot('p', clock.nowMs());
@@ -253,9 +265,9 @@ export function describeLimiterStore(
           clock.nowMs(),
         );
         assert.deepEqual(decisions, [
-          { granted: true, keyId: 'a' },
-          { granted: true, keyId: 'b' },
-          { granted: true, keyId: 'a' },
+          { granted: true, keyId: 'a', admissionId: '' },
+          { granted: true, keyId: 'b', admissionId: '' },
+          { granted: true, keyId: 'a', admissionId: '' },
           { granted: false, retryAfterMs: 1000 },
         ]);
       });
@@ -392,6 +404,222 @@ export function describeLimiterStore(
         assert.equal(await retryAfterMs('q', ['x']), undefined);
         await store.configure(specs());
         assert.equal(await grantedKey('p', ['parked']), 'parked');
+      });
+    });
+
+    describe('token windows', () => {
+      const tokenKey = (tokens: number, perMs: number, limits: WindowLimit[] = []) => ({ keyId: 'a', limits, tokenLimits: [{ tokens, perMs }] });
+
+      async function reserve(tokens: number, keyIds: readonly string[] = ['a']): Promise<AcquireDecision> {
+        const [decision] = await store.acquire([{ poolId: 'p', keyIds, tokens }], clock.nowMs());
+        return decision!;
+      }
+
+      async function reserved(tokens: number, keyIds: readonly string[] = ['a']): Promise<{ keyId: string; admissionId: string }> {
+        const decision = await reserve(tokens, keyIds);
+        assert.ok(decision.granted, `expected ${tokens} tokens granted at +${clock.nowMs() - T0} ms, got ${JSON.stringify(decision)}`);
+        assert.notEqual(decision.admissionId, '');
+        return decision;
+      }
+
+      async function tokenRetryAfterMs(tokens: number): Promise<number | undefined> {
+        const decision = await reserve(tokens);
+        assert.equal(decision.granted, false, `expected ${tokens} tokens denied at +${clock.nowMs() - T0} ms`);
+        return decision.granted ? -1 : decision.retryAfterMs;
+      }
+
+      it('admits exactly N tokens in an interval of the limit\'s length and denies the next with the exact wait', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 60_000)] }]);
+        for (let i = 0; i < 3; i++) {
+          await reserved(300);
+          clock.advance(10_000);
+        }
+        // At +30 s, 900 are in the window: 200 more would make 1100; the 300 from +0 leave at +60 s.
+        assert.equal(await tokenRetryAfterMs(200), 30_000);
+        await reserved(100);
+        assert.equal(await tokenRetryAfterMs(1), 30_000);
+        clock.set(T0 + 59_999);
+        assert.equal(await tokenRetryAfterMs(300), 1);
+        clock.set(T0 + 60_000);
+        await reserved(300);
+        // Full again: the next to leave is the 300 from +10 s.
+        assert.equal(await tokenRetryAfterMs(300), 10_000);
+      });
+
+      it('never lets the tokens of any interval exceed the limit, with request windows too, under random arrivals', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(5_000, 10_000, [{ requests: 8, perMs: 1_000 }])] }]);
+        const random = seededRandom(7);
+        const admitted: { atMs: number; tokens: number }[] = [];
+        let denied = 0;
+        for (let atMs = T0; atMs < T0 + 60_000; atMs += Math.floor(random() * 120)) {
+          clock.set(atMs);
+          const tokens = 1 + Math.floor(random() * 900);
+          const decision = await reserve(tokens);
+          if (decision.granted) admitted.push({ atMs, tokens });
+          else {
+            denied++;
+            // The wait is exact: a millisecond earlier is still too soon, at the wait it fits.
+            assert.ok(decision.retryAfterMs !== undefined && decision.retryAfterMs > 0);
+          }
+        }
+        assert.ok(denied > 0, 'the arrivals should have hit the limit');
+        assert.ok(maxTokensInAnyInterval(admitted, 10_000) <= 5_000, `${maxTokensInAnyInterval(admitted, 10_000)} tokens in one window`);
+        assert.ok(maxTokensInAnyInterval(admitted, 10_000) > 4_000, 'the limit should have been nearly used');
+        assert.ok(maxInAnyInterval(admitted.map((a) => a.atMs), 1_000) <= 8);
+      });
+
+      it('admits a denied request exactly at its retry-after', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 1000)] }]);
+        await reserved(700);
+        clock.advance(300);
+        await reserved(200);
+        clock.advance(17);
+        const waitMs = await tokenRetryAfterMs(400);
+        assert.equal(waitMs, 683);
+        clock.advance(waitMs! - 1);
+        await tokenRetryAfterMs(400);
+        clock.advance(1);
+        await reserved(400);
+      });
+
+      it('never admits a request with more tokens than a key\'s limit, and names no retry-after', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 60_000)] }]);
+        assert.equal(await tokenRetryAfterMs(1001), undefined);
+        await reserved(1000);
+      });
+
+      it('gives the request to the key with the most token headroom', async () => {
+        await store.configure([
+          { poolId: 'p', keys: [{ keyId: 'a', limits: [], tokenLimits: [{ tokens: 1000, perMs: 60_000 }] }, { keyId: 'b', limits: [], tokenLimits: [{ tokens: 1000, perMs: 60_000 }] }] },
+        ]);
+        await reserved(600, ['a']);
+        assert.equal((await reserved(100, ['a', 'b'])).keyId, 'b');
+        await reserved(500, ['b']);
+        // 40% left on each: the tie goes to the least recently granted.
+        assert.equal((await reserved(1, ['a', 'b'])).keyId, 'a');
+        assert.equal((await reserved(1, ['a', 'b'])).keyId, 'b');
+      });
+
+      it('refunds unused tokens by settle, so the window admits them again', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 60_000)] }]);
+        const first = await reserved(800);
+        clock.advance(5_000);
+        assert.equal(await tokenRetryAfterMs(500), 55_000);
+        await store.settle([{ poolId: 'p', keyId: 'a', admissionId: first.admissionId, reservedTokens: 800, usedTokens: 150 }], clock.nowMs());
+        const [state] = await store.snapshot('p', clock.nowMs());
+        assert.deepEqual(state!.tokenWindows, [{ tokens: 1000, perMs: 60_000, remaining: 850, resetInMs: 55_000 }]);
+        await reserved(850);
+        // The refunded admission still counts its 150 until it leaves at +60 s.
+        assert.equal(await tokenRetryAfterMs(150), 55_000);
+        assert.equal(await tokenRetryAfterMs(151), 60_000);
+      });
+
+      it('records an excess at settle time, counted until a window after the settle', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 60_000)] }]);
+        const first = await reserved(100);
+        clock.set(T0 + 30_000);
+        await store.settle([{ poolId: 'p', keyId: 'a', admissionId: first.admissionId, reservedTokens: 100, usedTokens: 700 }], clock.nowMs());
+        assert.equal(await tokenRetryAfterMs(301), 30_000);
+        clock.set(T0 + 60_000);
+        // The reservation left; the 600 excess stays until +90 s.
+        await reserved(400);
+        assert.equal(await tokenRetryAfterMs(1), 30_000);
+      });
+
+      it('ignores settles for unknown keys and reservations that left every window', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 1_000)] }]);
+        const first = await reserved(900);
+        clock.advance(2_000);
+        await reserved(900);
+        await store.settle(
+          [
+            { poolId: 'p', keyId: 'a', admissionId: first.admissionId, reservedTokens: 900, usedTokens: 0 },
+            { poolId: 'p', keyId: 'gone', admissionId: '1', reservedTokens: 900, usedTokens: 0 },
+            { poolId: 'nope', keyId: 'a', admissionId: '1', reservedTokens: 900, usedTokens: 0 },
+          ],
+          clock.nowMs(),
+        );
+        assert.equal(await tokenRetryAfterMs(101), 1_000);
+      });
+
+      it('leases no slots of a key with token windows to a caller that wants no token budget', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 60_000, [{ requests: 10, perMs: 1000 }])] }]);
+        const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 4 }], clock.nowMs(), 1000);
+        assert.deepEqual(decision!.grants, []);
+      });
+
+      it('carves a token budget with the slots, at most a quarter of the token headroom, counted until the hold ends', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 60_000)] }]);
+        const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 4, wantedTokens: 400 }], clock.nowMs(), 1000);
+        const [grant] = decision!.grants;
+        assert.equal(grant!.slots, 4);
+        assert.equal(grant!.tokens, 250);
+        assert.ok(grant!.admissionId !== undefined && grant!.admissionId !== '');
+        assert.equal(await tokenRetryAfterMs(751), 61_000);
+        await reserved(750);
+        // Near the limit a budget shrinks to one slot's average, if that fits.
+        clock.set(T0 + 61_000);
+        await reserved(900);
+        const [small] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 4, wantedTokens: 200 }], clock.nowMs(), 1000);
+        assert.equal(small!.grants[0]!.tokens, 50);
+      });
+
+      it('shrinks a lease\'s budget by the settles of the requests spent from it', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 60_000)] }]);
+        const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 2, wantedTokens: 200 }], clock.nowMs(), 1000);
+        const grant = decision!.grants[0]!;
+        assert.equal(grant.tokens, 200);
+        await store.settle([{ poolId: 'p', keyId: 'a', admissionId: grant.admissionId!, reservedTokens: 150, usedTokens: 30 }], clock.nowMs());
+        await reserved(920);
+        assert.equal(await tokenRetryAfterMs(1), 61_000);
+      });
+
+      it('never lets three leasing callers and direct reservations spend more than the limit in any interval', async function () {
+        this.timeout(60_000);
+        const limit = 3_000;
+        const perMs = 5_000;
+        await store.configure([{ poolId: 'p', keys: [tokenKey(limit, perMs, [{ requests: 50, perMs: 1_000 }])] }]);
+        const random = seededRandom(11);
+        const holdMs = 400;
+        // What each caller may still spend: the budget of its current lease, until the hold ends.
+        const callers = [0, 1, 2].map(() => ({ tokens: 0, slots: 0, admissionId: '', holdEndMs: 0 }));
+        const spent: { atMs: number; tokens: number }[] = [];
+        for (let atMs = T0; atMs < T0 + 30_000; atMs += 1 + Math.floor(random() * 40)) {
+          clock.set(atMs);
+          const caller = callers[Math.floor(random() * 4)];
+          const estimate = 20 + Math.floor(random() * 200);
+          const used = Math.floor(estimate * random());
+          if (caller === undefined) {
+            const decision = await reserve(estimate);
+            if (!decision.granted) continue;
+            spent.push({ atMs, tokens: used });
+            await store.settle([{ poolId: 'p', keyId: 'a', admissionId: decision.admissionId, reservedTokens: estimate, usedTokens: used }], atMs);
+            continue;
+          }
+          if (caller.holdEndMs <= atMs || caller.slots === 0 || caller.tokens < estimate) {
+            const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 4, wantedTokens: 4 * estimate }], atMs, holdMs);
+            const grant = decision!.grants[0];
+            if (grant === undefined) continue;
+            Object.assign(caller, { tokens: grant.tokens!, slots: grant.slots, admissionId: grant.admissionId!, holdEndMs: atMs + holdMs });
+            if (caller.tokens < estimate) continue;
+          }
+          caller.tokens -= estimate;
+          caller.slots--;
+          spent.push({ atMs, tokens: used });
+          await store.settle([{ poolId: 'p', keyId: 'a', admissionId: caller.admissionId, reservedTokens: estimate, usedTokens: used }], atMs);
+        }
+        const worst = maxTokensInAnyInterval(spent, perMs);
+        assert.ok(worst <= limit, `${worst} tokens spent in one interval of ${perMs} ms`);
+        assert.ok(worst > limit / 2, `only ${worst}: the callers should have pressed against the limit`);
+      });
+
+      it('keeps spent tokens when the token limit changes', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 60_000)] }]);
+        await reserved(700);
+        await store.configure([{ poolId: 'p', keys: [tokenKey(2000, 60_000)] }]);
+        const [state] = await store.snapshot('p', clock.nowMs());
+        assert.equal(state!.tokenWindows[0]!.remaining, 1300);
+        assert.equal(await tokenRetryAfterMs(1301), 60_000);
       });
     });
 

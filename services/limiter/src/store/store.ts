@@ -1,4 +1,4 @@
-import type { KeyConditionState, KeyState, PoolSpec } from '../domain/types';
+import type { KeyConditionState, KeyState, LeaseGrant, PoolSpec, Settlement } from '../domain/types';
 
 /**
  * Per-key limiter state (sliding windows, conditions) behind one small interface,
@@ -50,6 +50,19 @@ export interface LimiterStore {
    */
   lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number): Promise<LeaseDecision[]>;
 
+  /**
+   * Corrects reservations to the provider's reported usage, in one atomic
+   * step. A refund shrinks the reservation's weight where it was recorded:
+   * every decision made while it weighed more was stricter, and its real
+   * tokens were spent no later than its stamp, so no interval ever counts
+   * fewer tokens than were really spent in it. An excess (the estimate fell
+   * short) is recorded as a new admission at nowMs: it can't be placed in the
+   * past without windows already decided exceeding their limit, so it is
+   * counted in every window from now on. Unknown keys and reservations that
+   * have left every window are skipped (an excess is still recorded).
+   */
+  settle(settlements: readonly Settlement[], nowMs: number): Promise<void>;
+
   /** Cools a key until max(its current cooling end, untilMs). Parked stays parked. */
   cool(key: KeyRef, untilMs: number, reason: string, nowMs: number): Promise<KeyConditionState | undefined>;
 
@@ -77,20 +90,42 @@ export interface KeyRef {
 export interface KeyCandidates {
   readonly poolId: string;
   readonly keyIds: readonly string[];
+  /**
+   * Tokens the request reserves in a key's token windows (0 when absent). A
+   * key whose token limit is below it can never take the request.
+   */
+  readonly tokens?: number;
 }
 
-export interface LeaseCandidates extends KeyCandidates {
+export interface LeaseCandidates {
+  readonly poolId: string;
+  readonly keyIds: readonly string[];
   readonly wantedSlots: number;
+  /**
+   * Token budget wanted over all slots (0 when absent). A key with token
+   * windows is leased only when it is above 0 (slots without a budget would
+   * spend tokens no window counts) and only while it has a token of room;
+   * it then gets a budget as well as slots: its share of the wanted tokens,
+   * at most a quarter of its token headroom but at least one slot's average
+   * (wantedTokens / wantedSlots) when that fits, recorded like the slots at
+   * nowMs + holdMs as one admission the router's settles shrink.
+   */
+  readonly wantedTokens?: number;
 }
 
 export interface LeaseDecision {
-  readonly grants: readonly { readonly keyId: string; readonly slots: number }[];
+  readonly grants: readonly LeaseGrant[];
   /** When nothing was granted: as AcquireDecision's retryAfterMs. */
   readonly retryAfterMs: number | undefined;
 }
 
 export type AcquireDecision =
-  | { readonly granted: true; readonly keyId: string }
+  | {
+      readonly granted: true;
+      readonly keyId: string;
+      /** The reservation's id in the key's token log; "" when the key has no token windows. */
+      readonly admissionId: string;
+    }
   | {
       readonly granted: false;
       /**

@@ -5,7 +5,12 @@ import { attr, spanLinkOf, type Telemetry } from '@keymesh/telemetry';
 import { SpanKind, trace, type Context, type Link, type SpanContext } from '@opentelemetry/api';
 
 export type Admission = (
-  | { granted: true; keyId: string }
+  | {
+      granted: true;
+      keyId: string;
+      /** Set when the grant reserved tokens on the key: names the reservation to settle. */
+      admissionId?: string;
+    }
   | { granted: false; retryAfterMs: number | undefined; reason: string }
 ) & {
   /** The batch call that decided it, for the request's span to link to. */
@@ -16,6 +21,7 @@ interface Pending {
   poolId: string;
   excludedKeyIds: string[];
   requestId: string;
+  estimatedTokens: number;
   deadlineMs: number;
   ctx: Context;
   link: Link | undefined;
@@ -44,13 +50,15 @@ export class AcquireBatcher {
     private readonly telemetry: Telemetry,
   ) {}
 
-  acquire(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context): Promise<Admission> {
+  /** estimatedTokens: what to reserve on a pool with token limits (0 elsewhere). */
+  acquire(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context, estimatedTokens = 0): Promise<Admission> {
     const span = trace.getSpan(ctx);
     return new Promise<Admission>((resolve, reject) => {
       this.pending.push({
         poolId,
         excludedKeyIds,
         requestId,
+        estimatedTokens,
         deadlineMs,
         ctx,
         link: span ? spanLinkOf(span) : undefined,
@@ -84,7 +92,9 @@ export class AcquireBatcher {
     );
     const decidedBy = batchSpan.spanContext();
     const call = this.limiter.acquireBatch(
-      { requests: batch.map((p) => ({ poolId: p.poolId, excludedKeyIds: p.excludedKeyIds, requestId: p.requestId })) },
+      {
+        requests: batch.map((p) => ({ poolId: p.poolId, excludedKeyIds: p.excludedKeyIds, requestId: p.requestId, estimatedTokens: p.estimatedTokens })),
+      },
       { deadlineMs, parent: trace.setSpan(batch[0].ctx, batchSpan) },
     );
     call.then(
@@ -109,7 +119,9 @@ export class AcquireBatcher {
 }
 
 function admissionOf(response: AcquireResponse | undefined, decidedBy: SpanContext): Admission {
-  if (response?.outcome === AcquireOutcome.GRANTED) return { granted: true, keyId: response.keyId, decidedBy };
+  if (response?.outcome === AcquireOutcome.GRANTED) {
+    return response.admissionId === '' ? { granted: true, keyId: response.keyId, decidedBy } : { granted: true, keyId: response.keyId, admissionId: response.admissionId, decidedBy };
+  }
   const retry = response?.retryAfter;
   return {
     granted: false,

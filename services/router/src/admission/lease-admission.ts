@@ -8,6 +8,10 @@ import type { AcquireBatcher, Admission } from './acquire-batcher';
 interface Lease {
   readonly keyId: string;
   slots: number;
+  /** Token budget left; Infinity on a key without token limits. */
+  tokens: number;
+  /** The budget's reservation, for settles; undefined on a key without token limits. */
+  readonly admissionId: string | undefined;
   readonly expiresAtMs: number;
   readonly decidedBy: SpanContext;
 }
@@ -25,6 +29,8 @@ interface PoolState {
   refilling: boolean;
   /** Admissions since the last refill was asked for, to size the next one. */
   admittedSinceRefill: number;
+  /** Tokens those admissions estimated (pools with token limits), to size the next budget. */
+  tokensSinceRefill: number;
   lastRefillMs: number;
   lastGrantedSlots: number;
   /** When the newest leases are four-fifths through their hold. */
@@ -37,6 +43,13 @@ export interface LeaseAdmissionOptions {
    * capacity parked in an idle router.
    */
   holdMs?: number | ((poolId: string) => number);
+  /**
+   * Gives a dropped lease's unspent token budget back to its key (a settle
+   * of the budget's reservation). Exact: the budget is stamped at the lease's
+   * end, after every moment it could have been spent, and what was spent
+   * stays in it. Without it, unspent budgets count for a whole window.
+   */
+  returnTokens?: (poolId: string, keyId: string, admissionId: string, unspentTokens: number) => void;
 }
 
 const DEFAULT_HOLD_MS = 1_000;
@@ -62,6 +75,7 @@ export class LeaseAdmission {
   private readonly pendingRefills = new Set<string>();
   private refillScheduled = false;
   private readonly holdOf: (poolId: string) => number;
+  private readonly returnTokens: LeaseAdmissionOptions['returnTokens'];
 
   constructor(
     private readonly limiter: RpcClient<typeof LimiterService>,
@@ -71,13 +85,35 @@ export class LeaseAdmission {
   ) {
     const hold = options.holdMs ?? DEFAULT_HOLD_MS;
     this.holdOf = typeof hold === 'number' ? () => hold : hold;
+    this.returnTokens = options.returnTokens;
   }
 
-  admit(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context): Admission | Promise<Admission> {
-    if (excludedKeyIds.length > 0) return this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx);
+  /**
+   * estimatedTokens: set on pools with token limits. Such a request is
+   * admitted from a lease only if its estimate fits the lease's budget;
+   * otherwise it takes the exact path with its estimate rather than wait,
+   * and its demand sizes the next budget.
+   */
+  admit(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context, estimatedTokens?: number): Admission | Promise<Admission> {
+    if (excludedKeyIds.length > 0) return this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens);
     const pool = this.poolState(poolId);
     const nowMs = Date.now();
-    const lease = takeSlot(pool, nowMs);
+    const lease = takeSlot(pool, nowMs, estimatedTokens ?? 0);
+    if (estimatedTokens !== undefined) {
+      pool.admittedSinceRefill++;
+      pool.tokensSinceRefill += estimatedTokens;
+      if (!lease) {
+        // The Acquire is queued before the refill, so that this turn's calls reach
+        // the limiter in that order and the new budget is not carved from this request's room.
+        const exact = this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens);
+        this.requestRefill(poolId);
+        return exact;
+      }
+      if (!pool.refilling && (remainingSlots(pool, nowMs) * 4 <= pool.lastGrantedSlots || nowMs >= pool.renewAtMs)) this.requestRefill(poolId);
+      return lease.admissionId === undefined
+        ? { granted: true, keyId: lease.keyId, decidedBy: lease.decidedBy }
+        : { granted: true, keyId: lease.keyId, admissionId: lease.admissionId, decidedBy: lease.decidedBy };
+    }
     if (lease) {
       pool.admittedSinceRefill++;
       // Renew before the slots run low or the leases run out, so no request waits for a grant.
@@ -100,13 +136,30 @@ export class LeaseAdmission {
   forgetKey(poolId: string, keyId: string, untilMs: number): void {
     this.refused.set(`${poolId}\u0000${keyId}`, untilMs);
     const pool = this.pools.get(poolId);
-    if (pool) pool.leases = pool.leases.filter((l) => l.keyId !== keyId);
+    if (pool) pool.leases = this.keepLeases(poolId, pool.leases, (l) => l.keyId !== keyId);
   }
 
   /** A new policy may have moved keys between pools or replaced them: start afresh. */
   reset(): void {
-    for (const pool of this.pools.values()) pool.leases = [];
+    for (const [poolId, pool] of this.pools) pool.leases = this.keepLeases(poolId, pool.leases, () => false);
     this.refused.clear();
+  }
+
+  private dropExpired(poolId: string): void {
+    const pool = this.pools.get(poolId);
+    if (!pool) return;
+    const nowMs = Date.now();
+    pool.leases = this.keepLeases(poolId, pool.leases, (l) => l.expiresAtMs > nowMs);
+  }
+
+  /** The leases that pass `keep`; the others are dropped, and their unspent token budgets given back. */
+  private keepLeases(poolId: string, leases: Lease[], keep: (lease: Lease) => boolean): Lease[] {
+    const kept: Lease[] = [];
+    for (const lease of leases) {
+      if (keep(lease)) kept.push(lease);
+      else if (lease.admissionId !== undefined && lease.tokens > 0) this.returnTokens?.(poolId, lease.keyId, lease.admissionId, lease.tokens);
+    }
+    return kept;
   }
 
   private isRefused(poolId: string, keyId: string, nowMs: number): boolean {
@@ -122,7 +175,7 @@ export class LeaseAdmission {
   private poolState(poolId: string): PoolState {
     let pool = this.pools.get(poolId);
     if (!pool) {
-      pool = { leases: [], waiters: [], refilling: false, admittedSinceRefill: 0, lastRefillMs: Date.now(), lastGrantedSlots: 0, renewAtMs: 0 };
+      pool = { leases: [], waiters: [], refilling: false, admittedSinceRefill: 0, tokensSinceRefill: 0, lastRefillMs: Date.now(), lastGrantedSlots: 0, renewAtMs: 0 };
       this.pools.set(poolId, pool);
     }
     return pool;
@@ -157,6 +210,7 @@ export class LeaseAdmission {
     const nowMs = Date.now();
     const links: Link[] = [];
     let parent: Context = ROOT_CONTEXT;
+    const wantedTokens: number[] = [];
     const wanted = poolIds.map((poolId) => {
       const pool = this.poolState(poolId);
       for (const w of pool.waiters) {
@@ -169,7 +223,10 @@ export class LeaseAdmission {
       // slot asked for beyond demand is capacity nobody can use.
       // Slots whose lease ends within half a hold are about to lapse and don't count.
       const expected = Math.ceil((pool.admittedSinceRefill * holdMs) / elapsedMs) - remainingSlots(pool, nowMs + holdMs / 2);
+      // Likewise for tokens: an unspent budget stays counted in the key's windows until its lease ends.
+      wantedTokens.push(Math.max(0, Math.ceil((pool.tokensSinceRefill * holdMs) / elapsedMs) - remainingTokens(pool, nowMs + holdMs / 2)));
       pool.admittedSinceRefill = 0;
+      pool.tokensSinceRefill = 0;
       pool.lastRefillMs = nowMs;
       return Math.max(pool.waiters.length, expected);
     });
@@ -182,7 +239,10 @@ export class LeaseAdmission {
       return false;
     });
     if (asking.length === 0) return;
-    const requests = asking.map((poolId) => ({ poolId, wantedSlots: wanted[poolIds.indexOf(poolId)], excludedKeyIds: [] }));
+    const requests = asking.map((poolId) => {
+      const i = poolIds.indexOf(poolId);
+      return { poolId, wantedSlots: wanted[i], wantedTokens: wantedTokens[i], excludedKeyIds: [] };
+    });
     poolIds = asking;
     // Traced in the first waiting request's context (a background refill has none)
     // and linked from every admission it serves.
@@ -215,20 +275,32 @@ export class LeaseAdmission {
       const pool = this.poolState(poolIds[i]);
       pool.refilling = false;
       const granted: PoolLeases | undefined = response.pools[i];
-      pool.leases = pool.leases.filter((l) => l.slots > 0 && l.expiresAtMs > nowMs);
+      pool.leases = this.keepLeases(poolIds[i], pool.leases, (l) => l.slots > 0 && l.expiresAtMs > nowMs);
       let total = 0;
+      let budgeted = false;
       for (const lease of granted?.leases ?? []) {
         if (lease.slots === 0 || this.isRefused(poolIds[i], lease.keyId, nowMs)) continue;
-        pool.leases.push({ keyId: lease.keyId, slots: lease.slots, expiresAtMs, decidedBy });
+        const hasBudget = lease.admissionId !== '';
+        budgeted ||= hasBudget;
+        pool.leases.push({
+          keyId: lease.keyId,
+          slots: lease.slots,
+          tokens: hasBudget ? lease.tokens : Number.POSITIVE_INFINITY,
+          admissionId: hasBudget ? lease.admissionId : undefined,
+          expiresAtMs,
+          decidedBy,
+        });
         total += lease.slots;
       }
       pool.lastGrantedSlots = total;
+      // An unspent budget goes back when its lease ends, not at the next refill, which an idle pool never sends.
+      if (budgeted && this.returnTokens) setTimeout(() => this.dropExpired(poolIds[i]), Math.max(0, expiresAtMs - nowMs) + 1).unref();
       pool.renewAtMs = expiresAtMs - holdMs / 5;
       const waiters = pool.waiters;
       pool.waiters = [];
       let served = 0;
       for (; served < waiters.length; served++) {
-        const lease = takeSlot(pool, nowMs);
+        const lease = takeSlot(pool, nowMs, 0);
         if (!lease) break;
         pool.admittedSinceRefill++;
         waiters[served].resolve({ granted: true, keyId: lease.keyId, decidedBy });
@@ -266,13 +338,23 @@ export class LeaseAdmission {
   }
 }
 
-function takeSlot(pool: PoolState, nowMs: number): Lease | undefined {
+/** A lease with a slot and at least `tokens` of budget left (the most slots wins), spent from. */
+function takeSlot(pool: PoolState, nowMs: number, tokens: number): Lease | undefined {
   let best: Lease | undefined;
   for (const lease of pool.leases) {
-    if (lease.slots > 0 && lease.expiresAtMs > nowMs && (best === undefined || lease.slots > best.slots)) best = lease;
+    if (lease.slots > 0 && lease.tokens >= tokens && lease.expiresAtMs > nowMs && (best === undefined || lease.slots > best.slots)) best = lease;
   }
-  if (best) best.slots--;
+  if (best) {
+    best.slots--;
+    best.tokens -= tokens;
+  }
   return best;
+}
+
+function remainingTokens(pool: PoolState, nowMs: number): number {
+  let total = 0;
+  for (const lease of pool.leases) if (lease.expiresAtMs > nowMs && lease.admissionId !== undefined) total += lease.tokens;
+  return total;
 }
 
 function remainingSlots(pool: PoolState, nowMs: number): number {

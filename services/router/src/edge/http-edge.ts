@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { Code, KeymeshError, Reason, openAiErrorBody, toHttpError } from '@keymesh/errors';
 import { attr, extractTraceContext, type Logger, type Telemetry } from '@keymesh/telemetry';
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
+import { RequestTokens } from '../admission/request-tokens';
 import type { OpenAiChatRequest, OpenAiEmbeddingRequest, OpenAiUsage } from '../providers/openai/types';
 import { chatStreamAttempt, embeddingAttempt } from '../routing/attempts';
 import { DEGRADED_ANSWER_REASON, degradedChatStream, usageReasonOf } from '../routing/degraded';
@@ -130,6 +131,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       throw invalid("'messages' must be a non-empty array of messages", 'messages');
     }
     const scope = scopeFor(req, exchange, tenantId, route);
+    scope.tokens?.forChat(body);
     if (body.stream === true) return chatStream(exchange, scope, body, raw);
     const idempotencyKey = req.headers['idempotency-key'];
     if (idempotencyKey !== undefined) return chatOnce(req, exchange, scope, body, raw, idempotencyKey);
@@ -262,6 +264,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       throw invalid("'input' must be a string or a non-empty array", 'input');
     }
     const scope = scopeFor(req, exchange, tenantId, route);
+    scope.tokens?.forEmbeddings(body);
     const served = await deps.dispatcher.run(scope, embeddingAttempt(body, raw));
     const usage = served.value.usage;
     exchange.usage = {
@@ -306,6 +309,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       deadlineMs: Date.now() + timeoutMs,
       signal: controller.signal,
       traceContext: trace.setSpan(exchange.ctx, routeSpan),
+      tokens: new RequestTokens(),
     };
     exchange.scope = scope;
     // Taken once the scope exists, so a rejection is still a usage event with its reason.

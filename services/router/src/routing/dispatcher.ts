@@ -5,6 +5,7 @@ import type { RpcClient } from '@keymesh/rpc';
 import { attr, type Logger, type Telemetry } from '@keymesh/telemetry';
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import type { LeaseAdmission } from '../admission/lease-admission';
+import type { RequestTokens } from '../admission/request-tokens';
 import type { KeyMaterialCache } from '../keys/key-material';
 import type { ProviderFailure } from '../providers';
 import { BreakerBoard, Permit, type CircuitBreaker } from '../resilience';
@@ -21,6 +22,8 @@ export interface RequestScope {
   readonly signal: AbortSignal;
   /** The request's route span: the parent of everything done for it. */
   readonly traceContext: Context;
+  /** Token accounting, for targets whose pool has token limits; none: nothing is reserved. */
+  readonly tokens?: RequestTokens;
 }
 
 export interface Attempt {
@@ -326,6 +329,10 @@ export class Dispatcher {
           providerBreaker.succeeded(providerPermit, nowMs);
           span.end();
           if (result.spentUntilMs !== undefined) this.keySpent(scope, target, keyId, result.spentUntilMs);
+          // Failed attempts keep their reservations: the provider may have counted them, so giving them back could overrun it.
+          if (admission.admissionId !== undefined && scope.tokens !== undefined) {
+            scope.tokens.reservation = { poolId: target.poolId, keyId, admissionId: admission.admissionId, reservedTokens: scope.tokens.estimated(scope.route.defaultMaxTokens) };
+          }
           return { value: result.value, target, keyId, attempts };
         }
         const failure = result.failure;
@@ -432,7 +439,9 @@ export class Dispatcher {
    */
   private admit(scope: RequestScope, target: PolicyTarget, excluded: string[]) {
     const route = trace.getSpan(scope.traceContext);
-    const admission = this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext);
+    // Tokenized only for pools with token limits: everywhere else admission stays a slot count.
+    const estimatedTokens = this.deps.table().tokenLimitedPools.has(target.poolId) ? (scope.tokens?.estimated(scope.route.defaultMaxTokens) ?? 0) : undefined;
+    const admission = this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, estimatedTokens);
     if (admission instanceof Promise) {
       // A lease grant may outlast the caller's deadline (it has its own timeout); the caller must not wait for it.
       return this.untilDone(scope, admission).then((a) => {

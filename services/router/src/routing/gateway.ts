@@ -11,6 +11,7 @@ import { degradedChatResult } from './degraded';
 import type { Dispatcher, RequestScope, Served } from './dispatcher';
 import type { RouteTable } from './route-table';
 import type { UsageRecorder } from '../usage/usage-recorder';
+import type { SettleBatcher } from '../admission/settle-batcher';
 
 export interface UsageRecord {
   model: string;
@@ -37,6 +38,8 @@ export interface GatewayDeps {
   dispatcher: Dispatcher;
   cache: RpcClient<typeof CacheService>;
   usage: UsageRecorder;
+  /** Corrects token reservations to the usage providers report. */
+  settles: SettleBatcher;
   logger: Logger;
 }
 
@@ -110,7 +113,9 @@ export class Gateway {
     return { result: served.value, served };
   }
 
+  /** The end of every request on both edges: its usage event, and the settle of its token reservation. */
   recordUsage(scope: RequestScope, startedMs: number, record: UsageRecord): void {
+    this.settle(scope, record.usage);
     const latencyMs = Date.now() - startedMs;
     this.deps.usage.record({
       requestId: scope.requestId,
@@ -129,6 +134,18 @@ export class Gateway {
       streamed: record.streamed,
       errorReason: record.errorReason,
     }, scope.traceContext);
+  }
+
+  private settle(scope: RequestScope, usage: OpenAiUsage | undefined): void {
+    const tokens = scope.tokens;
+    const reservation = tokens?.reservation;
+    if (tokens === undefined || reservation === undefined) return;
+    // Settled once, even if an edge reports the request's end twice.
+    tokens.reservation = undefined;
+    const usedTokens = tokens.usedTokensOf(usage);
+    // No usage (a stream cut short, a caller gone): the estimate stands, and nothing needs saying.
+    if (usedTokens === undefined || usedTokens === reservation.reservedTokens) return;
+    this.deps.settles.settle({ ...reservation, usedTokens });
   }
 
   private async lookup(scope: RequestScope, key: string): Promise<JsonResult<OpenAiChatResponse> | undefined> {

@@ -15,7 +15,7 @@ import { LeaseAdmission } from '../admission/lease-admission';
 import type { KeyMaterialCache } from '../keys/key-material';
 import { BreakerBoard, DEFAULT_BREAKER_OPTIONS, Permit } from '../resilience';
 import { Dispatcher, type AttemptResult, type RequestScope } from './dispatcher';
-import type { ProviderBinding, RouteTable } from './route-table';
+import { EMPTY_ROUTE_TABLE, type ProviderBinding, type RouteTable } from './route-table';
 
 const telemetry = createTelemetry('key-breaker-admission-test');
 
@@ -40,7 +40,7 @@ function scope(i: number): RequestScope {
   return {
     requestId: `r${i}`,
     tenantId: 't',
-    route: { alias: 'r', strategy: 'fallback', targets: [{ poolId: 'main', providerId: 'mock', model: 'm', weight: null, price: null }], degraded: null, cacheTtlMs: null, timeoutMs: 5_000, retry: { rounds: 1, backoffMs: 10 }, maxConcurrency: null },
+    route: { alias: 'r', strategy: 'fallback', targets: [{ poolId: 'main', providerId: 'mock', model: 'm', weight: null, price: null }], degraded: null, defaultMaxTokens: 256, cacheTtlMs: null, timeoutMs: 5_000, retry: { rounds: 1, backoffMs: 10 }, maxConcurrency: null },
     deadlineMs: Date.now() + 5_000,
     signal: new AbortController().signal,
     traceContext: ROOT_CONTEXT,
@@ -53,7 +53,7 @@ describe('an open key breaker and admission', () => {
     const admission = new LeaseAdmission(limiter.client, telemetry, new AcquireBatcher(limiter.client, telemetry), { holdMs: 60_000 });
     const breakers = new BreakerBoard(DEFAULT_BREAKER_OPTIONS);
     const provider = { id: 'mock', timeoutMs: 1_000 } as unknown as ProviderBinding;
-    const table = { providers: new Map([['mock', provider]]) } as unknown as RouteTable;
+    const table: RouteTable = { ...EMPTY_ROUTE_TABLE, providers: new Map([['mock', provider]]) };
     const keys = { secretOf: () => 'secret' } as unknown as KeyMaterialCache;
     const dispatcher = new Dispatcher({ table: () => table, admission, keys, limiter: limiter.client, telemetry, logger: createLogger('test', 'error'), breakers });
 

@@ -23,6 +23,11 @@ export interface RouteTable {
   readonly modelsBody: Buffer;
   /** How long leases on each pool should last (see leaseHoldOf). */
   readonly leaseHoldMs: ReadonlyMap<string, number>;
+  /**
+   * Pools with a key that has token limits: their requests are estimated, and
+   * admitted from a lease's token budget or with a reservation of their own.
+   */
+  readonly tokenLimitedPools: ReadonlySet<string>;
 }
 
 export const EMPTY_ROUTE_TABLE: RouteTable = {
@@ -32,6 +37,7 @@ export const EMPTY_ROUTE_TABLE: RouteTable = {
   providers: new Map(),
   modelsBody: Buffer.from(JSON.stringify({ object: 'list', data: [] })),
   leaseHoldMs: new Map(),
+  tokenLimitedPools: new Set(),
 };
 
 const MAX_LEASE_HOLD_MS = 1_000;
@@ -76,5 +82,10 @@ export function buildRouteTable(policy: Policy, version: bigint, previous: Route
     }),
   );
   const leaseHoldMs = new Map(Object.keys(policy.pools).map((poolId) => [poolId, leaseHoldOf(policy, poolId)]));
-  return { table: { version, routes, tenantByKeyHash, providers, modelsBody, leaseHoldMs }, retired };
+  const tokenLimitedPools = new Set(
+    Object.values(policy.pools)
+      .filter((pool) => pool.keyIds.some((keyId) => (policy.keys[keyId]?.tokenLimits.length ?? 0) > 0))
+      .map((pool) => pool.id),
+  );
+  return { table: { version, routes, tenantByKeyHash, providers, modelsBody, leaseHoldMs, tokenLimitedPools }, retired };
 }

@@ -6,7 +6,9 @@ import { KEY_STATE_LUA } from './key-state';
  * and the newest admissions that fit (the log is trimmed to the new largest
  * window); new keys start afresh; keys not listed are deleted. ARGV: base,
  * "keep" | "drop" (drop also forgets the pool's grant counter), then
- * (keyId, "<requests>:<perMs>,...") pairs in config order.
+ * (keyId, "<requests>:<perMs>,...|<tokens>:<perMs>,...") pairs in config
+ * order. A key's token log is kept across limit changes: what was spent
+ * stays spent.
  */
 export const CONFIGURE_LUA = `${KEY_STATE_LUA}
 local old = {}
@@ -24,14 +26,16 @@ for j = 3, #ARGV, 2 do
   fields[#fields + 1] = value
   local previous = old[keyId]
   if previous == nil then
-    redis.call('DEL', base .. ':st:' .. keyId, base .. ':log:' .. keyId)
+    redis.call('DEL', base .. ':st:' .. keyId, base .. ':log:' .. keyId, base .. ':tlog:' .. keyId, base .. ':tw:' .. keyId)
   elseif string.sub(previous, string.find(previous, '|', 1, true) + 1) ~= limits then
     local _, maxN = parseWindows(value)
     redis.call('ZREMRANGEBYRANK', base .. ':log:' .. keyId, 0, -(maxN + 1))
   end
 end
 for keyId, _ in pairs(old) do
-  if not listed[keyId] then redis.call('DEL', base .. ':st:' .. keyId, base .. ':log:' .. keyId) end
+  if not listed[keyId] then
+    redis.call('DEL', base .. ':st:' .. keyId, base .. ':log:' .. keyId, base .. ':tlog:' .. keyId, base .. ':tw:' .. keyId)
+  end
 end
 redis.call('DEL', cfgKey)
 if #fields > 0 then redis.call('HSET', cfgKey, unpack(fields)) end
@@ -69,7 +73,8 @@ return conditionOf(k, nowMs)
 /**
  * Every key of one pool in config order. ARGV: base, nowMs. Returns per key:
  * keyId, condition, reason, coolingUntilMs or "", window count w, then w
- * (requests, perMs, remaining, resetInMs).
+ * (requests, perMs, remaining, resetInMs), then token window count t and t
+ * (tokens, perMs, remaining, resetInMs).
  */
 export const SNAPSHOT_LUA = `${KEY_STATE_LUA}
 local nowMs = tonumber(ARGV[2])
@@ -93,6 +98,15 @@ for _, k in ipairs(keys) do
     out[#out + 1] = fmt(w.p)
     out[#out + 1] = fmt(remainingIn(k, w, nowMs))
     out[#out + 1] = fmt(resetMs)
+  end
+  out[#out + 1] = tostring(#k.tokenWindows)
+  for _, w in ipairs(k.tokenWindows) do
+    local remaining = w.n - tokensUsed(k, w, nowMs)
+    if remaining < 0 then remaining = 0 end
+    out[#out + 1] = fmt(w.n)
+    out[#out + 1] = fmt(w.p)
+    out[#out + 1] = fmt(remaining)
+    out[#out + 1] = fmt(tokenResetMs(k, w, nowMs))
   end
 end
 return out

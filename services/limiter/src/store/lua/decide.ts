@@ -1,21 +1,23 @@
 import { KEY_STATE_LUA } from './key-state';
 
 /**
- * acquire for one pool. ARGV: base, nowMs, then per request: the candidate
- * count m and m keyIds. Returns one string per request: "+<keyId>" granted,
- * "-<waitMs>" denied with a retry-after, "" denied with none.
+ * acquire for one pool. ARGV: base, nowMs, then per request: its tokens, the
+ * candidate count m and m keyIds. Returns one string per request:
+ * "+<admissionId>|<keyId>" granted (admissionId "" for a key without token
+ * windows), "-<waitMs>" denied with a retry-after, "" denied with none.
  */
 export const ACQUIRE_LUA = `${KEY_STATE_LUA}
 local nowMs = tonumber(ARGV[2])
 local out = {}
 local i = 3
 while i <= #ARGV do
-  local m = tonumber(ARGV[i])
+  local tokens = tonumber(ARGV[i])
+  local m = tonumber(ARGV[i + 1])
   local best, bestHeadroom, earliest = nil, 0, INF
-  for j = i + 1, i + m do
+  for j = i + 2, i + 1 + m do
     local k = loadKey(ARGV[j])
     if k then
-      local waitMs, headroom = roomOf(k, nowMs)
+      local waitMs, headroom = roomOf(k, nowMs, tokens)
       if waitMs ~= nil then
         if waitMs > 0 then
           if waitMs < earliest then earliest = waitMs end
@@ -26,10 +28,16 @@ while i <= #ARGV do
       end
     end
   end
-  i = i + m + 1
+  i = i + m + 2
   if best then
     record(best, nowMs, nowMs, 1)
-    out[#out + 1] = '+' .. best.id
+    if #best.tokenWindows > 0 then
+      local admissionId = fmt(best.seq)
+      recordTokens(best, nowMs, best.last, tokens, admissionId)
+      out[#out + 1] = '+' .. admissionId .. '|' .. best.id
+    else
+      out[#out + 1] = '+|' .. best.id
+    end
   elseif earliest == INF then
     out[#out + 1] = ''
   else
@@ -41,35 +49,54 @@ return out
 `;
 
 /**
- * lease for one pool. ARGV: base, nowMs, holdMs, then per request:
- * wantedSlots, the candidate count m and m keyIds. Returns per request the
- * grant count n, then n (keyId, slots) pairs, or when n is 0 one wait ("" = none).
+ * lease for one pool, as memory.ts leaseOne. ARGV: base, nowMs, holdMs, then
+ * per request: wantedSlots, wantedTokens, the candidate count m and m keyIds.
+ * Returns per request the grant count n, then n (keyId, slots, tokens,
+ * admissionId) tuples (tokens "0" and admissionId "" for a key without token
+ * windows), or when n is 0 one wait ("" = none).
  */
 export const LEASE_LUA = `${KEY_STATE_LUA}
 local nowMs = tonumber(ARGV[2])
 local holdMs = tonumber(ARGV[3])
 local LEASE_SHARE_OF_HEADROOM = 4
+
+-- The tokens a key's tightest token window still takes.
+local function tokensAvailableOf(k, nowMs)
+  local available = INF
+  for _, w in ipairs(k.tokenWindows) do
+    local remaining = w.n - tokensUsed(k, w, nowMs)
+    if remaining < available then available = remaining end
+  end
+  return available
+end
+
 local out = {}
 local i = 4
 while i <= #ARGV do
   local wanted = tonumber(ARGV[i])
-  local m = tonumber(ARGV[i + 1])
+  local wantedTokens = tonumber(ARGV[i + 1])
+  local m = tonumber(ARGV[i + 2])
   local eligible = {}
   local earliest = INF
-  for j = i + 2, i + 1 + m do
+  for j = i + 3, i + 2 + m do
     local k = loadKey(ARGV[j])
-    if k then
-      local waitMs, _, available = roomOf(k, nowMs)
+    -- Slots without a token budget would spend tokens no window counts.
+    if k and (#k.tokenWindows == 0 or wantedTokens > 0) then
+      local need = 0
+      if #k.tokenWindows > 0 then need = 1 end
+      local waitMs, _, available = roomOf(k, nowMs, need)
       if waitMs ~= nil then
         if waitMs > 0 then
           if waitMs < earliest then earliest = waitMs end
         else
-          eligible[#eligible + 1] = { k = k, available = available }
+          local tokensAvailable = INF
+          if #k.tokenWindows > 0 then tokensAvailable = tokensAvailableOf(k, nowMs) end
+          eligible[#eligible + 1] = { k = k, available = available, tokensAvailable = tokensAvailable }
         end
       end
     end
   end
-  i = i + m + 2
+  i = i + m + 3
   if #eligible == 0 then
     out[#out + 1] = '0'
     if earliest == INF then out[#out + 1] = '' else out[#out + 1] = fmt(earliest) end
@@ -82,6 +109,8 @@ while i <= #ARGV do
       return x.idx < y.idx
     end)
     local unassigned = wanted
+    local unassignedTokens = wantedTokens
+    local tokensPerSlot = math.ceil(wantedTokens / wanted)
     local stampMs = nowMs + holdMs
     local grants = {}
     for idx, e in ipairs(eligible) do
@@ -96,11 +125,59 @@ while i <= #ARGV do
       record(e.k, nowMs, stampMs, slots)
       grants[#grants + 1] = e.k.id
       grants[#grants + 1] = fmt(slots)
+      if #e.k.tokenWindows == 0 then
+        grants[#grants + 1] = '0'
+        grants[#grants + 1] = ''
+      else
+        -- As memory.ts leaseTokens.
+        local tokens = math.ceil(unassignedTokens / (#eligible - idx + 1))
+        local cap = math.max(math.floor(e.tokensAvailable / LEASE_SHARE_OF_HEADROOM), math.min(tokensPerSlot, e.tokensAvailable))
+        if cap < tokens then tokens = cap end
+        if e.tokensAvailable < tokens then tokens = e.tokensAvailable end
+        if tokens < 1 then tokens = 1 end
+        unassignedTokens = math.max(0, unassignedTokens - tokens)
+        local admissionId = fmt(e.k.seq)
+        recordTokens(e.k, nowMs, e.k.last, tokens, admissionId)
+        grants[#grants + 1] = fmt(tokens)
+        grants[#grants + 1] = admissionId
+      end
     end
-    out[#out + 1] = tostring(#grants / 2)
+    out[#out + 1] = tostring(#grants / 4)
     for _, v in ipairs(grants) do out[#out + 1] = v end
   end
 end
 flushSeq()
 return out
+`;
+
+/**
+ * settle for one pool, as memory.ts settle. ARGV: base, nowMs, then per
+ * settlement: keyId, admissionId, usedTokens - reservedTokens. A negative
+ * difference shrinks the admission (never below 0); a positive one is
+ * recorded as a new admission at nowMs. Returns nothing.
+ */
+export const SETTLE_LUA = `${KEY_STATE_LUA}
+local nowMs = tonumber(ARGV[2])
+for i = 3, #ARGV, 3 do
+  local k = loadKey(ARGV[i])
+  local delta = tonumber(ARGV[i + 2])
+  if k and #k.tokenWindows > 0 then
+    if delta < 0 then
+      local weight = tonumber(redis.call('HGET', k.twKey, ARGV[i + 1]))
+      if weight then
+        weight = weight + delta
+        if weight < 0 then weight = 0 end
+        redis.call('HSET', k.twKey, ARGV[i + 1], fmt(weight))
+      end
+    elseif delta > 0 then
+      local atMs = nowMs
+      if k.last > atMs then atMs = k.last end
+      k.last = atMs
+      redis.call('HSET', k.stKey, 'last', fmt(atMs))
+      recordTokens(k, nowMs, atMs, delta, fmt(nextSeq()))
+    end
+  end
+end
+flushSeq()
+return 0
 `;

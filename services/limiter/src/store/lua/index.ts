@@ -1,2 +1,2 @@
-export { ACQUIRE_LUA, LEASE_LUA } from './decide';
+export { ACQUIRE_LUA, LEASE_LUA, SETTLE_LUA } from './decide';
 export { CONFIGURE_LUA, CONDITION_LUA, SNAPSHOT_LUA } from './admin';

@@ -7,7 +7,7 @@
  * hash tag, so they live in KEYS[1]'s Redis Cluster slot.
  *
  * Data model, per pool:
- *   <base>:cfg         hash keyId -> "<configIndex>|<requests>:<perMs>,..."
+ *   <base>:cfg         hash keyId -> "<configIndex>|<requests>:<perMs>,...|<tokens>:<perMs>,..."
  *   <base>:seq         grant counter; ties go to the key with the lowest last grant
  *   <base>:st:<keyId>  hash p (parked "1"), pr (park reason), cu/cr (cooling until/reason),
  *                      seq (last grant), last (newest recorded admission)
@@ -15,6 +15,10 @@
  *                      of them: the memory store's rings, one per window, all
  *                      record every admission, so the window of N looks at the
  *                      newest N entries of this one set.
+ *   <base>:tlog:<keyId> zset of admissions of a key with token windows, member =
+ *                      admission id (the grant's seq), score = time; kept while
+ *                      the longest token window can see them
+ *   <base>:tw:<keyId>  hash admission id -> tokens it weighs (shrunk by refunds)
  *
  * Numbers go to Redis as strings formatted %.17g: Lua's own number-to-string
  * keeps 14 digits, which would round fractional milliseconds away.
@@ -29,27 +33,43 @@ local function fmt(n)
   return string.format('%.17g', n)
 end
 
-local function parseWindows(value)
-  local bar = string.find(value, '|', 1, true)
+local function parsePairs(list)
   local windows = {}
   local maxN = 0
   local maxP = 0
-  for n, p in string.gmatch(string.sub(value, bar + 1), '([^:,]+):([^:,]+)') do
+  for n, p in string.gmatch(list, '([^:,]+):([^:,]+)') do
     local w = { n = tonumber(n), p = tonumber(p) }
     windows[#windows + 1] = w
     if w.n > maxN then maxN = w.n end
     if w.p > maxP then maxP = w.p end
   end
-  return windows, maxN, maxP, tonumber(string.sub(value, 1, bar - 1))
+  return windows, maxN, maxP
+end
+
+-- Request windows, their max N and max perMs, the config index, token windows and their max perMs.
+local function parseWindows(value)
+  local bar = string.find(value, '|', 1, true)
+  local rest = string.sub(value, bar + 1)
+  local tokenList = ''
+  local bar2 = string.find(rest, '|', 1, true)
+  if bar2 then
+    tokenList = string.sub(rest, bar2 + 1)
+    rest = string.sub(rest, 1, bar2 - 1)
+  end
+  local windows, maxN, maxP = parsePairs(rest)
+  local tokenWindows, _, maxTP = parsePairs(tokenList)
+  return windows, maxN, maxP, tonumber(string.sub(value, 1, bar - 1)), tokenWindows, maxTP
 end
 
 local function readKey(keyId, value)
-  local windows, maxN, maxP, index = parseWindows(value)
+  local windows, maxN, maxP, index, tokenWindows, maxTP = parseWindows(value)
   local stKey = base .. ':st:' .. keyId
   local st = redis.call('HMGET', stKey, 'p', 'pr', 'cu', 'cr', 'seq', 'last')
   return {
     id = keyId, index = index, windows = windows, maxN = maxN, maxP = maxP,
+    tokenWindows = tokenWindows, maxTP = maxTP,
     stKey = stKey, logKey = base .. ':log:' .. keyId,
+    tlogKey = base .. ':tlog:' .. keyId, twKey = base .. ':tw:' .. keyId,
     parked = st[1] == '1', parkedReason = st[2] or '',
     coolUntil = tonumber(st[3]) or -INF, coolReason = st[4] or '',
     seq = tonumber(st[5]) or 0, last = tonumber(st[6]) or -INF,
@@ -93,14 +113,69 @@ local function windowWaitMs(k, w, nowMs)
   return 0
 end
 
--- As memory.ts roomOf: nil when parked; else wait, headroom, available.
-local function roomOf(k, nowMs)
+-- HMGET in chunks: unpack() of thousands of arguments would overflow Lua's C stack.
+local UNPACK_CHUNK = 4000
+
+-- A token window's admissions, oldest first: their times and weights.
+local function tokenEntries(k, w, nowMs)
+  local r = redis.call('ZRANGEBYSCORE', k.tlogKey, '(' .. fmt(nowMs - w.p), '+inf', 'WITHSCORES')
+  local ids, times, weights = {}, {}, {}
+  for j = 1, #r, 2 do
+    ids[#ids + 1] = r[j]
+    times[#times + 1] = tonumber(r[j + 1])
+  end
+  for from = 1, #ids, UNPACK_CHUNK do
+    local to = math.min(from + UNPACK_CHUNK - 1, #ids)
+    local ws = redis.call('HMGET', k.twKey, unpack(ids, from, to))
+    for j = 1, #ws do weights[from + j - 1] = tonumber(ws[j]) or 0 end
+  end
+  return times, weights
+end
+
+local function tokensUsed(k, w, nowMs)
+  local _, weights = tokenEntries(k, w, nowMs)
+  local used = 0
+  for _, wt in ipairs(weights) do used = used + wt end
+  return used
+end
+
+-- As token-log.ts waitMs: 0 when tokens fit now, else until enough of the oldest leave.
+local function tokenWaitMs(k, w, nowMs, tokens)
+  if tokens > w.n then return INF end
+  local times, weights = tokenEntries(k, w, nowMs)
+  local used = 0
+  for _, wt in ipairs(weights) do used = used + wt end
+  if used + tokens <= w.n then return 0 end
+  for j = 1, #times do
+    used = used - weights[j]
+    if used + tokens <= w.n then return times[j] + w.p - nowMs end
+  end
+  return INF
+end
+
+local function tokenResetMs(k, w, nowMs)
+  local r = redis.call('ZREVRANGE', k.tlogKey, 0, 0, 'WITHSCORES')
+  if not r[2] then return 0 end
+  local resetMs = tonumber(r[2]) + w.p - nowMs
+  if resetMs > 0 then return resetMs end
+  return 0
+end
+
+-- As memory.ts roomOf: nil when parked or when tokens exceed a token limit; else wait, headroom, available.
+local function roomOf(k, nowMs, tokens)
   if k.parked then return nil end
+  for _, w in ipairs(k.tokenWindows) do
+    if tokens > w.n then return nil end
+  end
   local coolingMs = k.coolUntil - nowMs
   if coolingMs > 0 then
     local waitMs = 0
     for _, w in ipairs(k.windows) do
       local wt = windowWaitMs(k, w, nowMs)
+      if wt > waitMs then waitMs = wt end
+    end
+    for _, w in ipairs(k.tokenWindows) do
+      local wt = tokenWaitMs(k, w, nowMs, tokens)
       if wt > waitMs then waitMs = wt end
     end
     if coolingMs > waitMs then waitMs = coolingMs end
@@ -116,6 +191,15 @@ local function roomOf(k, nowMs)
     else
       local wt = head + w.p - nowMs
       if wt > waitMs then waitMs = wt end
+    end
+  end
+  for _, w in ipairs(k.tokenWindows) do
+    local wt = tokenWaitMs(k, w, nowMs, tokens)
+    if wt > 0 then
+      if wt > waitMs then waitMs = wt end
+    else
+      local remaining = w.n - tokensUsed(k, w, nowMs)
+      if remaining / w.n < headroom then headroom = remaining / w.n end
     end
   end
   return waitMs, headroom, available
@@ -159,6 +243,21 @@ local function record(k, nowMs, atMs, slots)
   end
   redis.call('ZREMRANGEBYRANK', k.logKey, 0, -(k.maxN + 1))
   redis.call('PEXPIRE', k.logKey, fmt(math.ceil(admittedMs + k.maxP - nowMs) + IDLE_SLACK_MS))
+end
+
+-- Records tokens at atMs under id, and forgets admissions no token window can see any more.
+local function recordTokens(k, nowMs, atMs, tokens, id)
+  local cutoff = fmt(atMs - k.maxTP)
+  local old = redis.call('ZRANGEBYSCORE', k.tlogKey, '-inf', cutoff)
+  for from = 1, #old, UNPACK_CHUNK do
+    redis.call('HDEL', k.twKey, unpack(old, from, math.min(from + UNPACK_CHUNK - 1, #old)))
+  end
+  if #old > 0 then redis.call('ZREMRANGEBYSCORE', k.tlogKey, '-inf', cutoff) end
+  redis.call('ZADD', k.tlogKey, fmt(atMs), id)
+  redis.call('HSET', k.twKey, id, fmt(tokens))
+  local ttl = fmt(math.ceil(atMs + k.maxTP - nowMs) + IDLE_SLACK_MS)
+  redis.call('PEXPIRE', k.tlogKey, ttl)
+  redis.call('PEXPIRE', k.twKey, ttl)
 end
 
 local function conditionOf(k, nowMs)

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/limiter/v1/limiter.proto.
  */
 export const file_keymesh_limiter_v1_limiter: GenFile = /*@__PURE__*/
-  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxIk8KDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJIpYBCg9BY3F1aXJlUmVzcG9uc2USMwoHb3V0Y29tZRgBIAEoDjIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlT3V0Y29tZRIOCgZrZXlfaWQYAiABKAkSLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGcmVhc29uGAQgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJPCgxMZWFzZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgx3YW50ZWRfc2xvdHMYAiABKA0SGAoQZXhjbHVkZWRfa2V5X2lkcxgDIAMoCSJxChJHcmFudExlYXNlc1JlcXVlc3QSMgoIcmVxdWVzdHMYASADKAsyIC5rZXltZXNoLmxpbWl0ZXIudjEuTGVhc2VSZXF1ZXN0EicKBGhvbGQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iJgoFTGVhc2USDgoGa2V5X2lkGAEgASgJEg0KBXNsb3RzGAIgASgNIogBCgpQb29sTGVhc2VzEg8KB3Bvb2xfaWQYASABKAkSKQoGbGVhc2VzGAIgAygLMhkua2V5bWVzaC5saW1pdGVyLnYxLkxlYXNlEi4KC3JldHJ5X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgEIAEoCSJEChNHcmFudExlYXNlc1Jlc3BvbnNlEi0KBXBvb2xzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlBvb2xMZWFzZXMifAoUUmVwb3J0T3V0Y29tZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEwoLaHR0cF9zdGF0dXMYAyABKA0SLgoLcmV0cnlfYWZ0ZXIYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iTAoVUmVwb3J0T3V0Y29tZVJlc3BvbnNlEjMKCWNvbmRpdGlvbhgBIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24iJQoSR2V0S2V5U3RhdGVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkijAIKCEtleVN0YXRlEg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEjMKCWNvbmRpdGlvbhgDIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24SGgoScmVtYWluaW5nX3JlcXVlc3RzGAQgASgNEhYKDmxpbWl0X3JlcXVlc3RzGAUgASgNEikKBndpbmRvdxgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg1jb29saW5nX3VudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjb25kaXRpb25fcmVhc29uGAggASgJIkEKE0dldEtleVN0YXRlUmVzcG9uc2USKgoEa2V5cxgBIAMoCzIcLmtleW1lc2gubGltaXRlci52MS5LZXlTdGF0ZSpqCg5BY3F1aXJlT3V0Y29tZRIfChtBQ1FVSVJFX09VVENPTUVfVU5TUEVDSUZJRUQQABIbChdBQ1FVSVJFX09VVENPTUVfR1JBTlRFRBABEhoKFkFDUVVJUkVfT1VUQ09NRV9ERU5JRUQQAip7CgxLZXlDb25kaXRpb24SHQoZS0VZX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEhcKE0tFWV9DT05ESVRJT05fUkVBRFkQARIZChVLRVlfQ09ORElUSU9OX0NPT0xJTkcQAhIYChRLRVlfQ09ORElUSU9OX1BBUktFRBADMu0DCg5MaW1pdGVyU2VydmljZRJSCgdBY3F1aXJlEiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXF1ZXN0GiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZRJhCgxBY3F1aXJlQmF0Y2gSJy5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZUJhdGNoUmVxdWVzdBooLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlQmF0Y2hSZXNwb25zZRJeCgtHcmFudExlYXNlcxImLmtleW1lc2gubGltaXRlci52MS5HcmFudExlYXNlc1JlcXVlc3QaJy5rZXltZXNoLmxpbWl0ZXIudjEuR3JhbnRMZWFzZXNSZXNwb25zZRJkCg1SZXBvcnRPdXRjb21lEigua2V5bWVzaC5saW1pdGVyLnYxLlJlcG9ydE91dGNvbWVSZXF1ZXN0Gikua2V5bWVzaC5saW1pdGVyLnYxLlJlcG9ydE91dGNvbWVSZXNwb25zZRJeCgtHZXRLZXlTdGF0ZRImLmtleW1lc2gubGltaXRlci52MS5HZXRLZXlTdGF0ZVJlcXVlc3QaJy5rZXltZXNoLmxpbWl0ZXIudjEuR2V0S2V5U3RhdGVSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxImkKDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJEhgKEGVzdGltYXRlZF90b2tlbnMYBCABKA0irAEKD0FjcXVpcmVSZXNwb25zZRIzCgdvdXRjb21lGAEgASgOMiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVPdXRjb21lEg4KBmtleV9pZBgCIAEoCRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkSFAoMYWRtaXNzaW9uX2lkGAUgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJmCgxMZWFzZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgx3YW50ZWRfc2xvdHMYAiABKA0SGAoQZXhjbHVkZWRfa2V5X2lkcxgDIAMoCRIVCg13YW50ZWRfdG9rZW5zGAQgASgNInEKEkdyYW50TGVhc2VzUmVxdWVzdBIyCghyZXF1ZXN0cxgBIAMoCzIgLmtleW1lc2gubGltaXRlci52MS5MZWFzZVJlcXVlc3QSJwoEaG9sZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJMCgVMZWFzZRIOCgZrZXlfaWQYASABKAkSDQoFc2xvdHMYAiABKA0SDgoGdG9rZW5zGAMgASgNEhQKDGFkbWlzc2lvbl9pZBgEIAEoCSKIAQoKUG9vbExlYXNlcxIPCgdwb29sX2lkGAEgASgJEikKBmxlYXNlcxgCIAMoCzIZLmtleW1lc2gubGltaXRlci52MS5MZWFzZRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkiRAoTR3JhbnRMZWFzZXNSZXNwb25zZRItCgVwb29scxgBIAMoCzIeLmtleW1lc2gubGltaXRlci52MS5Qb29sTGVhc2VzInEKClNldHRsZW1lbnQSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSFAoMYWRtaXNzaW9uX2lkGAMgASgJEhcKD3Jlc2VydmVkX3Rva2VucxgEIAEoDRITCgt1c2VkX3Rva2VucxgFIAEoDSJECg1TZXR0bGVSZXF1ZXN0EjMKC3NldHRsZW1lbnRzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZW1lbnQiEAoOU2V0dGxlUmVzcG9uc2UifAoUUmVwb3J0T3V0Y29tZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEwoLaHR0cF9zdGF0dXMYAyABKA0SLgoLcmV0cnlfYWZ0ZXIYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iTAoVUmVwb3J0T3V0Y29tZVJlc3BvbnNlEjMKCWNvbmRpdGlvbhgBIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24iJQoSR2V0S2V5U3RhdGVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiyQIKCEtleVN0YXRlEg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEjMKCWNvbmRpdGlvbhgDIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24SGgoScmVtYWluaW5nX3JlcXVlc3RzGAQgASgNEhYKDmxpbWl0X3JlcXVlc3RzGAUgASgNEikKBndpbmRvdxgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg1jb29saW5nX3VudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjb25kaXRpb25fcmVhc29uGAggASgJEjsKDXRva2VuX3dpbmRvd3MYCSADKAsyJC5rZXltZXNoLmxpbWl0ZXIudjEuVG9rZW5XaW5kb3dTdGF0ZSKaAQoQVG9rZW5XaW5kb3dTdGF0ZRIYChByZW1haW5pbmdfdG9rZW5zGAEgASgEEhQKDGxpbWl0X3Rva2VucxgCIAEoBBIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKwoIcmVzZXRfaW4YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iQQoTR2V0S2V5U3RhdGVSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwua2V5bWVzaC5saW1pdGVyLnYxLktleVN0YXRlKmoKDkFjcXVpcmVPdXRjb21lEh8KG0FDUVVJUkVfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhsKF0FDUVVJUkVfT1VUQ09NRV9HUkFOVEVEEAESGgoWQUNRVUlSRV9PVVRDT01FX0RFTklFRBACKnsKDEtleUNvbmRpdGlvbhIdChlLRVlfQ09ORElUSU9OX1VOU1BFQ0lGSUVEEAASFwoTS0VZX0NPTkRJVElPTl9SRUFEWRABEhkKFUtFWV9DT05ESVRJT05fQ09PTElORxACEhgKFEtFWV9DT05ESVRJT05fUEFSS0VEEAMyvgQKDkxpbWl0ZXJTZXJ2aWNlElIKB0FjcXVpcmUSIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QaIy5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlc3BvbnNlEmEKDEFjcXVpcmVCYXRjaBInLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlQmF0Y2hSZXF1ZXN0Gigua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlc3BvbnNlEl4KC0dyYW50TGVhc2VzEiYua2V5bWVzaC5saW1pdGVyLnYxLkdyYW50TGVhc2VzUmVxdWVzdBonLmtleW1lc2gubGltaXRlci52MS5HcmFudExlYXNlc1Jlc3BvbnNlEk8KBlNldHRsZRIhLmtleW1lc2gubGltaXRlci52MS5TZXR0bGVSZXF1ZXN0GiIua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZVJlc3BvbnNlEmQKDVJlcG9ydE91dGNvbWUSKC5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlcXVlc3QaKS5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlc3BvbnNlEl4KC0dldEtleVN0YXRlEiYua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVxdWVzdBonLmtleW1lc2gubGltaXRlci52MS5HZXRLZXlTdGF0ZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keymesh.limiter.v1.AcquireRequest
@@ -36,6 +36,15 @@ export type AcquireRequest = Message<"keymesh.limiter.v1.AcquireRequest"> & {
    * @generated from field: string request_id = 3;
    */
   requestId: string;
+
+  /**
+   * Tokens the request may use (prompt plus the most it may generate),
+   * reserved in the granted key's token windows until a Settle corrects it.
+   * A key whose token limit is below it is never granted to it.
+   *
+   * @generated from field: uint32 estimated_tokens = 4;
+   */
+  estimatedTokens: number;
 };
 
 /**
@@ -73,6 +82,14 @@ export type AcquireResponse = Message<"keymesh.limiter.v1.AcquireResponse"> & {
    * @generated from field: string reason = 4;
    */
   reason: string;
+
+  /**
+   * When GRANTED on a key with token windows: names the reservation for
+   * Settle. Empty otherwise (nothing to settle).
+   *
+   * @generated from field: string admission_id = 5;
+   */
+  admissionId: string;
 };
 
 /**
@@ -137,6 +154,15 @@ export type LeaseRequest = Message<"keymesh.limiter.v1.LeaseRequest"> & {
    * @generated from field: repeated string excluded_key_ids = 3;
    */
   excludedKeyIds: string[];
+
+  /**
+   * Tokens the router expects its requests to reserve over those slots (the
+   * sum of their estimates). Keys with token limits are leased only when it
+   * is above 0, each with a token budget as well as slots.
+   *
+   * @generated from field: uint32 wanted_tokens = 4;
+   */
+  wantedTokens: number;
 };
 
 /**
@@ -183,6 +209,25 @@ export type Lease = Message<"keymesh.limiter.v1.Lease"> & {
    * @generated from field: uint32 slots = 2;
    */
   slots: number;
+
+  /**
+   * For a key with token limits: the tokens the router may reserve from this
+   * lease, recorded in the key's token windows like the slots (at the
+   * lease's end). A request is admitted from it only if its estimate fits
+   * what is left; the budget is never topped up by settles (they give back
+   * to the windows, through admission_id).
+   *
+   * @generated from field: uint32 tokens = 3;
+   */
+  tokens: number;
+
+  /**
+   * For a key with token limits: the budget's reservation, named in the
+   * Settle of every request spent from it. Empty otherwise.
+   *
+   * @generated from field: string admission_id = 4;
+   */
+  admissionId: string;
 };
 
 /**
@@ -247,6 +292,82 @@ export const GrantLeasesResponseSchema: GenMessage<GrantLeasesResponse> = /*@__P
   messageDesc(file_keymesh_limiter_v1_limiter, 8);
 
 /**
+ * @generated from message keymesh.limiter.v1.Settlement
+ */
+export type Settlement = Message<"keymesh.limiter.v1.Settlement"> & {
+  /**
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+
+  /**
+   * AcquireResponse.admission_id of the reservation.
+   *
+   * @generated from field: string admission_id = 3;
+   */
+  admissionId: string;
+
+  /**
+   * What the request reserved (its AcquireRequest.estimated_tokens).
+   *
+   * @generated from field: uint32 reserved_tokens = 4;
+   */
+  reservedTokens: number;
+
+  /**
+   * What the provider charged: below reserved_tokens the difference is given
+   * back to the windows the reservation is in (never more than was really
+   * unused, so no window ever counts fewer tokens than were spent in it);
+   * above, the excess is counted from the time of the settle.
+   *
+   * @generated from field: uint32 used_tokens = 5;
+   */
+  usedTokens: number;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.Settlement.
+ * Use `create(SettlementSchema)` to create a new message.
+ */
+export const SettlementSchema: GenMessage<Settlement> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 9);
+
+/**
+ * @generated from message keymesh.limiter.v1.SettleRequest
+ */
+export type SettleRequest = Message<"keymesh.limiter.v1.SettleRequest"> & {
+  /**
+   * @generated from field: repeated keymesh.limiter.v1.Settlement settlements = 1;
+   */
+  settlements: Settlement[];
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.SettleRequest.
+ * Use `create(SettleRequestSchema)` to create a new message.
+ */
+export const SettleRequestSchema: GenMessage<SettleRequest> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 10);
+
+/**
+ * @generated from message keymesh.limiter.v1.SettleResponse
+ */
+export type SettleResponse = Message<"keymesh.limiter.v1.SettleResponse"> & {
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.SettleResponse.
+ * Use `create(SettleResponseSchema)` to create a new message.
+ */
+export const SettleResponseSchema: GenMessage<SettleResponse> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 11);
+
+/**
  * @generated from message keymesh.limiter.v1.ReportOutcomeRequest
  */
 export type ReportOutcomeRequest = Message<"keymesh.limiter.v1.ReportOutcomeRequest"> & {
@@ -282,7 +403,7 @@ export type ReportOutcomeRequest = Message<"keymesh.limiter.v1.ReportOutcomeRequ
  * Use `create(ReportOutcomeRequestSchema)` to create a new message.
  */
 export const ReportOutcomeRequestSchema: GenMessage<ReportOutcomeRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 9);
+  messageDesc(file_keymesh_limiter_v1_limiter, 12);
 
 /**
  * @generated from message keymesh.limiter.v1.ReportOutcomeResponse
@@ -299,7 +420,7 @@ export type ReportOutcomeResponse = Message<"keymesh.limiter.v1.ReportOutcomeRes
  * Use `create(ReportOutcomeResponseSchema)` to create a new message.
  */
 export const ReportOutcomeResponseSchema: GenMessage<ReportOutcomeResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 10);
+  messageDesc(file_keymesh_limiter_v1_limiter, 13);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateRequest
@@ -318,7 +439,7 @@ export type GetKeyStateRequest = Message<"keymesh.limiter.v1.GetKeyStateRequest"
  * Use `create(GetKeyStateRequestSchema)` to create a new message.
  */
 export const GetKeyStateRequestSchema: GenMessage<GetKeyStateRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 11);
+  messageDesc(file_keymesh_limiter_v1_limiter, 14);
 
 /**
  * @generated from message keymesh.limiter.v1.KeyState
@@ -367,6 +488,14 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
    * @generated from field: string condition_reason = 8;
    */
   conditionReason: string;
+
+  /**
+   * Every token window of the key (requests above show the tightest request
+   * window only; token windows are few and each may be the one that binds).
+   *
+   * @generated from field: repeated keymesh.limiter.v1.TokenWindowState token_windows = 9;
+   */
+  tokenWindows: TokenWindowState[];
 };
 
 /**
@@ -374,7 +503,43 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
  * Use `create(KeyStateSchema)` to create a new message.
  */
 export const KeyStateSchema: GenMessage<KeyState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 12);
+  messageDesc(file_keymesh_limiter_v1_limiter, 15);
+
+/**
+ * @generated from message keymesh.limiter.v1.TokenWindowState
+ */
+export type TokenWindowState = Message<"keymesh.limiter.v1.TokenWindowState"> & {
+  /**
+   * Tokens the window still takes now, of limit_tokens per window.
+   *
+   * @generated from field: uint64 remaining_tokens = 1;
+   */
+  remainingTokens: bigint;
+
+  /**
+   * @generated from field: uint64 limit_tokens = 2;
+   */
+  limitTokens: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Duration window = 3;
+   */
+  window?: Duration | undefined;
+
+  /**
+   * Until the window's newest admission leaves it.
+   *
+   * @generated from field: google.protobuf.Duration reset_in = 4;
+   */
+  resetIn?: Duration | undefined;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.TokenWindowState.
+ * Use `create(TokenWindowStateSchema)` to create a new message.
+ */
+export const TokenWindowStateSchema: GenMessage<TokenWindowState> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 16);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateResponse
@@ -391,7 +556,7 @@ export type GetKeyStateResponse = Message<"keymesh.limiter.v1.GetKeyStateRespons
  * Use `create(GetKeyStateResponseSchema)` to create a new message.
  */
 export const GetKeyStateResponseSchema: GenMessage<GetKeyStateResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 13);
+  messageDesc(file_keymesh_limiter_v1_limiter, 17);
 
 /**
  * @generated from enum keymesh.limiter.v1.AcquireOutcome
@@ -506,6 +671,17 @@ export const LimiterService: GenService<{
     methodKind: "unary";
     input: typeof GrantLeasesRequestSchema;
     output: typeof GrantLeasesResponseSchema;
+  },
+  /**
+   * Settle corrects token reservations to what the provider reported, many
+   * per call: routers send every settle of one event-loop turn together.
+   *
+   * @generated from rpc keymesh.limiter.v1.LimiterService.Settle
+   */
+  settle: {
+    methodKind: "unary";
+    input: typeof SettleRequestSchema;
+    output: typeof SettleResponseSchema;
   },
   /**
    * ReportOutcome tells the limiter what the provider said about a key: a 429

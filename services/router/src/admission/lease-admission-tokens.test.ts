@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { create } from '@bufbuild/protobuf';
+import {
+  AcquireBatchResponseSchema,
+  AcquireOutcome,
+  GrantLeasesResponseSchema,
+  type AcquireBatchRequest,
+  type GrantLeasesRequest,
+  type LimiterService,
+} from '@keymesh/proto/limiter/v1/limiter';
+import type { RpcClient } from '@keymesh/rpc';
+import { createTelemetry } from '@keymesh/telemetry';
+import { ROOT_CONTEXT } from '@opentelemetry/api';
+import { AcquireBatcher, type Admission } from './acquire-batcher';
+import { LeaseAdmission } from './lease-admission';
+
+const telemetry = createTelemetry('lease-admission-tokens-test');
+
+/** A limiter that leases k1 with a 300-token budget and grants k2 by Acquire, recording every call. */
+function fakeLimiter() {
+  const grants: GrantLeasesRequest[] = [];
+  const acquires: AcquireBatchRequest[] = [];
+  let granted: Promise<unknown> = Promise.resolve();
+  const client = {
+    grantLeases: (request: GrantLeasesRequest) => {
+      grants.push(request);
+      granted = Promise.resolve(
+        create(GrantLeasesResponseSchema, { pools: [{ poolId: 'main', leases: [{ keyId: 'k1', slots: 10, tokens: 300, admissionId: '7' }] }] }),
+      );
+      return granted;
+    },
+    acquireBatch: async (request: AcquireBatchRequest) => {
+      acquires.push(request);
+      return create(AcquireBatchResponseSchema, {
+        responses: request.requests.map(() => ({ outcome: AcquireOutcome.GRANTED, keyId: 'k2', admissionId: '9' })),
+      });
+    },
+  } as unknown as RpcClient<typeof LimiterService>;
+  return { client, grants, acquires, granted: () => granted };
+}
+
+const withoutSpan = (admission: Admission) => ({ ...admission, decidedBy: undefined });
+
+describe('admission from capacity leases with token budgets', () => {
+  it('admits from a lease only while the estimate fits its budget, and otherwise reserves by a batched Acquire', async () => {
+    const limiter = fakeLimiter();
+    const a = new LeaseAdmission(limiter.client, telemetry, new AcquireBatcher(limiter.client, telemetry), { holdMs: 1_000 });
+    const admit = (tokens: number) => Promise.resolve(a.admit('main', [], 'r', Date.now() + 5_000, ROOT_CONTEXT, tokens));
+
+    // No lease yet: the request does not wait for one, it reserves its own tokens, and asks for a lease.
+    assert.deepEqual(withoutSpan(await admit(100)), { granted: true, keyId: 'k2', admissionId: '9', decidedBy: undefined });
+    assert.equal(limiter.acquires[0]!.requests[0]!.estimatedTokens, 100);
+    await limiter.granted();
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(limiter.grants.length, 1);
+    assert.ok(limiter.grants[0]!.requests[0]!.wantedTokens >= 100, 'the lease should be sized by the tokens asked for');
+
+    // 300 tokens of budget: three requests of 100, then the fourth no longer fits.
+    for (let i = 0; i < 3; i++) assert.deepEqual(withoutSpan(await admit(100)), { granted: true, keyId: 'k1', admissionId: '7', decidedBy: undefined });
+    assert.equal(limiter.acquires.length, 1);
+    assert.deepEqual(withoutSpan(await admit(100)), { granted: true, keyId: 'k2', admissionId: '9', decidedBy: undefined });
+    assert.equal(limiter.acquires.length, 2);
+  });
+
+  it('gives a dropped lease\'s unspent budget back to its key', async () => {
+    const limiter = fakeLimiter();
+    const returned: [string, string, string, number][] = [];
+    const a = new LeaseAdmission(limiter.client, telemetry, new AcquireBatcher(limiter.client, telemetry), {
+      holdMs: 1_000,
+      returnTokens: (...args) => returned.push(args),
+    });
+    const admit = (tokens: number) => Promise.resolve(a.admit('main', [], 'r', Date.now() + 5_000, ROOT_CONTEXT, tokens));
+    await admit(100);
+    await limiter.granted();
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal((await admit(120)).granted, true);
+    assert.deepEqual(returned, []);
+    // The provider refused k1: its lease is dropped, and what was not spent of it goes back.
+    a.forgetKey('main', 'k1', Number.POSITIVE_INFINITY);
+    assert.deepEqual(returned, [['main', 'k1', '7', 180]]);
+  });
+});

@@ -1,0 +1,66 @@
+import { countTokens } from 'gpt-tokenizer/encoding/o200k_base';
+import type { OpenAiChatMessage, OpenAiChatRequest, OpenAiEmbeddingRequest } from '../providers/openai/types';
+
+// OpenAI's chat format wraps every message in a few tokens of framing
+// (<|im_start|>role ... <|im_end|>) and primes the reply with a few more; the
+// provider counts them, so leaving them out would under-reserve every request.
+const TOKENS_PER_MESSAGE = 3;
+const TOKENS_PER_NAME = 1;
+const REPLY_PRIMING_TOKENS = 3;
+// A non-text part (an image, audio) has no text to count; OpenAI charges at
+// least this much for a low-detail image. A settle corrects the rest.
+const NON_TEXT_PART_TOKENS = 85;
+
+/**
+ * The prompt tokens of a chat request, counted with o200k_base (the encoding
+ * of gpt-4o and later). Other models' tokenizers differ a little; the settle
+ * corrects the reservation to what the provider reports.
+ */
+export function countPromptTokens(messages: readonly OpenAiChatMessage[]): number {
+  let tokens = REPLY_PRIMING_TOKENS;
+  for (const message of messages) {
+    tokens += TOKENS_PER_MESSAGE;
+    if (typeof message.role === 'string') tokens += countTokens(message.role);
+    if (typeof message.name === 'string') tokens += TOKENS_PER_NAME + countTokens(message.name);
+    const content = message.content;
+    if (typeof content === 'string') tokens += countTokens(content);
+    else if (Array.isArray(content)) {
+      for (const part of content) tokens += typeof part.text === 'string' ? countTokens(part.text) : NON_TEXT_PART_TOKENS;
+    }
+  }
+  return tokens;
+}
+
+/**
+ * The completion tokens the caller allowed: max_completion_tokens (the newer
+ * name) or max_tokens, else the route's default. Providers count this
+ * allowance against the key's tokens per minute when the request arrives.
+ */
+export function completionAllowanceOf(req: OpenAiChatRequest, defaultMaxTokens: number): number {
+  return explicitMaxTokensOf(req) ?? defaultMaxTokens;
+}
+
+/** max_completion_tokens or max_tokens when the caller set one (a positive whole number); else undefined. */
+export function explicitMaxTokensOf(req: OpenAiChatRequest): number | undefined {
+  const value = req.max_completion_tokens ?? req.max_tokens;
+  return typeof value === 'number' && Number.isInteger(value) && value > 0 ? value : undefined;
+}
+
+/** What a chat request may use at most: its prompt plus its completion allowance. */
+export function estimateChatTokens(req: OpenAiChatRequest, defaultMaxTokens: number): number {
+  return countPromptTokens(Array.isArray(req.messages) ? req.messages : []) + completionAllowanceOf(req, defaultMaxTokens);
+}
+
+/** An embeddings request uses only its input: text is counted, token ids are already tokens. */
+export function estimateEmbeddingTokens(req: OpenAiEmbeddingRequest): number {
+  const input = req.input;
+  if (typeof input === 'string') return countTokens(input);
+  if (!Array.isArray(input)) return 0;
+  let tokens = 0;
+  for (const item of input) {
+    if (typeof item === 'string') tokens += countTokens(item);
+    else if (typeof item === 'number') tokens += 1;
+    else if (Array.isArray(item)) tokens += item.length;
+  }
+  return tokens;
+}
