@@ -6,6 +6,8 @@ export const Subjects = {
   policyUpdated: 'keymesh.policy.updated',
   keysChanged: 'keymesh.keys.changed',
   usageRecorded: 'keymesh.usage.recorded',
+  /** A provider rejected a key (401/403) and the limiter parked it (limiter.v1.KeyParkedEvent). */
+  keyParked: 'keymesh.keys.parked',
 } as const;
 
 export interface BusMessage {

@@ -52,6 +52,7 @@ describe('parseConfig', () => {
         { id: 'k1', secret: { kind: 'env', name: 'MOCK_KEY_1' }, limits: [{ requests: 60, perMs: 60_000 }], tokenLimits: [] },
         { id: 'k2', secret: { kind: 'literal', value: 'sk-test-2' }, limits: [{ requests: 5, perMs: 1_000 }], tokenLimits: [] },
       ],
+      quotaResets: { period: 'monthly', timeZone: 'UTC' },
     });
     assert.deepEqual(config.routes['gpt-4o-mini'], {
       alias: 'gpt-4o-mini',
@@ -63,6 +64,7 @@ describe('parseConfig', () => {
       retry: { rounds: 3, backoffMs: 100 },
       maxConcurrency: null,
       defaultMaxTokens: 1024,
+      maxWaitMs: 0,
     });
     assert.deepEqual(config.tenants['demo'], { id: 'demo', virtualKeys: ['sk-keymesh-demo'], maxConcurrency: null });
     assert.equal(config.mockProvider, null);

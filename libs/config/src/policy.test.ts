@@ -23,7 +23,7 @@ routes:
   gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini }, { pool: spare, model: gpt-4o-mini-2024 } ] }
   weighted: { strategy: weighted, targets: [ { pool: main, model: a, weight: 3 }, { pool: spare, model: b, weight: 1 } ], degraded: { target: { pool: spare, model: cheap } } }
   cheapest: { strategy: cost, targets: [ { pool: main, model: a, price: { input: 0.15, output: 0.6 } } ], degraded: { answer: "Sorry." } }
-  cached: { targets: [ { pool: main, model: gpt-4o-mini } ], cache: { ttl: 5m }, timeout: 45s, max_concurrency: 4 }
+  cached: { targets: [ { pool: main, model: gpt-4o-mini } ], cache: { ttl: 5m }, timeout: 45s, max_concurrency: 4, max_wait: 2s }
 tenants:
   demo: { virtual_keys: [ sk-keymesh-demo-virtual, sk-keymesh-demo-second ] }
   ops: { virtual_keys: [ sk-keymesh-ops-virtual ], max_concurrency: 2 }
@@ -52,7 +52,7 @@ describe('compilePolicy', () => {
       mock: { id: 'mock', kind: 'openai', baseUrl: 'http://127.0.0.1:9000/v1', timeoutMs: 10_000 },
       backup: { id: 'backup', kind: 'openai', baseUrl: 'https://llm.example.com/v1', timeoutMs: 60_000 },
     });
-    assert.deepEqual(policy.pools['main'], { id: 'main', providerId: 'mock', keyIds: ['k1', 'k2'] });
+    assert.deepEqual(policy.pools['main'], { id: 'main', providerId: 'mock', keyIds: ['k1', 'k2'], quotaResets: { period: 'monthly', timeZone: 'UTC' } });
     assert.deepEqual(policy.keys['k1'], {
       id: 'k1',
       poolId: 'main',
@@ -80,6 +80,7 @@ describe('compilePolicy', () => {
       retry: { rounds: 3, backoffMs: 100 },
       maxConcurrency: null,
       defaultMaxTokens: 1024,
+      maxWaitMs: 0,
     });
     assert.equal(policy.routes['weighted']!.strategy, 'weighted');
     assert.deepEqual(policy.routes['weighted']!.targets.map((t) => t.weight), [3, 1]);
@@ -97,6 +98,7 @@ describe('compilePolicy', () => {
       maxConcurrency: null,
     });
     assert.equal(policy.routes['cached']!.maxConcurrency, 4);
+    assert.equal(policy.routes['cached']!.maxWaitMs, 2_000);
     assert.equal(policy.tenants['ops']!.maxConcurrency, 2);
     assert.deepEqual(policy.http, { host: '127.0.0.1', port: 8181, maxBodyBytes: 1_048_576, idempotencyTtlMs: 600_000 });
   });

@@ -37,6 +37,8 @@ export interface PolicyPool {
   readonly id: string;
   readonly providerId: string;
   readonly keyIds: string[];
+  /** When the provider's quota for the pool's keys starts afresh (a spent quota rests a key until then). */
+  readonly quotaResets: { readonly period: 'monthly' | 'daily'; readonly timeZone: string };
 }
 export interface PolicyTarget {
   readonly poolId: string;
@@ -65,6 +67,11 @@ export interface PolicyRoute {
   readonly maxConcurrency: number | null;
   /** Completion tokens a request reserves when it names no max_tokens (pools with token limits only). */
   readonly defaultMaxTokens: number;
+  /**
+   * How long a request may wait (queued by priority, then arrival) when every
+   * key is momentarily full, instead of failing at once; 0 = no waiting.
+   */
+  readonly maxWaitMs: number;
 }
 export interface PolicyTenant {
   readonly id: string;
@@ -125,7 +132,9 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
       Object.values(config.providers).map((p) => [p.id, { id: p.id, kind: p.kind, baseUrl: p.baseUrl, timeoutMs: p.timeoutMs }] as const),
     ),
     pools: toRecord(
-      Object.values(config.pools).map((p) => [p.id, { id: p.id, providerId: p.providerId, keyIds: p.keys.map((k) => k.id) }] as const),
+      Object.values(config.pools).map(
+        (p) => [p.id, { id: p.id, providerId: p.providerId, keyIds: p.keys.map((k) => k.id), quotaResets: { ...p.quotaResets } }] as const,
+      ),
     ),
     keys: toRecord(keys),
     routes: toRecord(
@@ -163,6 +172,7 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
               retry: { rounds: r.retry.rounds, backoffMs: r.retry.backoffMs },
               maxConcurrency: r.maxConcurrency,
               defaultMaxTokens: r.defaultMaxTokens,
+              maxWaitMs: r.maxWaitMs,
             },
           ] as const,
       ),
@@ -205,7 +215,15 @@ const targetSchema = z.strictObject({
 const policySchema = z
   .strictObject({
     providers: z.record(id, z.strictObject({ id, kind: z.literal('openai'), baseUrl: httpUrl, timeoutMs: positiveInt })),
-    pools: z.record(id, z.strictObject({ id, providerId: id, keyIds: z.array(id).min(1) })),
+    pools: z.record(
+      id,
+      z.strictObject({
+        id,
+        providerId: id,
+        keyIds: z.array(id).min(1),
+        quotaResets: z.strictObject({ period: z.enum(['monthly', 'daily']), timeZone: z.string().min(1) }),
+      }),
+    ),
     keys: z.record(
       id,
       z.strictObject({
@@ -236,6 +254,7 @@ const policySchema = z
         retry: z.strictObject({ rounds: positiveInt, backoffMs: positiveInt }),
         maxConcurrency: positiveInt.nullable(),
         defaultMaxTokens: positiveInt.default(DEFAULT_MAX_TOKENS),
+        maxWaitMs: z.int().min(0).default(0),
       }),
     ),
     tenants: z.record(

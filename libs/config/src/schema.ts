@@ -209,9 +209,25 @@ const providerSchema = z.strictObject({
   timeout: timeoutSchema.default(60_000),
 });
 
+/** An IANA time zone the runtime knows (Intl throws a RangeError for any other). */
+function isKnownTimeZone(timeZone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const poolSchema = z.strictObject({
   provider: idSchema,
   keys: z.array(poolKeySchema).min(1, { error: 'expected at least one key' }),
+  // When the provider's quota (insufficient_quota) starts afresh: a key whose quota is spent rests until then.
+  quota_resets: z.enum(['monthly', 'daily'], { error: expecting('monthly or daily') }).default('monthly'),
+  quota_time_zone: z
+    .string({ error: expecting('an IANA time zone like "UTC" or "America/New_York"') })
+    .refine(isKnownTimeZone, { error: 'expected an IANA time zone like "UTC" or "America/New_York"' })
+    .default('UTC'),
 });
 
 export const ROUTE_STRATEGIES = ['fallback', 'weighted', 'least-busy', 'latency', 'cost'] as const;
@@ -286,6 +302,8 @@ const routeSchema = z
       .min(1, { error: 'must be at least 1' })
       .max(MAX_TOKENS_PER_WINDOW, { error: `must be at most ${MAX_TOKENS_PER_WINDOW}` })
       .default(DEFAULT_MAX_TOKENS),
+    // How long a request may wait in the router's queue when every key is momentarily full; "0s" fails at once.
+    max_wait: durationSchema({ allowZero: true, maxMs: MAX_TIMER_MS, maxWhy: ' (longer timers overflow in Node)' }).default(0),
   })
   .superRefine(checkStrategyFields, { when: () => true });
 
@@ -445,6 +463,7 @@ export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, 
     id,
     providerId: pool.provider,
     keys: pool.keys.map((key) => ({ id: key.id, secret: secretOf(key), limits: key.limits?.requests ?? [], tokenLimits: key.limits?.tokens ?? [] })),
+    quotaResets: { period: pool.quota_resets, timeZone: pool.quota_time_zone },
   })),
   routes: mapRecord(raw.routes, (alias, route) => ({
     alias,
@@ -461,6 +480,7 @@ export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, 
     retry: { rounds: route.retry.attempts, backoffMs: route.retry.backoff },
     maxConcurrency: route.max_concurrency ?? null,
     defaultMaxTokens: route.default_max_tokens,
+    maxWaitMs: route.max_wait,
   })),
   tenants: mapRecord(raw.tenants, (id, tenant) => ({ id, virtualKeys: tenant.virtual_keys, maxConcurrency: tenant.max_concurrency ?? null })),
   mockProvider:

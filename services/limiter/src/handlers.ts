@@ -5,10 +5,13 @@ import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import {
   AcquireOutcome,
   KeyCondition as ProtoKeyCondition,
+  KeyParkedEventSchema,
   type AcquireResponseSchema,
   type LimiterService,
 } from '@keymesh/proto/limiter/v1/limiter';
 import type { ServiceImpl } from '@keymesh/rpc';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { Subjects, type Bus } from '@keymesh/bus';
 import { LimiterError, UnknownKeyError, UnknownPoolError } from './domain/errors';
 import type { KeyPoolLimiter } from './domain/key-pool-limiter';
 import type { AcquireResult, KeyCondition } from './domain/types';
@@ -52,7 +55,11 @@ function statusOf(err: unknown): unknown {
   return err;
 }
 
-export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock): ServiceImpl<typeof LimiterService> {
+/**
+ * `bus`, when given, hears every key the limiter parks after a 401/403 (keymesh.keys.parked),
+ * so operators and dashboards learn of a revoked key without polling.
+ */
+export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus): ServiceImpl<typeof LimiterService> {
   return {
     async acquire(request) {
       try {
@@ -114,10 +121,30 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock): ServiceI
     async reportOutcome(request) {
       try {
         const retryAfterMs = msOf(request.retryAfter);
+        const windowMs = msOf(request.learnedWindow);
+        const nowMs = clock.nowMs();
         const state = await limiter.reportOutcome(
-          { poolId: request.poolId, keyId: request.keyId, httpStatus: request.httpStatus, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) },
-          clock.nowMs(),
+          {
+            poolId: request.poolId,
+            keyId: request.keyId,
+            httpStatus: request.httpStatus,
+            ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+            ...(request.learnedLimitRequests > 0 && windowMs !== undefined ? { learnedLimit: { requests: request.learnedLimitRequests, perMs: windowMs } } : {}),
+            ...(request.remainingRequests === undefined ? {} : { remainingRequests: request.remainingRequests }),
+            ...(request.quotaExhausted ? { quotaExhausted: true } : {}),
+          },
+          nowMs,
         );
+        if (bus !== undefined && state.condition === 'PARKED' && (request.httpStatus === 401 || request.httpStatus === 403)) {
+          const event = create(KeyParkedEventSchema, {
+            poolId: request.poolId,
+            keyId: request.keyId,
+            httpStatus: request.httpStatus,
+            reason: state.conditionReason,
+            parkedAt: timestampFromMs(nowMs),
+          });
+          bus.publish(Subjects.keyParked, toBinary(KeyParkedEventSchema, event));
+        }
         return { condition: CONDITIONS[state.condition] };
       } catch (err) {
         throw statusOf(err);

@@ -40,6 +40,7 @@ export function poolSpecsOf(policy: Policy): PoolSpec[] {
   return Object.values(policy.pools).map((pool) => ({
     poolId: pool.id,
     keys: pool.keyIds.map((keyId) => ({ keyId, limits: policy.keys[keyId]?.limits ?? [], tokenLimits: policy.keys[keyId]?.tokenLimits ?? [] })),
+    quotaResets: pool.quotaResets,
   }));
 }
 
@@ -92,7 +93,7 @@ export async function startLimiter(options: LimiterOptions): Promise<RunningLimi
     },
   });
   const server = createRpcServer({ telemetry: options.telemetry, logger });
-  server.add(LimiterService, limiterHandlers(limiter, clock));
+  server.add(LimiterService, limiterHandlers(limiter, clock, options.bus));
   const port = await server.listen(options.host, options.port);
   return {
     port,

@@ -9,6 +9,7 @@ import {
   type ChatParameters,
   type ChatStreamResponseSchema,
   type RouterService,
+  Priority,
 } from '@keymesh/proto/router/v1/router';
 import type { CallContext, ServiceImpl } from '@keymesh/rpc';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
@@ -25,6 +26,7 @@ import type { Gateway } from './routing/gateway';
 import type { RouteTable } from './routing/route-table';
 import type { ConcurrencyGuard, ReleaseSlot } from './guards/concurrency';
 import { SseDataReader } from './edge/sse';
+import { priorityFromProto } from './admission/priority';
 
 export interface RouterHandlerDeps {
   table: () => RouteTable;
@@ -74,7 +76,7 @@ function contentOf(content: OpenAiChatResponse['choices'][number]['message']['co
 /** RouterService over gRPC: the same gateway as the HTTP edge, proto in and out. */
 export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof RouterService> {
   /** Authenticates, resolves the route and takes its bulkhead slots; the caller must call release. */
-  const begin = (ctx: CallContext, model: string): { scope: RequestScope; startedMs: number; release: ReleaseSlot } => {
+  const begin = (ctx: CallContext, model: string, priority: Priority = Priority.UNSPECIFIED): { scope: RequestScope; startedMs: number; release: ReleaseSlot } => {
     const tenantId = deps.gateway.authenticate(ctx.header('authorization'));
     const route = deps.gateway.resolveRoute(model);
     const requestId = randomUUID();
@@ -82,7 +84,7 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
     const deadlineMs = Math.min(ctx.deadlineMs ?? Infinity, Date.now() + route.timeoutMs);
     const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(Math.max(0, deadlineMs - Date.now()))]);
     const release = deps.concurrency.acquire(route, tenantId);
-    return { scope: { requestId, tenantId, route, deadlineMs, signal, traceContext: ctx.traceContext, tokens: new RequestTokens() }, startedMs: Date.now(), release };
+    return { scope: { requestId, tenantId, route, deadlineMs, signal, traceContext: ctx.traceContext, tokens: new RequestTokens(), priority: priorityFromProto(priority) }, startedMs: Date.now(), release };
   };
   const served = (ctx: CallContext, s: { target: { providerId: string; model: string }; keyId: string; attempts: number; degraded?: string }): void => {
     ctx.setTrailer('x-keymesh-provider', s.target.providerId);
@@ -101,7 +103,7 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
 
   return {
     async chat(request, ctx) {
-      const { scope, startedMs, release } = begin(ctx, request.model);
+      const { scope, startedMs, release } = begin(ctx, request.model, request.priority);
       try {
         const body = toOpenAi(request.model, request.messages, request.parameters, false);
         scope.tokens?.forChat(body);
@@ -130,7 +132,7 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
     },
 
     async *chatStream(request, ctx) {
-      const { scope, startedMs, release } = begin(ctx, request.model);
+      const { scope, startedMs, release } = begin(ctx, request.model, request.priority);
       // Held until the last delta, the caller leaving, or a failure.
       try {
         yield* streamDeltas(scope, startedMs, request, ctx);

@@ -13,6 +13,8 @@ import { GetUsageResponseSchema } from '@keymesh/proto/analytics/v1/analytics';
 import { AcquireBatcher } from './admission/acquire-batcher';
 import { LeaseAdmission } from './admission/lease-admission';
 import { SettleBatcher } from './admission/settle-batcher';
+import { KeyProbes } from './admission/key-probe';
+import { LimitLearner } from './admission/limit-learner';
 import { UsageRecorder } from './usage/usage-recorder';
 import { createHttpEdge } from './edge/http-edge';
 import { routerHandlers } from './handlers';
@@ -23,7 +25,7 @@ import { RedisIdempotencyStore } from './store/idempotency-redis';
 import { renderMetrics, RequestCounter } from './metrics/metrics';
 import { Dispatcher } from './routing/dispatcher';
 import { Gateway } from './routing/gateway';
-import { buildRouteTable, EMPTY_ROUTE_TABLE, type RouteTable } from './routing/route-table';
+import { buildRouteTable, EMPTY_ROUTE_TABLE, leaseHoldForWindow, type RouteTable } from './routing/route-table';
 
 export interface RouterOptions {
   telemetry: Telemetry;
@@ -68,11 +70,14 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
     ? new RedisIdempotencyStore({ redis: options.redis.url, prefix: options.redis.prefix, logger })
     : new MemoryIdempotencyStore();
   const keys = new KeyMaterialCache(keyVault, options.routerToken);
+  const learner = new LimitLearner();
+  const probes = new KeyProbes();
   const exact = new AcquireBatcher(limiter, telemetry);
   const settles = new SettleBatcher(limiter, logger);
   const admission = new LeaseAdmission(limiter, telemetry, exact, {
     returnTokens: (poolId, keyId, admissionId, unspentTokens) => settles.settle({ poolId, keyId, admissionId, reservedTokens: unspentTokens, usedTokens: 0 }),
-    holdMs: (poolId) => table.leaseHoldMs.get(poolId) ?? 1_000,
+    // Windows learned from the provider's headers count like declared ones.
+    holdMs: (poolId) => Math.min(table.leaseHoldMs.get(poolId) ?? 1_000, leaseHoldForWindow(learner.shortestWindowMs(poolId))),
   });
   const follower = followPolicy({
     control,
@@ -87,6 +92,8 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
       // Keys may have moved or been replaced; refetch lazily rather than serve a stale secret.
       keys.drop();
       admission.reset();
+      learner.reset();
+      probes.reset((poolId, keyId) => policy.keys[keyId]?.poolId === poolId && (policy.keys[keyId]?.limits.length ?? 0) > 0);
       for (const upstream of retired) void upstream.close();
       logger.info('policy applied', { version: String(version), routes: next.routes.size });
     },
@@ -103,7 +110,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   })();
 
   const currentTable = (): RouteTable => table;
-  const dispatcher = new Dispatcher({ table: currentTable, admission, keys, limiter, telemetry, logger });
+  const dispatcher = new Dispatcher({ table: currentTable, admission, keys, limiter, telemetry, logger, learner, probes });
   const usage = new UsageRecorder(bus);
   const gateway = new Gateway({ table: currentTable, dispatcher, cache, usage, settles, logger });
 

@@ -57,6 +57,8 @@ const EX_WINDOW_MS = 2_000;
 const EX_WINDOWS_PER_RUN = 4;
 const EX_CAPACITY_RPS = (EX_KEYS * EX_REQUESTS_PER_WINDOW * 1000) / EX_WINDOW_MS;
 const EX_ROUTE_TIMEOUT = "5s";
+// Requests that find every key momentarily full wait in line (by priority, then arrival) for this long.
+const EX_MAX_WAIT = "2s";
 
 // failure-mix
 const FM_CONCURRENCY = 16;
@@ -255,7 +257,7 @@ async function exhaustionVariant(
     const perWindow = `{ requests: ${EX_REQUESTS_PER_WINDOW}, per: ${EX_WINDOW_MS / 1000}s }`;
     const config = yamlConfig(
       [{ id: "mock", port: mock.port, keys: secrets.map((secret, i) => ({ id: `k${i + 1}`, secret, ...(variant.declared ? { limits: perWindow } : {}) })) }],
-      `timeout: ${EX_ROUTE_TIMEOUT}`,
+      `timeout: ${EX_ROUTE_TIMEOUT}\n    max_wait: ${EX_MAX_WAIT}`,
     );
     keymesh = await ctx.startKeymesh(`keymesh-exhaustion-${variant.declared ? "declared" : "learned"}`, config);
     const rows: ExhaustionRow[] = [];
@@ -316,7 +318,7 @@ export async function runExhaustion(ctx: ResilienceContext): Promise<ResilienceR
   );
   const notes = rows.filter((r) => r.firstError !== null).map((r) => `first error (${r.variant}, ${r.loadPct}%): ${r.firstError}`);
   const text = [
-    `== exhaustion: ${EX_KEYS} keys x ${EX_REQUESTS_PER_WINDOW} requests per ${EX_WINDOW_MS / 1000} s (capacity ${EX_CAPACITY_RPS}/s), open loop, ${EX_WINDOWS_PER_RUN} windows per run, route timeout ${EX_ROUTE_TIMEOUT}`,
+    `== exhaustion: ${EX_KEYS} keys x ${EX_REQUESTS_PER_WINDOW} requests per ${EX_WINDOW_MS / 1000} s (capacity ${EX_CAPACITY_RPS}/s), open loop, ${EX_WINDOWS_PER_RUN} windows per run, route timeout ${EX_ROUTE_TIMEOUT}, max_wait ${EX_MAX_WAIT}`,
     "goodput counts 2xx that ended within the offered window; admitted counts every 2xx, also those served after it",
     table,
     "targets: 75% -> 100% success and 0 upstream 429s; 150% -> goodput >= 95% of capacity and no upstream 429 after the first per key",

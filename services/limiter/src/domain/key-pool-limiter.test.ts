@@ -151,6 +151,25 @@ describe('KeyPoolLimiter', () => {
       assert.deepEqual(await acquire(['k2']), { granted: false, retryAfterMs: 4000, reason: 'KEY_POOL_EXHAUSTED' });
     });
 
+    it('rests a key whose quota is spent until its pool\'s next quota period (monthly UTC by default), whatever the retry-after', async () => {
+      const state = await limiter.reportOutcome({ poolId: 'openai', keyId: 'k1', httpStatus: 429, retryAfterMs: 1000, quotaExhausted: true }, clock.nowMs());
+      const now = new Date(T0);
+      assert.deepEqual(state, {
+        condition: 'COOLING',
+        conditionReason: 'quota exhausted',
+        coolingUntilMs: Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1),
+      });
+      clock.advance(60_000);
+      assert.deepEqual(await acquire(['k2']), { granted: false, retryAfterMs: Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1) - clock.nowMs(), reason: 'KEY_POOL_EXHAUSTED' });
+    });
+
+    it('follows a pool\'s daily quota period in its time zone', async () => {
+      await limiter.applyPools([{ ...pools()[0]!, quotaResets: { period: 'daily', timeZone: 'Asia/Tokyo' } }]);
+      clock.set(Date.UTC(2026, 10, 25, 16));
+      const state = await limiter.reportOutcome({ poolId: 'openai', keyId: 'k1', httpStatus: 429, quotaExhausted: true }, clock.nowMs());
+      assert.equal(state.coolingUntilMs, Date.UTC(2026, 10, 26, 15));
+    });
+
     it('cools a key for 1 s after a 429 without a retry-after', async () => {
       assert.equal(DEFAULT_COOLING_MS, 1000);
       assert.equal((await report('k1', 429)).coolingUntilMs, T0 + 1000);

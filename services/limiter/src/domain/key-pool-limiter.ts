@@ -1,6 +1,7 @@
 import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LimiterStore } from '../store/store';
 import { InvalidPoolSpecError, UnknownKeyError, UnknownPoolError } from './errors';
-import { findPoolSpecProblems, freezePoolSpecs } from './pool-spec';
+import { findPoolSpecProblems, freezePoolSpecs, MAX_WINDOW_REQUESTS } from './pool-spec';
+import { DEFAULT_QUOTA_RESETS, nextQuotaResetMs, type QuotaResets } from './quota-period';
 import type {
   LeaseRequest,
   LeaseResult,
@@ -11,7 +12,11 @@ import type {
   KeyState,
   PoolSpec,
   Settlement,
+  WindowLimit,
 } from './types';
+
+/** The condition reason of a key whose provider quota is spent until its next period. */
+export const QUOTA_EXHAUSTED_REASON = 'quota exhausted';
 
 /** How long a 429 cools a key when the provider didn't say. */
 export const DEFAULT_COOLING_MS = 1000;
@@ -19,6 +24,7 @@ export const DEFAULT_COOLING_MS = 1000;
 interface PoolIndex {
   readonly keyIds: readonly string[];
   readonly keyIdSet: ReadonlySet<string>;
+  readonly quotaResets: QuotaResets;
 }
 
 /**
@@ -46,9 +52,10 @@ export class KeyPoolLimiter {
     if (problems.length > 0) return Promise.reject(new InvalidPoolSpecError(problems));
     const specs = freezePoolSpecs(pools);
     const next = new Map<string, PoolIndex>();
-    for (const pool of specs) {
+    for (const pool of pools) {
       const keyIds = Object.freeze(pool.keys.map((key) => key.keyId));
-      next.set(pool.poolId, { keyIds, keyIdSet: new Set(keyIds) });
+      const quotaResets = Object.freeze({ ...(pool.quotaResets ?? DEFAULT_QUOTA_RESETS) });
+      next.set(pool.poolId, { keyIds, keyIdSet: new Set(keyIds), quotaResets });
     }
     const applied = this.applying.then(async () => {
       // Store first: until the index swaps, requests name only old keys, and the
@@ -130,16 +137,25 @@ export class KeyPoolLimiter {
   }
 
   /**
-   * 429 cools the key until now + retry-after (DEFAULT_COOLING_MS without one);
-   * 401/403 parks it; any other status changes nothing. Returns the key's
+   * Learns the key's limit and remaining count from the provider's headers
+   * (see LimiterStore.learn), then: 429 cools the key until now + retry-after
+   * (DEFAULT_COOLING_MS without one); 401/403 parks it; any other status
+   * changes nothing more. Returns the key's
    * resulting condition.
    */
   async reportOutcome(outcome: KeyOutcome, nowMs: number): Promise<KeyConditionState> {
     const key = this.requireKey(outcome.poolId, outcome.keyId);
     const reason = outcome.httpStatus === 429 ? 'provider answered 429' : outcome.httpStatus < 300 ? 'provider reported no capacity left' : `provider answered ${outcome.httpStatus}`;
     let state: KeyConditionState | undefined;
-    // A 429, or a success whose headers said the key has nothing left until a reset (retry-after).
-    if (outcome.httpStatus === 429 || (outcome.httpStatus < 300 && outcome.retryAfterMs !== undefined)) {
+    // Learn first: a cooled key comes back with its limit known, so it is not flooded.
+    if (outcome.learnedLimit !== undefined || outcome.remainingRequests !== undefined) {
+      state = await this.store.learn(key, { limit: validLimit(outcome.learnedLimit), remainingRequests: outcome.remainingRequests }, nowMs);
+      if (state === undefined) return this.keyGone(key);
+    }
+    if (outcome.quotaExhausted === true) {
+      // Seconds won't bring a spent quota back: the key rests until its period starts again.
+      state = await this.store.cool(key, nextQuotaResetMs(nowMs, this.requirePool(key.poolId).quotaResets), QUOTA_EXHAUSTED_REASON, nowMs);
+    } else if (outcome.httpStatus === 429 || (outcome.httpStatus < 300 && outcome.retryAfterMs !== undefined)) {
       state = await this.store.cool(key, nowMs + coolingMs(outcome.retryAfterMs), reason, nowMs);
     } else if (outcome.httpStatus === 401 || outcome.httpStatus === 403) {
       state = await this.store.park(key, reason, nowMs);
@@ -181,6 +197,13 @@ export class KeyPoolLimiter {
 /** Whole, non-negative token counts: what the wire may carry as anything else is a caller's bug, not a weight. */
 function tokensOf(tokens: number | undefined): number {
   return tokens !== undefined && Number.isFinite(tokens) && tokens > 0 ? Math.ceil(tokens) : 0;
+}
+
+/** A limit the provider stated that the store can hold; anything else is ignored, not trusted. */
+function validLimit(limit: WindowLimit | undefined): WindowLimit | undefined {
+  if (limit === undefined) return undefined;
+  const ok = Number.isInteger(limit.requests) && limit.requests >= 1 && limit.requests <= MAX_WINDOW_REQUESTS && Number.isFinite(limit.perMs) && limit.perMs > 0;
+  return ok ? limit : undefined;
 }
 
 function coolingMs(retryAfterMs: number | undefined): number {

@@ -1,3 +1,5 @@
+import type { QuotaResets } from './quota-period';
+
 /**
  * The limiter's vocabulary. Plain data only: these cross the store boundary
  * (and, for a Redis store, a Lua script's ARGV), so nothing here holds behaviour.
@@ -30,6 +32,8 @@ export interface KeySpec {
 export interface PoolSpec {
   readonly poolId: string;
   readonly keys: readonly KeySpec[];
+  /** When the provider's quota for the pool's keys starts afresh; DEFAULT_QUOTA_RESETS (monthly, UTC) when not given. */
+  readonly quotaResets?: QuotaResets;
 }
 
 /**
@@ -110,6 +114,19 @@ export interface KeyOutcome {
   readonly httpStatus: number;
   /** The provider's retry-after, already parsed to ms, when it sent one. */
   readonly retryAfterMs?: number;
+  /**
+   * The key's limit as the provider's headers state it (x-ratelimit-limit-requests,
+   * with the window estimated from its reset): followed as if declared when the
+   * config declares no limit for the key.
+   */
+  readonly learnedLimit?: WindowLimit;
+  /** What the provider said remains (x-ratelimit-remaining-requests): corrects the store's view. */
+  readonly remainingRequests?: number;
+  /**
+   * The provider said the key's quota (not its rate) is spent (OpenAI's 429
+   * insufficient_quota): waiting seconds won't help, only the next period.
+   */
+  readonly quotaExhausted?: boolean;
 }
 
 export interface LeaseRequest {

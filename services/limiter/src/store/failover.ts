@@ -1,6 +1,6 @@
 import type { KeyConditionState, KeyState, PoolSpec, Settlement } from '../domain/types';
 import { MemoryLimiterStore } from './memory';
-import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
+import type { AcquireDecision, KeyCandidates, KeyRef, ObservedLimits, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
 
 /**
  * What the limiter does while its shared store (Redis) does not answer:
@@ -81,6 +81,12 @@ export class FailoverLimiterStore implements LimiterStore {
       () => this.shared.settle(settlements, nowMs),
       () => (this.options.mode.kind === 'open' ? this.local.settle(settlements.filter((s) => s.usedTokens > s.reservedTokens), nowMs) : undefined),
     );
+  }
+
+  async learn(key: KeyRef, observed: ObservedLimits, nowMs: number): Promise<KeyConditionState | undefined> {
+    // The local copy learns too, so a fallback during an outage knows the limit.
+    const local = await this.local.learn(key, observed, nowMs);
+    return this.viaShared(() => this.shared.learn(key, observed, nowMs), () => local);
   }
 
   async cool(key: KeyRef, untilMs: number, reason: string, nowMs: number): Promise<KeyConditionState | undefined> {

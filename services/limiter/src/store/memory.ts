@@ -1,7 +1,7 @@
 import type { KeyConditionState, KeySpec, KeyState, LeaseGrant, PoolSpec, Settlement, TokenWindowLimit, WindowLimit } from '../domain/types';
 import { SlidingLog } from './sliding-log';
 import { TokenLog } from './token-log';
-import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
+import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore, ObservedLimits } from './store';
 
 /** A lease slice takes at most this share of a key's headroom, so other routers still find some. */
 const LEASE_SHARE_OF_HEADROOM = 4;
@@ -24,7 +24,7 @@ interface KeyRecord {
   lastAdmittedMs: number;
 }
 
-type Pools = ReadonlyMap<string, ReadonlyMap<string, KeyRecord>>;
+type Pools = ReadonlyMap<string, Map<string, KeyRecord>>;
 
 const READY: KeyConditionState = Object.freeze({
   condition: 'READY',
@@ -39,19 +39,53 @@ const READY: KeyConditionState = Object.freeze({
 export class MemoryLimiterStore implements LimiterStore {
   private pools: Pools = new Map();
   private grantSeq = 0;
+  /** Limits learned from the provider for keys declared without any, by learnedId. */
+  private learned = new Map<string, WindowLimit>();
 
   async configure(pools: readonly PoolSpec[]): Promise<void> {
     const next = new Map<string, Map<string, KeyRecord>>();
+    const learned = new Map<string, WindowLimit>();
     for (const pool of pools) {
       const previous = this.pools.get(pool.poolId);
       const keys = new Map<string, KeyRecord>();
-      for (const spec of pool.keys) {
+      for (let spec of pool.keys) {
+        const limit = spec.limits.length === 0 ? this.learned.get(learnedId(pool.poolId, spec.keyId)) : undefined;
+        if (limit !== undefined) {
+          learned.set(learnedId(pool.poolId, spec.keyId), limit);
+          spec = { keyId: spec.keyId, limits: [limit] };
+        }
         keys.set(spec.keyId, reconfigure(pool.poolId, spec, previous?.get(spec.keyId)));
       }
       next.set(pool.poolId, keys);
     }
     // One reference swap: no acquire ever sees half a config.
     this.pools = next;
+    this.learned = learned;
+  }
+
+  async learn(ref: KeyRef, observed: ObservedLimits, nowMs: number): Promise<KeyConditionState | undefined> {
+    let key = this.find(ref);
+    if (key === undefined) return undefined;
+    const id = learnedId(ref.poolId, ref.keyId);
+    const previous = this.learned.get(id);
+    if (observed.limit !== undefined && (key.limits.length === 0 || previous !== undefined)) {
+      const limit = mergeLearned(previous, observed.limit);
+      if (previous === undefined || limit.perMs !== previous.perMs || limit.requests !== previous.requests) {
+        this.learned.set(id, limit);
+        key = reconfigure(ref.poolId, { keyId: ref.keyId, limits: [limit] }, key);
+        this.pools.get(ref.poolId)!.set(ref.keyId, key);
+      }
+    }
+    if (observed.remainingRequests !== undefined) {
+      const unseen = roomBeyond(key, observed.limit?.requests, observed.remainingRequests, nowMs);
+      if (unseen > 0) {
+        const admittedMs = Math.max(nowMs, key.lastAdmittedMs);
+        for (const window of key.windows) for (let s = 0; s < Math.min(unseen, window.requests); s++) window.record(admittedMs);
+        key.lastAdmittedMs = admittedMs;
+        key.lastGrantSeq = ++this.grantSeq;
+      }
+    }
+    return conditionOf(key, nowMs);
   }
 
   async acquire(requests: readonly KeyCandidates[], nowMs: number): Promise<AcquireDecision[]> {
@@ -269,6 +303,33 @@ function sameTokenLimits(a: readonly TokenWindowLimit[], b: readonly TokenWindow
     if (a[i].tokens !== b[i].tokens || a[i].perMs !== b[i].perMs) return false;
   }
   return true;
+}
+
+function learnedId(poolId: string, keyId: string): string {
+  return `${poolId}\u0000${keyId}`;
+}
+
+/** Same request count: the longest window seen (a reset is never longer than its window). */
+function mergeLearned(previous: WindowLimit | undefined, observed: WindowLimit): WindowLimit {
+  if (previous === undefined || previous.requests !== observed.requests) return { requests: observed.requests, perMs: observed.perMs };
+  return { requests: observed.requests, perMs: Math.max(previous.perMs, observed.perMs) };
+}
+
+/**
+ * How much more room this store sees than the provider said remains, in the
+ * window the provider reported on (the one of `limitRequests`, else the tightest).
+ */
+function roomBeyond(key: KeyRecord, limitRequests: number | undefined, remainingRequests: number, nowMs: number): number {
+  let ours = Number.POSITIVE_INFINITY;
+  for (const window of key.windows) {
+    const remaining = window.remaining(nowMs);
+    if (window.requests === limitRequests) {
+      ours = remaining;
+      break;
+    }
+    ours = Math.min(ours, remaining);
+  }
+  return ours === Number.POSITIVE_INFINITY ? 0 : Math.max(0, ours - remainingRequests);
 }
 
 function sameLimits(a: readonly WindowLimit[], b: readonly WindowLimit[]): boolean {

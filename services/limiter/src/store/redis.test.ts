@@ -7,6 +7,7 @@ import type { PoolSpec, WindowLimit } from '../domain/types';
 import { seededRandom } from './interval-check';
 import { MemoryLimiterStore } from './memory';
 import { RedisLimiterStore } from './redis';
+import { describeLearning } from './learn.behaviour';
 import { describeLimiterStore } from './store.behaviour';
 import type { LimiterStore } from './store';
 
@@ -35,6 +36,19 @@ describe('RedisLimiterStore', () => {
   describeLimiterStore(
     'redis',
     async () => new RedisLimiterStore({ redis: await sharedClient(), prefix: randomPrefix(), deleteOnClose: true }),
+    new FakeClock(),
+  );
+
+  describeLearning(
+    'redis',
+    async () => {
+      const prefix = randomPrefix();
+      const redis = await sharedClient();
+      return {
+        store: new RedisLimiterStore({ redis, prefix, deleteOnClose: true }),
+        makeReplica: async () => new RedisLimiterStore({ redis, prefix }),
+      };
+    },
     new FakeClock(),
   );
 

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import Redis from 'ioredis';
 import type { KeyCondition, KeyConditionState, KeyState, LeaseGrant, PoolSpec, Settlement, TokenWindowState, WindowState } from '../domain/types';
-import { ACQUIRE_LUA, CONDITION_LUA, CONFIGURE_LUA, LEASE_LUA, SETTLE_LUA, SNAPSHOT_LUA } from './lua';
-import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
+import { ACQUIRE_LUA, CONDITION_LUA, CONFIGURE_LUA, LEARN_LUA, LEASE_LUA, SETTLE_LUA, SNAPSHOT_LUA } from './lua';
+import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore, ObservedLimits } from './store';
 
 export interface RedisLimiterStoreOptions {
   /** A client the store uses and leaves open, or a URL for a connection the store owns and closes. */
@@ -34,7 +34,8 @@ const CONFIGURE = script(CONFIGURE_LUA);
 const CONDITION = script(CONDITION_LUA);
 const SNAPSHOT = script(SNAPSHOT_LUA);
 const SETTLE = script(SETTLE_LUA);
-const SCRIPTS = [ACQUIRE, LEASE, CONFIGURE, CONDITION, SNAPSHOT, SETTLE];
+const LEARN = script(LEARN_LUA);
+const SCRIPTS = [ACQUIRE, LEASE, CONFIGURE, CONDITION, SNAPSHOT, SETTLE, LEARN];
 
 type Arg = string | number;
 
@@ -180,6 +181,19 @@ export class RedisLimiterStore implements LimiterStore {
       calls.push({ script: SETTLE, cfgKey: this.cfgKey(poolId), args });
     }
     await this.run(calls);
+  }
+
+  async learn(ref: KeyRef, observed: ObservedLimits, nowMs: number): Promise<KeyConditionState | undefined> {
+    const { limit, remainingRequests } = observed;
+    const [reply] = await this.run([
+      {
+        script: LEARN,
+        cfgKey: this.cfgKey(ref.poolId),
+        args: [this.base(ref.poolId), ref.keyId, nowMs, limit?.requests ?? '', limit?.perMs ?? '', remainingRequests ?? ''],
+      },
+    ]);
+    const fields = reply as string[];
+    return fields.length === 0 ? undefined : toConditionState(fields);
   }
 
   cool(ref: KeyRef, untilMs: number, reason: string, nowMs: number): Promise<KeyConditionState | undefined> {

@@ -1,4 +1,4 @@
-import type { KeyConditionState, KeyState, LeaseGrant, PoolSpec, Settlement } from '../domain/types';
+import type { KeyConditionState, KeyState, LeaseGrant, PoolSpec, Settlement, WindowLimit } from '../domain/types';
 
 /**
  * Per-key limiter state (sliding windows, conditions) behind one small interface,
@@ -63,6 +63,20 @@ export interface LimiterStore {
    */
   settle(settlements: readonly Settlement[], nowMs: number): Promise<void>;
 
+  /**
+   * What the provider's rate-limit headers said about a key, in one atomic step.
+   * `limit`: the key's own limit; it becomes the key's window only while the
+   * config declares none for it (a declared limit always wins). A learned limit
+   * is kept by later `configure` calls of every replica, and a later report with
+   * the same request count never shrinks its window (the provider's reset is at
+   * most the window, so the largest one seen is the best estimate).
+   * `remainingRequests`: when the key's window (the one whose request count is
+   * `limit.requests`, else its tightest) has more room than that, the difference
+   * is recorded as admissions at nowMs: the provider saw requests this store did
+   * not (another client, a replica that lost its state, a limit just learned).
+   */
+  learn(key: KeyRef, observed: ObservedLimits, nowMs: number): Promise<KeyConditionState | undefined>;
+
   /** Cools a key until max(its current cooling end, untilMs). Parked stays parked. */
   cool(key: KeyRef, untilMs: number, reason: string, nowMs: number): Promise<KeyConditionState | undefined>;
 
@@ -84,6 +98,11 @@ export interface LimiterStore {
 export interface KeyRef {
   readonly poolId: string;
   readonly keyId: string;
+}
+
+export interface ObservedLimits {
+  readonly limit: WindowLimit | undefined;
+  readonly remainingRequests: number | undefined;
 }
 
 /** The keys one request may take, already filtered of its excluded keys. */

@@ -139,6 +139,22 @@ export class LeaseAdmission {
     if (pool) pool.leases = this.keepLeases(poolId, pool.leases, (l) => l.keyId !== keyId);
   }
 
+  /**
+   * The provider says a key has only `remaining` requests left: this router
+   * keeps at most that many of its leased slots for it, so a lease granted
+   * before the limiter heard never outruns the provider's own count.
+   */
+  capKey(poolId: string, keyId: string, remaining: number): void {
+    const pool = this.pools.get(poolId);
+    if (pool === undefined) return;
+    let allowed = remaining;
+    for (const lease of pool.leases) {
+      if (lease.keyId !== keyId) continue;
+      lease.slots = Math.min(lease.slots, allowed);
+      allowed -= lease.slots;
+    }
+  }
+
   /** A new policy may have moved keys between pools or replaced them: start afresh. */
   reset(): void {
     for (const [poolId, pool] of this.pools) pool.leases = this.keepLeases(poolId, pool.leases, () => false);

@@ -5,6 +5,7 @@ import { Code, KeymeshError, Reason, openAiErrorBody, toHttpError } from '@keyme
 import { attr, extractTraceContext, type Logger, type Telemetry } from '@keymesh/telemetry';
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import { RequestTokens } from '../admission/request-tokens';
+import { PRIORITY_HEADER, priorityFromHeader } from '../admission/priority';
 import type { OpenAiChatRequest, OpenAiEmbeddingRequest, OpenAiUsage } from '../providers/openai/types';
 import { chatStreamAttempt, embeddingAttempt } from '../routing/attempts';
 import { DEGRADED_ANSWER_REASON, degradedChatStream, usageReasonOf } from '../routing/degraded';
@@ -283,6 +284,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
 
   function scopeFor(req: IncomingMessage, exchange: Exchange, tenantId: string, route: RequestScope['route']): RequestScope {
     const timeoutMs = parseTimeoutHeader(req.headers['x-keymesh-timeout']) ?? route.timeoutMs;
+    const priority = priorityFromHeader(req.headers[PRIORITY_HEADER]);
     const controller = new AbortController();
     const timer = setTimeout(
       () => controller.abort(new KeymeshError({ code: Code.DeadlineExceeded, reason: Reason.DEADLINE_EXCEEDED, message: `the request did not finish within ${timeoutMs} ms` })),
@@ -308,6 +310,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       route,
       deadlineMs: Date.now() + timeoutMs,
       signal: controller.signal,
+      priority,
       traceContext: trace.setSpan(exchange.ctx, routeSpan),
       tokens: new RequestTokens(),
     };

@@ -9,13 +9,30 @@ export interface ProviderHttpRequest {
   body: string | Buffer;
 }
 
-/** What the provider's headers say about a key's remaining capacity. */
+/** One dimension of a provider's rate limit, as its headers state it; undefined where they say nothing. */
+export interface LimitWindowSnapshot {
+  readonly limit: number | undefined;
+  readonly remaining: number | undefined;
+  /** Absolute epoch ms when the dimension is whole again. */
+  readonly resetAtMs: number | undefined;
+}
+
+/**
+ * What a provider's headers say about a key's capacity, one shape for every
+ * provider (OpenAI x-ratelimit-*, Anthropic anthropic-ratelimit-*, Azure
+ * OpenAI), so the router learns limits without knowing whose headers they were.
+ */
 export interface LimitSnapshot {
+  limitRequests: number | undefined;
   remainingRequests: number | undefined;
+  limitTokens: number | undefined;
   remainingTokens: number | undefined;
   /** Absolute epoch ms. */
   requestsResetAtMs: number | undefined;
   tokensResetAtMs: number | undefined;
+  /** Providers that limit input and output tokens apart (Anthropic). */
+  inputTokens: LimitWindowSnapshot | undefined;
+  outputTokens: LimitWindowSnapshot | undefined;
   /** From retry-after / retry-after-ms. */
   retryAfterMs: number | undefined;
 }

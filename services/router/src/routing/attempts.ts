@@ -1,6 +1,7 @@
 import type { Dispatcher as UndiciDispatcher } from 'undici';
 import type { OpenAiChatRequest, OpenAiChatResponse, OpenAiEmbeddingRequest, OpenAiEmbeddingResponse, OpenAiUsage } from '../providers/openai/types';
 import { attr } from '@keymesh/telemetry';
+import type { LimitSnapshot } from '../providers';
 import type { Attempt, AttemptResult } from './dispatcher';
 
 export interface JsonResult<T> {
@@ -28,24 +29,28 @@ function parseJson(bytes: Buffer): unknown {
   }
 }
 
-/**
- * When the provider's rate-limit headers say the key has nothing left, the
- * time it resets. Only then are the headers parsed: on every other response
- * one string comparison is all this costs.
- */
-function spentUntilMs(a: Attempt, headers: UndiciDispatcher.ResponseData['headers']): number | undefined {
-  if (headers['x-ratelimit-remaining-requests'] !== '0' && headers['x-ratelimit-remaining-tokens'] !== '0') return undefined;
-  const nowMs = Date.now();
-  const limits = a.provider.adapter.readLimits(headers, nowMs);
+/** What the provider's rate-limit headers say, read once per response (a few header lookups). */
+function limitsOf(a: Attempt, headers: UndiciDispatcher.ResponseData['headers']): LimitSnapshot {
+  return a.provider.adapter.readLimits(headers, Date.now());
+}
+
+/** When the headers say the key has nothing left, the time it resets. */
+function spentUntilMs(limits: LimitSnapshot): number | undefined {
+  if (limits.remainingRequests !== 0 && limits.remainingTokens !== 0) return undefined;
   const resets: number[] = [];
   if (limits.remainingRequests === 0 && limits.requestsResetAtMs !== undefined) resets.push(limits.requestsResetAtMs);
   if (limits.remainingTokens === 0 && limits.tokensResetAtMs !== undefined) resets.push(limits.tokensResetAtMs);
-  return resets.length > 0 ? Math.max(...resets) : nowMs + 1_000;
+  return resets.length > 0 ? Math.max(...resets) : Date.now() + 1_000;
+}
+
+function succeeded<T>(a: Attempt, value: T, headers: UndiciDispatcher.ResponseData['headers']): AttemptResult<T> {
+  const limits = limitsOf(a, headers);
+  return { ok: true, value, spentUntilMs: spentUntilMs(limits), limits };
 }
 
 async function failureOf(a: Attempt, response: UndiciDispatcher.ResponseData): Promise<AttemptResult<never>> {
   const body = parseJson(await bodyBytes(response.body));
-  return { ok: false, failure: a.provider.adapter.classify(response.statusCode, response.headers, body) };
+  return { ok: false, failure: a.provider.adapter.classify(response.statusCode, response.headers, body), limits: limitsOf(a, response.headers) };
 }
 
 async function jsonAttempt<T extends { usage?: unknown }>(
@@ -60,7 +65,7 @@ async function jsonAttempt<T extends { usage?: unknown }>(
   if (parsed === undefined || typeof parsed !== 'object') {
     return { ok: false, failure: { kind: 'unavailable', status: 502, message: 'the provider sent a malformed response', retryAfterMs: undefined } };
   }
-  return { ok: true, value: { bytes, parsed, usage: (parsed.usage as OpenAiUsage | undefined) ?? undefined }, spentUntilMs: spentUntilMs(a, response.headers) };
+  return succeeded(a, { bytes, parsed, usage: (parsed.usage as OpenAiUsage | undefined) ?? undefined }, response.headers);
 }
 
 export function chatAttempt(req: OpenAiChatRequest, rawBody: Buffer | undefined) {
@@ -86,7 +91,7 @@ export function chatStreamAttempt(req: OpenAiChatRequest, rawBody: Buffer | unde
     untilHeaders.started();
     a.span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, response.statusCode);
     if (response.statusCode !== 200) return failureOf(a, response);
-    return { ok: true, value: { body: response.body, abort: () => response.body.destroy() }, spentUntilMs: spentUntilMs(a, response.headers) };
+    return succeeded(a, { body: response.body, abort: () => response.body.destroy() }, response.headers);
   };
 }
 

@@ -4,10 +4,14 @@ import type { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import type { RpcClient } from '@keymesh/rpc';
 import { attr, type Logger, type Telemetry } from '@keymesh/telemetry';
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
+import type { Admission } from '../admission/acquire-batcher';
 import type { LeaseAdmission } from '../admission/lease-admission';
 import type { RequestTokens } from '../admission/request-tokens';
 import type { KeyMaterialCache } from '../keys/key-material';
-import type { ProviderFailure } from '../providers';
+import { KeyProbes } from '../admission/key-probe';
+import { LimitLearner, type LimitReport } from '../admission/limit-learner';
+import { WaitQueue, type RequestPriority, type WaitTicket } from '../admission/wait-queue';
+import type { LimitSnapshot, ProviderFailure } from '../providers';
 import { BreakerBoard, Permit, type CircuitBreaker } from '../resilience';
 import type { ProviderBinding, RouteTable } from './route-table';
 import { orderTargets, TargetBoard } from './strategy';
@@ -20,6 +24,8 @@ export interface RequestScope {
   readonly deadlineMs: number;
   /** Aborted when the caller goes away or the deadline passes. */
   readonly signal: AbortSignal;
+  /** Who waits first when every key is momentarily full; 'normal' when not given. */
+  readonly priority?: RequestPriority;
   /** The request's route span: the parent of everything done for it. */
   readonly traceContext: Context;
   /** Token accounting, for targets whose pool has token limits; none: nothing is reserved. */
@@ -45,8 +51,10 @@ export type AttemptResult<T> =
       value: T;
       /** Set when the provider's headers said the key has nothing left: until when. */
       spentUntilMs?: number;
+      /** What the provider's rate-limit headers said, to learn the key's limit from. */
+      limits?: LimitSnapshot;
     }
-  | { ok: false; failure: ProviderFailure };
+  | { ok: false; failure: ProviderFailure; limits?: LimitSnapshot };
 
 export interface Served<T> {
   readonly value: T;
@@ -76,11 +84,19 @@ export interface DispatcherDeps {
   targets?: TargetBoard;
   /** [0, 1), for weighted routes; Math.random when not given. */
   random?: () => number;
+  /** Which rate-limit headers the limiter needs to hear; this router's own when not given. */
+  learner?: LimitLearner;
+  /** One request at a time to a key whose limit nobody stated, until it answers; this router's own when not given. */
+  probes?: KeyProbes;
+  /** The lines requests wait in when every key of their route is momentarily full; this router's own when not given. */
+  waits?: WaitQueue;
 }
 
 /** Failures another round may cure: provider trouble, and keys full until a known time. */
 const RETRIABLE_REASONS = new Set<string>([Reason.PROVIDER_UNAVAILABLE, Reason.KEY_POOL_EXHAUSTED, Reason.UNAVAILABLE]);
 const MAX_BACKOFF_MS = 10_000;
+/** How long this router keeps off a key whose quota is spent before asking the limiter (which knows the period) again. */
+const QUOTA_RECHECK_MS = 60_000;
 // TODO(circuit breakers per key and per provider): move to libs/telemetry's attributes with the others.
 const KEYMESH_BREAKER_STATE = 'keymesh.breaker.state';
 /** Refusals because every target's breaker is open: another round now would only be refused again. */
@@ -132,23 +148,56 @@ export class Dispatcher {
   readonly breakers: BreakerBoard;
   readonly targets: TargetBoard;
   private readonly random: () => number;
+  readonly learner: LimitLearner;
+  readonly probes: KeyProbes;
+  readonly waits: WaitQueue;
+  /** A request's place in its route's line, while it has one. */
+  private readonly tickets = new WeakMap<RequestScope, WaitTicket>();
 
   constructor(private readonly deps: DispatcherDeps) {
     this.breakers = deps.breakers ?? new BreakerBoard();
     this.targets = deps.targets ?? new TargetBoard();
     this.random = deps.random ?? Math.random;
+    this.learner = deps.learner ?? new LimitLearner();
+    this.probes = deps.probes ?? new KeyProbes();
+    this.waits = deps.waits ?? new WaitQueue();
   }
 
   /**
    * Serves a request from the route's targets, in the order its strategy
-   * gives, with retry rounds; when they all fail because providers could not
-   * serve, from the route's degraded target, or its static answer made by
-   * `staticAnswer` (left out where no static answer fits, e.g. embeddings).
+   * gives, with retry rounds and, on routes with a max_wait, turns in the
+   * route's line while every key is momentarily full; when they all fail
+   * because providers could not serve, from the route's degraded target, or
+   * its static answer made by `staticAnswer` (left out where no static answer
+   * fits, e.g. embeddings).
    */
   async run<T>(
     scope: RequestScope,
     attempt: (a: Attempt) => Promise<AttemptResult<T>>,
     staticAnswer?: (answer: string) => T,
+  ): Promise<Served<T>> {
+    if (scope.route.maxWaitMs <= 0) return this.serve(scope, attempt, staticAnswer);
+    const onAbort = (): void => this.leaveLine(scope, false);
+    scope.signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      // Newcomers queue behind the requests already waiting, so returning capacity goes in order.
+      const line = scope.route.alias;
+      if (this.waits.size(line) > 0) {
+        const ticket = this.joinLine(scope, undefined);
+        if (!(await ticket.next(undefined))) throw this.turnedAway(scope, undefined, ticket.retryAfterMs());
+        this.throwIfDone(scope);
+      }
+      return await this.serve(scope, attempt, staticAnswer);
+    } finally {
+      scope.signal.removeEventListener('abort', onAbort);
+      this.leaveLine(scope, false);
+    }
+  }
+
+  private async serve<T>(
+    scope: RequestScope,
+    attempt: (a: Attempt) => Promise<AttemptResult<T>>,
+    staticAnswer: ((answer: string) => T) | undefined,
   ): Promise<Served<T>> {
     const counter = { attempts: 0 };
     try {
@@ -183,6 +232,18 @@ export class Dispatcher {
       try {
         return await this.round(scope, targets, attempt, counter);
       } catch (err) {
+        if (scope.route.maxWaitMs > 0 && err instanceof KeymeshError && err.reason === Reason.KEY_POOL_EXHAUSTED && !breakerRefusals.has(err)) {
+          // Every key is momentarily full: wait in line for a turn rather than fail
+          // (a turn spends no retry round), within max_wait and the deadline.
+          const ticket = this.tickets.get(scope) ?? this.joinLine(scope, err);
+          if (await ticket.next(err.retryAfterMs)) {
+            this.throwIfDone(scope);
+            round--;
+            continue;
+          }
+          this.tickets.delete(scope);
+          throw this.turnedAway(scope, err, ticket.retryAfterMs());
+        }
         if (!(err instanceof KeymeshError) || !RETRIABLE_REASONS.has(err.reason) || round >= rounds || breakerRefusals.has(err)) throw err;
         // The provider's (or limiter's) retry-after when there is one; else
         // exponential backoff with full jitter, so retries from many callers spread out.
@@ -274,6 +335,22 @@ export class Dispatcher {
           }
           break;
         }
+        // A key whose limit nobody stated yet takes one request until it answers
+        // (the gate comes last, so nothing between it and the call can leave a probe unsettled).
+        const gate = this.probes.gate(target.poolId, keyId);
+        const isProbe = gate === 'probe';
+        const answer = typeof gate === 'string' ? undefined : await gate;
+        if (answer !== undefined && answer.kind !== 'go') {
+          keyBreaker.release(keyPermit);
+          providerBreaker.release(providerPermit);
+          // Granted before the limiter knew the key's limit: ask it again, now that it knows.
+          if (answer.kind === 'readmit') continue;
+          // Full by the probe's own count: like a 429 nobody had to earn.
+          soonestRetryMs = soonestRetryMs === undefined ? answer.retryAfterMs : Math.min(soonestRetryMs, answer.retryAfterMs);
+          denied = true;
+          excluded.push(keyId);
+          continue;
+        }
         called = true;
         const attempts = ++counter.attempts;
         const span = tracer.startSpan(`chat ${target.model}`, {
@@ -304,6 +381,7 @@ export class Dispatcher {
             // Not the provider's doing: the breakers learn nothing, but get their probes back.
             keyBreaker.release(keyPermit);
             providerBreaker.release(providerPermit);
+            if (isProbe) this.probes.settle(target.poolId, keyId, undefined, false);
             this.throwIfDone(scope);
             throw err;
           }
@@ -324,11 +402,22 @@ export class Dispatcher {
           this.targets.ended(stats, ttfbMs);
         }
         const nowMs = Date.now();
+        let limits = result.limits;
+        if (isProbe) {
+          limits = this.probes.settle(target.poolId, keyId, limits, limits !== undefined);
+          // Slots leased before the limiter knew the key's limit are in no window: drop them.
+          if (limits !== undefined) this.deps.admission.forgetKey(target.poolId, keyId, nowMs);
+        }
+        const learned = this.learnLimits(target, keyId, limits, nowMs);
+        let reported: Promise<void> | undefined;
         if (result.ok) {
           keyBreaker.succeeded(keyPermit, nowMs);
           providerBreaker.succeeded(providerPermit, nowMs);
           span.end();
-          if (result.spentUntilMs !== undefined) this.keySpent(scope, target, keyId, result.spentUntilMs);
+          if (result.spentUntilMs !== undefined) reported = this.keySpent(scope, target, keyId, result.spentUntilMs, learned);
+          // A 2xx with no retry-after only teaches the limiter; it cools nothing.
+          else if (learned !== undefined) reported = this.report(scope, target, keyId, { kind: 'rate_limited', status: 200, message: '', retryAfterMs: undefined }, learned);
+          if (isProbe && limits !== undefined) this.confirmProbe(target, keyId, reported);
           // Failed attempts keep their reservations: the provider may have counted them, so giving them back could overrun it.
           if (admission.admissionId !== undefined && scope.tokens !== undefined) {
             scope.tokens.reservation = { poolId: target.poolId, keyId, admissionId: admission.admissionId, reservedTokens: scope.tokens.estimated(scope.route.defaultMaxTokens) };
@@ -353,10 +442,21 @@ export class Dispatcher {
           });
         }
         if (failure.kind !== 'unavailable') {
-          const untilMs = failure.kind === 'rate_limited' ? Date.now() + (failure.retryAfterMs ?? 1_000) : Number.POSITIVE_INFINITY;
+          // A spent quota rests until its period ends, which the limiter knows: this router only
+          // stops asking for a while. A rejected key stays out until the policy changes.
+          const untilMs =
+            failure.kind === 'rate_limited'
+              ? Date.now() + (failure.retryAfterMs ?? 1_000)
+              : failure.kind === 'quota_exhausted'
+                ? Date.now() + QUOTA_RECHECK_MS
+                : Number.POSITIVE_INFINITY;
           this.deps.admission.forgetKey(target.poolId, keyId, untilMs);
-          await this.report(scope, target, keyId, failure);
+          reported = this.report(scope, target, keyId, failure, learned);
+          await reported;
+        } else if (learned !== undefined) {
+          reported = this.report(scope, target, keyId, failure, learned);
         }
+        if (isProbe && limits !== undefined) this.confirmProbe(target, keyId, reported);
         if (failure.kind === 'rate_limited') {
           // Keys this request excluded after a 429 are full, not gone: the caller
           // hears "retry after", not "unavailable", when nothing else serves.
@@ -415,6 +515,34 @@ export class Dispatcher {
     if (breaker.state === 'open') this.deps.admission.forgetKey(poolId, keyId, breaker.openUntilMs);
   }
 
+  /** Joins the route's line, bounded by min(max_wait from now, the deadline); a full line turns the request away at once. */
+  private joinLine(scope: RequestScope, denial: KeymeshError | undefined): WaitTicket {
+    const line = scope.route.alias;
+    const ticket = this.waits.join(line, scope.priority ?? 'normal', Math.min(Date.now() + scope.route.maxWaitMs, scope.deadlineMs));
+    if (ticket === undefined) throw this.turnedAway(scope, denial, denial?.retryAfterMs ?? this.waits.retryAfterMs(line));
+    this.tickets.set(scope, ticket);
+    return ticket;
+  }
+
+  private leaveLine(scope: RequestScope, admitted: boolean): void {
+    const ticket = this.tickets.get(scope);
+    if (ticket === undefined) return;
+    this.tickets.delete(scope);
+    ticket.leave(admitted);
+  }
+
+  /** The caller's 429 after waiting as long as it may (or finding the line full), with when to come back. */
+  private turnedAway(scope: RequestScope, denial: KeymeshError | undefined, retryAfterMs: number): KeymeshError {
+    this.throwIfDone(scope);
+    return new KeymeshError({
+      code: Code.ResourceExhausted,
+      reason: Reason.KEY_POOL_EXHAUSTED,
+      message: denial?.message ?? `every key of route "${scope.route.alias}" is at its limit; retry later`,
+      retryAfterMs: Math.max(1, retryAfterMs),
+      metadata: { route: scope.route.alias },
+    });
+  }
+
   /** A call not made because a breaker is open: a span of its own says which and why. */
   private breakerSkipped(scope: RequestScope, target: PolicyTarget, breaker: CircuitBreaker, keyId: string | undefined): void {
     const span = this.deps.telemetry.tracer.startSpan(`chat ${target.model}`, {
@@ -441,7 +569,7 @@ export class Dispatcher {
     const route = trace.getSpan(scope.traceContext);
     // Tokenized only for pools with token limits: everywhere else admission stays a slot count.
     const estimatedTokens = this.deps.table().tokenLimitedPools.has(target.poolId) ? (scope.tokens?.estimated(scope.route.defaultMaxTokens) ?? 0) : undefined;
-    const admission = this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, estimatedTokens);
+    const admission = this.admitted(scope, this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, estimatedTokens));
     if (admission instanceof Promise) {
       // A lease grant may outlast the caller's deadline (it has its own timeout); the caller must not wait for it.
       return this.untilDone(scope, admission).then((a) => {
@@ -454,27 +582,61 @@ export class Dispatcher {
     return admission;
   }
 
+  /** A request admitted while holding the line's turn hands it on at once: the capacity that served it may serve the next. */
+  private admitted(scope: RequestScope, admission: Admission | Promise<Admission>): Admission | Promise<Admission> {
+    if (!this.tickets.has(scope)) return admission;
+    if (admission instanceof Promise) {
+      return admission.then((a) => {
+        if (a.granted) this.leaveLine(scope, true);
+        return a;
+      });
+    }
+    if (admission.granted) this.leaveLine(scope, true);
+    return admission;
+  }
+
   /**
    * The provider answered, and its headers say this key has no requests (or
    * tokens) left until its reset: stop sending to it now rather than learn it
    * from a 429. The limiter cools it for every router.
    */
-  private keySpent(scope: RequestScope, target: PolicyTarget, keyId: string, untilMs: number): void {
+  private keySpent(scope: RequestScope, target: PolicyTarget, keyId: string, untilMs: number, learned: LimitReport | undefined): Promise<void> {
     this.deps.admission.forgetKey(target.poolId, keyId, untilMs);
     const failure: ProviderFailure = { kind: 'rate_limited', status: 200, message: 'provider reported nothing left', retryAfterMs: Math.max(0, untilMs - Date.now()) };
-    void this.report(scope, target, keyId, failure);
+    return this.report(scope, target, keyId, failure, learned);
   }
 
-  private async report(scope: RequestScope, target: PolicyTarget, keyId: string, failure: ProviderFailure): Promise<void> {
+  /** The key is known once the limiter has heard its probe's answer (report never rejects). */
+  private confirmProbe(target: PolicyTarget, keyId: string, reported: Promise<void> | undefined): void {
+    if (reported === undefined) this.probes.confirm(target.poolId, keyId);
+    else void reported.then(() => this.probes.confirm(target.poolId, keyId));
+  }
+
+  /**
+   * Follows the provider's headers for a key: this router stops spending
+   * leased slots the provider says it no longer has, and the limiter hears
+   * the key's limit the first time and its remaining count near the end of a
+   * window (the answer says what to report, if anything).
+   */
+  private learnLimits(target: PolicyTarget, keyId: string, limits: LimitSnapshot | undefined, nowMs: number): LimitReport | undefined {
+    if (limits === undefined) return undefined;
+    if (limits.remainingRequests !== undefined) this.deps.admission.capKey(target.poolId, keyId, limits.remainingRequests);
+    return this.learner.observe(target.poolId, keyId, limits, nowMs);
+  }
+
+  private async report(scope: RequestScope, target: PolicyTarget, keyId: string, failure: ProviderFailure, learned?: LimitReport): Promise<void> {
     try {
       await this.deps.limiter.reportOutcome(
         {
           poolId: target.poolId,
           keyId,
           httpStatus: failure.status,
-          ...(failure.retryAfterMs === undefined
+          ...(failure.retryAfterMs === undefined ? {} : { retryAfter: durationOf(failure.retryAfterMs) }),
+          ...(learned?.learnedLimit === undefined
             ? {}
-            : { retryAfter: { seconds: BigInt(Math.floor(failure.retryAfterMs / 1000)), nanos: Math.round((failure.retryAfterMs % 1000) * 1e6) } }),
+            : { learnedLimitRequests: learned.learnedLimit.requests, learnedWindow: durationOf(learned.learnedLimit.perMs) }),
+          ...(learned?.remainingRequests === undefined ? {} : { remainingRequests: learned.remainingRequests }),
+          ...(failure.kind === 'quota_exhausted' ? { quotaExhausted: true } : {}),
         },
         { deadlineMs: scope.deadlineMs, parent: scope.traceContext },
       );
@@ -521,4 +683,9 @@ export class Dispatcher {
     if (reason instanceof KeymeshError) throw reason;
     throw new KeymeshError({ code: Code.DeadlineExceeded, reason: Reason.DEADLINE_EXCEEDED, message: 'the request deadline passed' });
   }
+}
+
+function durationOf(ms: number): { seconds: bigint; nanos: number } {
+  const whole = Math.floor(ms / 1000);
+  return { seconds: BigInt(whole), nanos: Math.round((ms - whole * 1000) * 1e6) };
 }

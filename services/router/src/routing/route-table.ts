@@ -54,6 +54,11 @@ export function leaseHoldOf(policy: Policy, poolId: string): number {
   for (const keyId of policy.pools[poolId]?.keyIds ?? []) {
     for (const limit of policy.keys[keyId]?.limits ?? []) shortestMs = Math.min(shortestMs, limit.perMs);
   }
+  return leaseHoldForWindow(shortestMs);
+}
+
+/** The hold for a pool whose shortest window is shortestMs (Infinity: none known). */
+export function leaseHoldForWindow(shortestMs: number): number {
   return Math.max(MIN_LEASE_HOLD_MS, Math.min(MAX_LEASE_HOLD_MS, Math.floor(shortestMs / 20)));
 }
 

@@ -17,8 +17,14 @@ for j = 1, #flat, 2 do old[flat[j]] = flat[j + 1] end
 local listed = {}
 local fields = {}
 local index = 0
+local learnedKey = base .. ':learned'
 for j = 3, #ARGV, 2 do
   local keyId, limits = ARGV[j], ARGV[j + 1]
+  -- A key declared without request limits keeps what lua/learn.ts learned for it.
+  local sep = string.find(limits, '|', 1, true)
+  local requestLimits, tokenLimits = string.sub(limits, 1, sep - 1), string.sub(limits, sep + 1)
+  if requestLimits == '' then requestLimits = redis.call('HGET', learnedKey, keyId) or '' else redis.call('HDEL', learnedKey, keyId) end
+  limits = requestLimits .. '|' .. tokenLimits
   local value = index .. '|' .. limits
   index = index + 1
   listed[keyId] = true
@@ -35,6 +41,7 @@ end
 for keyId, _ in pairs(old) do
   if not listed[keyId] then
     redis.call('DEL', base .. ':st:' .. keyId, base .. ':log:' .. keyId, base .. ':tlog:' .. keyId, base .. ':tw:' .. keyId)
+    redis.call('HDEL', learnedKey, keyId)
   end
 end
 redis.call('DEL', cfgKey)

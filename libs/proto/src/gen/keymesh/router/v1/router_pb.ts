@@ -533,17 +533,23 @@ export const GetBreakerStateResponseSchema: GenMessage<GetBreakerStateResponse> 
   messageDesc(file_keymesh_router_v1_router, 16);
 
 /**
- * Priority decides who waits when every key is momentarily full.
+ * Priority decides who waits when every key is momentarily full: on a route
+ * with max_wait, waiting requests are served high before normal before low,
+ * then in arrival order. The HTTP edge reads it from x-keymesh-priority.
  *
  * @generated from enum keymesh.router.v1.Priority
  */
 export enum Priority {
   /**
+   * Treated as PRIORITY_NORMAL.
+   *
    * @generated from enum value: PRIORITY_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
 
   /**
+   * Batch work: served last while the route's keys are full.
+   *
    * @generated from enum value: PRIORITY_LOW = 1;
    */
   LOW = 1,
@@ -554,6 +560,8 @@ export enum Priority {
   NORMAL = 2,
 
   /**
+   * Interactive work: served first while the route's keys are full.
+   *
    * @generated from enum value: PRIORITY_HIGH = 3;
    */
   HIGH = 3,
