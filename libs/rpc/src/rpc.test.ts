@@ -38,7 +38,7 @@ function limiter(acquire: ServiceImpl<typeof LimiterService>['acquire']): Servic
 }
 
 function router(chatStream: ServiceImpl<typeof RouterService>['chatStream']): ServiceImpl<typeof RouterService> {
-  return { chat: unimplemented, chatStream, embed: unimplemented, listModels: unimplemented };
+  return { chat: unimplemented, chatStream, embed: unimplemented, listModels: unimplemented, getBreakerState: unimplemented };
 }
 
 /** Resolves once, with the value; for handing a handler's observations to the test. */

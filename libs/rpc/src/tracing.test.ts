@@ -41,6 +41,7 @@ describe('rpc tracing', () => {
       },
       embed: answer,
       listModels: answer,
+      getBreakerState: answer,
     });
     const address = `127.0.0.1:${await server.listen('127.0.0.1', 0)}`;
     limiter = createRpcClient(LimiterService, address, { telemetry: clientTelemetry });

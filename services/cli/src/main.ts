@@ -7,6 +7,7 @@ import { GetUsageResponseSchema, AnalyticsService } from '@keymesh/proto/analyti
 import { ControlService } from '@keymesh/proto/control/v1/control';
 import { KeyVaultService, ListKeysResponseSchema } from '@keymesh/proto/keyvault/v1/keyvault';
 import { GetKeyStateResponseSchema, LimiterService } from '@keymesh/proto/limiter/v1/limiter';
+import { GetBreakerStateResponseSchema, RouterService } from '@keymesh/proto/router/v1/router';
 import { closeRpcClient, createRpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
 import { peerAddress } from './addresses';
@@ -26,6 +27,7 @@ Usage:
   keymesh keys [--pool ID]              list provider keys (ids and fingerprints, never secrets)
   keymesh keys state [--pool ID]        each key's headroom, cooling and parked state
   keymesh usage [--tenant ID]           usage totals from analytics
+  keymesh breakers                      circuit breakers that are open or half-open on a router replica
   keymesh demo-config                   print the bundled demo config
 
 Environment:
@@ -58,6 +60,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         return await keys(rest[0], args, env);
       case 'usage':
         return await usage(args, env);
+      case 'breakers':
+        return await breakers(env);
       case 'demo-config':
         process.stdout.write(DEMO_CONFIG_YAML);
         return 0;
@@ -171,3 +175,14 @@ async function usage(args: ParsedArgs, env: NodeJS.ProcessEnv): Promise<number> 
   return 0;
 }
 
+
+/** One router replica's breakers (KEYMESH_ROUTER_ADDR picks which): each replica keeps its own. */
+async function breakers(env: NodeJS.ProcessEnv): Promise<number> {
+  const router = cliClient(RouterService, peerAddress('router', env));
+  try {
+    process.stdout.write(`${JSON.stringify(toJson(GetBreakerStateResponseSchema, await router.getBreakerState({})), null, 2)}\n`);
+  } finally {
+    closeRpcClient(router);
+  }
+  return 0;
+}

@@ -60,7 +60,7 @@ export async function startOnPreferredPort<T>(preferred: number, start: (port: n
 }
 
 /**
- * REDIS_URL makes limits shared across processes; KEYMESH_REDIS_PREFIX
+ * REDIS_URL makes limits and Idempotency-Key answers shared across processes; KEYMESH_REDIS_PREFIX
  * separates deployments on one Redis. While Redis is down the limiter fails
  * closed (KEYMESH_LIMITER_REDIS_DOWN=closed, the default: deny with
  * retry-after) or open (=open: each replica keeps 1/KEYMESH_LIMITER_REPLICAS
@@ -158,6 +158,8 @@ export async function startMesh(options: UpOptions): Promise<Mesh> {
       },
       http: { host: config.server.http.host, port: options.httpPort },
       grpc: { host: LOOPBACK, port: options.grpcPort },
+      // The same Redis keeps Idempotency-Key answers, so two meshes on it deduplicate together.
+      ...redisFromEnv(env),
     });
     parts.push({ name: 'router (HTTP edge)', where: `http://${config.server.http.host}:${router.httpPort}/v1`, stop: () => router.stop() });
     parts.push({ name: 'router (gRPC)', where: `${LOOPBACK}:${router.grpcPort}`, stop: async () => undefined });

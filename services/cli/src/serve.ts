@@ -106,6 +106,7 @@ export async function serveOne(name: string | undefined, args: ParsedArgs, env: 
         peers,
         http: { host: env.KEYMESH_HTTP_HOST || host, port: httpPort },
         grpc: { host, port },
+        ...redisFromEnv(env),
       });
       await router.ready;
       where = `${host}:${router.grpcPort}, edge http://${env.KEYMESH_HTTP_HOST || host}:${router.httpPort}/v1`;

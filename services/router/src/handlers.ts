@@ -12,6 +12,10 @@ import {
   Priority,
 } from '@keymesh/proto/router/v1/router';
 import type { CallContext, ServiceImpl } from '@keymesh/rpc';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { BreakerScope, BreakerState, type BreakerSchema } from '@keymesh/proto/router/v1/router';
+import type { BreakerBoard, BreakerSnapshot } from './resilience';
+import { providersOfPools } from './metrics/metrics';
 import type { OpenAiChatRequest, OpenAiChatResponse, OpenAiUsage } from './providers/openai/types';
 import { adapterFor } from './providers';
 import { chatStreamAttempt, embeddingAttempt } from './routing/attempts';
@@ -30,6 +34,8 @@ export interface RouterHandlerDeps {
   dispatcher: Dispatcher;
   /** The same bulkheads as the HTTP edge: gRPC callers count against the caps too. */
   concurrency: ConcurrencyGuard;
+  /** This replica's circuit breakers, for GetBreakerState. */
+  breakers: BreakerBoard;
 }
 
 function toOpenAi(model: string, messages: ChatMessage[], parameters: ChatParameters | undefined, stream: boolean): OpenAiChatRequest {
@@ -148,6 +154,11 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
       deps.gateway.authenticate(ctx.header('authorization'));
       return { models: [...deps.table().routes.keys()].map((id) => ({ id, ownedBy: 'keymesh' })) };
     },
+
+    async getBreakerState() {
+      const providerOfPool = providersOfPools(deps.table());
+      return { breakers: deps.breakers.snapshot().map((b) => breakerOf(b, providerOfPool)) };
+    },
   };
 
   async function* streamDeltas(scope: RequestScope, startedMs: number, request: ChatStreamRequest, ctx: CallContext): AsyncGenerator<MessageInitShape<typeof ChatStreamResponseSchema>> {
@@ -224,4 +235,23 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
       return failed(err, scope, startedMs);
     }
   }
+}
+
+const BREAKER_STATE: Record<BreakerSnapshot['state'], BreakerState> = {
+  closed: BreakerState.CLOSED,
+  half_open: BreakerState.HALF_OPEN,
+  open: BreakerState.OPEN,
+};
+
+function breakerOf(b: BreakerSnapshot, providerOfPool: ReadonlyMap<string, string>): MessageInitShape<typeof BreakerSchema> {
+  return {
+    scope: b.scope === 'provider' ? BreakerScope.PROVIDER : BreakerScope.KEY,
+    providerId: b.providerId ?? providerOfPool.get(b.poolId ?? '') ?? '',
+    poolId: b.poolId ?? '',
+    keyId: b.keyId ?? '',
+    state: BREAKER_STATE[b.state],
+    since: timestampFromMs(b.sinceMs),
+    reason: b.reason ?? '',
+    ...(b.openUntilMs === undefined ? {} : { openUntil: timestampFromMs(b.openUntilMs) }),
+  };
 }

@@ -20,7 +20,9 @@ import { createHttpEdge } from './edge/http-edge';
 import { routerHandlers } from './handlers';
 import { KeyMaterialCache } from './keys/key-material';
 import { ConcurrencyGuard } from './guards/concurrency';
-import { MemoryIdempotencyStore } from './guards/idempotency';
+import { MemoryIdempotencyStore, type IdempotencyStore } from './guards/idempotency';
+import { RedisIdempotencyStore } from './store/idempotency-redis';
+import { renderMetrics, RequestCounter } from './metrics/metrics';
 import { Dispatcher } from './routing/dispatcher';
 import { Gateway } from './routing/gateway';
 import { buildRouteTable, EMPTY_ROUTE_TABLE, leaseHoldForWindow, type RouteTable } from './routing/route-table';
@@ -34,6 +36,11 @@ export interface RouterOptions {
   peers: { limiter: string; keyvault: string; cache: string; analytics: string; control: string };
   http: { host: string; port: number };
   grpc: { host: string; port: number };
+  /**
+   * With Redis, Idempotency-Key answers are shared by every replica on the
+   * prefix, so a retry that lands on another replica is still deduplicated.
+   */
+  redis?: { url: string; prefix: string };
 }
 
 export interface RunningRouter {
@@ -59,7 +66,9 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   let maxBodyBytes = 1_048_576;
   let idempotencyTtlMs = 600_000;
   const concurrency = new ConcurrencyGuard();
-  const idempotency = new MemoryIdempotencyStore();
+  const idempotency: IdempotencyStore = options.redis
+    ? new RedisIdempotencyStore({ redis: options.redis.url, prefix: options.redis.prefix, logger })
+    : new MemoryIdempotencyStore();
   const keys = new KeyMaterialCache(keyVault, options.routerToken);
   const learner = new LimitLearner();
   const probes = new KeyProbes();
@@ -106,12 +115,13 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   const gateway = new Gateway({ table: currentTable, dispatcher, cache, usage, settles, logger });
 
   const rpcServer = createRpcServer({ telemetry, logger });
-  rpcServer.add(RouterService, routerHandlers({ table: currentTable, gateway, dispatcher, concurrency }));
+  rpcServer.add(RouterService, routerHandlers({ table: currentTable, gateway, dispatcher, concurrency, breakers: dispatcher.breakers }));
   const releaseOnFailure = async (): Promise<void> => {
     follower.close();
     keyEvents.unsubscribe();
     await rpcServer.shutdown();
     for (const client of [limiter, keyVault, cache, analytics, control]) closeRpcClient(client);
+    await idempotency.close();
   };
   let grpcPort: number;
   try {
@@ -122,6 +132,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
     throw err;
   }
 
+  const requests = new RequestCounter();
   const edge = createHttpEdge({
     table: currentTable,
     gateway,
@@ -138,6 +149,8 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
     },
     usageQuery: async (tenantId, deadlineMs) =>
       toJson(GetUsageResponseSchema, await analytics.getUsage({ tenantId }, { deadlineMs })),
+    requests,
+    metrics: () => renderMetrics({ table: currentTable, breakers: dispatcher.breakers, concurrency, requests }),
   });
   let httpPort: number;
   try {
@@ -159,6 +172,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
       await settles.drain();
       await Promise.all([...table.providers.values()].map((p) => p.upstream.close()));
       for (const client of [limiter, keyVault, cache, analytics, control]) closeRpcClient(client);
+      await idempotency.close();
     },
   };
 }

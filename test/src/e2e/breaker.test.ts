@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
+import { BreakerScope, BreakerState, RouterService } from '@keymesh/proto/router/v1/router';
+import { main } from '@keymesh/cli';
+import { closeRpcClient, createRpcClient } from '@keymesh/rpc';
+import { createTelemetry } from '@keymesh/telemetry';
 import { startTestMesh, VIRTUAL_KEY, type TestMesh } from './harness';
 
 interface Answer {
@@ -50,6 +54,57 @@ describe('circuit breakers in front of a failing provider', function () {
       assert.ok(later.elapsedMs < 500, `took ${later.elapsedMs} ms`);
     }
     assert.equal(t.mock.stats().requests, 5, 'no request reached the provider while its breaker was open');
+  });
+
+  it('shows an open breaker over gRPC and on /metrics, and nothing secret in either', async function () {
+    t = await startTestMesh({ mockKeys: [{}, {}] });
+    const metricsUrl = t.baseUrl.replace(/\/v1$/, '/metrics');
+    assert.equal((await ask(t, 'healthy')).status, 200);
+    const healthy = await (await fetch(metricsUrl)).text();
+    assert.match(healthy, /^keymesh_breaker_state\{scope="provider",provider="mock",pool="",key_id=""\} 0$/m);
+    assert.match(healthy, /^keymesh_http_requests_total\{route="gpt-4o-mini",status="200"\} 1$/m);
+
+    t.mock.setFailures({ errorRate: 1 });
+    assert.equal((await ask(t, 'anyone there?')).status, 503);
+    const metrics = await fetch(metricsUrl);
+    assert.equal(metrics.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
+    const text = await metrics.text();
+    assert.match(text, /^# TYPE keymesh_breaker_state gauge$/m);
+    assert.match(text, /^keymesh_breaker_state\{scope="provider",provider="mock",pool="",key_id=""\} 2$/m);
+    assert.match(text, /^keymesh_breaker_state\{scope="key",provider="mock",pool="main",key_id="k[12]"\} [02]$/m);
+    assert.match(text, /^keymesh_http_requests_total\{route="gpt-4o-mini",status="503"\} 1$/m);
+    assert.ok(!text.includes('mock-secret') && !text.includes(VIRTUAL_KEY), 'no secret or virtual key in a label');
+
+    const router = createRpcClient(RouterService, t.grpcAddress, { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 5_000 });
+    try {
+      const { breakers } = await router.getBreakerState({});
+      const provider = breakers.find((b) => b.scope === BreakerScope.PROVIDER);
+      assert.equal(provider?.providerId, 'mock');
+      assert.equal(provider?.state, BreakerState.OPEN);
+      assert.equal(provider?.reason, 'consecutive_failures');
+      const openForMs = Number(provider?.openUntil?.seconds) * 1000 - Number(provider?.since?.seconds) * 1000;
+      assert.ok(openForMs >= 4_000 && openForMs <= 6_000, `open for ${openForMs} ms`);
+      assert.ok(breakers.every((b) => b.state !== BreakerState.CLOSED), 'closed breakers are not listed');
+    } finally {
+      closeRpcClient(router);
+    }
+
+    // `keymesh breakers` prints the same answer.
+    const printed: string[] = [];
+    const write = process.stdout.write.bind(process.stdout);
+    process.stdout.write = ((chunk: string | Uint8Array): boolean => {
+      printed.push(String(chunk));
+      return true;
+    }) as typeof process.stdout.write;
+    try {
+      assert.equal(await main(['breakers'], { KEYMESH_ROUTER_ADDR: t.grpcAddress }), 0);
+    } finally {
+      process.stdout.write = write;
+    }
+    const cli = JSON.parse(printed.join('')) as { breakers: { scope: string; providerId: string; state: string }[] };
+    const printedProvider = cli.breakers.find((b) => b.scope === 'BREAKER_SCOPE_PROVIDER');
+    assert.equal(printedProvider?.providerId, 'mock');
+    assert.equal(printedProvider?.state, 'BREAKER_STATE_OPEN');
   });
 
   it('sends one probe after the open period, opens again for twice as long while the provider fails, and closes once it recovers', async function () {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { waitFor } from '@keymesh/testing';
+import { randomBytes } from 'node:crypto';
+import { redisForTests, waitFor, type ExternalServer } from '@keymesh/testing';
 import { startTestMesh, VIRTUAL_KEY, type TestMesh } from './harness';
 
 interface Answer {
@@ -127,5 +128,42 @@ describe('Idempotency-Key at the HTTP edge', function () {
     await chat(t, 'gpt-4o-mini', 'same');
     await chat(t, 'gpt-4o-mini', 'same');
     assert.equal(t.mock.stats().requests, 2);
+  });
+});
+
+describe('Idempotency-Key across router replicas sharing Redis', function () {
+  let redis: ExternalServer;
+  let a: TestMesh;
+  let b: TestMesh;
+
+  before(async function () {
+    redis = await redisForTests();
+    // Both meshes on one prefix, as two replicas of one deployment; unique to this run, never flushed.
+    const env = { REDIS_URL: redis.url, KEYMESH_REDIS_PREFIX: `e2e-idem-${randomBytes(6).toString('hex')}` };
+    a = await startTestMesh({ env });
+    b = await startTestMesh({ env });
+  });
+  after(async function () {
+    await a?.stop();
+    await b?.stop();
+    await redis?.stop();
+  });
+
+  it('calls the provider once when the same key reaches two replicas at once, and replays that answer to a later retry', async function () {
+    a.mock.setLatency(300);
+    b.mock.setLatency(300);
+    const key = { 'idempotency-key': 'replicated-order-1' };
+    const [onA, onB] = await Promise.all([chat(a, 'gpt-4o-mini', 'charge once', key), chat(b, 'gpt-4o-mini', 'charge once', key)]);
+    assert.equal(onA.status, 200);
+    assert.equal(onB.status, 200);
+    assert.equal(onA.text, onB.text);
+    assert.equal(a.mock.stats().requests + b.mock.stats().requests, 1, 'one provider call across both replicas');
+    assert.equal([onA, onB].filter((x) => x.headers.get('x-keymesh-idempotent-replay') === 'true').length, 1);
+
+    const retry = await chat(b, 'gpt-4o-mini', 'charge once', key);
+    assert.equal(retry.text, onA.text);
+    assert.equal(retry.headers.get('x-keymesh-idempotent-replay'), 'true');
+    assert.equal(a.mock.stats().requests + b.mock.stats().requests, 1);
+    assert.equal((await chat(a, 'gpt-4o-mini', 'another body', key)).status, 422);
   });
 });

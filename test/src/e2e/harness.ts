@@ -29,6 +29,10 @@ export interface TestMeshOptions {
   extraPools?: string;
   /** The provider's per-attempt timeout, e.g. "200ms". */
   providerTimeout?: string;
+  /** Delay between the mock's stream chunks, so a stream lasts long enough to be cut or left mid-way. */
+  streamChunkDelayMs?: number;
+  /** The mesh's environment (e.g. REDIS_URL, KEYMESH_REDIS_PREFIX); empty by default. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export function secretOf(index: number): string {
@@ -63,10 +67,13 @@ tenants:
 /** The whole mesh in this process, as `keymesh up` runs it, against a fresh mock provider. */
 export async function startTestMesh(options: TestMeshOptions = {}): Promise<TestMesh> {
   const mockKeys = options.mockKeys ?? [{}, {}, {}];
-  const mock = await startMockProvider({ keys: mockKeys.map((k, i) => ({ ...k, secret: secretOf(i) })) });
+  const mock = await startMockProvider({
+    keys: mockKeys.map((k, i) => ({ ...k, secret: secretOf(i) })),
+    ...(options.streamChunkDelayMs === undefined ? {} : { streamChunkDelayMs: options.streamChunkDelayMs }),
+  });
   try {
     const config = parseConfig(configYaml(mock.url, options), 'e2e.yaml');
-    const mesh = await startMesh({ config, configPath: undefined, httpPort: 0, grpcPort: 0, env: {} });
+    const mesh = await startMesh({ config, configPath: undefined, httpPort: 0, grpcPort: 0, env: options.env ?? {} });
     return {
       mesh,
       mock,

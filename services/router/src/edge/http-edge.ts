@@ -14,6 +14,7 @@ import { GuardReason, type ConcurrencyGuard, type ReleaseSlot } from '../guards/
 import { bodySha256, idempotencyKeyMismatch, MAX_IDEMPOTENCY_KEY_LENGTH, type IdempotencyStore, type StoredResponse } from '../guards/idempotency';
 import type { CacheDirective, Gateway, UsageRecord } from '../routing/gateway';
 import type { RouteTable } from '../routing/route-table';
+import { METRICS_CONTENT_TYPE, type RequestCounter } from '../metrics/metrics';
 import { SseDataReader } from './sse';
 import { parseTimeoutHeader } from './timeout';
 
@@ -30,6 +31,10 @@ export interface HttpEdgeDeps {
   idempotency: IdempotencyStore;
   idempotencyTtlMs: number;
   usageQuery: (tenantId: string, deadlineMs: number) => Promise<unknown>;
+  /** Counts every answered request by route and status. */
+  requests: RequestCounter;
+  /** The `GET /metrics` body, rendered per scrape. */
+  metrics: () => string;
 }
 
 export interface HttpEdge {
@@ -90,6 +95,8 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
 
   async function handle(req: IncomingMessage, method: string, path: string, exchange: Exchange): Promise<void> {
     if (path === '/healthz') return sendText(exchange.res, 200, 'ok');
+    // Unauthenticated like /healthz, for Prometheus; it carries ids from the config, no secrets.
+    if (path === '/metrics' && method === 'GET') return sendText(exchange.res, 200, deps.metrics(), METRICS_CONTENT_TYPE);
     if (path === '/readyz') return deps.table().version > 0n ? sendText(exchange.res, 200, 'ready') : sendText(exchange.res, 503, 'no policy yet');
     const endpoint = ENDPOINTS[path];
     if (!endpoint) {
@@ -235,13 +242,15 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       }
     } catch (err) {
       served.value.abort();
-      if (!scope.signal.aborted) {
-        // The provider cut the stream after it started: tell the client in the stream's own shape.
-        exchange.usage.errorReason = Reason.PROVIDER_ERROR;
-        const error = new KeymeshError({ code: Code.Unavailable, reason: Reason.PROVIDER_ERROR, message: 'the provider ended the stream early', cause: err });
-        res.write(`data: ${JSON.stringify(openAiErrorBody(error))}\n\n`);
-      } else {
+      // The provider cut the stream, or the deadline passed: a client still there hears which, in the
+      // stream's own shape, rather than a stream that just stops. One that left hears nothing.
+      const ended = scope.signal.aborted ? KeymeshError.from(scope.signal.reason) : undefined;
+      if (ended?.code === Code.Cancelled) {
         exchange.usage.errorReason = Reason.CANCELLED;
+      } else {
+        const error = ended ?? new KeymeshError({ code: Code.Unavailable, reason: Reason.PROVIDER_ERROR, message: 'the provider ended the stream early', cause: err });
+        exchange.usage.errorReason = error.reason;
+        res.write(`data: ${JSON.stringify(openAiErrorBody(error))}\n\n`);
       }
     }
     exchange.usage.usage = usage;
@@ -328,7 +337,8 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     const err = KeymeshError.from(thrown);
     const http = toHttpError(err);
     const status = err.reason === Reason.PROVIDER_REJECTED && err.upstreamStatus ? err.upstreamStatus : (EDGE_STATUS_BY_REASON[err.reason] ?? http.status);
-    if (status >= 500 && err.code !== Code.Unavailable) deps.logger.error('request failed', { requestId: exchange.requestId, reason: err.reason, cause: err.cause });
+    // A deadline that passed is the caller's budget running out, not a fault to page anyone about.
+    if (status >= 500 && err.code !== Code.Unavailable && err.code !== Code.DeadlineExceeded) deps.logger.error('request failed', { requestId: exchange.requestId, reason: err.reason, cause: err.cause });
     exchange.span.setAttribute(attr.KEYMESH_ERROR_REASON, err.reason);
     exchange.routeSpan?.setStatus({ code: SpanStatusCode.ERROR, message: err.reason });
     if (exchange.scope) {
@@ -359,6 +369,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
   function finish(exchange: Exchange): void {
     exchange.releaseSlot?.();
     const status = exchange.res.statusCode;
+    deps.requests.count(exchange.scope?.route.alias ?? '', status);
     exchange.span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, status);
     if (status >= 500) exchange.span.setStatus({ code: SpanStatusCode.ERROR });
     if (exchange.scope && exchange.usage) deps.gateway.recordUsage(exchange.scope, exchange.startedMs, exchange.usage);
@@ -466,8 +477,8 @@ function sendJson(exchange: Exchange, status: number, body: Buffer, extra?: Reco
   exchange.res.end(body);
 }
 
-function sendText(res: ServerResponse, status: number, text: string): void {
-  res.writeHead(status, { 'content-type': 'text/plain' });
+function sendText(res: ServerResponse, status: number, text: string, contentType = 'text/plain'): void {
+  res.writeHead(status, { 'content-type': contentType });
   res.end(text);
 }
 

@@ -64,6 +64,11 @@ export class ConcurrencyGuard {
     };
   }
 
+  /** Tenants with a cap in the current policy, so metrics can report an idle one as 0. */
+  cappedTenants(): Iterable<string> {
+    return this.tenantCaps.keys();
+  }
+
   /** Requests in flight that count against caps, for tests and metrics. */
   inFlight(): { routes: ReadonlyMap<string, number>; tenants: ReadonlyMap<string, number> } {
     return { routes: this.inFlightByRoute, tenants: this.inFlightByTenant };

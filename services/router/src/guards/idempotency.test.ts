@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { MemoryIdempotencyStore, bodySha256, type IdempotencyClaim, type StoredResponse } from './idempotency';
+import { MemoryIdempotencyStore, bodySha256 } from './idempotency';
+import { describeIdempotencyStore, first, never, OK, TTL_MS } from './idempotency.behaviour';
 
 class FakeClock {
   constructor(public ms = 1_700_000_000_000) {}
@@ -8,61 +9,12 @@ class FakeClock {
   }
 }
 
-const OK: StoredResponse = { status: 200, headers: { 'content-type': 'application/json' }, body: Buffer.from('{"id":"first"}') };
-const TTL_MS = 60_000;
-const never = new AbortController().signal;
-
-function first(claim: IdempotencyClaim): Extract<IdempotencyClaim, { kind: 'first' }> {
-  assert.equal(claim.kind, 'first');
-  return claim as Extract<IdempotencyClaim, { kind: 'first' }>;
-}
+describeIdempotencyStore('memory', async () => {
+  const store = new MemoryIdempotencyStore();
+  return { store, twin: store };
+});
 
 describe('MemoryIdempotencyStore', () => {
-  it('replays a successful answer for the same key and body', async () => {
-    const store = new MemoryIdempotencyStore();
-    first(await store.claim('t\0k', 'h1', TTL_MS, never)).complete(OK);
-    const again = await store.claim('t\0k', 'h1', TTL_MS, never);
-    assert.deepEqual(again, { kind: 'replay', response: OK });
-  });
-
-  it('answers mismatch for the same key with another body, done or in flight', async () => {
-    const store = new MemoryIdempotencyStore();
-    const claim = first(await store.claim('k', 'h1', TTL_MS, never));
-    assert.deepEqual(await store.claim('k', 'h2', TTL_MS, never), { kind: 'mismatch' });
-    claim.complete(OK);
-    assert.deepEqual(await store.claim('k', 'h2', TTL_MS, never), { kind: 'mismatch' });
-  });
-
-  it('makes a request with a key in flight wait for the first outcome', async () => {
-    const store = new MemoryIdempotencyStore();
-    const claim = first(await store.claim('k', 'h', TTL_MS, never));
-    let waited: IdempotencyClaim | undefined;
-    const waiting = store.claim('k', 'h', TTL_MS, never).then((c) => (waited = c));
-    await new Promise((resolve) => setImmediate(resolve));
-    assert.equal(waited, undefined);
-    claim.complete(OK);
-    await waiting;
-    assert.deepEqual(waited, { kind: 'replay', response: OK });
-  });
-
-  it('remembers no failure: a waiter then runs the request itself', async () => {
-    const store = new MemoryIdempotencyStore();
-    const claim = first(await store.claim('k', 'h', TTL_MS, never));
-    const waiting = store.claim('k', 'h', TTL_MS, never);
-    claim.complete(undefined);
-    first(await waiting).complete({ ...OK, status: 500 });
-    first(await store.claim('k', 'h', TTL_MS, never));
-  });
-
-  it('stops waiting when the waiting caller goes away', async () => {
-    const store = new MemoryIdempotencyStore();
-    first(await store.claim('k', 'h', TTL_MS, never));
-    const controller = new AbortController();
-    const waiting = store.claim('k', 'h', TTL_MS, controller.signal);
-    controller.abort(new Error('client left'));
-    await assert.rejects(waiting, /client left/);
-  });
-
   it('forgets an answer once its ttl has passed', async () => {
     const clock = new FakeClock();
     const store = new MemoryIdempotencyStore({ clock });

@@ -31,6 +31,7 @@ export interface IdempotencyStore {
    * caller goes away while waiting.
    */
   claim(key: string, bodySha256: string, ttlMs: number, signal: AbortSignal): Promise<IdempotencyClaim>;
+  close(): Promise<void>;
 }
 
 export interface MemoryIdempotencyStoreOptions {
@@ -45,7 +46,7 @@ type Entry =
 
 const systemClock = { nowMs: () => Date.now() };
 
-/** One router's memory: retries that land on another replica are not deduplicated. */
+/** One router's memory: retries that land on another replica are not deduplicated (RedisIdempotencyStore does that). */
 export class MemoryIdempotencyStore implements IdempotencyStore {
   // A Map iterates in insertion order, and entries are (re)inserted when they
   // complete or are replayed, so its head is the least recently used.
@@ -80,6 +81,8 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
       await settledOrAborted(entry.settled, signal);
     }
   }
+
+  async close(): Promise<void> {}
 
   private begin(key: string, bodySha256: string, ttlMs: number): IdempotencyClaim {
     let resolve!: () => void;

@@ -3,6 +3,12 @@ import { CircuitBreaker, DEFAULT_BREAKER_OPTIONS, type BreakerOptions, type Brea
 export interface BreakerSnapshot {
   /** A provider id, or `${poolId}/${keyId}`. */
   readonly id: string;
+  readonly scope: 'provider' | 'key';
+  /** Set for provider breakers. */
+  readonly providerId: string | undefined;
+  /** Set for key breakers. */
+  readonly poolId: string | undefined;
+  readonly keyId: string | undefined;
   readonly state: BreakerState;
   readonly sinceMs: number;
   readonly reason: BreakerReason | undefined;
@@ -45,15 +51,29 @@ export class BreakerBoard {
     return breaker;
   }
 
-  /** Every breaker that is not closed, providers first. */
-  snapshot(): BreakerSnapshot[] {
+  /**
+   * Every breaker that is not closed, providers first; with `includeClosed`,
+   * every breaker made so far (a metrics scrape reports closed ones as 0).
+   * Off the hot path: builds a fresh list each call.
+   */
+  snapshot(includeClosed = false): BreakerSnapshot[] {
     const out: BreakerSnapshot[] = [];
-    const add = (b: CircuitBreaker): void => {
-      if (b.state === 'closed') return;
-      out.push({ id: b.id, state: b.state, sinceMs: b.sinceMs, reason: b.reason, openUntilMs: b.state === 'open' ? b.openUntilMs : undefined });
+    const add = (b: CircuitBreaker, providerId: string | undefined, poolId: string | undefined, keyId: string | undefined): void => {
+      if (b.state === 'closed' && !includeClosed) return;
+      out.push({
+        id: b.id,
+        scope: keyId === undefined ? 'provider' : 'key',
+        providerId,
+        poolId,
+        keyId,
+        state: b.state,
+        sinceMs: b.sinceMs,
+        reason: b.reason,
+        openUntilMs: b.state === 'open' ? b.openUntilMs : undefined,
+      });
     };
-    for (const b of this.providers.values()) add(b);
-    for (const keys of this.pools.values()) for (const b of keys.values()) add(b);
+    for (const [providerId, b] of this.providers) add(b, providerId, undefined, undefined);
+    for (const [poolId, keys] of this.pools) for (const [keyId, b] of keys) add(b, undefined, poolId, keyId);
     return out;
   }
 }

@@ -153,9 +153,12 @@ describe('BreakerBoard', () => {
     record(board.key('main', 'k2'), 5, 'unavailable');
     record(board.provider('mock'), 3, 'unavailable');
     assert.deepEqual(board.snapshot(), [
-      { id: 'main/k2', state: 'open', sinceMs: T0, reason: 'consecutive_failures', openUntilMs: T0 + 5_000 },
+      { id: 'main/k2', scope: 'key', providerId: undefined, poolId: 'main', keyId: 'k2', state: 'open', sinceMs: T0, reason: 'consecutive_failures', openUntilMs: T0 + 5_000 },
     ]);
     board.key('main', 'k2').acquire(T0 + 5_000);
-    assert.deepEqual(board.snapshot(), [{ id: 'main/k2', state: 'half_open', sinceMs: T0 + 5_000, reason: 'consecutive_failures', openUntilMs: undefined }]);
+    assert.deepEqual(board.snapshot(), [
+      { id: 'main/k2', scope: 'key', providerId: undefined, poolId: 'main', keyId: 'k2', state: 'half_open', sinceMs: T0 + 5_000, reason: 'consecutive_failures', openUntilMs: undefined },
+    ]);
+    assert.deepEqual(board.snapshot(true).map((b) => [b.id, b.state]), [['mock', 'closed'], ['main/k1', 'closed'], ['main/k2', 'half_open'], ['other/k1', 'closed']]);
   });
 });

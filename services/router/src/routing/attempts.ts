@@ -86,9 +86,28 @@ export function embeddingAttempt(req: OpenAiEmbeddingRequest, rawBody: Buffer | 
 export function chatStreamAttempt(req: OpenAiChatRequest, rawBody: Buffer | undefined) {
   return async (a: Attempt): Promise<AttemptResult<StreamStart>> => {
     const http = a.provider.adapter.chatRequest(req, rawBody, a.target.model, a.secret);
-    const response = await a.provider.upstream.request(http.path, http.headers, http.body, a.signal);
+    const untilHeaders = headersSignal(a);
+    const response = await a.provider.upstream.request(http.path, http.headers, http.body, untilHeaders.signal);
+    untilHeaders.started();
     a.span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, response.statusCode);
     if (response.statusCode !== 200) return failureOf(a, response);
     return succeeded(a, { body: response.body, abort: () => response.body.destroy() }, response.headers);
   };
+}
+
+/**
+ * The signal a stream's upstream call runs under. The provider's per-attempt
+ * timeout bounds the wait for its headers; once the stream has started it
+ * must not cut a healthy stream that simply lasts longer, so from then on only
+ * the request's own signal (caller gone, deadline) ends it.
+ */
+function headersSignal(a: Attempt): { signal: AbortSignal; started(): void } {
+  if (a.signal === a.requestSignal) return { signal: a.signal, started: () => {} };
+  const controller = new AbortController();
+  const onAttempt = (): void => controller.abort(a.signal.reason);
+  const onRequest = (): void => controller.abort(a.requestSignal.reason);
+  if (a.signal.aborted) onAttempt();
+  a.signal.addEventListener('abort', onAttempt, { once: true });
+  a.requestSignal.addEventListener('abort', onRequest, { once: true });
+  return { signal: controller.signal, started: () => a.signal.removeEventListener('abort', onAttempt) };
 }

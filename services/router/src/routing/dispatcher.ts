@@ -40,6 +40,8 @@ export interface Attempt {
   /** 1-based. */
   readonly number: number;
   readonly signal: AbortSignal;
+  /** The request's own signal (caller gone, deadline), without the provider's per-attempt timeout. */
+  readonly requestSignal: AbortSignal;
   readonly span: Span;
 }
 
@@ -304,12 +306,14 @@ export class Dispatcher {
         const keyBreaker = this.breakers.key(target.poolId, keyId);
         if (keyBreaker.blocks(Date.now())) {
           // The slot admitted for this key simply goes unused; another key may serve.
+          this.keyBroken(target.poolId, keyId, keyBreaker);
           breakerRefused(target, keyBreaker, keyId);
           broken = true;
           excluded.push(keyId);
           continue;
         }
-        const secret = await this.deps.keys.secretOf(target.poolId, keyId, scope.deadlineMs, scope.traceContext);
+        const fetched = this.deps.keys.secretOf(target.poolId, keyId, scope.deadlineMs, scope.traceContext);
+        const secret = fetched instanceof Promise ? await this.untilDone(scope, fetched) : fetched;
         if (secret === undefined) {
           // The vault has no usable secret (e.g. its env var is unset): as good as revoked.
           this.deps.logger.warn('key has no secret in the key-vault; skipping it', { keyId, poolId: target.poolId });
@@ -368,7 +372,7 @@ export class Dispatcher {
         // Only answers and timeouts say how fast the target is; a quick refusal would flatter it.
         let ttfbMs: number | undefined;
         try {
-          result = await attempt({ target, provider, keyId, secret, number: attempts, signal: attemptSignal(scope, provider.timeoutMs), span });
+          result = await attempt({ target, provider, keyId, secret, number: attempts, signal: attemptSignal(scope, provider.timeoutMs), requestSignal: scope.signal, span });
           if (result.ok) ttfbMs = Date.now() - callStartedMs;
         } catch (err) {
           span.setStatus({ code: SpanStatusCode.ERROR });
@@ -423,6 +427,7 @@ export class Dispatcher {
         const failure = result.failure;
         keyBreaker.failed(keyPermit, failure.kind, nowMs);
         providerBreaker.failed(providerPermit, failure.kind, nowMs);
+        if (keyBreaker.state === 'open') this.keyBroken(target.poolId, keyId, keyBreaker);
         lastFailure = failure;
         span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, failure.status);
         span.setAttribute(attr.KEYMESH_RETRY_REASON, failure.kind);
@@ -499,6 +504,17 @@ export class Dispatcher {
     });
   }
 
+  /**
+   * A key whose breaker is open is not worth admitting: admission stops
+   * handing it out until the breaker half-opens, instead of each request
+   * taking its leased slot, finding the breaker open and paying an exact
+   * Acquire for another key. The limiter is not told: breakers are this
+   * replica's view, and its half-open probe must still be able to get the key.
+   */
+  private keyBroken(poolId: string, keyId: string, breaker: CircuitBreaker): void {
+    if (breaker.state === 'open') this.deps.admission.forgetKey(poolId, keyId, breaker.openUntilMs);
+  }
+
   /** Joins the route's line, bounded by min(max_wait from now, the deadline); a full line turns the request away at once. */
   private joinLine(scope: RequestScope, denial: KeymeshError | undefined): WaitTicket {
     const line = scope.route.alias;
@@ -554,13 +570,14 @@ export class Dispatcher {
     // Tokenized only for pools with token limits: everywhere else admission stays a slot count.
     const estimatedTokens = this.deps.table().tokenLimitedPools.has(target.poolId) ? (scope.tokens?.estimated(scope.route.defaultMaxTokens) ?? 0) : undefined;
     const admission = this.admitted(scope, this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, estimatedTokens));
-    if (!route) return admission;
     if (admission instanceof Promise) {
-      return admission.then((a) => {
-        route.addLink({ context: a.decidedBy });
+      // A lease grant may outlast the caller's deadline (it has its own timeout); the caller must not wait for it.
+      return this.untilDone(scope, admission).then((a) => {
+        route?.addLink({ context: a.decidedBy });
         return a;
       });
     }
+    if (!route) return admission;
     route.addLink({ context: admission.decidedBy });
     return admission;
   }
@@ -627,6 +644,37 @@ export class Dispatcher {
       // The key is excluded for this request anyway; other requests may still try it.
       this.deps.logger.warn('could not report a key outcome to the limiter', { keyId, error: err as Error });
     }
+  }
+
+  /**
+   * Settles with `work`, or rejects the moment the request is done (deadline,
+   * caller gone). The work itself runs on: a slot it brings is simply unused.
+   */
+  private untilDone<T>(scope: RequestScope, work: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const onDone = (): void => {
+        try {
+          this.throwIfDone(scope);
+        } catch (err) {
+          reject(err);
+        }
+      };
+      if (scope.signal.aborted) {
+        void work.catch(() => undefined);
+        return onDone();
+      }
+      scope.signal.addEventListener('abort', onDone, { once: true });
+      work.then(
+        (value) => {
+          scope.signal.removeEventListener('abort', onDone);
+          resolve(value);
+        },
+        (err: unknown) => {
+          scope.signal.removeEventListener('abort', onDone);
+          reject(err);
+        },
+      );
+    });
   }
 
   private throwIfDone(scope: RequestScope): void {

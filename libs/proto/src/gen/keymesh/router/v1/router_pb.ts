@@ -4,13 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file keymesh/router/v1/router.proto.
  */
 export const file_keymesh_router_v1_router: GenFile = /*@__PURE__*/
-  fileDesc("Ch5rZXltZXNoL3JvdXRlci92MS9yb3V0ZXIucHJvdG8SEWtleW1lc2gucm91dGVyLnYxIjoKC0NoYXRNZXNzYWdlEgwKBHJvbGUYASABKAkSDwoHY29udGVudBgCIAEoCRIMCgRuYW1lGAMgASgJIrkBCg5DaGF0UGFyYW1ldGVycxIYCgt0ZW1wZXJhdHVyZRgBIAEoAUgAiAEBEhIKBXRvcF9wGAIgASgBSAGIAQESFwoKbWF4X3Rva2VucxgDIAEoDUgCiAEBEg0KBXN0b3BzGAQgAygJEhEKBHNlZWQYBSABKANIA4gBARIMCgR1c2VyGAYgASgJQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCDQoLX21heF90b2tlbnNCBwoFX3NlZWQitAEKC0NoYXRSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEjAKCG1lc3NhZ2VzGAIgAygLMh4ua2V5bWVzaC5yb3V0ZXIudjEuQ2hhdE1lc3NhZ2USNQoKcGFyYW1ldGVycxgDIAEoCzIhLmtleW1lc2gucm91dGVyLnYxLkNoYXRQYXJhbWV0ZXJzEi0KCHByaW9yaXR5GAQgASgOMhsua2V5bWVzaC5yb3V0ZXIudjEuUHJpb3JpdHkiTwoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoDRIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoDRIUCgx0b3RhbF90b2tlbnMYAyABKA0iYwoKQ2hhdENob2ljZRINCgVpbmRleBgBIAEoDRIvCgdtZXNzYWdlGAIgASgLMh4ua2V5bWVzaC5yb3V0ZXIudjEuQ2hhdE1lc3NhZ2USFQoNZmluaXNoX3JlYXNvbhgDIAEoCSKCAQoMQ2hhdFJlc3BvbnNlEgoKAmlkGAEgASgJEg0KBW1vZGVsGAIgASgJEi4KB2Nob2ljZXMYAyADKAsyHS5rZXltZXNoLnJvdXRlci52MS5DaGF0Q2hvaWNlEicKBXVzYWdlGAQgASgLMhgua2V5bWVzaC5yb3V0ZXIudjEuVXNhZ2UiugEKEUNoYXRTdHJlYW1SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEjAKCG1lc3NhZ2VzGAIgAygLMh4ua2V5bWVzaC5yb3V0ZXIudjEuQ2hhdE1lc3NhZ2USNQoKcGFyYW1ldGVycxgDIAEoCzIhLmtleW1lc2gucm91dGVyLnYxLkNoYXRQYXJhbWV0ZXJzEi0KCHByaW9yaXR5GAQgASgOMhsua2V5bWVzaC5yb3V0ZXIudjEuUHJpb3JpdHkiowEKEkNoYXRTdHJlYW1SZXNwb25zZRIKCgJpZBgBIAEoCRINCgVtb2RlbBgCIAEoCRINCgVpbmRleBgDIAEoDRIMCgRyb2xlGAQgASgJEhUKDWNvbnRlbnRfZGVsdGEYBSABKAkSFQoNZmluaXNoX3JlYXNvbhgGIAEoCRInCgV1c2FnZRgHIAEoCzIYLmtleW1lc2gucm91dGVyLnYxLlVzYWdlIlUKDEVtYmVkUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIOCgZpbnB1dHMYAiADKAkSFwoKZGltZW5zaW9ucxgDIAEoDUgAiAEBQg0KC19kaW1lbnNpb25zIioKCUVtYmVkZGluZxINCgVpbmRleBgBIAEoDRIOCgZ2YWx1ZXMYAiADKAIieQoNRW1iZWRSZXNwb25zZRINCgVtb2RlbBgBIAEoCRIwCgplbWJlZGRpbmdzGAIgAygLMhwua2V5bWVzaC5yb3V0ZXIudjEuRW1iZWRkaW5nEicKBXVzYWdlGAMgASgLMhgua2V5bWVzaC5yb3V0ZXIudjEuVXNhZ2UiEwoRTGlzdE1vZGVsc1JlcXVlc3QiJQoFTW9kZWwSCgoCaWQYASABKAkSEAoIb3duZWRfYnkYAiABKAkiPgoSTGlzdE1vZGVsc1Jlc3BvbnNlEigKBm1vZGVscxgBIAMoCzIYLmtleW1lc2gucm91dGVyLnYxLk1vZGVsKl4KCFByaW9yaXR5EhgKFFBSSU9SSVRZX1VOU1BFQ0lGSUVEEAASEAoMUFJJT1JJVFlfTE9XEAESEwoPUFJJT1JJVFlfTk9STUFMEAISEQoNUFJJT1JJVFlfSElHSBADMtwCCg1Sb3V0ZXJTZXJ2aWNlEkcKBENoYXQSHi5rZXltZXNoLnJvdXRlci52MS5DaGF0UmVxdWVzdBofLmtleW1lc2gucm91dGVyLnYxLkNoYXRSZXNwb25zZRJbCgpDaGF0U3RyZWFtEiQua2V5bWVzaC5yb3V0ZXIudjEuQ2hhdFN0cmVhbVJlcXVlc3QaJS5rZXltZXNoLnJvdXRlci52MS5DaGF0U3RyZWFtUmVzcG9uc2UwARJKCgVFbWJlZBIfLmtleW1lc2gucm91dGVyLnYxLkVtYmVkUmVxdWVzdBogLmtleW1lc2gucm91dGVyLnYxLkVtYmVkUmVzcG9uc2USWQoKTGlzdE1vZGVscxIkLmtleW1lc2gucm91dGVyLnYxLkxpc3RNb2RlbHNSZXF1ZXN0GiUua2V5bWVzaC5yb3V0ZXIudjEuTGlzdE1vZGVsc1Jlc3BvbnNlYgZwcm90bzM");
+  fileDesc("Ch5rZXltZXNoL3JvdXRlci92MS9yb3V0ZXIucHJvdG8SEWtleW1lc2gucm91dGVyLnYxIjoKC0NoYXRNZXNzYWdlEgwKBHJvbGUYASABKAkSDwoHY29udGVudBgCIAEoCRIMCgRuYW1lGAMgASgJIrkBCg5DaGF0UGFyYW1ldGVycxIYCgt0ZW1wZXJhdHVyZRgBIAEoAUgAiAEBEhIKBXRvcF9wGAIgASgBSAGIAQESFwoKbWF4X3Rva2VucxgDIAEoDUgCiAEBEg0KBXN0b3BzGAQgAygJEhEKBHNlZWQYBSABKANIA4gBARIMCgR1c2VyGAYgASgJQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCDQoLX21heF90b2tlbnNCBwoFX3NlZWQitAEKC0NoYXRSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEjAKCG1lc3NhZ2VzGAIgAygLMh4ua2V5bWVzaC5yb3V0ZXIudjEuQ2hhdE1lc3NhZ2USNQoKcGFyYW1ldGVycxgDIAEoCzIhLmtleW1lc2gucm91dGVyLnYxLkNoYXRQYXJhbWV0ZXJzEi0KCHByaW9yaXR5GAQgASgOMhsua2V5bWVzaC5yb3V0ZXIudjEuUHJpb3JpdHkiTwoFVXNhZ2USFQoNcHJvbXB0X3Rva2VucxgBIAEoDRIZChFjb21wbGV0aW9uX3Rva2VucxgCIAEoDRIUCgx0b3RhbF90b2tlbnMYAyABKA0iYwoKQ2hhdENob2ljZRINCgVpbmRleBgBIAEoDRIvCgdtZXNzYWdlGAIgASgLMh4ua2V5bWVzaC5yb3V0ZXIudjEuQ2hhdE1lc3NhZ2USFQoNZmluaXNoX3JlYXNvbhgDIAEoCSKCAQoMQ2hhdFJlc3BvbnNlEgoKAmlkGAEgASgJEg0KBW1vZGVsGAIgASgJEi4KB2Nob2ljZXMYAyADKAsyHS5rZXltZXNoLnJvdXRlci52MS5DaGF0Q2hvaWNlEicKBXVzYWdlGAQgASgLMhgua2V5bWVzaC5yb3V0ZXIudjEuVXNhZ2UiugEKEUNoYXRTdHJlYW1SZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEjAKCG1lc3NhZ2VzGAIgAygLMh4ua2V5bWVzaC5yb3V0ZXIudjEuQ2hhdE1lc3NhZ2USNQoKcGFyYW1ldGVycxgDIAEoCzIhLmtleW1lc2gucm91dGVyLnYxLkNoYXRQYXJhbWV0ZXJzEi0KCHByaW9yaXR5GAQgASgOMhsua2V5bWVzaC5yb3V0ZXIudjEuUHJpb3JpdHkiowEKEkNoYXRTdHJlYW1SZXNwb25zZRIKCgJpZBgBIAEoCRINCgVtb2RlbBgCIAEoCRINCgVpbmRleBgDIAEoDRIMCgRyb2xlGAQgASgJEhUKDWNvbnRlbnRfZGVsdGEYBSABKAkSFQoNZmluaXNoX3JlYXNvbhgGIAEoCRInCgV1c2FnZRgHIAEoCzIYLmtleW1lc2gucm91dGVyLnYxLlVzYWdlIlUKDEVtYmVkUmVxdWVzdBINCgVtb2RlbBgBIAEoCRIOCgZpbnB1dHMYAiADKAkSFwoKZGltZW5zaW9ucxgDIAEoDUgAiAEBQg0KC19kaW1lbnNpb25zIioKCUVtYmVkZGluZxINCgVpbmRleBgBIAEoDRIOCgZ2YWx1ZXMYAiADKAIieQoNRW1iZWRSZXNwb25zZRINCgVtb2RlbBgBIAEoCRIwCgplbWJlZGRpbmdzGAIgAygLMhwua2V5bWVzaC5yb3V0ZXIudjEuRW1iZWRkaW5nEicKBXVzYWdlGAMgASgLMhgua2V5bWVzaC5yb3V0ZXIudjEuVXNhZ2UiEwoRTGlzdE1vZGVsc1JlcXVlc3QiJQoFTW9kZWwSCgoCaWQYASABKAkSEAoIb3duZWRfYnkYAiABKAkiPgoSTGlzdE1vZGVsc1Jlc3BvbnNlEigKBm1vZGVscxgBIAMoCzIYLmtleW1lc2gucm91dGVyLnYxLk1vZGVsIhgKFkdldEJyZWFrZXJTdGF0ZVJlcXVlc3QiigIKB0JyZWFrZXISLgoFc2NvcGUYASABKA4yHy5rZXltZXNoLnJvdXRlci52MS5CcmVha2VyU2NvcGUSEwoLcHJvdmlkZXJfaWQYAiABKAkSDwoHcG9vbF9pZBgDIAEoCRIOCgZrZXlfaWQYBCABKAkSLgoFc3RhdGUYBSABKA4yHy5rZXltZXNoLnJvdXRlci52MS5CcmVha2VyU3RhdGUSKQoFc2luY2UYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYXNvbhgHIAEoCRIuCgpvcGVuX3VudGlsGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJHChdHZXRCcmVha2VyU3RhdGVSZXNwb25zZRIsCghicmVha2VycxgBIAMoCzIaLmtleW1lc2gucm91dGVyLnYxLkJyZWFrZXIqXgoIUHJpb3JpdHkSGAoUUFJJT1JJVFlfVU5TUEVDSUZJRUQQABIQCgxQUklPUklUWV9MT1cQARITCg9QUklPUklUWV9OT1JNQUwQAhIRCg1QUklPUklUWV9ISUdIEAMqYAoMQnJlYWtlclNjb3BlEh0KGUJSRUFLRVJfU0NPUEVfVU5TUEVDSUZJRUQQABIaChZCUkVBS0VSX1NDT1BFX1BST1ZJREVSEAESFQoRQlJFQUtFUl9TQ09QRV9LRVkQAip8CgxCcmVha2VyU3RhdGUSHQoZQlJFQUtFUl9TVEFURV9VTlNQRUNJRklFRBAAEhgKFEJSRUFLRVJfU1RBVEVfQ0xPU0VEEAESGwoXQlJFQUtFUl9TVEFURV9IQUxGX09QRU4QAhIWChJCUkVBS0VSX1NUQVRFX09QRU4QAzLGAwoNUm91dGVyU2VydmljZRJHCgRDaGF0Eh4ua2V5bWVzaC5yb3V0ZXIudjEuQ2hhdFJlcXVlc3QaHy5rZXltZXNoLnJvdXRlci52MS5DaGF0UmVzcG9uc2USWwoKQ2hhdFN0cmVhbRIkLmtleW1lc2gucm91dGVyLnYxLkNoYXRTdHJlYW1SZXF1ZXN0GiUua2V5bWVzaC5yb3V0ZXIudjEuQ2hhdFN0cmVhbVJlc3BvbnNlMAESSgoFRW1iZWQSHy5rZXltZXNoLnJvdXRlci52MS5FbWJlZFJlcXVlc3QaIC5rZXltZXNoLnJvdXRlci52MS5FbWJlZFJlc3BvbnNlElkKCkxpc3RNb2RlbHMSJC5rZXltZXNoLnJvdXRlci52MS5MaXN0TW9kZWxzUmVxdWVzdBolLmtleW1lc2gucm91dGVyLnYxLkxpc3RNb2RlbHNSZXNwb25zZRJoCg9HZXRCcmVha2VyU3RhdGUSKS5rZXltZXNoLnJvdXRlci52MS5HZXRCcmVha2VyU3RhdGVSZXF1ZXN0Gioua2V5bWVzaC5yb3V0ZXIudjEuR2V0QnJlYWtlclN0YXRlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keymesh.router.v1.ChatMessage
@@ -433,6 +435,104 @@ export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PUR
   messageDesc(file_keymesh_router_v1_router, 13);
 
 /**
+ * @generated from message keymesh.router.v1.GetBreakerStateRequest
+ */
+export type GetBreakerStateRequest = Message<"keymesh.router.v1.GetBreakerStateRequest"> & {
+};
+
+/**
+ * Describes the message keymesh.router.v1.GetBreakerStateRequest.
+ * Use `create(GetBreakerStateRequestSchema)` to create a new message.
+ */
+export const GetBreakerStateRequestSchema: GenMessage<GetBreakerStateRequest> = /*@__PURE__*/
+  messageDesc(file_keymesh_router_v1_router, 14);
+
+/**
+ * @generated from message keymesh.router.v1.Breaker
+ */
+export type Breaker = Message<"keymesh.router.v1.Breaker"> & {
+  /**
+   * @generated from field: keymesh.router.v1.BreakerScope scope = 1;
+   */
+  scope: BreakerScope;
+
+  /**
+   * The provider id from the config; for a key breaker, the provider of its pool.
+   *
+   * @generated from field: string provider_id = 2;
+   */
+  providerId: string;
+
+  /**
+   * Set for key breakers only.
+   *
+   * @generated from field: string pool_id = 3;
+   */
+  poolId: string;
+
+  /**
+   * The key's id (never its secret); set for key breakers only.
+   *
+   * @generated from field: string key_id = 4;
+   */
+  keyId: string;
+
+  /**
+   * @generated from field: keymesh.router.v1.BreakerState state = 5;
+   */
+  state: BreakerState;
+
+  /**
+   * When the breaker entered its current state.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 6;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * Why it left the closed state: "consecutive_failures", "failure_rate" or
+   * "probe_failed".
+   *
+   * @generated from field: string reason = 7;
+   */
+  reason: string;
+
+  /**
+   * When an open breaker half-opens; unset unless state is OPEN.
+   *
+   * @generated from field: google.protobuf.Timestamp open_until = 8;
+   */
+  openUntil?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message keymesh.router.v1.Breaker.
+ * Use `create(BreakerSchema)` to create a new message.
+ */
+export const BreakerSchema: GenMessage<Breaker> = /*@__PURE__*/
+  messageDesc(file_keymesh_router_v1_router, 15);
+
+/**
+ * @generated from message keymesh.router.v1.GetBreakerStateResponse
+ */
+export type GetBreakerStateResponse = Message<"keymesh.router.v1.GetBreakerStateResponse"> & {
+  /**
+   * Every breaker of this replica that is open or half-open, providers
+   * first; a breaker not listed is closed.
+   *
+   * @generated from field: repeated keymesh.router.v1.Breaker breakers = 1;
+   */
+  breakers: Breaker[];
+};
+
+/**
+ * Describes the message keymesh.router.v1.GetBreakerStateResponse.
+ * Use `create(GetBreakerStateResponseSchema)` to create a new message.
+ */
+export const GetBreakerStateResponseSchema: GenMessage<GetBreakerStateResponse> = /*@__PURE__*/
+  messageDesc(file_keymesh_router_v1_router, 16);
+
+/**
  * Priority decides who waits when every key is momentarily full: on a route
  * with max_wait, waiting requests are served high before normal before low,
  * then in arrival order. The HTTP edge reads it from x-keymesh-priority.
@@ -472,6 +572,77 @@ export enum Priority {
  */
 export const PrioritySchema: GenEnum<Priority> = /*@__PURE__*/
   enumDesc(file_keymesh_router_v1_router, 0);
+
+/**
+ * BreakerScope says what a circuit breaker guards.
+ *
+ * @generated from enum keymesh.router.v1.BreakerScope
+ */
+export enum BreakerScope {
+  /**
+   * @generated from enum value: BREAKER_SCOPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Every call to one provider.
+   *
+   * @generated from enum value: BREAKER_SCOPE_PROVIDER = 1;
+   */
+  PROVIDER = 1,
+
+  /**
+   * Calls made with one key of one pool.
+   *
+   * @generated from enum value: BREAKER_SCOPE_KEY = 2;
+   */
+  KEY = 2,
+}
+
+/**
+ * Describes the enum keymesh.router.v1.BreakerScope.
+ */
+export const BreakerScopeSchema: GenEnum<BreakerScope> = /*@__PURE__*/
+  enumDesc(file_keymesh_router_v1_router, 1);
+
+/**
+ * BreakerState is where a circuit breaker stands.
+ *
+ * @generated from enum keymesh.router.v1.BreakerState
+ */
+export enum BreakerState {
+  /**
+   * @generated from enum value: BREAKER_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Calls go through; failures are being counted.
+   *
+   * @generated from enum value: BREAKER_STATE_CLOSED = 1;
+   */
+  CLOSED = 1,
+
+  /**
+   * Trial calls (probes) decide whether it closes or opens again.
+   *
+   * @generated from enum value: BREAKER_STATE_HALF_OPEN = 2;
+   */
+  HALF_OPEN = 2,
+
+  /**
+   * No call goes through until open_until.
+   *
+   * @generated from enum value: BREAKER_STATE_OPEN = 3;
+   */
+  OPEN = 3,
+}
+
+/**
+ * Describes the enum keymesh.router.v1.BreakerState.
+ */
+export const BreakerStateSchema: GenEnum<BreakerState> = /*@__PURE__*/
+  enumDesc(file_keymesh_router_v1_router, 2);
 
 /**
  * RouterService is keymesh's edge for internal services: the same routing,
@@ -530,6 +701,19 @@ export const RouterService: GenService<{
     methodKind: "unary";
     input: typeof ListModelsRequestSchema;
     output: typeof ListModelsResponseSchema;
+  },
+  /**
+   * GetBreakerState lists this replica's circuit breakers that are not
+   * closed, per provider and per key, for operators (`keymesh breakers`).
+   * Breakers are per replica: ask each one. Like the limiter's GetKeyState it
+   * needs no virtual key: it carries ids from the config, never a secret.
+   *
+   * @generated from rpc keymesh.router.v1.RouterService.GetBreakerState
+   */
+  getBreakerState: {
+    methodKind: "unary";
+    input: typeof GetBreakerStateRequestSchema;
+    output: typeof GetBreakerStateResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_keymesh_router_v1_router, 0);

@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { create } from '@bufbuild/protobuf';
+import {
+  AcquireBatchResponseSchema,
+  AcquireOutcome,
+  GrantLeasesResponseSchema,
+  type AcquireBatchRequest,
+  type LimiterService,
+} from '@keymesh/proto/limiter/v1/limiter';
+import type { RpcClient } from '@keymesh/rpc';
+import { createLogger, createTelemetry } from '@keymesh/telemetry';
+import { ROOT_CONTEXT } from '@opentelemetry/api';
+import { AcquireBatcher } from '../admission/acquire-batcher';
+import { LeaseAdmission } from '../admission/lease-admission';
+import type { KeyMaterialCache } from '../keys/key-material';
+import { BreakerBoard, DEFAULT_BREAKER_OPTIONS, Permit } from '../resilience';
+import { Dispatcher, type AttemptResult, type RequestScope } from './dispatcher';
+import { EMPTY_ROUTE_TABLE, type ProviderBinding, type RouteTable } from './route-table';
+
+const telemetry = createTelemetry('key-breaker-admission-test');
+
+/** A limiter that leases plenty of both keys, and grants exact Acquires the first key not excluded. */
+function fakeLimiter() {
+  const acquires: AcquireBatchRequest[] = [];
+  const client = {
+    grantLeases: async () =>
+      create(GrantLeasesResponseSchema, { pools: [{ poolId: 'main', leases: [{ keyId: 'k1', slots: 100 }, { keyId: 'k2', slots: 100 }] }] }),
+    acquireBatch: async (request: AcquireBatchRequest) => {
+      acquires.push(request);
+      return create(AcquireBatchResponseSchema, {
+        responses: request.requests.map((r) => ({ outcome: AcquireOutcome.GRANTED, keyId: ['k1', 'k2'].find((k) => !r.excludedKeyIds.includes(k)) ?? '' })),
+      });
+    },
+    reportOutcome: async () => ({}),
+  } as unknown as RpcClient<typeof LimiterService>;
+  return { client, acquires };
+}
+
+function scope(i: number): RequestScope {
+  return {
+    requestId: `r${i}`,
+    tenantId: 't',
+    route: { alias: 'r', strategy: 'fallback', targets: [{ poolId: 'main', providerId: 'mock', model: 'm', weight: null, price: null }], degraded: null, defaultMaxTokens: 256, maxWaitMs: 0, cacheTtlMs: null, timeoutMs: 5_000, retry: { rounds: 1, backoffMs: 10 }, maxConcurrency: null },
+    deadlineMs: Date.now() + 5_000,
+    signal: new AbortController().signal,
+    traceContext: ROOT_CONTEXT,
+  };
+}
+
+describe('an open key breaker and admission', () => {
+  it('stops admission from handing out a key whose breaker is open, so no request pays for it', async () => {
+    const limiter = fakeLimiter();
+    const admission = new LeaseAdmission(limiter.client, telemetry, new AcquireBatcher(limiter.client, telemetry), { holdMs: 60_000 });
+    const breakers = new BreakerBoard(DEFAULT_BREAKER_OPTIONS);
+    const provider = { id: 'mock', timeoutMs: 1_000 } as unknown as ProviderBinding;
+    const table: RouteTable = { ...EMPTY_ROUTE_TABLE, providers: new Map([['mock', provider]]) };
+    const keys = { secretOf: () => 'secret' } as unknown as KeyMaterialCache;
+    const dispatcher = new Dispatcher({ table: () => table, admission, keys, limiter: limiter.client, telemetry, logger: createLogger('test', 'error'), breakers });
+
+    // k1's upstream is down: its breaker is open for the next 5 s.
+    const k1 = breakers.key('main', 'k1');
+    for (let i = 0; i < DEFAULT_BREAKER_OPTIONS.consecutiveFailures; i++) k1.failed(Permit.Pass, 'unavailable', Date.now());
+    assert.equal(k1.state, 'open');
+
+    const calledWith: string[] = [];
+    const attempt = async (a: { keyId: string }): Promise<AttemptResult<string>> => {
+      calledWith.push(a.keyId);
+      return { ok: true, value: a.keyId };
+    };
+    for (let i = 0; i < 10; i++) assert.equal((await dispatcher.run(scope(i), attempt)).keyId, 'k2');
+
+    assert.deepEqual(calledWith, Array(10).fill('k2'));
+    // The lease would hand out k1 every other request; only the first finds its breaker open and asks again.
+    assert.ok(limiter.acquires.length <= 1, `${limiter.acquires.length} exact Acquires to get around k1`);
+  });
+});

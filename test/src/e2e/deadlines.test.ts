@@ -1,0 +1,306 @@
+import assert from 'node:assert/strict';
+import { Code, KeymeshError } from '@keymesh/errors';
+import { KeyCondition, LimiterService } from '@keymesh/proto/limiter/v1/limiter';
+import { RouterService } from '@keymesh/proto/router/v1/router';
+import { closeRpcClient, createRpcClient } from '@keymesh/rpc';
+import { createTelemetry } from '@keymesh/telemetry';
+import { createServer, type Server, type Socket } from 'node:net';
+import { waitFor } from '@keymesh/testing';
+import type { MockFailures } from '@keymesh/mock-provider';
+import { secretOf, startTestMesh, VIRTUAL_KEY, type TestMesh } from './harness';
+
+/** How a request ended, as its caller saw it. */
+interface Outcome {
+  readonly what: string;
+  readonly startedMs: number;
+  readonly timeoutMs: number;
+  readonly elapsedMs: number;
+  readonly status: number;
+  /** 'done' ([DONE] or a whole JSON body), 'error' (an error body or event), 'left' (the caller hung up), or why it was lost. */
+  readonly end: 'done' | 'error' | 'left' | `lost: ${string}`;
+}
+
+/** How far past its deadline a request may end: the budget this sweep enforces. */
+const SLACK_MS = 100;
+const DEADLINES_MS = [250, 500, 900];
+const ROUTE = 'gpt-sweep';
+
+function post(t: TestMesh, timeoutMs: number, content: string, stream: boolean, signal?: AbortSignal): Promise<Response> {
+  return fetch(`${t.baseUrl}/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${VIRTUAL_KEY}`, 'content-type': 'application/json', 'x-keymesh-timeout': String(timeoutMs) },
+    body: JSON.stringify({ model: ROUTE, messages: [{ role: 'user', content }], ...(stream ? { stream: true } : {}) }),
+    ...(signal ? { signal } : {}),
+  });
+}
+
+async function unary(t: TestMesh, timeoutMs: number, what: string): Promise<Outcome> {
+  const started = Date.now();
+  try {
+    const response = await post(t, timeoutMs, what, false);
+    const text = await response.text();
+    const parsed = JSON.parse(text) as { choices?: unknown; error?: unknown };
+    const end = response.status === 200 && parsed.choices !== undefined ? 'done' : parsed.error !== undefined ? 'error' : 'lost: no body';
+    return { what, startedMs: started, timeoutMs, elapsedMs: Date.now() - started, status: response.status, end };
+  } catch (err) {
+    return { what, startedMs: started, timeoutMs, elapsedMs: Date.now() - started, status: 0, end: `lost: ${String(err)}` };
+  }
+}
+
+/** A stream read to its end, which must be [DONE] or an error event: a stream that just stops is lost. */
+async function stream(t: TestMesh, timeoutMs: number, what: string): Promise<Outcome> {
+  const started = Date.now();
+  try {
+    const response = await post(t, timeoutMs, what, true);
+    const text = await response.text();
+    let end: Outcome['end'];
+    if (response.status !== 200) end = text.includes('"error"') ? 'error' : 'lost: no error body';
+    else if (text.includes('data: [DONE]')) end = 'done';
+    else if (/^data: \{"error"/m.test(text)) end = 'error';
+    else end = 'lost: the stream stopped without [DONE] or an error event';
+    return { what, startedMs: started, timeoutMs, elapsedMs: Date.now() - started, status: response.status, end };
+  } catch (err) {
+    return { what, startedMs: started, timeoutMs, elapsedMs: Date.now() - started, status: 0, end: `lost: ${String(err)}` };
+  }
+}
+
+/** A caller that reads the first bytes of a stream and hangs up. */
+async function leaver(t: TestMesh, timeoutMs: number, what: string): Promise<Outcome> {
+  const started = Date.now();
+  const controller = new AbortController();
+  try {
+    const response = await post(t, timeoutMs, what, true, controller.signal);
+    if (response.status === 200 && response.body) {
+      const reader = response.body.getReader();
+      await reader.read();
+    }
+    controller.abort();
+    return { what, startedMs: started, timeoutMs, elapsedMs: Date.now() - started, status: response.status, end: 'left' };
+  } catch (err) {
+    controller.abort();
+    return { what, startedMs: started, timeoutMs, elapsedMs: Date.now() - started, status: 0, end: 'left' };
+  }
+}
+
+/**
+ * How long this process was not running its event loop, over time: the mesh
+ * and the callers share it, on a machine whose cores are shared with other
+ * work. A stall delays a deadline's timer and the answer alike, whatever
+ * keymesh does, so lateness is judged net of the stalls a request lived through.
+ */
+class StallMeter {
+  private readonly stalls: { atMs: number; ms: number }[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private static readonly TICK_MS = 5;
+
+  start(): void {
+    let expected = Date.now() + StallMeter.TICK_MS;
+    const tick = (): void => {
+      const now = Date.now();
+      if (now - expected > 0) this.stalls.push({ atMs: now, ms: now - expected });
+      expected = now + StallMeter.TICK_MS;
+      this.timer = setTimeout(tick, StallMeter.TICK_MS);
+    };
+    this.timer = setTimeout(tick, StallMeter.TICK_MS);
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+  }
+
+  /** Stalled time that ended within [fromMs, toMs]. */
+  within(fromMs: number, toMs: number): number {
+    let total = 0;
+    for (const s of this.stalls) if (s.atMs >= fromMs && s.atMs <= toMs) total += s.ms;
+    return total;
+  }
+
+  get maxMs(): number {
+    return this.stalls.reduce((max, s) => Math.max(max, s.ms), 0);
+  }
+}
+
+type RouterClient = ReturnType<typeof createRpcClient<typeof RouterService>>;
+
+/**
+ * The same over gRPC, whose callers hold the same bulkhead slots: the call's deadline is the caller's.
+ * Any status is an answer; only a call that outlives its deadline is late.
+ */
+async function overGrpc(router: RouterClient, timeoutMs: number, what: string, stream: boolean): Promise<Outcome> {
+  const started = Date.now();
+  const options = { headers: { authorization: `Bearer ${VIRTUAL_KEY}` }, timeoutMs };
+  const request = { model: ROUTE, messages: [{ role: 'user', content: what }] };
+  try {
+    if (stream) {
+      let finished = false;
+      for await (const delta of router.chatStream(request, options)) finished ||= delta.finishReason !== '';
+      return { what, startedMs: started, timeoutMs, elapsedMs: Date.now() - started, status: 200, end: finished ? 'done' : 'lost: the stream ended without a finish reason' };
+    }
+    await router.chat(request, options);
+    return { what, startedMs: started, timeoutMs, elapsedMs: Date.now() - started, status: 200, end: 'done' };
+  } catch (err) {
+    const code = err instanceof KeymeshError ? err.code : Code.Unknown;
+    return { what, startedMs: started, timeoutMs, elapsedMs: Date.now() - started, status: -code, end: code === Code.Unknown ? `lost: ${String(err)}` : 'error' };
+  }
+}
+
+function parseGauges(metrics: string, name: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of metrics.split('\n')) {
+    if (!line.startsWith(`${name}{`)) continue;
+    const close = line.lastIndexOf('}');
+    out.set(line.slice(name.length, close + 1), Number(line.slice(close + 2)));
+  }
+  return out;
+}
+
+describe('deadlines and leaks under a mix of provider failures', function () {
+  this.timeout(60_000);
+  let t: TestMesh;
+  let router: RouterClient;
+
+  before(async function () {
+    t = await startTestMesh({
+      // Limits keymesh is told, so the limiter counts leased slots and the sweep can check they all come back.
+      declaredLimits: ['{ requests: 1000, per: 2s }', '{ requests: 1000, per: 2s }', '{ requests: 1000, per: 2s }'],
+      providerTimeout: '200ms',
+      streamChunkDelayMs: 40,
+      extraRoutes: `  ${ROUTE}: { targets: [ { pool: main, model: gpt-4o-mini } ], max_concurrency: 12 }`,
+    });
+    router = createRpcClient(RouterService, t.grpcAddress, { telemetry: createTelemetry('e2e-client') });
+  });
+  after(async function () {
+    if (router) closeRpcClient(router);
+    await t?.stop();
+  });
+
+  it('lets a healthy stream run past the provider timeout, which bounds only the wait for its first byte', async function () {
+    t.mock.setFailures({});
+    t.mock.setLatency(0);
+    // Eight chunks 40 ms apart: longer than the 200 ms provider timeout, well inside the deadline.
+    const outcome = await stream(t, 5_000, 'a long healthy stream');
+    assert.equal(outcome.status, 200);
+    assert.equal(outcome.end, 'done');
+  });
+
+  it('ends every request by its deadline, and leaves no bulkhead slot or lease held', async function () {
+    // Each phase sets the provider's misbehaviour for requests that reach it from then on; earlier ones still run.
+    // Each phase sets the provider's misbehaviour for requests that reach it from then on; earlier ones still run.
+    // The 503 burst comes late: it opens the provider's breaker, after which every request is refused at once.
+    // `met` is the mock counter that shows the phase's misbehaviour reached the provider.
+    const phases: { name: string; failures: MockFailures; latencyMs: number; met: 'ok' | 'failed' | 'unauthorized'; act?: () => void }[] = [
+      { name: 'healthy', failures: {}, latencyMs: 20, met: 'ok' },
+      { name: 'hangs', failures: { hangRate: 0.3 }, latencyMs: 20, met: 'failed' },
+      { name: 'streams cut after their first byte', failures: { cutStreamAfterChunks: 0 }, latencyMs: 20, met: 'failed' },
+      { name: 'k3 revoked', failures: {}, latencyMs: 20, met: 'unauthorized', act: () => t.mock.revokeKey(secretOf(2)) },
+      { name: 'slow, streams cut mid-way', failures: { cutStreamAfterChunks: 3 }, latencyMs: 150, met: 'failed' },
+      { name: 'streams hang before their first byte', failures: { hangRate: 0.3 }, latencyMs: 0, met: 'failed' },
+      { name: '503 burst', failures: { errorRate: 1 }, latencyMs: 0, met: 'failed' },
+      { name: 'healthy again', failures: {}, latencyMs: 20, met: 'ok' },
+    ];
+    // A cold process compiles its hot paths during its first requests; that is not what deadlines are about.
+    for (let i = 0; i < 3; i++) {
+      await Promise.all([unary(t, 5_000, `warm-up ${i}`), stream(t, 5_000, `warm-up stream ${i}`), overGrpc(router, 5_000, `warm-up grpc ${i}`, true)]);
+    }
+    const stalls = new StallMeter();
+    stalls.start();
+    const all: Promise<Outcome>[] = [];
+    let n = 0;
+    for (const phase of phases) {
+      t.mock.setFailures(phase.failures);
+      t.mock.setLatency(phase.latencyMs);
+      phase.act?.();
+      const before = t.mock.stats()[phase.met];
+      const batch: Promise<Outcome>[] = [];
+      const deadline = (): number => DEADLINES_MS[n++ % DEADLINES_MS.length]!;
+      for (let i = 0; i < 3; i++) batch.push(unary(t, deadline(), `${phase.name}: unary ${i}`));
+      for (let i = 0; i < 3; i++) batch.push(stream(t, deadline(), `${phase.name}: stream ${i}`));
+      for (let i = 0; i < 2; i++) batch.push(leaver(t, deadline(), `${phase.name}: leaver ${i}`));
+      batch.push(overGrpc(router, deadline(), `${phase.name}: grpc unary`, false), overGrpc(router, deadline(), `${phase.name}: grpc stream`, true));
+      all.push(...batch);
+      // The next phase starts once this one's misbehaviour has met the provider and half its requests have
+      // ended, so phases overlap (hung requests spill over) without the bulkhead refusing all of the next one.
+      let settled = 0;
+      for (const p of batch) void p.then(() => settled++);
+      await waitFor(() => (t.mock.stats()[phase.met] > before && settled * 2 >= batch.length) || settled === batch.length, {
+        timeoutMs: 5_000,
+        what: `phase "${phase.name}" to reach the provider`,
+      });
+    }
+    const outcomes = await Promise.all(all);
+    stalls.stop();
+
+    const lost = outcomes.filter((o) => o.end.startsWith('lost'));
+    assert.deepEqual(lost, [], 'every request ended in an answer or an error');
+    const late = outcomes
+      .filter((o) => o.end !== 'left')
+      .map((o) => ({ ...o, stalledMs: stalls.within(o.startedMs, o.startedMs + o.elapsedMs) }))
+      .filter((o) => o.elapsedMs - o.stalledMs > o.timeoutMs + SLACK_MS);
+    assert.deepEqual(late, [], `none outlived its deadline by more than ${SLACK_MS} ms (longest event-loop stall ${stalls.maxMs} ms)`);
+    const statuses = new Map<number, number>();
+    for (const o of outcomes) statuses.set(o.status, (statuses.get(o.status) ?? 0) + 1);
+    // The mix really was a mix: some served, some timed out, some refused.
+    assert.ok((statuses.get(200) ?? 0) > 0, `statuses ${[...statuses]}`);
+    assert.ok(outcomes.some((o) => o.status === 504 || (o.status === 200 && o.end === 'error')), `statuses ${[...statuses]}`);
+
+    // Every bulkhead slot came back: the gauges read 0 once the last hung-up caller's socket closed.
+    const metricsUrl = t.baseUrl.replace(/\/v1$/, '/metrics');
+    await waitFor(
+      async () => {
+        const inflight = parseGauges(await (await fetch(metricsUrl)).text(), 'keymesh_inflight_requests');
+        return inflight.get(`{scope="route",name="${ROUTE}"}`) === 0 && [...inflight.values()].every((v) => v === 0);
+      },
+      { timeoutMs: 1_000, what: 'every bulkhead slot to be given back' },
+    );
+
+    // Leased slots count against a key only until their hold (at most the 2 s window here) ends.
+    const limiterAddress = t.mesh.parts.find((p) => p.name === 'limiter')!.where;
+    const limiter = createRpcClient(LimiterService, limiterAddress, { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 5_000 });
+    try {
+      const keys = await waitFor(
+        async () => {
+          const { keys } = await limiter.getKeyState({ poolId: 'main' });
+          const usable = keys.filter((k) => k.condition !== KeyCondition.PARKED);
+          return usable.every((k) => k.remainingRequests === k.limitRequests) ? keys : undefined;
+        },
+        { timeoutMs: 4_000, what: 'every leased slot to expire' },
+      );
+      assert.equal(keys.find((k) => k.keyId === 'k3')?.condition, KeyCondition.PARKED, 'the revoked key was parked');
+    } finally {
+      closeRpcClient(limiter);
+    }
+  });
+});
+
+describe('deadlines while the limiter cannot answer', function () {
+  this.timeout(30_000);
+  let t: TestMesh | undefined;
+  let blackhole: Server | undefined;
+  const sockets: Socket[] = [];
+
+  after(async function () {
+    for (const socket of sockets) socket.destroy();
+    blackhole?.close();
+    await t?.stop();
+  });
+
+  it('answers 504 at the deadline instead of waiting out a lease grant that hangs', async function () {
+    t = await startTestMesh({ mockKeys: [{}], extraRoutes: `  ${ROUTE}: { targets: [ { pool: main, model: gpt-4o-mini } ] }` });
+    const mesh = t;
+    assert.equal((await unary(mesh, 5_000, 'warm-up')).end, 'done');
+    // The limiter goes away and something that accepts connections but never speaks takes its port:
+    // the router's next lease grant waits for its own 2 s timeout.
+    const limiter = mesh.mesh.parts.find((p) => p.name === 'limiter')!;
+    const port = Number(limiter.where.split(':').pop());
+    await limiter.stop();
+    blackhole = createServer((socket) => sockets.push(socket));
+    await new Promise<void>((resolve) => blackhole!.listen(port, '127.0.0.1', resolve));
+
+    // Leased slots run out within one hold; from then on every admission waits on a grant.
+    const outcomes: Outcome[] = [];
+    for (let i = 0; i < 4; i++) outcomes.push(await unary(mesh, 300, `while the limiter hangs ${i}`));
+    const late = outcomes.filter((o) => o.elapsedMs > o.timeoutMs + SLACK_MS);
+    assert.deepEqual(late, [], `none outlived its deadline by more than ${SLACK_MS} ms`);
+    assert.ok(outcomes.some((o) => o.status === 504), `statuses ${outcomes.map((o) => o.status).join(' ')}`);
+  });
+});
