@@ -325,6 +325,7 @@ describe('KeyPoolLimiter', () => {
           coolingUntilMs: undefined,
           windows: [{ requests: 2, perMs: 60_000, remaining: 1, resetInMs: 59_000 }],
           tokenWindows: [],
+          quotas: [],
         },
         {
           poolId: 'openai',
@@ -334,6 +335,7 @@ describe('KeyPoolLimiter', () => {
           coolingUntilMs: T0 + 3000,
           windows: [{ requests: 2, perMs: 60_000, remaining: 2, resetInMs: 0 }],
           tokenWindows: [],
+          quotas: [],
         },
       ]);
     });
