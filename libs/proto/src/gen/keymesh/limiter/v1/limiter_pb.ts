@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/limiter/v1/limiter.proto.
  */
 export const file_keymesh_limiter_v1_limiter: GenFile = /*@__PURE__*/
-  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxImkKDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJEhgKEGVzdGltYXRlZF90b2tlbnMYBCABKA0irAEKD0FjcXVpcmVSZXNwb25zZRIzCgdvdXRjb21lGAEgASgOMiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVPdXRjb21lEg4KBmtleV9pZBgCIAEoCRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkSFAoMYWRtaXNzaW9uX2lkGAUgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJmCgxMZWFzZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgx3YW50ZWRfc2xvdHMYAiABKA0SGAoQZXhjbHVkZWRfa2V5X2lkcxgDIAMoCRIVCg13YW50ZWRfdG9rZW5zGAQgASgNInEKEkdyYW50TGVhc2VzUmVxdWVzdBIyCghyZXF1ZXN0cxgBIAMoCzIgLmtleW1lc2gubGltaXRlci52MS5MZWFzZVJlcXVlc3QSJwoEaG9sZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJMCgVMZWFzZRIOCgZrZXlfaWQYASABKAkSDQoFc2xvdHMYAiABKA0SDgoGdG9rZW5zGAMgASgNEhQKDGFkbWlzc2lvbl9pZBgEIAEoCSKIAQoKUG9vbExlYXNlcxIPCgdwb29sX2lkGAEgASgJEikKBmxlYXNlcxgCIAMoCzIZLmtleW1lc2gubGltaXRlci52MS5MZWFzZRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkiRAoTR3JhbnRMZWFzZXNSZXNwb25zZRItCgVwb29scxgBIAMoCzIeLmtleW1lc2gubGltaXRlci52MS5Qb29sTGVhc2VzInEKClNldHRsZW1lbnQSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSFAoMYWRtaXNzaW9uX2lkGAMgASgJEhcKD3Jlc2VydmVkX3Rva2VucxgEIAEoDRITCgt1c2VkX3Rva2VucxgFIAEoDSJECg1TZXR0bGVSZXF1ZXN0EjMKC3NldHRsZW1lbnRzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZW1lbnQiEAoOU2V0dGxlUmVzcG9uc2UifAoUUmVwb3J0T3V0Y29tZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEwoLaHR0cF9zdGF0dXMYAyABKA0SLgoLcmV0cnlfYWZ0ZXIYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iTAoVUmVwb3J0T3V0Y29tZVJlc3BvbnNlEjMKCWNvbmRpdGlvbhgBIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24iJQoSR2V0S2V5U3RhdGVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiyQIKCEtleVN0YXRlEg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEjMKCWNvbmRpdGlvbhgDIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24SGgoScmVtYWluaW5nX3JlcXVlc3RzGAQgASgNEhYKDmxpbWl0X3JlcXVlc3RzGAUgASgNEikKBndpbmRvdxgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg1jb29saW5nX3VudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjb25kaXRpb25fcmVhc29uGAggASgJEjsKDXRva2VuX3dpbmRvd3MYCSADKAsyJC5rZXltZXNoLmxpbWl0ZXIudjEuVG9rZW5XaW5kb3dTdGF0ZSKaAQoQVG9rZW5XaW5kb3dTdGF0ZRIYChByZW1haW5pbmdfdG9rZW5zGAEgASgEEhQKDGxpbWl0X3Rva2VucxgCIAEoBBIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKwoIcmVzZXRfaW4YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iQQoTR2V0S2V5U3RhdGVSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwua2V5bWVzaC5saW1pdGVyLnYxLktleVN0YXRlKmoKDkFjcXVpcmVPdXRjb21lEh8KG0FDUVVJUkVfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhsKF0FDUVVJUkVfT1VUQ09NRV9HUkFOVEVEEAESGgoWQUNRVUlSRV9PVVRDT01FX0RFTklFRBACKnsKDEtleUNvbmRpdGlvbhIdChlLRVlfQ09ORElUSU9OX1VOU1BFQ0lGSUVEEAASFwoTS0VZX0NPTkRJVElPTl9SRUFEWRABEhkKFUtFWV9DT05ESVRJT05fQ09PTElORxACEhgKFEtFWV9DT05ESVRJT05fUEFSS0VEEAMyvgQKDkxpbWl0ZXJTZXJ2aWNlElIKB0FjcXVpcmUSIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QaIy5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlc3BvbnNlEmEKDEFjcXVpcmVCYXRjaBInLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlQmF0Y2hSZXF1ZXN0Gigua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlc3BvbnNlEl4KC0dyYW50TGVhc2VzEiYua2V5bWVzaC5saW1pdGVyLnYxLkdyYW50TGVhc2VzUmVxdWVzdBonLmtleW1lc2gubGltaXRlci52MS5HcmFudExlYXNlc1Jlc3BvbnNlEk8KBlNldHRsZRIhLmtleW1lc2gubGltaXRlci52MS5TZXR0bGVSZXF1ZXN0GiIua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZVJlc3BvbnNlEmQKDVJlcG9ydE91dGNvbWUSKC5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlcXVlc3QaKS5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlc3BvbnNlEl4KC0dldEtleVN0YXRlEiYua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVxdWVzdBonLmtleW1lc2gubGltaXRlci52MS5HZXRLZXlTdGF0ZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxImkKDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJEhgKEGVzdGltYXRlZF90b2tlbnMYBCABKA0irAEKD0FjcXVpcmVSZXNwb25zZRIzCgdvdXRjb21lGAEgASgOMiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVPdXRjb21lEg4KBmtleV9pZBgCIAEoCRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkSFAoMYWRtaXNzaW9uX2lkGAUgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJmCgxMZWFzZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgx3YW50ZWRfc2xvdHMYAiABKA0SGAoQZXhjbHVkZWRfa2V5X2lkcxgDIAMoCRIVCg13YW50ZWRfdG9rZW5zGAQgASgNInEKEkdyYW50TGVhc2VzUmVxdWVzdBIyCghyZXF1ZXN0cxgBIAMoCzIgLmtleW1lc2gubGltaXRlci52MS5MZWFzZVJlcXVlc3QSJwoEaG9sZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJMCgVMZWFzZRIOCgZrZXlfaWQYASABKAkSDQoFc2xvdHMYAiABKA0SDgoGdG9rZW5zGAMgASgNEhQKDGFkbWlzc2lvbl9pZBgEIAEoCSKIAQoKUG9vbExlYXNlcxIPCgdwb29sX2lkGAEgASgJEikKBmxlYXNlcxgCIAMoCzIZLmtleW1lc2gubGltaXRlci52MS5MZWFzZRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkiRAoTR3JhbnRMZWFzZXNSZXNwb25zZRItCgVwb29scxgBIAMoCzIeLmtleW1lc2gubGltaXRlci52MS5Qb29sTGVhc2VzInEKClNldHRsZW1lbnQSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSFAoMYWRtaXNzaW9uX2lkGAMgASgJEhcKD3Jlc2VydmVkX3Rva2VucxgEIAEoDRITCgt1c2VkX3Rva2VucxgFIAEoDSJECg1TZXR0bGVSZXF1ZXN0EjMKC3NldHRsZW1lbnRzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZW1lbnQiEAoOU2V0dGxlUmVzcG9uc2UifAoUUmVwb3J0T3V0Y29tZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEwoLaHR0cF9zdGF0dXMYAyABKA0SLgoLcmV0cnlfYWZ0ZXIYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iTAoVUmVwb3J0T3V0Y29tZVJlc3BvbnNlEjMKCWNvbmRpdGlvbhgBIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24iJQoSR2V0S2V5U3RhdGVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiigMKCEtleVN0YXRlEg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEjMKCWNvbmRpdGlvbhgDIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24SGgoScmVtYWluaW5nX3JlcXVlc3RzGAQgASgNEhYKDmxpbWl0X3JlcXVlc3RzGAUgASgNEikKBndpbmRvdxgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg1jb29saW5nX3VudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjb25kaXRpb25fcmVhc29uGAggASgJEjsKDXRva2VuX3dpbmRvd3MYCSADKAsyJC5rZXltZXNoLmxpbWl0ZXIudjEuVG9rZW5XaW5kb3dTdGF0ZRI/Cg9jYWxlbmRhcl9xdW90YXMYCiADKAsyJi5rZXltZXNoLmxpbWl0ZXIudjEuQ2FsZW5kYXJRdW90YVN0YXRlItEBChJDYWxlbmRhclF1b3RhU3RhdGUSKwoEdW5pdBgBIAEoDjIdLmtleW1lc2gubGltaXRlci52MS5RdW90YVVuaXQSDQoFbGltaXQYAiABKAQSLwoGcGVyaW9kGAMgASgOMh8ua2V5bWVzaC5saW1pdGVyLnYxLlF1b3RhUGVyaW9kEhEKCXRpbWVfem9uZRgEIAEoCRIMCgR1c2VkGAUgASgEEi0KCXJlc2V0c19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAimgEKEFRva2VuV2luZG93U3RhdGUSGAoQcmVtYWluaW5nX3Rva2VucxgBIAEoBBIUCgxsaW1pdF90b2tlbnMYAiABKAQSKQoGd2luZG93GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEisKCHJlc2V0X2luGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkEKE0dldEtleVN0YXRlUmVzcG9uc2USKgoEa2V5cxgBIAMoCzIcLmtleW1lc2gubGltaXRlci52MS5LZXlTdGF0ZSpqCg5BY3F1aXJlT3V0Y29tZRIfChtBQ1FVSVJFX09VVENPTUVfVU5TUEVDSUZJRUQQABIbChdBQ1FVSVJFX09VVENPTUVfR1JBTlRFRBABEhoKFkFDUVVJUkVfT1VUQ09NRV9ERU5JRUQQAip7CgxLZXlDb25kaXRpb24SHQoZS0VZX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEhcKE0tFWV9DT05ESVRJT05fUkVBRFkQARIZChVLRVlfQ09ORElUSU9OX0NPT0xJTkcQAhIYChRLRVlfQ09ORElUSU9OX1BBUktFRBADKlcKCVF1b3RhVW5pdBIaChZRVU9UQV9VTklUX1VOU1BFQ0lGSUVEEAASFwoTUVVPVEFfVU5JVF9SRVFVRVNUUxABEhUKEVFVT1RBX1VOSVRfVE9LRU5TEAIqWQoLUXVvdGFQZXJpb2QSHAoYUVVPVEFfUEVSSU9EX1VOU1BFQ0lGSUVEEAASFAoQUVVPVEFfUEVSSU9EX0RBWRABEhYKElFVT1RBX1BFUklPRF9NT05USBACMr4ECg5MaW1pdGVyU2VydmljZRJSCgdBY3F1aXJlEiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXF1ZXN0GiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZRJhCgxBY3F1aXJlQmF0Y2gSJy5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZUJhdGNoUmVxdWVzdBooLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlQmF0Y2hSZXNwb25zZRJeCgtHcmFudExlYXNlcxImLmtleW1lc2gubGltaXRlci52MS5HcmFudExlYXNlc1JlcXVlc3QaJy5rZXltZXNoLmxpbWl0ZXIudjEuR3JhbnRMZWFzZXNSZXNwb25zZRJPCgZTZXR0bGUSIS5rZXltZXNoLmxpbWl0ZXIudjEuU2V0dGxlUmVxdWVzdBoiLmtleW1lc2gubGltaXRlci52MS5TZXR0bGVSZXNwb25zZRJkCg1SZXBvcnRPdXRjb21lEigua2V5bWVzaC5saW1pdGVyLnYxLlJlcG9ydE91dGNvbWVSZXF1ZXN0Gikua2V5bWVzaC5saW1pdGVyLnYxLlJlcG9ydE91dGNvbWVSZXNwb25zZRJeCgtHZXRLZXlTdGF0ZRImLmtleW1lc2gubGltaXRlci52MS5HZXRLZXlTdGF0ZVJlcXVlc3QaJy5rZXltZXNoLmxpbWl0ZXIudjEuR2V0S2V5U3RhdGVSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keymesh.limiter.v1.AcquireRequest
@@ -496,6 +496,13 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
    * @generated from field: repeated keymesh.limiter.v1.TokenWindowState token_windows = 9;
    */
   tokenWindows: TokenWindowState[];
+
+  /**
+   * Every calendar quota of the key, in config order.
+   *
+   * @generated from field: repeated keymesh.limiter.v1.CalendarQuotaState calendar_quotas = 10;
+   */
+  calendarQuotas: CalendarQuotaState[];
 };
 
 /**
@@ -504,6 +511,59 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
  */
 export const KeyStateSchema: GenMessage<KeyState> = /*@__PURE__*/
   messageDesc(file_keymesh_limiter_v1_limiter, 15);
+
+/**
+ * A quota keymesh enforces over calendar periods: at most limit requests (or
+ * tokens, estimates corrected by settles) admitted per day or month of
+ * time_zone. Not a provider's quota learned from its errors.
+ *
+ * @generated from message keymesh.limiter.v1.CalendarQuotaState
+ */
+export type CalendarQuotaState = Message<"keymesh.limiter.v1.CalendarQuotaState"> & {
+  /**
+   * @generated from field: keymesh.limiter.v1.QuotaUnit unit = 1;
+   */
+  unit: QuotaUnit;
+
+  /**
+   * @generated from field: uint64 limit = 2;
+   */
+  limit: bigint;
+
+  /**
+   * @generated from field: keymesh.limiter.v1.QuotaPeriod period = 3;
+   */
+  period: QuotaPeriod;
+
+  /**
+   * IANA name, e.g. "Europe/Berlin"; the period starts at its local midnight.
+   *
+   * @generated from field: string time_zone = 4;
+   */
+  timeZone: string;
+
+  /**
+   * Counted in the current period, leases included (a lease whose hold
+   * reaches past the period's end counts in the next period as well).
+   *
+   * @generated from field: uint64 used = 5;
+   */
+  used: bigint;
+
+  /**
+   * When the current period ends and used starts again from 0.
+   *
+   * @generated from field: google.protobuf.Timestamp resets_at = 6;
+   */
+  resetsAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.CalendarQuotaState.
+ * Use `create(CalendarQuotaStateSchema)` to create a new message.
+ */
+export const CalendarQuotaStateSchema: GenMessage<CalendarQuotaState> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 16);
 
 /**
  * @generated from message keymesh.limiter.v1.TokenWindowState
@@ -539,7 +599,7 @@ export type TokenWindowState = Message<"keymesh.limiter.v1.TokenWindowState"> & 
  * Use `create(TokenWindowStateSchema)` to create a new message.
  */
 export const TokenWindowStateSchema: GenMessage<TokenWindowState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 16);
+  messageDesc(file_keymesh_limiter_v1_limiter, 17);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateResponse
@@ -556,7 +616,7 @@ export type GetKeyStateResponse = Message<"keymesh.limiter.v1.GetKeyStateRespons
  * Use `create(GetKeyStateResponseSchema)` to create a new message.
  */
 export const GetKeyStateResponseSchema: GenMessage<GetKeyStateResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 17);
+  messageDesc(file_keymesh_limiter_v1_limiter, 18);
 
 /**
  * @generated from enum keymesh.limiter.v1.AcquireOutcome
@@ -622,6 +682,58 @@ export enum KeyCondition {
  */
 export const KeyConditionSchema: GenEnum<KeyCondition> = /*@__PURE__*/
   enumDesc(file_keymesh_limiter_v1_limiter, 1);
+
+/**
+ * @generated from enum keymesh.limiter.v1.QuotaUnit
+ */
+export enum QuotaUnit {
+  /**
+   * @generated from enum value: QUOTA_UNIT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: QUOTA_UNIT_REQUESTS = 1;
+   */
+  REQUESTS = 1,
+
+  /**
+   * @generated from enum value: QUOTA_UNIT_TOKENS = 2;
+   */
+  TOKENS = 2,
+}
+
+/**
+ * Describes the enum keymesh.limiter.v1.QuotaUnit.
+ */
+export const QuotaUnitSchema: GenEnum<QuotaUnit> = /*@__PURE__*/
+  enumDesc(file_keymesh_limiter_v1_limiter, 2);
+
+/**
+ * @generated from enum keymesh.limiter.v1.QuotaPeriod
+ */
+export enum QuotaPeriod {
+  /**
+   * @generated from enum value: QUOTA_PERIOD_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: QUOTA_PERIOD_DAY = 1;
+   */
+  DAY = 1,
+
+  /**
+   * @generated from enum value: QUOTA_PERIOD_MONTH = 2;
+   */
+  MONTH = 2,
+}
+
+/**
+ * Describes the enum keymesh.limiter.v1.QuotaPeriod.
+ */
+export const QuotaPeriodSchema: GenEnum<QuotaPeriod> = /*@__PURE__*/
+  enumDesc(file_keymesh_limiter_v1_limiter, 3);
 
 /**
  * LimiterService decides, atomically, which key of a pool may take a request
