@@ -64,7 +64,7 @@ async function openSharedStore(redis: NonNullable<LimiterOptions['redis']>, logg
       resolve();
     });
   });
-  return new FailoverLimiterStore(new RedisLimiterStore({ redis: client, prefix: redis.prefix }), {
+  return new FailoverLimiterStore(new RedisLimiterStore({ redis: client, prefix: redis.prefix, time: 'redis' }), {
     mode: redis.whenDown,
     onChange: (degraded, cause) =>
       degraded

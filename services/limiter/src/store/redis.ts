@@ -30,6 +30,15 @@ export interface RedisLimiterStoreOptions {
    * prefix only: in a deployment the state outlives any one replica.
    */
   readonly deleteOnClose?: boolean;
+  /**
+   * Whose clock decides. 'redis': every script reads Redis TIME, so replicas
+   * whose clocks disagree still share one timeline (production); the
+   * caller's nowMs then only places calendar periods and converts absolute
+   * times (a cooling end in, a cooling end or quota reset out), which stay
+   * right as long as its skew from Redis is below a calendar period (23 h).
+   * 'caller': the nowMs arguments decide (fake clocks in tests).
+   */
+  readonly time: 'redis' | 'caller';
 }
 
 interface Script {
@@ -70,9 +79,7 @@ interface Call {
  * configure is one script per pool plus the pool list: concurrent replicas
  * applying the same config converge, but it is not atomic across pools.
  *
- * Time is the caller's nowMs, passed in ARGV, never Redis TIME inside a
- * script: the domain's Clock decides. (A Redis-TIME Clock is a later change;
- * until then replicas' clocks must agree to well under a window.)
+ * Time is Redis TIME or the caller's nowMs, as options.time says.
  */
 export class RedisLimiterStore implements LimiterStore {
   private readonly redis: Redis;
@@ -369,8 +376,9 @@ export class RedisLimiterStore implements LimiterStore {
   /** The ARGV every decision script starts with (see lua/key-state.ts): base, nowMs, calendars. */
   private header(poolId: string, nowMs: number): Arg[] {
     const calendarIds = this.calendarsByPool.get(poolId);
-    if (calendarIds === undefined || calendarIds.length === 0) return [this.base(poolId), nowMs, ''];
-    return [this.base(poolId), nowMs, calendarIds.map((id) => this.boundariesOf(id, nowMs)).join(';')];
+    const clock = this.options.time === 'redis' ? `r${String(nowMs)}` : nowMs;
+    if (calendarIds === undefined || calendarIds.length === 0) return [this.base(poolId), clock, ''];
+    return [this.base(poolId), clock, calendarIds.map((id) => this.boundariesOf(id, nowMs)).join(';')];
   }
 
   /** "<id>=<previous start>,<start>,<end>,<next end>", recomputed only when nowMs leaves the period. */

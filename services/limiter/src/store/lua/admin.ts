@@ -49,11 +49,11 @@ return index
  * op, keyId, untilMs, reason. Returns {} for an unknown key, else {condition, reason, coolingUntilMs or ""}.
  */
 export const CONDITION_LUA = `${KEY_STATE_LUA}
-local nowMs, op = tonumber(ARGV[2]), ARGV[4]
+local nowMs, op = readNow(ARGV[2]), ARGV[4]
 local k = loadKey(ARGV[5])
 if not k then return {} end
 if op == 'cool' then
-  local untilMs = tonumber(ARGV[6])
+  local untilMs = tonumber(ARGV[6]) + skewMs
   -- A later reply with a shorter retry-after must not end the cooling early.
   if untilMs > k.coolUntil then
     k.coolUntil = untilMs
@@ -79,7 +79,7 @@ return conditionOf(k, nowMs)
  * or "t", limit, calendarId, used, resetAtMs or "" when its period is unknown).
  */
 export const SNAPSHOT_LUA = `${KEY_STATE_LUA}
-local nowMs = tonumber(ARGV[2])
+local nowMs = readNow(ARGV[2])
 readCalendars(ARGV[3])
 local flat = redis.call('HGETALL', cfgKey)
 local keys = {}
@@ -118,7 +118,7 @@ for _, k in ipairs(keys) do
     out[#out + 1] = fmt(q.n)
     out[#out + 1] = q.cal
     out[#out + 1] = fmt(used or 0)
-    if endMs then out[#out + 1] = fmt(endMs) else out[#out + 1] = '' end
+    if endMs then out[#out + 1] = fmt(endMs - skewMs) else out[#out + 1] = '' end
   end
 end
 return out

@@ -7,7 +7,7 @@ import { KEY_STATE_LUA } from './key-state';
  * windows), "-<waitMs>" denied with a retry-after, "" denied with none.
  */
 export const ACQUIRE_LUA = `${KEY_STATE_LUA}
-local nowMs = tonumber(ARGV[2])
+local nowMs = readNow(ARGV[2])
 readCalendars(ARGV[3])
 local out = {}
 local i = 4
@@ -58,7 +58,7 @@ return out
  * windows), or when n is 0 one wait ("" = none).
  */
 export const LEASE_LUA = `${KEY_STATE_LUA}
-local nowMs = tonumber(ARGV[2])
+local nowMs = readNow(ARGV[2])
 readCalendars(ARGV[3])
 local holdMs = tonumber(ARGV[4])
 local stampMs = nowMs + holdMs
@@ -168,7 +168,7 @@ return out
  * recorded as a new admission at nowMs. Returns nothing.
  */
 export const SETTLE_LUA = `${KEY_STATE_LUA}
-local nowMs = tonumber(ARGV[2])
+local nowMs = readNow(ARGV[2])
 readCalendars(ARGV[3])
 for i = 4, #ARGV, 3 do
   local k = loadKey(ARGV[i])

@@ -24,7 +24,8 @@
  *                      a calendar quota's count of requests (r) or tokens (t) in
  *                      one period; expires QUOTA_SLACK_MS after the period ends
  *
- * Decision scripts share an ARGV header: ARGV[2] the caller's nowMs, ARGV[3]
+ * Decision scripts share an ARGV header: ARGV[2] the caller's nowMs ("<ms>",
+ * or "r<ms>" to decide by Redis TIME instead, see readNow), ARGV[3]
  * the calendars of the pool's quotas as "<calendarId>=<b1>,<b2>,<b3>,<b4>;..."
  * (calendarId "day@Europe/Berlin"): the previous, current and next period
  * are [b1, b2), [b2, b3), [b3, b4). The caller computes them because Lua has
@@ -42,6 +43,20 @@ local INF = math.huge
 
 local function fmt(n)
   return string.format('%.17g', n)
+end
+
+-- Redis TIME minus the caller's nowMs (0 when deciding by the caller's clock).
+-- Absolute times cross the boundary in the caller's frame (cooling ends, quota
+-- resets) and are kept in the decision clock's, so replicas whose clocks
+-- disagree still agree on every window; durations need no conversion.
+local skewMs = 0
+local function readNow(arg)
+  if string.sub(arg, 1, 1) ~= 'r' then return tonumber(arg) end
+  -- Redis 7 replicates a script's effects, not the script, so TIME is allowed.
+  local t = redis.call('TIME')
+  local nowMs = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+  skewMs = nowMs - tonumber(string.sub(arg, 2))
+  return nowMs
 end
 
 local calendars = {}
@@ -410,7 +425,7 @@ end
 
 local function conditionOf(k, nowMs)
   if k.parked then return { 'PARKED', k.parkedReason, '' } end
-  if k.coolUntil > nowMs then return { 'COOLING', k.coolReason, fmt(k.coolUntil) } end
+  if k.coolUntil > nowMs then return { 'COOLING', k.coolReason, fmt(k.coolUntil - skewMs) } end
   return { 'READY', '', '' }
 end
 `;
