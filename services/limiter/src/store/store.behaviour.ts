@@ -720,6 +720,16 @@ export function describeLimiterStore(
         assertClose(await deniedRetryAfterMs(1), 2 * 3_600_000);
       });
 
+      it('keeps what was spent this period when a quota\'s limit changes', async () => {
+        clock.set(Date.parse('2026-03-10T10:00:00Z'));
+        await store.configure([{ poolId: 'p', keys: [quotaKey(perDay(3, 'UTC'))] }]);
+        for (let i = 0; i < 3; i++) await grantedKey('p', ['a']);
+        await store.configure([{ poolId: 'p', keys: [quotaKey(perDay(4, 'UTC'))] }]);
+        await grantedKey('p', ['a']);
+        assertClose(await deniedRetryAfterMs(), 14 * 3_600_000);
+        assert.equal((await quotaState()).used, 4);
+      });
+
       it('never leases more slots or tokens than the quota has left, and counts a hold past midnight in the next day too', async () => {
         clock.set(Date.parse('2026-03-10T23:00:00Z'));
         const midnightMs = Date.parse('2026-03-11T00:00:00Z');
