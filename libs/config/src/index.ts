@@ -29,4 +29,4 @@ export {
   type KeymeshConfig,
   type MockProviderConfig,
 } from './schema';
-export type { ConfigSecret, DeepReadonly, TokenWindowLimit, WindowLimit } from './types';
+export type { CalendarQuota, ConfigSecret, DeepReadonly, TokenWindowLimit, WindowLimit } from './types';

@@ -49,8 +49,8 @@ describe('parseConfig', () => {
       id: 'main',
       providerId: 'mock',
       keys: [
-        { id: 'k1', secret: { kind: 'env', name: 'MOCK_KEY_1' }, limits: [{ requests: 60, perMs: 60_000 }], tokenLimits: [] },
-        { id: 'k2', secret: { kind: 'literal', value: 'sk-test-2' }, limits: [{ requests: 5, perMs: 1_000 }], tokenLimits: [] },
+        { id: 'k1', secret: { kind: 'env', name: 'MOCK_KEY_1' }, limits: [{ requests: 60, perMs: 60_000 }], tokenLimits: [], quotas: [] },
+        { id: 'k2', secret: { kind: 'literal', value: 'sk-test-2' }, limits: [{ requests: 5, perMs: 1_000 }], tokenLimits: [], quotas: [] },
       ],
       quotaResets: { period: 'monthly', timeZone: 'UTC' },
     });
@@ -373,6 +373,65 @@ tenants:
     ]);
   });
 
+  it('reads rpd / tpd and a quota as calendar quotas, in UTC unless a time zone is named', () => {
+    const config = parseConfig(
+      withSection(
+        'pools',
+        `pools:
+  main:
+    provider: mock
+    keys:
+      - { id: k1, secret: sk-1, limits: { rpm: 60, rpd: 10000, tpd: 2000000 } }
+      - { id: k2, secret: sk-2, limits: { rpd: 500, time_zone: Asia/Tokyo, quota: { requests: 9000, tokens: 50000000, per: month, time_zone: Europe/Berlin } } }
+      - { id: k3, secret: sk-3, limits: { quota: { tokens: 100, per: day } } }`,
+      ),
+      'keymesh.yaml',
+    );
+    const keys = config.pools['main']!.keys;
+    assert.deepEqual(keys[0]!.limits, [{ requests: 60, perMs: 60_000 }]);
+    assert.deepEqual(keys[0]!.quotas, [
+      { unit: 'requests', limit: 10_000, period: 'day', timeZone: 'UTC' },
+      { unit: 'tokens', limit: 2_000_000, period: 'day', timeZone: 'UTC' },
+    ]);
+    assert.deepEqual(keys[1]!.quotas, [
+      { unit: 'requests', limit: 500, period: 'day', timeZone: 'Asia/Tokyo' },
+      { unit: 'requests', limit: 9_000, period: 'month', timeZone: 'Europe/Berlin' },
+      { unit: 'tokens', limit: 50_000_000, period: 'month', timeZone: 'Europe/Berlin' },
+    ]);
+    assert.deepEqual(keys[2]!.quotas, [{ unit: 'tokens', limit: 100, period: 'day', timeZone: 'UTC' }]);
+  });
+
+  it('names the path of an unknown time zone, a quota without a count or a period, and a stray time_zone', () => {
+    const problems = problemsOf(
+      withSection(
+        'pools',
+        `pools:
+  main:
+    provider: mock
+    keys:
+      - { id: k1, secret: sk-1, limits: { rpd: 10, time_zone: Mars/Olympus } }
+      - { id: k2, secret: sk-2, limits: { quota: { requests: 5, per: day, time_zone: Europe/Berln } } }
+      - { id: k3, secret: sk-3, limits: { quota: { per: week } } }
+      - { id: k4, secret: sk-4, limits: { rpm: 5, time_zone: UTC } }
+      - { id: k5, secret: sk-5, limits: { rpd: 0 } }`,
+      ),
+    );
+    assert.deepEqual(problems, [
+      'keymesh.yaml: pools.main.keys[0].limits.time_zone: unknown time zone "Mars/Olympus" (expected an IANA time zone like "Europe/Berlin" or "UTC")',
+      'keymesh.yaml: pools.main.keys[1].limits.quota.time_zone: unknown time zone "Europe/Berln" (expected an IANA time zone like "Europe/Berlin" or "UTC")',
+      'keymesh.yaml: pools.main.keys[2].limits.quota.per: expected "day" or "month"',
+      'keymesh.yaml: pools.main.keys[2].limits.quota.requests: missing: a quota needs "requests" or "tokens" (e.g. requests: 10000, per: day)',
+      'keymesh.yaml: pools.main.keys[3].limits.time_zone: applies to rpd and tpd only; give one, or set quota.time_zone',
+      'keymesh.yaml: pools.main.keys[4].limits.rpd: must be at least 1',
+    ]);
+  });
+
+  it('rejects calendar quotas on mock provider keys, which only enforce windows', () => {
+    assert.deepEqual(problemsOf(EXAMPLE + 'mock_provider:\n  keys: [ { secret: mock-key-1, limits: { rpd: 5 } } ]\n'), [
+      'keymesh.yaml: mock_provider.keys[0].limits: the mock provider enforces windows only (rpm, tpm, requests/tokens per); declare quotas on pool keys',
+    ]);
+  });
+
   it('requires requests and per together, a non-empty limits mapping and at most 1000000 requests per window', () => {
     const problems = problemsOf(
       withSection(
@@ -392,7 +451,7 @@ tenants:
     assert.deepEqual(problems, [
       'keymesh.yaml: pools.main.keys[0].limits.per: missing: "requests" needs "per" (e.g. requests: 5, per: 1s)',
       'keymesh.yaml: pools.main.keys[1].limits.requests: missing: "per" needs "requests" or "tokens" (e.g. requests: 5, per: 1s)',
-      'keymesh.yaml: pools.main.keys[2].limits: expected rpm, tpm, or requests/tokens with per (leave limits out for no limit)',
+      'keymesh.yaml: pools.main.keys[2].limits: expected rpm, tpm, rpd, tpd, quota, or requests/tokens with per (leave limits out for no limit)',
       'keymesh.yaml: pools.main.keys[3].limits.rpm: must be at most 1000000 per window (the limiter keeps one log entry per admission)',
       'keymesh.yaml: pools.main.keys[4].limits.rpm: expected a whole number, got a decimal number',
       'keymesh.yaml: pools.main.keys[4].limits.requests: must be at least 1',

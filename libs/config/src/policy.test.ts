@@ -60,6 +60,7 @@ describe('compilePolicy', () => {
       secret: { kind: 'env', name: 'MOCK_KEY_1' },
       limits: [{ requests: 60, perMs: 60_000 }],
       tokenLimits: [],
+      quotas: [],
       fingerprint: '',
     });
     const k2 = policy.keys['k2']!;

@@ -9,7 +9,7 @@ import { ConfigError, describeIssue, problemAt, problemsFromIssues } from './con
 import { deepFreeze, findProtoKeys, hasOwn, isPlainRecord, toRecord } from './freeze';
 import { sha256Hex } from './hash';
 import { DEFAULT_MAX_TOKENS, ENV_NAME_PATTERN, ID_PATTERN, MAX_REQUESTS_PER_WINDOW, MAX_TOKENS_PER_WINDOW, ROUTE_STRATEGIES, type KeymeshConfig, type RouteStrategy } from './schema';
-import type { TokenWindowLimit, WindowLimit } from './types';
+import type { CalendarQuota, TokenWindowLimit, WindowLimit } from './types';
 
 export type { TokenWindowLimit, WindowLimit } from './types';
 export type { RouteStrategy } from './schema';
@@ -24,6 +24,8 @@ export interface PolicyKey {
   readonly limits: WindowLimit[];
   /** Empty when the provider limits no tokens for this key (or nobody declared it). */
   readonly tokenLimits: TokenWindowLimit[];
+  /** Calendar quotas (per day or month of a time zone); empty when none was declared. */
+  readonly quotas: CalendarQuota[];
   /** First 12 hex digits of sha256(secret) for literal secrets; "" for env-sourced ones (unknown to control). */
   readonly fingerprint: string;
 }
@@ -123,7 +125,7 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
       }
       keys.push([
         key.id,
-        { id: key.id, poolId: pool.id, providerId: pool.providerId, secret, limits: key.limits.map((w) => ({ ...w })), tokenLimits: key.tokenLimits.map((w) => ({ ...w })), fingerprint },
+        { id: key.id, poolId: pool.id, providerId: pool.providerId, secret, limits: key.limits.map((w) => ({ ...w })), tokenLimits: key.tokenLimits.map((w) => ({ ...w })), quotas: key.quotas.map((q) => ({ ...q })), fingerprint },
       ]);
     }
   }
@@ -194,6 +196,13 @@ const positiveInt = z.int().min(1);
 
 const windowLimitSchema = z.strictObject({ requests: positiveInt.max(MAX_REQUESTS_PER_WINDOW), perMs: positiveInt });
 const tokenWindowLimitSchema = z.strictObject({ tokens: positiveInt.max(MAX_TOKENS_PER_WINDOW), perMs: positiveInt });
+// The limiter validates the zone again when it applies the policy (a control plane may run another Intl).
+const quotaSchema = z.strictObject({
+  unit: z.enum(['requests', 'tokens']),
+  limit: positiveInt.max(Number.MAX_SAFE_INTEGER),
+  period: z.enum(['day', 'month']),
+  timeZone: z.string().min(1),
+});
 
 const secretSourceSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('env'), name: z.string().regex(ENV_NAME_PATTERN) }),
@@ -234,6 +243,7 @@ const policySchema = z
         limits: z.array(windowLimitSchema),
         // Defaults: a policy from a control plane that predates token limits still parses.
         tokenLimits: z.array(tokenWindowLimitSchema).default([]),
+        quotas: z.array(quotaSchema).default([]),
         fingerprint: z.string().regex(/^(?:[0-9a-f]{12})?$/, { error: 'expected 12 hex digits or ""' }),
       }),
     ),

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { closestName, formatPath, describeKind } from './config-error';
 import { DURATION_EXAMPLES, formatDuration, parseDuration } from './duration';
 import { hasOwn, isPlainRecord, toRecord } from './freeze';
-import type { ConfigSecret, DeepReadonly, TokenWindowLimit, WindowLimit } from './types';
+import type { CalendarQuota, ConfigSecret, DeepReadonly, TokenWindowLimit, WindowLimit } from './types';
 
 type RawIssue = z.core.$ZodRawIssue;
 
@@ -133,6 +133,45 @@ const httpUrlSchema = z.string({ error: expecting('an http(s) URL like "http://1
   return url.href.replace(/\/+$/, '');
 });
 
+/** Quotas are counters, not logs: only the wire's safe integers bound them. */
+const quotaCountSchema = z
+  .int({ error: expecting('a whole number') })
+  .min(1, { error: 'must be at least 1' })
+  .max(Number.MAX_SAFE_INTEGER, { error: `must be at most ${Number.MAX_SAFE_INTEGER}` });
+
+const TIME_ZONE_WORDS = 'an IANA time zone like "Europe/Berlin" or "UTC"';
+/** Checked with the same Intl the limiter computes midnights with, so a zone valid here works there. */
+const timeZoneSchema = z.string({ error: expecting(TIME_ZONE_WORDS) }).refine(
+  (name) => {
+    try {
+      new Intl.DateTimeFormat('en-US', { timeZone: name });
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { error: (issue) => `unknown time zone ${JSON.stringify(issue.input)} (expected ${TIME_ZONE_WORDS})` },
+);
+
+const quotaSchema = z
+  .strictObject(
+    {
+      requests: quotaCountSchema.optional(),
+      tokens: quotaCountSchema.optional(),
+      per: z.enum(['day', 'month'], { error: expecting('"day" or "month"') }),
+      time_zone: timeZoneSchema.default('UTC'),
+    },
+    { error: expecting('a mapping like { requests: 10000, per: day, time_zone: Europe/Berlin }') },
+  )
+  .superRefine(
+    (value: unknown, ctx) => {
+      if (isPlainRecord(value) && value['requests'] === undefined && value['tokens'] === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['requests'], message: 'missing: a quota needs "requests" or "tokens" (e.g. requests: 10000, per: day)' });
+      }
+    },
+    { when: () => true },
+  );
+
 // ---- sections ------------------------------------------------------------
 
 const limitsSchema = z
@@ -143,8 +182,12 @@ const limitsSchema = z
       requests: windowCountSchema.optional(),
       tokens: tokenCountSchema.optional(),
       per: durationSchema().optional(),
+      rpd: quotaCountSchema.optional(),
+      tpd: quotaCountSchema.optional(),
+      time_zone: timeZoneSchema.optional(),
+      quota: quotaSchema.optional(),
     },
-    { error: expecting('a mapping like { rpm: 60, tpm: 90000 } or { requests: 5, tokens: 2000, per: 1s }') },
+    { error: expecting('a mapping like { rpm: 60, tpm: 90000, rpd: 10000 } or { requests: 5, tokens: 2000, per: 1s }') },
   )
   .superRefine(
     (value: unknown, ctx) => {
@@ -161,20 +204,31 @@ const limitsSchema = z
       if (hasPer && !hasRequests && !hasTokens) {
         ctx.addIssue({ code: 'custom', path: ['requests'], message: 'missing: "per" needs "requests" or "tokens" (e.g. requests: 5, per: 1s)' });
       }
-      if (!hasRequests && !hasTokens && !hasPer && value['rpm'] === undefined && value['tpm'] === undefined) {
-        ctx.addIssue({ code: 'custom', message: 'expected rpm, tpm, or requests/tokens with per (leave limits out for no limit)' });
+      const hasDaily = value['rpd'] !== undefined || value['tpd'] !== undefined;
+      if (value['time_zone'] !== undefined && !hasDaily) {
+        ctx.addIssue({ code: 'custom', path: ['time_zone'], message: 'applies to rpd and tpd only; give one, or set quota.time_zone' });
+      }
+      if (!hasRequests && !hasTokens && !hasPer && !hasDaily && value['quota'] === undefined && value['rpm'] === undefined && value['tpm'] === undefined) {
+        ctx.addIssue({ code: 'custom', message: 'expected rpm, tpm, rpd, tpd, quota, or requests/tokens with per (leave limits out for no limit)' });
       }
     },
     { when: () => true },
   )
-  .transform((limits): { requests: WindowLimit[]; tokens: TokenWindowLimit[] } => {
+  .transform((limits): { requests: WindowLimit[]; tokens: TokenWindowLimit[]; quotas: CalendarQuota[] } => {
     const requests: WindowLimit[] = [];
     const tokens: TokenWindowLimit[] = [];
+    const quotas: CalendarQuota[] = [];
+    const dailyTimeZone = limits.time_zone ?? 'UTC';
+    if (limits.rpd !== undefined) quotas.push({ unit: 'requests', limit: limits.rpd, period: 'day', timeZone: dailyTimeZone });
+    if (limits.tpd !== undefined) quotas.push({ unit: 'tokens', limit: limits.tpd, period: 'day', timeZone: dailyTimeZone });
+    const quota = limits.quota;
+    if (quota?.requests !== undefined) quotas.push({ unit: 'requests', limit: quota.requests, period: quota.per, timeZone: quota.time_zone });
+    if (quota?.tokens !== undefined) quotas.push({ unit: 'tokens', limit: quota.tokens, period: quota.per, timeZone: quota.time_zone });
     if (limits.rpm !== undefined) requests.push({ requests: limits.rpm, perMs: 60_000 });
     if (limits.requests !== undefined && limits.per !== undefined) requests.push({ requests: limits.requests, perMs: limits.per });
     if (limits.tpm !== undefined) tokens.push({ tokens: limits.tpm, perMs: 60_000 });
     if (limits.tokens !== undefined && limits.per !== undefined) tokens.push({ tokens: limits.tokens, perMs: limits.per });
-    return { requests, tokens };
+    return { requests, tokens, quotas };
   });
 
 const secretFields = {
@@ -201,7 +255,13 @@ const poolKeySchema = z
 
 const mockKeySchema = z
   .strictObject({ ...secretFields, limits: limitsSchema.optional() })
-  .superRefine(exactlyOneSecret, { when: () => true });
+  .superRefine(exactlyOneSecret, { when: () => true })
+  .superRefine((key, ctx) => {
+    // The mock provider answers 429 from windows only; a quota it ignored would look enforced.
+    if ((key.limits?.quotas.length ?? 0) > 0) {
+      ctx.addIssue({ code: 'custom', path: ['limits'], message: 'the mock provider enforces windows only (rpm, tpm, requests/tokens per); declare quotas on pool keys' });
+    }
+  });
 
 const providerSchema = z.strictObject({
   kind: z.enum(['openai'], { error: expecting('"openai" (any OpenAI-compatible server)') }),
@@ -462,7 +522,13 @@ export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, 
   pools: mapRecord(raw.pools, (id, pool) => ({
     id,
     providerId: pool.provider,
-    keys: pool.keys.map((key) => ({ id: key.id, secret: secretOf(key), limits: key.limits?.requests ?? [], tokenLimits: key.limits?.tokens ?? [] })),
+    keys: pool.keys.map((key) => ({
+      id: key.id,
+      secret: secretOf(key),
+      limits: key.limits?.requests ?? [],
+      tokenLimits: key.limits?.tokens ?? [],
+      quotas: key.limits?.quotas ?? [],
+    })),
     quotaResets: { period: pool.quota_resets, timeZone: pool.quota_time_zone },
   })),
   routes: mapRecord(raw.routes, (alias, route) => ({

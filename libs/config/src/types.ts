@@ -10,6 +10,17 @@ export interface TokenWindowLimit {
   readonly perMs: number;
 }
 
+/**
+ * A calendar quota: at most `limit` requests (or tokens) admitted within each
+ * day or month of `timeZone` (IANA), resetting at that zone's midnight.
+ */
+export interface CalendarQuota {
+  readonly unit: 'requests' | 'tokens';
+  readonly limit: number;
+  readonly period: 'day' | 'month';
+  readonly timeZone: string;
+}
+
 /** Where a provider key's secret comes from, as the config file says it. */
 export type ConfigSecret = { readonly kind: 'literal'; readonly value: string } | { readonly kind: 'env'; readonly name: string };
 

@@ -6,6 +6,8 @@ import {
   AcquireOutcome,
   KeyCondition as ProtoKeyCondition,
   KeyParkedEventSchema,
+  QuotaPeriod as ProtoQuotaPeriod,
+  QuotaUnit as ProtoQuotaUnit,
   type AcquireResponseSchema,
   type LimiterService,
 } from '@keymesh/proto/limiter/v1/limiter';
@@ -14,7 +16,7 @@ import { create, toBinary } from '@bufbuild/protobuf';
 import { Subjects, type Bus } from '@keymesh/bus';
 import { LimiterError, UnknownKeyError, UnknownPoolError } from './domain/errors';
 import type { KeyPoolLimiter } from './domain/key-pool-limiter';
-import type { AcquireResult, KeyCondition } from './domain/types';
+import type { AcquireResult, KeyCondition, QuotaPeriod, QuotaUnit } from './domain/types';
 import type { Clock } from '@keymesh/clock';
 
 const DEFAULT_HOLD_MS = 1_000;
@@ -34,6 +36,9 @@ const CONDITIONS: Record<KeyCondition, ProtoKeyCondition> = {
   COOLING: ProtoKeyCondition.COOLING,
   PARKED: ProtoKeyCondition.PARKED,
 };
+
+const QUOTA_UNITS: Record<QuotaUnit, ProtoQuotaUnit> = { requests: ProtoQuotaUnit.REQUESTS, tokens: ProtoQuotaUnit.TOKENS };
+const QUOTA_PERIODS: Record<QuotaPeriod, ProtoQuotaPeriod> = { day: ProtoQuotaPeriod.DAY, month: ProtoQuotaPeriod.MONTH };
 
 function responseOf(result: AcquireResult): MessageInitShape<typeof AcquireResponseSchema> {
   if (result.granted) return { outcome: AcquireOutcome.GRANTED, keyId: result.keyId, admissionId: result.admissionId };
@@ -174,6 +179,14 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
               limitTokens: BigInt(w.tokens),
               window: durationOf(w.perMs),
               resetIn: durationOf(w.resetInMs),
+            })),
+            calendarQuotas: s.quotas.map((q) => ({
+              unit: QUOTA_UNITS[q.unit],
+              limit: BigInt(q.limit),
+              period: QUOTA_PERIODS[q.period],
+              timeZone: q.timeZone,
+              used: BigInt(Math.floor(q.used)),
+              resetsAt: timestampFromMs(q.resetAtMs),
             })),
           };
         }),

@@ -39,7 +39,12 @@ export interface RunningLimiter {
 export function poolSpecsOf(policy: Policy): PoolSpec[] {
   return Object.values(policy.pools).map((pool) => ({
     poolId: pool.id,
-    keys: pool.keyIds.map((keyId) => ({ keyId, limits: policy.keys[keyId]?.limits ?? [], tokenLimits: policy.keys[keyId]?.tokenLimits ?? [] })),
+    keys: pool.keyIds.map((keyId) => ({
+      keyId,
+      limits: policy.keys[keyId]?.limits ?? [],
+      tokenLimits: policy.keys[keyId]?.tokenLimits ?? [],
+      quotas: policy.keys[keyId]?.quotas ?? [],
+    })),
     quotaResets: pool.quotaResets,
   }));
 }
@@ -60,7 +65,7 @@ async function openSharedStore(redis: NonNullable<LimiterOptions['redis']>, logg
       resolve();
     });
   });
-  return new FailoverLimiterStore(new RedisLimiterStore({ redis: client, prefix: redis.prefix }), {
+  return new FailoverLimiterStore(new RedisLimiterStore({ redis: client, prefix: redis.prefix, time: 'redis' }), {
     mode: redis.whenDown,
     onChange: (degraded, cause) =>
       degraded

@@ -247,6 +247,34 @@ describe('KeyPoolLimiter', () => {
       assert.deepEqual(await acquire([], 'anthropic'), { granted: true, keyId: 'k1', admissionId: '' });
     });
 
+    it('rejects a calendar quota with an unknown time zone, period or unit, naming its path', async () => {
+      const bad = [
+        {
+          poolId: 'openai',
+          keys: [
+            {
+              keyId: 'k1',
+              limits: [],
+              quotas: [
+                { unit: 'requests', limit: 10, period: 'day', timeZone: 'Mars/Olympus' },
+                { unit: 'calls', limit: 0, period: 'week', timeZone: 'UTC' },
+              ],
+            },
+          ],
+        },
+      ] as unknown as PoolSpec[];
+      await assert.rejects(limiter.applyPools(bad), (err: unknown) => {
+        assert.ok(err instanceof InvalidPoolSpecError);
+        assert.deepEqual(err.problems, [
+          'pools[0].keys[0].quotas[0].timeZone: must be an IANA time zone like "Europe/Berlin", got "Mars/Olympus"',
+          'pools[0].keys[0].quotas[1].unit: must be "requests" or "tokens", got calls',
+          'pools[0].keys[0].quotas[1].limit: must be a positive integer, got 0',
+          'pools[0].keys[0].quotas[1].period: must be "day" or "month", got week',
+        ]);
+        return true;
+      });
+    });
+
     it('forgets removed pools and keys', async () => {
       await limiter.applyPools([{ poolId: 'openai', keys: [{ keyId: 'k2', limits: perMinute(2) }] }]);
       await assert.rejects(acquire([], 'anthropic'), UnknownPoolError);
@@ -344,6 +372,7 @@ describe('KeyPoolLimiter', () => {
           coolingUntilMs: undefined,
           windows: [{ requests: 2, perMs: 60_000, remaining: 1, resetInMs: 59_000 }],
           tokenWindows: [],
+          quotas: [],
         },
         {
           poolId: 'openai',
@@ -353,6 +382,7 @@ describe('KeyPoolLimiter', () => {
           coolingUntilMs: T0 + 3000,
           windows: [{ requests: 2, perMs: 60_000, remaining: 2, resetInMs: 0 }],
           tokenWindows: [],
+          quotas: [],
         },
       ]);
     });

@@ -1,4 +1,5 @@
-import type { PoolSpec, TokenWindowLimit, WindowLimit } from './types';
+import { isKnownTimeZone } from './calendar';
+import type { CalendarQuota, PoolSpec, TokenWindowLimit, WindowLimit } from './types';
 
 /**
  * A sliding log keeps one 8-byte slot per request of a window, so a window's
@@ -43,6 +44,9 @@ export function findPoolSpecProblems(pools: readonly PoolSpec[]): string[] {
           problems.push(`${limitPath}.perMs: must be a positive number of ms, got ${String(limit.perMs)}`);
         }
       });
+      const quotas: readonly CalendarQuota[] | undefined = key.quotas;
+      if (quotas !== undefined && !Array.isArray(quotas)) problems.push(`${keyPath}.quotas: must be a list`);
+      else quotas?.forEach((quota, q) => problems.push(...findQuotaProblems(quota, `${keyPath}.quotas[${q}]`)));
       const tokenLimits: readonly TokenWindowLimit[] | undefined = key.tokenLimits;
       if (tokenLimits === undefined) return;
       if (!Array.isArray(tokenLimits)) {
@@ -79,12 +83,27 @@ export function freezePoolSpecs(pools: readonly PoolSpec[]): readonly PoolSpec[]
               tokenLimits: Object.freeze(
                 (key.tokenLimits ?? []).map((limit) => Object.freeze({ tokens: limit.tokens, perMs: limit.perMs })),
               ),
+              quotas: Object.freeze(
+                (key.quotas ?? []).map((q) => Object.freeze({ unit: q.unit, limit: q.limit, period: q.period, timeZone: q.timeZone })),
+              ),
             }),
           ),
         ),
       }),
     ),
   );
+}
+
+function findQuotaProblems(quota: CalendarQuota, path: string): string[] {
+  const problems: string[] = [];
+  if (quota.unit !== 'requests' && quota.unit !== 'tokens') problems.push(`${path}.unit: must be "requests" or "tokens", got ${String(quota.unit)}`);
+  // Counters, not logs: only the wire's integers bound them.
+  if (!Number.isSafeInteger(quota.limit) || quota.limit < 1) problems.push(`${path}.limit: must be a positive integer, got ${String(quota.limit)}`);
+  if (quota.period !== 'day' && quota.period !== 'month') problems.push(`${path}.period: must be "day" or "month", got ${String(quota.period)}`);
+  if (typeof quota.timeZone !== 'string' || !isKnownTimeZone(quota.timeZone)) {
+    problems.push(`${path}.timeZone: must be an IANA time zone like "Europe/Berlin", got ${JSON.stringify(quota.timeZone)}`);
+  }
+  return problems;
 }
 
 function isNonEmptyString(value: unknown): value is string {

@@ -21,12 +21,30 @@ export interface TokenWindowLimit {
   readonly perMs: number;
 }
 
+export type QuotaPeriod = 'day' | 'month';
+export type QuotaUnit = 'requests' | 'tokens';
+
+/**
+ * At most `limit` requests (or tokens, reserved and settled like a token
+ * window's) admitted within each calendar day or month of `timeZone` (an
+ * IANA name). Fixed periods, not sliding: the count starts again at the
+ * zone's midnight, as providers' daily and monthly quotas do.
+ */
+export interface CalendarQuota {
+  readonly unit: QuotaUnit;
+  readonly limit: number;
+  readonly period: QuotaPeriod;
+  readonly timeZone: string;
+}
+
 export interface KeySpec {
   readonly keyId: string;
   /** Empty: the key is never limited by the limiter (the provider may still 429 it). */
   readonly limits: readonly WindowLimit[];
   /** Absent or empty: no token limit, and admissions carry no weight. */
   readonly tokenLimits?: readonly TokenWindowLimit[];
+  /** Absent or empty: no calendar quota. */
+  readonly quotas?: readonly CalendarQuota[];
 }
 
 export interface PoolSpec {
@@ -73,11 +91,19 @@ export interface TokenWindowState {
   readonly resetInMs: number;
 }
 
+export interface QuotaState extends CalendarQuota {
+  /** Requests (or tokens) counted in the current period. */
+  readonly used: number;
+  /** When the current period ends and the count starts again. */
+  readonly resetAtMs: number;
+}
+
 export interface KeyState extends KeyConditionState {
   readonly poolId: string;
   readonly keyId: string;
   readonly windows: readonly WindowState[];
   readonly tokenWindows: readonly TokenWindowState[];
+  readonly quotas: readonly QuotaState[];
 }
 
 export interface AcquireRequest {

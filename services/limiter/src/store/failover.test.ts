@@ -20,7 +20,7 @@ describe('the limiter while Redis is down', function () {
     // Fail fast while disconnected instead of queueing commands for later.
     client = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy: () => 50 });
     await waitFor(() => client.status === 'ready' || undefined, { timeoutMs: 5_000, what: 'redis connection' });
-    store = new FailoverLimiterStore(new RedisLimiterStore({ redis: client, prefix: 'failover-test' }), {
+    store = new FailoverLimiterStore(new RedisLimiterStore({ redis: client, prefix: 'failover-test', time: 'caller' }), {
       mode,
       callTimeoutMs: 200,
       probeIntervalMs: 50,

@@ -146,7 +146,7 @@ export class FailoverLimiterStore implements LimiterStore {
   }
 }
 
-/** Each replica's share of every limit, at least one request (or token) per window. */
+/** Each replica's share of every limit and quota, at least one request (or token) each. */
 function shareOf(pools: readonly PoolSpec[], replicas: number): PoolSpec[] {
   const n = Math.max(1, Math.floor(replicas));
   return pools.map((pool) => ({
@@ -155,6 +155,9 @@ function shareOf(pools: readonly PoolSpec[], replicas: number): PoolSpec[] {
       keyId: key.keyId,
       limits: key.limits.map((limit) => ({ requests: Math.max(1, Math.floor(limit.requests / n)), perMs: limit.perMs })),
       tokenLimits: (key.tokenLimits ?? []).map((limit) => ({ tokens: Math.max(1, Math.floor(limit.tokens / n)), perMs: limit.perMs })),
+      // The fallback can't see what Redis counted this period, so an outage may
+      // spend up to one more share per replica; a share, not the whole quota.
+      quotas: (key.quotas ?? []).map((quota) => ({ ...quota, limit: Math.max(1, Math.floor(quota.limit / n)) })),
     })),
   }));
 }

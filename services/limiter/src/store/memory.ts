@@ -1,4 +1,5 @@
-import type { KeyConditionState, KeySpec, KeyState, LeaseGrant, PoolSpec, Settlement, TokenWindowLimit, WindowLimit } from '../domain/types';
+import type { CalendarQuota, KeyConditionState, KeySpec, KeyState, LeaseGrant, PoolSpec, Settlement, TokenWindowLimit, WindowLimit } from '../domain/types';
+import { admissionIdOf, parseAdmissionId, QuotaCounter } from './quota-counter';
 import { SlidingLog } from './sliding-log';
 import { TokenLog } from './token-log';
 import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore, ObservedLimits } from './store';
@@ -14,6 +15,10 @@ interface KeyRecord {
   readonly tokenLimits: readonly TokenWindowLimit[];
   /** undefined when the key has no token windows. */
   readonly tokenLog: TokenLog | undefined;
+  readonly quotas: readonly QuotaCounter[];
+  /** Token windows or token quotas: admissions carry a weight and an admission id. */
+  readonly carriesTokens: boolean;
+  readonly hasTokenQuota: boolean;
   /** Set while parked; parking outranks cooling. */
   parkedReason: string | undefined;
   coolingUntilMs: number;
@@ -132,22 +137,27 @@ export class MemoryLimiterStore implements LimiterStore {
     for (const window of best.windows) window.record(admittedMs);
     best.lastAdmittedMs = admittedMs;
     best.lastGrantSeq = ++this.grantSeq;
-    if (best.tokenLog === undefined) return { granted: true, keyId: best.keyId, admissionId: '' };
-    best.tokenLog.record(admittedMs, request.tokens ?? 0, best.lastGrantSeq);
-    return { granted: true, keyId: best.keyId, admissionId: String(best.lastGrantSeq) };
+    recordQuotas(best, nowMs, nowMs, 1, request.tokens ?? 0);
+    if (!best.carriesTokens) return { granted: true, keyId: best.keyId, admissionId: '' };
+    best.tokenLog?.record(admittedMs, request.tokens ?? 0, best.lastGrantSeq);
+    return { granted: true, keyId: best.keyId, admissionId: admissionIdOf(best.lastGrantSeq, best.hasTokenQuota ? nowMs : undefined) };
   }
 
   async settle(settlements: readonly Settlement[], nowMs: number): Promise<void> {
     for (const settlement of settlements) {
       const key = this.find(settlement);
-      if (key?.tokenLog === undefined) continue;
+      if (key === undefined || !key.carriesTokens) continue;
       const deltaTokens = settlement.usedTokens - settlement.reservedTokens;
+      const { seq, stampMs } = parseAdmissionId(settlement.admissionId);
       if (deltaTokens < 0) {
-        key.tokenLog.refund(Number(settlement.admissionId), -deltaTokens);
+        key.tokenLog?.refund(seq, -deltaTokens);
+        // Refunds trust reservedTokens, as the token log does; a period already over is left as it was.
+        if (stampMs !== undefined) for (const counter of key.quotas) if (counter.quota.unit === 'tokens') counter.refund(stampMs, -deltaTokens);
       } else if (deltaTokens > 0) {
         const admittedMs = Math.max(nowMs, key.lastAdmittedMs);
-        key.tokenLog.record(admittedMs, deltaTokens, ++this.grantSeq);
+        key.tokenLog?.record(admittedMs, deltaTokens, ++this.grantSeq);
         key.lastAdmittedMs = admittedMs;
+        recordQuotas(key, nowMs, nowMs, 0, deltaTokens);
       }
     }
   }
@@ -168,11 +178,11 @@ export class MemoryLimiterStore implements LimiterStore {
         const key = keys.get(keyId);
         if (key === undefined) continue;
         // Slots without a token budget would spend tokens no window counts.
-        if (key.tokenLog !== undefined && wantedTokens <= 0) continue;
-        const room = roomOf(key, nowMs, key.tokenLog === undefined ? 0 : 1);
+        if (key.carriesTokens && wantedTokens <= 0) continue;
+        const room = roomOf(key, nowMs, key.carriesTokens ? 1 : 0, nowMs + holdMs);
         if (room === undefined) continue;
         if (room.waitMs > 0) earliestWaitMs = Math.min(earliestWaitMs, room.waitMs);
-        else eligible.push({ key, available: room.available, tokensAvailable: tokensAvailableOf(key, nowMs) });
+        else eligible.push({ key, available: room.available, tokensAvailable: tokensAvailableOf(key, nowMs, nowMs + holdMs) });
       }
     }
     if (eligible.length === 0) {
@@ -195,14 +205,16 @@ export class MemoryLimiterStore implements LimiterStore {
       for (const window of key.windows) for (let s = 0; s < slots; s++) window.record(admittedMs);
       key.lastAdmittedMs = admittedMs;
       key.lastGrantSeq = ++this.grantSeq;
-      if (key.tokenLog === undefined) {
+      if (!key.carriesTokens) {
+        recordQuotas(key, nowMs, stampMs, slots, 0);
         grants.push({ keyId: key.keyId, slots });
         continue;
       }
       const tokens = leaseTokens(unassignedTokens, eligible.length - i, tokensPerSlot, tokensAvailable);
       unassignedTokens = Math.max(0, unassignedTokens - tokens);
-      key.tokenLog.record(admittedMs, tokens, key.lastGrantSeq);
-      grants.push({ keyId: key.keyId, slots, tokens, admissionId: String(key.lastGrantSeq) });
+      key.tokenLog?.record(admittedMs, tokens, key.lastGrantSeq);
+      recordQuotas(key, nowMs, stampMs, slots, tokens);
+      grants.push({ keyId: key.keyId, slots, tokens, admissionId: admissionIdOf(key.lastGrantSeq, key.hasTokenQuota ? stampMs : undefined) });
     }
     return { grants, retryAfterMs: undefined };
   }
@@ -266,7 +278,17 @@ export class MemoryLimiterStore implements LimiterStore {
  */
 function reconfigure(poolId: string, spec: KeySpec, previous: KeyRecord | undefined): KeyRecord {
   const tokenLimits = spec.tokenLimits ?? [];
-  if (previous !== undefined && sameLimits(previous.limits, spec.limits) && sameTokenLimits(previous.tokenLimits, tokenLimits)) return previous;
+  const quotaSpecs = spec.quotas ?? [];
+  if (
+    previous !== undefined &&
+    sameLimits(previous.limits, spec.limits) &&
+    sameTokenLimits(previous.tokenLimits, tokenLimits) &&
+    sameQuotas(previous.quotas.map((c) => c.quota), quotaSpecs)
+  ) {
+    return previous;
+  }
+  const quotas = quotaSpecs.map((quota) => new QuotaCounter({ ...quota }));
+  const hasTokenQuota = quotas.some((c) => c.quota.unit === 'tokens');
   const windows = spec.limits.map((limit) => new SlidingLog(limit.requests, limit.perMs));
   const tokenLog = tokenLimits.length === 0 ? undefined : new TokenLog(tokenLimits.map((l) => ({ tokens: l.tokens, perMs: l.perMs })));
   const record: KeyRecord = {
@@ -276,6 +298,9 @@ function reconfigure(poolId: string, spec: KeySpec, previous: KeyRecord | undefi
     windows,
     tokenLimits: tokenLog?.limits ?? [],
     tokenLog,
+    quotas,
+    carriesTokens: tokenLog !== undefined || hasTokenQuota,
+    hasTokenQuota,
     parkedReason: undefined,
     coolingUntilMs: Number.NEGATIVE_INFINITY,
     coolingReason: '',
@@ -289,6 +314,11 @@ function reconfigure(poolId: string, spec: KeySpec, previous: KeyRecord | undefi
   }
   if (longest !== undefined) for (const window of windows) window.seedFrom(longest);
   if (tokenLog !== undefined && previous.tokenLog !== undefined) tokenLog.seedFrom(previous.tokenLog);
+  // What was spent this period stays spent when only the limit changed.
+  for (const counter of quotas) {
+    const same = previous.quotas.find((c) => sameCalendar(c.quota, counter.quota));
+    if (same !== undefined) counter.seedFrom(same);
+  }
   record.parkedReason = previous.parkedReason;
   record.coolingUntilMs = previous.coolingUntilMs;
   record.coolingReason = previous.coolingReason;
@@ -332,6 +362,14 @@ function roomBeyond(key: KeyRecord, limitRequests: number | undefined, remaining
   return ours === Number.POSITIVE_INFINITY ? 0 : Math.max(0, ours - remainingRequests);
 }
 
+function sameCalendar(a: CalendarQuota, b: CalendarQuota): boolean {
+  return a.unit === b.unit && a.period === b.period && a.timeZone === b.timeZone;
+}
+
+function sameQuotas(a: readonly CalendarQuota[], b: readonly CalendarQuota[]): boolean {
+  return a.length === b.length && a.every((q, i) => sameCalendar(q, b[i]!) && q.limit === b[i]!.limit);
+}
+
 function sameLimits(a: readonly WindowLimit[], b: readonly WindowLimit[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {
@@ -348,12 +386,18 @@ function sameLimits(a: readonly WindowLimit[], b: readonly WindowLimit[]): boole
  * windows) and the admissions it has room for. A key with no windows has
  * infinite room.
  */
-function roomOf(key: KeyRecord, nowMs: number, tokens: number): { waitMs: number; headroom: number; available: number } | undefined {
+function roomOf(
+  key: KeyRecord,
+  nowMs: number,
+  tokens: number,
+  stampMs: number = nowMs,
+): { waitMs: number; headroom: number; available: number } | undefined {
   if (key.parkedReason !== undefined) return undefined;
   const tokenLog = key.tokenLog;
   if (tokenLog !== undefined) for (const limit of key.tokenLimits) if (tokens > limit.tokens) return undefined;
+  for (const counter of key.quotas) if (counter.quota.unit === 'tokens' && tokens > counter.quota.limit) return undefined;
   const coolingMs = key.coolingUntilMs - nowMs;
-  if (coolingMs > 0) return { waitMs: Math.max(coolingMs, windowsWaitMs(key, nowMs, tokens)), headroom: 0, available: 0 };
+  if (coolingMs > 0) return { waitMs: Math.max(coolingMs, windowsWaitMs(key, nowMs, tokens, stampMs)), headroom: 0, available: 0 };
   let headroom = Number.POSITIVE_INFINITY;
   let available = Number.POSITIVE_INFINITY;
   let waitMs = 0;
@@ -373,13 +417,53 @@ function roomOf(key: KeyRecord, nowMs: number, tokens: number): { waitMs: number
       else headroom = Math.min(headroom, tokenLog.remaining(limit, nowMs) / limit.tokens);
     }
   }
+  for (const counter of key.quotas) {
+    const quotaWaitMs = quotaWaitMsOf(counter, nowMs, tokens, stampMs);
+    if (quotaWaitMs > 0) {
+      waitMs = Math.max(waitMs, quotaWaitMs);
+      continue;
+    }
+    const remaining = Math.min(counter.remainingAt(nowMs), counter.remainingAt(stampMs));
+    headroom = Math.min(headroom, remaining / counter.quota.limit);
+    if (counter.quota.unit === 'requests') available = Math.min(available, remaining);
+  }
   return { waitMs, headroom, available };
 }
 
-/** The tokens a key's tightest token window still takes (Infinity without token windows). */
-function tokensAvailableOf(key: KeyRecord, nowMs: number): number {
+/**
+ * 0 when the quota has room for one more request (or max(tokens, 1) tokens:
+ * a spent token quota takes nothing, even unestimated) in the period of nowMs
+ * and in that of stampMs (a lease's hold end, which may lie past midnight);
+ * else until the full period ends.
+ */
+function quotaWaitMsOf(counter: QuotaCounter, nowMs: number, tokens: number, stampMs: number): number {
+  const need = counter.quota.unit === 'requests' ? 1 : Math.max(1, tokens);
+  if (counter.usedAt(nowMs) + need > counter.quota.limit) return counter.periodAt(nowMs).endMs - nowMs;
+  if (counter.usedAt(stampMs) + need > counter.quota.limit) return counter.periodAt(stampMs).endMs - nowMs;
+  return 0;
+}
+
+/**
+ * Counts an admission (or a lease's slots and budget) in the period of
+ * nowMs, and also in the next one when a lease's hold reaches into it: the
+ * slots may be spent on either side of midnight.
+ */
+function recordQuotas(key: KeyRecord, nowMs: number, stampMs: number, slots: number, tokens: number): void {
+  for (const counter of key.quotas) {
+    const amount = counter.quota.unit === 'requests' ? slots : tokens;
+    if (amount <= 0) continue;
+    counter.add(nowMs, nowMs, amount);
+    if (counter.periodAt(stampMs).startMs !== counter.periodAt(nowMs).startMs) counter.add(nowMs, stampMs, amount);
+  }
+}
+
+/** The tokens a key's tightest token window or token quota still takes (Infinity without either). */
+function tokensAvailableOf(key: KeyRecord, nowMs: number, stampMs: number): number {
   let available = Number.POSITIVE_INFINITY;
   if (key.tokenLog !== undefined) for (const limit of key.tokenLimits) available = Math.min(available, key.tokenLog.remaining(limit, nowMs));
+  for (const counter of key.quotas) {
+    if (counter.quota.unit === 'tokens') available = Math.min(available, counter.remainingAt(nowMs), counter.remainingAt(stampMs));
+  }
   return available;
 }
 
@@ -396,8 +480,9 @@ function leaseTokens(unassignedTokens: number, keysLeft: number, tokensPerSlot: 
   return Math.max(1, Math.min(share, cap, tokensAvailable));
 }
 
-function windowsWaitMs(key: KeyRecord, nowMs: number, tokens: number): number {
+function windowsWaitMs(key: KeyRecord, nowMs: number, tokens: number, stampMs: number): number {
   let waitMs = 0;
+  for (const counter of key.quotas) waitMs = Math.max(waitMs, quotaWaitMsOf(counter, nowMs, tokens, stampMs));
   for (const window of key.windows) waitMs = Math.max(waitMs, window.waitMs(nowMs));
   if (key.tokenLog !== undefined) for (const limit of key.tokenLimits) waitMs = Math.max(waitMs, key.tokenLog.waitMs(limit, nowMs, tokens));
   return waitMs;
@@ -429,6 +514,11 @@ function stateOf(key: KeyRecord, nowMs: number): KeyState {
       perMs: limit.perMs,
       remaining: key.tokenLog?.remaining(limit, nowMs) ?? limit.tokens,
       resetInMs: key.tokenLog?.resetInMs(limit, nowMs) ?? 0,
+    })),
+    quotas: key.quotas.map((counter) => ({
+      ...counter.quota,
+      used: counter.usedAt(nowMs),
+      resetAtMs: counter.periodAt(nowMs).endMs,
     })),
   };
 }

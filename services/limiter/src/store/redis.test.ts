@@ -35,7 +35,7 @@ describe('RedisLimiterStore', () => {
 
   describeLimiterStore(
     'redis',
-    async () => new RedisLimiterStore({ redis: await sharedClient(), prefix: randomPrefix(), deleteOnClose: true }),
+    async () => new RedisLimiterStore({ redis: await sharedClient(), prefix: randomPrefix(), deleteOnClose: true, time: 'caller' }),
     new FakeClock(),
   );
 
@@ -45,12 +45,63 @@ describe('RedisLimiterStore', () => {
       const prefix = randomPrefix();
       const redis = await sharedClient();
       return {
-        store: new RedisLimiterStore({ redis, prefix, deleteOnClose: true }),
-        makeReplica: async () => new RedisLimiterStore({ redis, prefix }),
+        store: new RedisLimiterStore({ redis, prefix, deleteOnClose: true, time: 'caller' }),
+        makeReplica: async () => new RedisLimiterStore({ redis, prefix, time: 'caller' }),
       };
     },
     new FakeClock(),
   );
+  describe('Redis time', () => {
+    let store: RedisLimiterStore;
+
+    beforeEach(async () => {
+      store = new RedisLimiterStore({ redis: await sharedClient(), prefix: randomPrefix(), deleteOnClose: true, time: 'redis' });
+    });
+
+    afterEach(async () => {
+      await store.close();
+    });
+
+    /** Wildly wrong and disagreeing callers: a year ago, an hour ahead, the epoch. */
+    const skewedNowsMs = [Date.now() - 365 * 86_400_000, Date.now() + 3_600_000, 0];
+
+    it('fills a window and retries after it by Redis\'s clock, whatever nowMs the callers pass', async () => {
+      await store.configure([{ poolId: 'p', keys: [{ keyId: 'a', limits: [{ requests: 3, perMs: 60_000 }] }] }]);
+      for (const nowMs of skewedNowsMs) {
+        const [decision] = await store.acquire([{ poolId: 'p', keyIds: ['a'] }], nowMs);
+        assert.ok(decision!.granted, `expected a grant at caller time ${nowMs}`);
+      }
+      // By the callers' clocks the three are a year apart; by Redis's they are milliseconds apart.
+      const [denied] = await store.acquire([{ poolId: 'p', keyIds: ['a'] }], Date.now() + 365 * 86_400_000);
+      assert.equal(denied!.granted, false);
+      const retryAfterMs = denied!.granted ? 0 : denied!.retryAfterMs!;
+      assert.ok(retryAfterMs > 59_000 && retryAfterMs <= 60_000, `retry-after ${retryAfterMs} ms`);
+    });
+
+    it('spends a daily quota and resets it at midnight by Redis\'s clock, for callers skewed by less than a day', async () => {
+      await store.configure([{ poolId: 'p', keys: [{ keyId: 'a', limits: [], quotas: [{ unit: 'requests', limit: 2, period: 'day', timeZone: 'UTC' }] }] }]);
+      for (const skewMs of [3_600_000, -3_600_000]) {
+        const [decision] = await store.acquire([{ poolId: 'p', keyIds: ['a'] }], Date.now() + skewMs);
+        assert.ok(decision!.granted);
+      }
+      const [denied] = await store.acquire([{ poolId: 'p', keyIds: ['a'] }], Date.now() + 3_600_000);
+      const untilMidnightMs = Math.ceil((Date.now() + 1) / 86_400_000) * 86_400_000 - Date.now();
+      const retryAfterMs = denied!.granted ? 0 : denied!.retryAfterMs!;
+      assert.ok(Math.abs(retryAfterMs - untilMidnightMs) <= 50, `retry-after ${retryAfterMs} ms, midnight in ${untilMidnightMs} ms`);
+    });
+
+    it('keeps a cooling end the caller set as a duration from its own clock', async () => {
+      await store.configure([{ poolId: 'p', keys: [{ keyId: 'a', limits: [] }] }]);
+      const callerNowMs = skewedNowsMs[0]!;
+      const state = await store.cool({ poolId: 'p', keyId: 'a' }, callerNowMs + 5_000, 'provider answered 429', callerNowMs);
+      assert.equal(state?.condition, 'COOLING');
+      // Read back in the caller's frame, and the wait counted on Redis's clock.
+      assert.ok(Math.abs(state!.coolingUntilMs! - (callerNowMs + 5_000)) <= 50, `cooling until ${state!.coolingUntilMs}`);
+      const [denied] = await store.acquire([{ poolId: 'p', keyIds: ['a'] }], skewedNowsMs[1]!);
+      const retryAfterMs = denied!.granted ? 0 : denied!.retryAfterMs!;
+      assert.ok(retryAfterMs > 4_900 && retryAfterMs <= 5_000, `retry-after ${retryAfterMs} ms`);
+    });
+  });
 
   describe('replicas', () => {
     const limits: Record<string, WindowLimit[]> = {
@@ -132,8 +183,8 @@ describe('RedisLimiterStore', () => {
       const prefix = randomPrefix();
       // Two connections, as two processes would have: their calls really interleave.
       const replicas = [
-        new RedisLimiterStore({ redis: url, prefix }),
-        new RedisLimiterStore({ redis: url, prefix, deleteOnClose: true }),
+        new RedisLimiterStore({ redis: url, prefix, time: 'caller' }),
+        new RedisLimiterStore({ redis: url, prefix, deleteOnClose: true, time: 'caller' }),
       ];
       try {
         await Promise.all(replicas.map((r) => r.configure(pools)));
@@ -188,7 +239,7 @@ describe('RedisLimiterStore', () => {
     }
 
     it('decides a batch of acquires, and one of leases, in one script call each', async () => {
-      const store = new RedisLimiterStore({ redis: privateRedis.url, prefix: randomPrefix(), deleteOnClose: true });
+      const store = new RedisLimiterStore({ redis: privateRedis.url, prefix: randomPrefix(), deleteOnClose: true, time: 'caller' });
       try {
         await store.configure([pool]);
         const before = await evalshaCalls();
@@ -209,7 +260,7 @@ describe('RedisLimiterStore', () => {
     });
 
     it('reloads its scripts when Redis has forgotten them', async () => {
-      const store = new RedisLimiterStore({ redis: privateRedis.url, prefix: randomPrefix(), deleteOnClose: true });
+      const store = new RedisLimiterStore({ redis: privateRedis.url, prefix: randomPrefix(), deleteOnClose: true, time: 'caller' });
       try {
         await store.configure([pool]);
         assert.deepEqual(await store.acquire([{ poolId: 'p', keyIds: ['a'] }], T0), [{ granted: true, keyId: 'a', admissionId: '' }]);
@@ -229,7 +280,7 @@ describe('RedisLimiterStore', () => {
 
     it('keeps every key under its prefix in its pool\'s hash slot, bounds and expires idle logs, and deletes only its own keys', async () => {
       const prefix = randomPrefix();
-      const store = new RedisLimiterStore({ redis: privateRedis.url, prefix, deleteOnClose: true });
+      const store = new RedisLimiterStore({ redis: privateRedis.url, prefix, deleteOnClose: true, time: 'caller' });
       await admin.set('someone-else:limiter:{p}:cfg', 'untouched');
       await admin.set(`${prefix}x:limiter:pools`, 'untouched');
       await store.configure([pool]);
@@ -258,11 +309,11 @@ describe('RedisLimiterStore', () => {
 
     it('leaves the shared state in place when a replica closes', async () => {
       const prefix = randomPrefix();
-      const first = new RedisLimiterStore({ redis: privateRedis.url, prefix });
+      const first = new RedisLimiterStore({ redis: privateRedis.url, prefix, time: 'caller' });
       await first.configure([pool]);
       await first.acquire([{ poolId: 'p', keyIds: ['a'] }], T0);
       await first.close();
-      const second = new RedisLimiterStore({ redis: privateRedis.url, prefix, deleteOnClose: true });
+      const second = new RedisLimiterStore({ redis: privateRedis.url, prefix, deleteOnClose: true, time: 'caller' });
       try {
         const [state] = await second.snapshot('p', T0);
         assert.equal(state!.windows[0]!.remaining, 2);

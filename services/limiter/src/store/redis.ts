@@ -1,6 +1,19 @@
 import { createHash } from 'node:crypto';
 import Redis from 'ioredis';
-import type { KeyCondition, KeyConditionState, KeyState, LeaseGrant, PoolSpec, Settlement, TokenWindowState, WindowState } from '../domain/types';
+import { calendarPeriodAt } from '../domain/calendar';
+import type {
+  CalendarQuota,
+  KeyCondition,
+  KeyConditionState,
+  KeyState,
+  LeaseGrant,
+  PoolSpec,
+  QuotaPeriod,
+  QuotaState,
+  Settlement,
+  TokenWindowState,
+  WindowState,
+} from '../domain/types';
 import { ACQUIRE_LUA, CONDITION_LUA, CONFIGURE_LUA, LEARN_LUA, LEASE_LUA, SETTLE_LUA, SNAPSHOT_LUA } from './lua';
 import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore, ObservedLimits } from './store';
 
@@ -17,6 +30,15 @@ export interface RedisLimiterStoreOptions {
    * prefix only: in a deployment the state outlives any one replica.
    */
   readonly deleteOnClose?: boolean;
+  /**
+   * Whose clock decides. 'redis': every script reads Redis TIME, so replicas
+   * whose clocks disagree still share one timeline (production); the
+   * caller's nowMs then only places calendar periods and converts absolute
+   * times (a cooling end in, a cooling end or quota reset out), which stay
+   * right as long as its skew from Redis is below a calendar period (23 h).
+   * 'caller': the nowMs arguments decide (fake clocks in tests).
+   */
+  readonly time: 'redis' | 'caller';
 }
 
 interface Script {
@@ -58,15 +80,17 @@ interface Call {
  * configure is one script per pool plus the pool list: concurrent replicas
  * applying the same config converge, but it is not atomic across pools.
  *
- * Time is the caller's nowMs, passed in ARGV, never Redis TIME inside a
- * script: the domain's Clock decides. (A Redis-TIME Clock is a later change;
- * until then replicas' clocks must agree to well under a window.)
+ * Time is Redis TIME or the caller's nowMs, as options.time says.
  */
 export class RedisLimiterStore implements LimiterStore {
   private readonly redis: Redis;
   private readonly ownsConnection: boolean;
   private readonly root: string;
   private loading: Promise<void> | undefined;
+  /** The calendar ids of each pool's quotas, from the last configure: every replica applies the config. */
+  private calendarsByPool: ReadonlyMap<string, readonly string[]> = new Map();
+  /** Per calendar id, its ARGV boundaries while nowMs stays in the current period. */
+  private readonly boundaries = new Map<string, { readonly startMs: number; readonly endMs: number; readonly arg: string }>();
 
   constructor(private readonly options: RedisLimiterStoreOptions) {
     if (typeof options.redis === 'string') {
@@ -88,7 +112,8 @@ export class RedisLimiterStore implements LimiterStore {
       for (const key of pool.keys) {
         const requests = key.limits.map((l) => `${String(l.requests)}:${String(l.perMs)}`).join(',');
         const tokens = (key.tokenLimits ?? []).map((l) => `${String(l.tokens)}:${String(l.perMs)}`).join(',');
-        args.push(key.keyId, `${requests}|${tokens}`);
+        const quotas = (key.quotas ?? []).map((q) => `${q.unit === 'requests' ? 'r' : 't'}:${String(q.limit)}:${calendarIdOf(q)}`).join(',');
+        args.push(key.keyId, `${requests}|${tokens}|${quotas}`);
       }
       calls.push({ script: CONFIGURE, cfgKey: this.cfgKey(pool.poolId), args });
     }
@@ -100,13 +125,16 @@ export class RedisLimiterStore implements LimiterStore {
     // and dropping pools on the next configure.
     await this.run(calls);
     await this.redis.set(this.poolsKey(), JSON.stringify(pools.map((p) => p.poolId)));
+    this.calendarsByPool = new Map(
+      pools.map((pool) => [pool.poolId, [...new Set(pool.keys.flatMap((key) => (key.quotas ?? []).map(calendarIdOf)))]]),
+    );
   }
 
   async acquire(requests: readonly KeyCandidates[], nowMs: number): Promise<AcquireDecision[]> {
     const groups = groupByPool(requests);
     const calls: Call[] = [];
     for (const [poolId, indexes] of groups) {
-      const args: Arg[] = [this.base(poolId), nowMs];
+      const args: Arg[] = this.header(poolId, nowMs);
       for (const i of indexes) args.push(requests[i]!.tokens ?? 0, requests[i]!.keyIds.length, ...requests[i]!.keyIds);
       calls.push({ script: ACQUIRE, cfgKey: this.cfgKey(poolId), args });
     }
@@ -133,7 +161,7 @@ export class RedisLimiterStore implements LimiterStore {
     const groups = groupByPool(requests);
     const calls: Call[] = [];
     for (const [poolId, indexes] of groups) {
-      const args: Arg[] = [this.base(poolId), nowMs, holdMs];
+      const args: Arg[] = [...this.header(poolId, nowMs), holdMs];
       for (const i of indexes) {
         const request = requests[i]!;
         args.push(request.wantedSlots, request.wantedTokens ?? 0, request.keyIds.length, ...request.keyIds);
@@ -173,7 +201,7 @@ export class RedisLimiterStore implements LimiterStore {
     const groups = groupByPool(settlements);
     const calls: Call[] = [];
     for (const [poolId, indexes] of groups) {
-      const args: Arg[] = [this.base(poolId), nowMs];
+      const args: Arg[] = this.header(poolId, nowMs);
       for (const i of indexes) {
         const s = settlements[i]!;
         args.push(s.keyId, s.admissionId, s.usedTokens - s.reservedTokens);
@@ -189,7 +217,7 @@ export class RedisLimiterStore implements LimiterStore {
       {
         script: LEARN,
         cfgKey: this.cfgKey(ref.poolId),
-        args: [this.base(ref.poolId), ref.keyId, nowMs, limit?.requests ?? '', limit?.perMs ?? '', remainingRequests ?? ''],
+        args: [...this.header(ref.poolId, nowMs), ref.keyId, limit?.requests ?? '', limit?.perMs ?? '', remainingRequests ?? ''],
       },
     ]);
     const fields = reply as string[];
@@ -216,7 +244,7 @@ export class RedisLimiterStore implements LimiterStore {
     // All pools takes a second round trip (the pool list first): an admin read, not a decision.
     const poolIds = poolId !== undefined ? [poolId] : parsePoolIds(await this.redis.get(this.poolsKey()));
     const replies = await this.run(
-      poolIds.map((id) => ({ script: SNAPSHOT, cfgKey: this.cfgKey(id), args: [this.base(id), nowMs] })),
+      poolIds.map((id) => ({ script: SNAPSHOT, cfgKey: this.cfgKey(id), args: this.header(id, nowMs) })),
     );
     const states: KeyState[] = [];
     poolIds.forEach((id, p) => {
@@ -248,7 +276,21 @@ export class RedisLimiterStore implements LimiterStore {
           });
           at += 4;
         }
-        states.push({ poolId: id, keyId, ...condition, windows, tokenWindows });
+        const quotaCount = Number(reply[at++]);
+        const quotas: QuotaState[] = [];
+        for (let q = 0; q < quotaCount; q++) {
+          const { period, timeZone } = parseCalendarId(reply[at + 2]!);
+          quotas.push({
+            unit: reply[at] === 'r' ? 'requests' : 'tokens',
+            limit: Number(reply[at + 1]),
+            period,
+            timeZone,
+            used: Number(reply[at + 3]),
+            resetAtMs: reply[at + 4] === '' ? calendarPeriodAt(nowMs, period, timeZone).endMs : Number(reply[at + 4]),
+          });
+          at += 5;
+        }
+        states.push({ poolId: id, keyId, ...condition, windows, tokenWindows, quotas });
       }
     });
     return states;
@@ -270,7 +312,7 @@ export class RedisLimiterStore implements LimiterStore {
     reason: string,
   ): Promise<KeyConditionState | undefined> {
     const [reply] = await this.run([
-      { script: CONDITION, cfgKey: this.cfgKey(ref.poolId), args: [this.base(ref.poolId), op, ref.keyId, nowMs, untilMs, reason] },
+      { script: CONDITION, cfgKey: this.cfgKey(ref.poolId), args: [...this.header(ref.poolId, nowMs), op, ref.keyId, untilMs, reason] },
     ]);
     const fields = reply as string[];
     return fields.length === 0 ? undefined : toConditionState(fields);
@@ -345,6 +387,27 @@ export class RedisLimiterStore implements LimiterStore {
     return this.loading;
   }
 
+  /** The ARGV every decision script starts with (see lua/key-state.ts): base, nowMs, calendars. */
+  private header(poolId: string, nowMs: number): Arg[] {
+    const calendarIds = this.calendarsByPool.get(poolId);
+    const clock = this.options.time === 'redis' ? `r${String(nowMs)}` : nowMs;
+    if (calendarIds === undefined || calendarIds.length === 0) return [this.base(poolId), clock, ''];
+    return [this.base(poolId), clock, calendarIds.map((id) => this.boundariesOf(id, nowMs)).join(';')];
+  }
+
+  /** "<id>=<previous start>,<start>,<end>,<next end>", recomputed only when nowMs leaves the period. */
+  private boundariesOf(calendarId: string, nowMs: number): string {
+    const cached = this.boundaries.get(calendarId);
+    if (cached !== undefined && nowMs >= cached.startMs && nowMs < cached.endMs) return cached.arg;
+    const { period, timeZone } = parseCalendarId(calendarId);
+    const current = calendarPeriodAt(nowMs, period, timeZone);
+    const previous = calendarPeriodAt(current.startMs - 1, period, timeZone);
+    const next = calendarPeriodAt(current.endMs, period, timeZone);
+    const arg = `${calendarId}=${String(previous.startMs)},${String(current.startMs)},${String(current.endMs)},${String(next.endMs)}`;
+    this.boundaries.set(calendarId, { startMs: current.startMs, endMs: current.endMs, arg });
+    return arg;
+  }
+
   private base(poolId: string): string {
     return `${this.root}:{${poolId}}`;
   }
@@ -367,6 +430,16 @@ function groupByPool(requests: readonly { readonly poolId: string }[]): Map<stri
     else group.push(i);
   });
   return groups;
+}
+
+/** "day@Europe/Berlin": zone names hold no "@", ",", ":" or "|", so the id fits the Lua config strings. */
+function calendarIdOf(quota: CalendarQuota): string {
+  return `${quota.period}@${quota.timeZone}`;
+}
+
+function parseCalendarId(calendarId: string): { period: QuotaPeriod; timeZone: string } {
+  const at = calendarId.indexOf('@');
+  return { period: calendarId.slice(0, at) === 'month' ? 'month' : 'day', timeZone: calendarId.slice(at + 1) };
 }
 
 function toConditionState(fields: readonly string[]): KeyConditionState {

@@ -1,10 +1,18 @@
 import assert from 'node:assert/strict';
-import type { PoolSpec, WindowLimit } from '../domain/types';
+import type { CalendarQuota, PoolSpec, QuotaState, WindowLimit } from '../domain/types';
 import type { FakeClock } from '@keymesh/clock';
 import { countInWindow, maxInAnyInterval, seededRandom } from './interval-check';
 import type { AcquireDecision, LeaseDecision, LimiterStore } from './store';
 
 const T0 = 1_700_000_000_000;
+
+/**
+ * Within 50 ms: a store may read time itself (Redis TIME) a moment after the
+ * test's clock, so waits measured across that gap may differ by a few ms.
+ */
+function assertClose(actualMs: number | undefined, expectedMs: number): void {
+  assert.ok(actualMs !== undefined && Math.abs(actualMs - expectedMs) <= 50, `expected ${expectedMs} ms (±50), got ${String(actualMs)}`);
+}
 
 function pool(poolId: string, keys: Record<string, WindowLimit[]>): PoolSpec {
   return { poolId, keys: Object.entries(keys).map(([keyId, limits]) => ({ keyId, limits })) };
@@ -147,6 +155,7 @@ export function describeLimiterStore(
           coolingUntilMs: undefined,
           windows: [{ requests: 5, perMs: 1000, remaining: 3, resetInMs: 700 }],
           tokenWindows: [],
+          quotas: [],
         });
         clock.advance(500);
         const [later] = await store.snapshot('p', clock.nowMs());
@@ -620,6 +629,137 @@ export function describeLimiterStore(
         const [state] = await store.snapshot('p', clock.nowMs());
         assert.equal(state!.tokenWindows[0]!.remaining, 1300);
         assert.equal(await tokenRetryAfterMs(1301), 60_000);
+      });
+    });
+
+    describe('calendar quotas', () => {
+      const quotaKey = (...quotas: CalendarQuota[]) => ({ keyId: 'a', limits: [], quotas });
+      const perDay = (limit: number, timeZone: string, unit: CalendarQuota['unit'] = 'requests'): CalendarQuota => ({ unit, limit, period: 'day', timeZone });
+
+      async function deniedRetryAfterMs(tokens = 0): Promise<number | undefined> {
+        const [decision] = await store.acquire([{ poolId: 'p', keyIds: ['a'], tokens }], clock.nowMs());
+        assert.equal(decision!.granted, false, `expected a denial at ${new Date(clock.nowMs()).toISOString()}`);
+        return decision!.granted ? -1 : decision!.retryAfterMs;
+      }
+
+      async function quotaState(): Promise<QuotaState> {
+        const [state] = await store.snapshot('p', clock.nowMs());
+        return state!.quotas[0]!;
+      }
+
+      it('admits exactly N in a day and retries the next after the time to the zone\'s midnight, not UTC\'s', async () => {
+        // 19:00 in Tokyo (UTC+9): its day ends at 15:00 UTC, nine hours before UTC's.
+        clock.set(Date.parse('2026-03-10T10:00:00Z'));
+        await store.configure([{ poolId: 'p', keys: [quotaKey(perDay(5, 'Asia/Tokyo'))] }]);
+        for (let i = 0; i < 5; i++) await grantedKey('p', ['a']);
+        assertClose(await deniedRetryAfterMs(), 5 * 3_600_000);
+        clock.set(Date.parse('2026-03-10T14:59:59.999Z'));
+        assertClose(await deniedRetryAfterMs(), 1);
+        clock.set(Date.parse('2026-03-10T15:00:00Z'));
+        for (let i = 0; i < 5; i++) await grantedKey('p', ['a']);
+        // UTC's midnight resets nothing: the Tokyo day runs until 15:00 UTC tomorrow.
+        clock.set(Date.parse('2026-03-11T00:00:00Z'));
+        assertClose(await deniedRetryAfterMs(), 15 * 3_600_000);
+      });
+
+      it('shows the quota, what was used and when it resets', async () => {
+        clock.set(Date.parse('2026-03-10T10:00:00Z'));
+        await store.configure([{ poolId: 'p', keys: [quotaKey(perDay(5, 'America/New_York'))] }]);
+        await grantedKey('p', ['a']);
+        await grantedKey('p', ['a']);
+        const state = await quotaState();
+        assert.deepEqual({ ...state, resetAtMs: 0 }, { unit: 'requests', limit: 5, period: 'day', timeZone: 'America/New_York', used: 2, resetAtMs: 0 });
+        assertClose(state.resetAtMs, Date.parse('2026-03-11T04:00:00Z'));
+      });
+
+      it('gives a day of a DST change its real length (23 h in spring, 25 h in autumn)', async () => {
+        // New York springs forward on 2026-03-08: that day runs 05:00 UTC to 04:00 UTC.
+        clock.set(Date.parse('2026-03-08T05:00:00Z'));
+        await store.configure([{ poolId: 'p', keys: [quotaKey(perDay(1, 'America/New_York'))] }]);
+        await grantedKey('p', ['a']);
+        assertClose(await deniedRetryAfterMs(), 23 * 3_600_000);
+        clock.set(Date.parse('2026-03-09T04:00:00Z'));
+        await grantedKey('p', ['a']);
+        // It falls back on 2026-11-01: 04:00 UTC to 05:00 UTC the next day.
+        clock.set(Date.parse('2026-11-01T04:00:00Z'));
+        await grantedKey('p', ['a']);
+        assertClose(await deniedRetryAfterMs(), 25 * 3_600_000);
+      });
+
+      it('resets a monthly quota on the 1st at the zone\'s midnight', async () => {
+        // Berlin is UTC+1 in February: March starts at 23:00 UTC on the 28th.
+        clock.set(Date.parse('2026-02-15T12:00:00Z'));
+        await store.configure([{ poolId: 'p', keys: [quotaKey({ unit: 'requests', limit: 3, period: 'month', timeZone: 'Europe/Berlin' })] }]);
+        for (let i = 0; i < 3; i++) await grantedKey('p', ['a']);
+        const endMs = Date.parse('2026-02-28T23:00:00Z');
+        assertClose(await deniedRetryAfterMs(), endMs - clock.nowMs());
+        clock.set(endMs - 1);
+        assertClose(await deniedRetryAfterMs(), 1);
+        clock.set(endMs);
+        for (let i = 0; i < 3; i++) await grantedKey('p', ['a']);
+        assertClose(await deniedRetryAfterMs(), Date.parse('2026-03-31T22:00:00Z') - endMs);
+      });
+
+      it('reserves estimated tokens in a token quota and follows settles', async () => {
+        clock.set(Date.parse('2026-03-10T22:00:00Z'));
+        await store.configure([{ poolId: 'p', keys: [quotaKey(perDay(1000, 'UTC', 'tokens'))] }]);
+        const [first] = await store.acquire([{ poolId: 'p', keyIds: ['a'], tokens: 600 }], clock.nowMs());
+        assert.ok(first!.granted && first!.admissionId !== '');
+        const [second] = await store.acquire([{ poolId: 'p', keyIds: ['a'], tokens: 400 }], clock.nowMs());
+        assert.ok(second!.granted);
+        assertClose(await deniedRetryAfterMs(1), 2 * 3_600_000);
+        // 600 reserved, 300 used: 300 come back. More than the quota can never fit.
+        await store.settle([{ poolId: 'p', keyId: 'a', admissionId: first!.admissionId, reservedTokens: 600, usedTokens: 300 }], clock.nowMs());
+        assert.equal((await quotaState()).used, 700);
+        assert.equal(await deniedRetryAfterMs(1001), undefined);
+        // 400 reserved, 450 used: the excess counts too.
+        await store.settle([{ poolId: 'p', keyId: 'a', admissionId: second!.admissionId, reservedTokens: 400, usedTokens: 450 }], clock.nowMs());
+        assert.equal((await quotaState()).used, 750);
+        const [third] = await store.acquire([{ poolId: 'p', keyIds: ['a'], tokens: 250 }], clock.nowMs());
+        assert.ok(third!.granted);
+        assertClose(await deniedRetryAfterMs(1), 2 * 3_600_000);
+      });
+
+      it('keeps what was spent this period when a quota\'s limit changes', async () => {
+        clock.set(Date.parse('2026-03-10T10:00:00Z'));
+        await store.configure([{ poolId: 'p', keys: [quotaKey(perDay(3, 'UTC'))] }]);
+        for (let i = 0; i < 3; i++) await grantedKey('p', ['a']);
+        await store.configure([{ poolId: 'p', keys: [quotaKey(perDay(4, 'UTC'))] }]);
+        await grantedKey('p', ['a']);
+        assertClose(await deniedRetryAfterMs(), 14 * 3_600_000);
+        assert.equal((await quotaState()).used, 4);
+      });
+
+      it('never leases more slots or tokens than the quota has left, and counts a hold past midnight in the next day too', async () => {
+        clock.set(Date.parse('2026-03-10T23:00:00Z'));
+        const midnightMs = Date.parse('2026-03-11T00:00:00Z');
+        await store.configure([
+          { poolId: 'p', keys: [quotaKey(perDay(10, 'UTC'), perDay(5000, 'UTC', 'tokens')), { keyId: 'b', limits: [], quotas: [perDay(1000, 'UTC', 'tokens')] }] },
+        ]);
+        async function leaseAll(keyId: string, wantedTokens: number): Promise<{ slots: number; tokens: number }> {
+          const total = { slots: 0, tokens: 0 };
+          for (let i = 0; i < 20; i++) {
+            const [decision] = await store.lease([{ poolId: 'p', keyIds: [keyId], wantedSlots: 100, wantedTokens }], clock.nowMs(), 1000);
+            for (const grant of decision!.grants) {
+              total.slots += grant.slots;
+              total.tokens += grant.tokens ?? 0;
+            }
+            if (decision!.grants.length === 0) assertClose(decision!.retryAfterMs, midnightMs - clock.nowMs());
+            clock.advance(1000);
+          }
+          return total;
+        }
+        const a = await leaseAll('a', 100);
+        assert.equal(a.slots, 10);
+        assert.ok(a.tokens <= 5000, `leased ${a.tokens} tokens of a 5000 quota`);
+        assertClose(await deniedRetryAfterMs(), midnightMs - clock.nowMs());
+        assert.equal((await leaseAll('b', 100_000)).tokens, 1000);
+        // Half a second before midnight with a one-second hold: the slot may be spent tomorrow.
+        clock.set(Date.parse('2026-03-11T23:59:59.500Z'));
+        const [late] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 1, wantedTokens: 100 }], clock.nowMs(), 1000);
+        assert.equal(late!.grants[0]!.slots, 1);
+        clock.set(Date.parse('2026-03-12T00:00:00Z'));
+        assert.equal((await quotaState()).used, 1);
       });
     });
 

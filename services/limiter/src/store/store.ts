@@ -30,9 +30,10 @@ export interface LimiterStore {
   /**
    * Decides each request in order, as if one after the other, in one atomic step:
    * among the candidates that are known, not parked, not cooling and have room in
-   * every window, grants the one with the most headroom (min over its windows of
-   * remaining/requests; no windows = infinite), ties to the least recently
-   * granted, and records the admission in each of its windows.
+   * every window and calendar quota, grants the one with the most headroom (min
+   * over its windows and quotas of remaining/limit; none = infinite), ties to
+   * the least recently granted, and records the admission in each of them. A
+   * spent quota's wait is the end of its period (the zone's next midnight).
    * Unknown candidates are skipped (a config swap may be in flight).
    */
   acquire(requests: readonly KeyCandidates[], nowMs: number): Promise<AcquireDecision[]>;
@@ -46,7 +47,9 @@ export interface LimiterStore {
    * eligible keys, least recently granted first, each taking
    * ceil(unassigned / keys left) but at most a quarter of its headroom (at
    * least one slot): never more slots than wanted, since an unspent slot
-   * stays counted until its lease ends.
+   * stays counted until its lease ends. Calendar quotas count the slots (and
+   * budget) in the period of nowMs, and also in the next one when nowMs +
+   * holdMs lies past its end: the slots may be spent on either side.
    */
   lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number): Promise<LeaseDecision[]>;
 

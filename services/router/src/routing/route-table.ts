@@ -1,4 +1,4 @@
-import type { Policy, PolicyProvider, PolicyRoute } from '@keymesh/config';
+import type { Policy, PolicyKey, PolicyProvider, PolicyRoute } from '@keymesh/config';
 import { adapterFor, type ProviderAdapter } from '../providers';
 import { Upstream } from '../providers/upstream';
 
@@ -49,6 +49,11 @@ const MIN_LEASE_HOLD_MS = 20;
  * a third of it. Holds are a twentieth of the pool's shortest window (at most
  * 1 s, at least 20 ms), which keeps that cost near 5%.
  */
+/** Token windows and token quotas both need each request's estimate reserved. */
+function hasTokenLimit(key: PolicyKey | undefined): boolean {
+  return key !== undefined && (key.tokenLimits.length > 0 || key.quotas.some((q) => q.unit === 'tokens'));
+}
+
 export function leaseHoldOf(policy: Policy, poolId: string): number {
   let shortestMs = Number.POSITIVE_INFINITY;
   for (const keyId of policy.pools[poolId]?.keyIds ?? []) {
@@ -89,7 +94,7 @@ export function buildRouteTable(policy: Policy, version: bigint, previous: Route
   const leaseHoldMs = new Map(Object.keys(policy.pools).map((poolId) => [poolId, leaseHoldOf(policy, poolId)]));
   const tokenLimitedPools = new Set(
     Object.values(policy.pools)
-      .filter((pool) => pool.keyIds.some((keyId) => (policy.keys[keyId]?.tokenLimits.length ?? 0) > 0))
+      .filter((pool) => pool.keyIds.some((keyId) => hasTokenLimit(policy.keys[keyId])))
       .map((pool) => pool.id),
   );
   return { table: { version, routes, tenantByKeyHash, providers, modelsBody, leaseHoldMs, tokenLimitedPools }, retired };

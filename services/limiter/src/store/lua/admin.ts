@@ -6,9 +6,10 @@ import { KEY_STATE_LUA } from './key-state';
  * and the newest admissions that fit (the log is trimmed to the new largest
  * window); new keys start afresh; keys not listed are deleted. ARGV: base,
  * "keep" | "drop" (drop also forgets the pool's grant counter), then
- * (keyId, "<requests>:<perMs>,...|<tokens>:<perMs>,...") pairs in config
- * order. A key's token log is kept across limit changes: what was spent
- * stays spent.
+ * (keyId, "<requests>:<perMs>,...|<tokens>:<perMs>,...|<r|t>:<limit>:<calendarId>,...") pairs in config
+ * order. A key's token log and quota counts are kept across limit changes:
+ * what was spent stays spent. Quota counts of removed keys are left to expire
+ * with their period (their names hold the period, so no list of them is kept).
  */
 export const CONFIGURE_LUA = `${KEY_STATE_LUA}
 local old = {}
@@ -51,25 +52,25 @@ return index
 `;
 
 /**
- * cool / park / unpark / condition of one key. ARGV: base, op, keyId, nowMs,
- * untilMs, reason. Returns {} for an unknown key, else {condition, reason, coolingUntilMs or ""}.
+ * cool / park / unpark / condition of one key. ARGV: base, nowMs, calendars,
+ * op, keyId, untilMs, reason. Returns {} for an unknown key, else {condition, reason, coolingUntilMs or ""}.
  */
 export const CONDITION_LUA = `${KEY_STATE_LUA}
-local op, nowMs = ARGV[2], tonumber(ARGV[4])
-local k = loadKey(ARGV[3])
+local nowMs, op = readNow(ARGV[2]), ARGV[4]
+local k = loadKey(ARGV[5])
 if not k then return {} end
 if op == 'cool' then
-  local untilMs = tonumber(ARGV[5])
+  local untilMs = tonumber(ARGV[6]) + skewMs
   -- A later reply with a shorter retry-after must not end the cooling early.
   if untilMs > k.coolUntil then
     k.coolUntil = untilMs
-    k.coolReason = ARGV[6]
-    redis.call('HSET', k.stKey, 'cu', fmt(untilMs), 'cr', ARGV[6])
+    k.coolReason = ARGV[7]
+    redis.call('HSET', k.stKey, 'cu', fmt(untilMs), 'cr', ARGV[7])
   end
 elseif op == 'park' then
   k.parked = true
-  k.parkedReason = ARGV[6]
-  redis.call('HSET', k.stKey, 'p', '1', 'pr', ARGV[6])
+  k.parkedReason = ARGV[7]
+  redis.call('HSET', k.stKey, 'p', '1', 'pr', ARGV[7])
 elseif op == 'unpark' then
   k.parked = false
   redis.call('HDEL', k.stKey, 'p', 'pr')
@@ -78,13 +79,15 @@ return conditionOf(k, nowMs)
 `;
 
 /**
- * Every key of one pool in config order. ARGV: base, nowMs. Returns per key:
+ * Every key of one pool in config order. ARGV: base, nowMs, calendars. Returns per key:
  * keyId, condition, reason, coolingUntilMs or "", window count w, then w
  * (requests, perMs, remaining, resetInMs), then token window count t and t
- * (tokens, perMs, remaining, resetInMs).
+ * (tokens, perMs, remaining, resetInMs), then quota count q and q (unit "r"
+ * or "t", limit, calendarId, used, resetAtMs or "" when its period is unknown).
  */
 export const SNAPSHOT_LUA = `${KEY_STATE_LUA}
-local nowMs = tonumber(ARGV[2])
+local nowMs = readNow(ARGV[2])
+readCalendars(ARGV[3])
 local flat = redis.call('HGETALL', cfgKey)
 local keys = {}
 for j = 1, #flat, 2 do keys[#keys + 1] = readKey(flat[j], flat[j + 1]) end
@@ -114,6 +117,15 @@ for _, k in ipairs(keys) do
     out[#out + 1] = fmt(w.p)
     out[#out + 1] = fmt(remaining)
     out[#out + 1] = fmt(tokenResetMs(k, w, nowMs))
+  end
+  out[#out + 1] = tostring(#k.quotas)
+  for _, q in ipairs(k.quotas) do
+    local used, endMs = quotaUsed(k, q, nowMs)
+    out[#out + 1] = q.unit
+    out[#out + 1] = fmt(q.n)
+    out[#out + 1] = q.cal
+    out[#out + 1] = fmt(used or 0)
+    if endMs then out[#out + 1] = fmt(endMs - skewMs) else out[#out + 1] = '' end
   end
 end
 return out

@@ -1,15 +1,16 @@
 import { KEY_STATE_LUA } from './key-state';
 
 /**
- * acquire for one pool. ARGV: base, nowMs, then per request: its tokens, the
+ * acquire for one pool. ARGV: base, nowMs, calendars, then per request: its tokens, the
  * candidate count m and m keyIds. Returns one string per request:
  * "+<admissionId>|<keyId>" granted (admissionId "" for a key without token
  * windows), "-<waitMs>" denied with a retry-after, "" denied with none.
  */
 export const ACQUIRE_LUA = `${KEY_STATE_LUA}
-local nowMs = tonumber(ARGV[2])
+local nowMs = readNow(ARGV[2])
+readCalendars(ARGV[3])
 local out = {}
-local i = 3
+local i = 4
 while i <= #ARGV do
   local tokens = tonumber(ARGV[i])
   local m = tonumber(ARGV[i + 1])
@@ -31,9 +32,10 @@ while i <= #ARGV do
   i = i + m + 2
   if best then
     record(best, nowMs, nowMs, 1)
-    if #best.tokenWindows > 0 then
-      local admissionId = fmt(best.seq)
-      recordTokens(best, nowMs, best.last, tokens, admissionId)
+    recordQuotas(best, nowMs, nowMs, 1, tokens)
+    if best.carriesTokens then
+      local admissionId = admissionIdOf(best, nowMs)
+      if #best.tokenWindows > 0 then recordTokens(best, nowMs, best.last, tokens, admissionId) end
       out[#out + 1] = '+' .. admissionId .. '|' .. best.id
     else
       out[#out + 1] = '+|' .. best.id
@@ -49,29 +51,37 @@ return out
 `;
 
 /**
- * lease for one pool, as memory.ts leaseOne. ARGV: base, nowMs, holdMs, then
+ * lease for one pool, as memory.ts leaseOne. ARGV: base, nowMs, calendars, holdMs, then
  * per request: wantedSlots, wantedTokens, the candidate count m and m keyIds.
  * Returns per request the grant count n, then n (keyId, slots, tokens,
  * admissionId) tuples (tokens "0" and admissionId "" for a key without token
  * windows), or when n is 0 one wait ("" = none).
  */
 export const LEASE_LUA = `${KEY_STATE_LUA}
-local nowMs = tonumber(ARGV[2])
-local holdMs = tonumber(ARGV[3])
+local nowMs = readNow(ARGV[2])
+readCalendars(ARGV[3])
+local holdMs = tonumber(ARGV[4])
+local stampMs = nowMs + holdMs
 local LEASE_SHARE_OF_HEADROOM = 4
 
--- The tokens a key's tightest token window still takes.
+-- The tokens a key's tightest token window or token quota still takes.
 local function tokensAvailableOf(k, nowMs)
   local available = INF
   for _, w in ipairs(k.tokenWindows) do
     local remaining = w.n - tokensUsed(k, w, nowMs)
     if remaining < available then available = remaining end
   end
+  for _, q in ipairs(k.quotas) do
+    if q.unit == 't' then
+      local remaining = quotaRemaining(k, q, nowMs, stampMs)
+      if remaining < available then available = remaining end
+    end
+  end
   return available
 end
 
 local out = {}
-local i = 4
+local i = 5
 while i <= #ARGV do
   local wanted = tonumber(ARGV[i])
   local wantedTokens = tonumber(ARGV[i + 1])
@@ -81,16 +91,16 @@ while i <= #ARGV do
   for j = i + 3, i + 2 + m do
     local k = loadKey(ARGV[j])
     -- Slots without a token budget would spend tokens no window counts.
-    if k and (#k.tokenWindows == 0 or wantedTokens > 0) then
+    if k and (not k.carriesTokens or wantedTokens > 0) then
       local need = 0
-      if #k.tokenWindows > 0 then need = 1 end
-      local waitMs, _, available = roomOf(k, nowMs, need)
+      if k.carriesTokens then need = 1 end
+      local waitMs, _, available = roomOf(k, nowMs, need, stampMs)
       if waitMs ~= nil then
         if waitMs > 0 then
           if waitMs < earliest then earliest = waitMs end
         else
           local tokensAvailable = INF
-          if #k.tokenWindows > 0 then tokensAvailable = tokensAvailableOf(k, nowMs) end
+          if k.carriesTokens then tokensAvailable = tokensAvailableOf(k, nowMs) end
           eligible[#eligible + 1] = { k = k, available = available, tokensAvailable = tokensAvailable }
         end
       end
@@ -111,7 +121,6 @@ while i <= #ARGV do
     local unassigned = wanted
     local unassignedTokens = wantedTokens
     local tokensPerSlot = math.ceil(wantedTokens / wanted)
-    local stampMs = nowMs + holdMs
     local grants = {}
     for idx, e in ipairs(eligible) do
       if unassigned <= 0 then break end
@@ -125,7 +134,8 @@ while i <= #ARGV do
       record(e.k, nowMs, stampMs, slots)
       grants[#grants + 1] = e.k.id
       grants[#grants + 1] = fmt(slots)
-      if #e.k.tokenWindows == 0 then
+      if not e.k.carriesTokens then
+        recordQuotas(e.k, nowMs, stampMs, slots, 0)
         grants[#grants + 1] = '0'
         grants[#grants + 1] = ''
       else
@@ -136,8 +146,9 @@ while i <= #ARGV do
         if e.tokensAvailable < tokens then tokens = e.tokensAvailable end
         if tokens < 1 then tokens = 1 end
         unassignedTokens = math.max(0, unassignedTokens - tokens)
-        local admissionId = fmt(e.k.seq)
-        recordTokens(e.k, nowMs, e.k.last, tokens, admissionId)
+        local admissionId = admissionIdOf(e.k, stampMs)
+        if #e.k.tokenWindows > 0 then recordTokens(e.k, nowMs, e.k.last, tokens, admissionId) end
+        recordQuotas(e.k, nowMs, stampMs, slots, tokens)
         grants[#grants + 1] = fmt(tokens)
         grants[#grants + 1] = admissionId
       end
@@ -151,30 +162,37 @@ return out
 `;
 
 /**
- * settle for one pool, as memory.ts settle. ARGV: base, nowMs, then per
+ * settle for one pool, as memory.ts settle. ARGV: base, nowMs, calendars, then per
  * settlement: keyId, admissionId, usedTokens - reservedTokens. A negative
  * difference shrinks the admission (never below 0); a positive one is
  * recorded as a new admission at nowMs. Returns nothing.
  */
 export const SETTLE_LUA = `${KEY_STATE_LUA}
-local nowMs = tonumber(ARGV[2])
-for i = 3, #ARGV, 3 do
+local nowMs = readNow(ARGV[2])
+readCalendars(ARGV[3])
+for i = 4, #ARGV, 3 do
   local k = loadKey(ARGV[i])
   local delta = tonumber(ARGV[i + 2])
-  if k and #k.tokenWindows > 0 then
+  if k and k.carriesTokens then
     if delta < 0 then
-      local weight = tonumber(redis.call('HGET', k.twKey, ARGV[i + 1]))
+      local weight = nil
+      if #k.tokenWindows > 0 then weight = tonumber(redis.call('HGET', k.twKey, ARGV[i + 1])) end
       if weight then
         weight = weight + delta
         if weight < 0 then weight = 0 end
         redis.call('HSET', k.twKey, ARGV[i + 1], fmt(weight))
       end
+      -- Refunds trust reservedTokens, as the token log does; a period no longer kept is left as it was.
+      local at = string.find(ARGV[i + 1], '@', 1, true)
+      if at then refundQuotas(k, tonumber(string.sub(ARGV[i + 1], at + 1)), -delta) end
     elseif delta > 0 then
       local atMs = nowMs
       if k.last > atMs then atMs = k.last end
       k.last = atMs
       redis.call('HSET', k.stKey, 'last', fmt(atMs))
-      recordTokens(k, nowMs, atMs, delta, fmt(nextSeq()))
+      local id = fmt(nextSeq())
+      if #k.tokenWindows > 0 then recordTokens(k, nowMs, atMs, delta, id) end
+      recordQuotas(k, nowMs, nowMs, 0, delta)
     end
   end
 end

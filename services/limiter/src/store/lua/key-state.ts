@@ -7,7 +7,8 @@
  * hash tag, so they live in KEYS[1]'s Redis Cluster slot.
  *
  * Data model, per pool:
- *   <base>:cfg         hash keyId -> "<configIndex>|<requests>:<perMs>,...|<tokens>:<perMs>,..."
+ *   <base>:cfg         hash keyId -> "<configIndex>|<requests>:<perMs>,...|<tokens>:<perMs>,...
+ *                      |<r|t>:<limit>:<calendarId>,..."
  *   <base>:seq         grant counter; ties go to the key with the lowest last grant
  *   <base>:st:<keyId>  hash p (parked "1"), pr (park reason), cu/cr (cooling until/reason),
  *                      seq (last grant), last (newest recorded admission)
@@ -19,6 +20,17 @@
  *                      admission id (the grant's seq), score = time; kept while
  *                      the longest token window can see them
  *   <base>:tw:<keyId>  hash admission id -> tokens it weighs (shrunk by refunds)
+ *   <base>:q:<keyId>:<r|t>:<calendarId>:<periodStartMs>
+ *                      a calendar quota's count of requests (r) or tokens (t) in
+ *                      one period; expires QUOTA_SLACK_MS after the period ends
+ *
+ * Decision scripts share an ARGV header: ARGV[2] the caller's nowMs ("<ms>",
+ * or "r<ms>" to decide by Redis TIME instead, see readNow), ARGV[3]
+ * the calendars of the pool's quotas as "<calendarId>=<b1>,<b2>,<b3>,<b4>;..."
+ * (calendarId "day@Europe/Berlin"): the previous, current and next period
+ * are [b1, b2), [b2, b3), [b3, b4). The caller computes them because Lua has
+ * no time zones; three periods cover a lease's hold past midnight and the
+ * stamps of settles from the previous period.
  *
  * Numbers go to Redis as strings formatted %.17g: Lua's own number-to-string
  * keeps 14 digits, which would round fractional milliseconds away.
@@ -31,6 +43,48 @@ local INF = math.huge
 
 local function fmt(n)
   return string.format('%.17g', n)
+end
+
+-- Redis TIME minus the caller's nowMs (0 when deciding by the caller's clock).
+-- Absolute times cross the boundary in the caller's frame (cooling ends, quota
+-- resets) and are kept in the decision clock's, so replicas whose clocks
+-- disagree still agree on every window; durations need no conversion.
+local skewMs = 0
+local function readNow(arg)
+  if string.sub(arg, 1, 1) ~= 'r' then return tonumber(arg) end
+  -- Redis 7 replicates a script's effects, not the script, so TIME is allowed.
+  local t = redis.call('TIME')
+  local nowMs = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+  skewMs = nowMs - tonumber(string.sub(arg, 2))
+  return nowMs
+end
+
+local calendars = {}
+local function readCalendars(list)
+  for id, b1, b2, b3, b4 in string.gmatch(list, '([^=;]+)=([^,;]+),([^,;]+),([^,;]+),([^,;]+)') do
+    calendars[id] = { tonumber(b1), tonumber(b2), tonumber(b3), tonumber(b4) }
+  end
+end
+
+-- The period of a calendar that holds atMs: its start and end; nil when the caller sent no such period.
+local function periodAt(calendarId, atMs)
+  local b = calendars[calendarId]
+  if b == nil then return nil end
+  for j = 1, 3 do
+    if atMs >= b[j] and atMs < b[j + 1] then return b[j], b[j + 1] end
+  end
+  return nil
+end
+
+-- "r:<limit>:<calendarId>,t:<limit>:<calendarId>,..." -> quotas, and whether one counts tokens.
+local function parseQuotas(list)
+  local quotas = {}
+  local hasTokens = false
+  for unit, n, cal in string.gmatch(list, '([rt]):([^:,]+):([^,]+)') do
+    quotas[#quotas + 1] = { unit = unit, n = tonumber(n), cal = cal }
+    if unit == 't' then hasTokens = true end
+  end
+  return quotas, hasTokens
 end
 
 local function parsePairs(list)
@@ -46,28 +100,37 @@ local function parsePairs(list)
   return windows, maxN, maxP
 end
 
--- Request windows, their max N and max perMs, the config index, token windows and their max perMs.
+-- Request windows, their max N and max perMs, the config index, token windows, their max perMs and the quota list.
 local function parseWindows(value)
   local bar = string.find(value, '|', 1, true)
   local rest = string.sub(value, bar + 1)
   local tokenList = ''
+  local quotaList = ''
   local bar2 = string.find(rest, '|', 1, true)
   if bar2 then
     tokenList = string.sub(rest, bar2 + 1)
     rest = string.sub(rest, 1, bar2 - 1)
+    local bar3 = string.find(tokenList, '|', 1, true)
+    if bar3 then
+      quotaList = string.sub(tokenList, bar3 + 1)
+      tokenList = string.sub(tokenList, 1, bar3 - 1)
+    end
   end
   local windows, maxN, maxP = parsePairs(rest)
   local tokenWindows, _, maxTP = parsePairs(tokenList)
-  return windows, maxN, maxP, tonumber(string.sub(value, 1, bar - 1)), tokenWindows, maxTP
+  return windows, maxN, maxP, tonumber(string.sub(value, 1, bar - 1)), tokenWindows, maxTP, quotaList
 end
 
 local function readKey(keyId, value)
-  local windows, maxN, maxP, index, tokenWindows, maxTP = parseWindows(value)
+  local windows, maxN, maxP, index, tokenWindows, maxTP, quotaList = parseWindows(value)
+  local quotas, hasTokenQuota = parseQuotas(quotaList)
   local stKey = base .. ':st:' .. keyId
   local st = redis.call('HMGET', stKey, 'p', 'pr', 'cu', 'cr', 'seq', 'last')
   return {
     id = keyId, index = index, windows = windows, maxN = maxN, maxP = maxP,
     tokenWindows = tokenWindows, maxTP = maxTP,
+    quotas = quotas, hasTokenQuota = hasTokenQuota,
+    carriesTokens = #tokenWindows > 0 or hasTokenQuota,
     stKey = stKey, logKey = base .. ':log:' .. keyId,
     tlogKey = base .. ':tlog:' .. keyId, twKey = base .. ':tw:' .. keyId,
     parked = st[1] == '1', parkedReason = st[2] or '',
@@ -161,11 +224,52 @@ local function tokenResetMs(k, w, nowMs)
   return 0
 end
 
+local function quotaKey(k, q, startMs)
+  return base .. ':q:' .. k.id .. ':' .. q.unit .. ':' .. q.cal .. ':' .. fmt(startMs)
+end
+
+-- A quota's count in the period holding atMs, and that period's end; nil for a period the caller didn't send.
+local function quotaUsed(k, q, atMs)
+  local startMs, endMs = periodAt(q.cal, atMs)
+  if startMs == nil then return nil end
+  return tonumber(redis.call('GET', quotaKey(k, q, startMs))) or 0, endMs
+end
+
+-- As memory.ts quotaWaitMsOf; nil when a period is unknown (a config swap in flight).
+local function quotaWaitMs(k, q, nowMs, tokens, stampMs)
+  local need = 1
+  if q.unit == 't' and tokens > 1 then need = tokens end
+  local used, endMs = quotaUsed(k, q, nowMs)
+  if used == nil then return nil end
+  if used + need > q.n then return endMs - nowMs end
+  local stampUsed, stampEndMs = quotaUsed(k, q, stampMs)
+  if stampUsed == nil then return nil end
+  if stampUsed + need > q.n then return stampEndMs - nowMs end
+  return 0
+end
+
+-- What a quota has left in the periods of nowMs and stampMs.
+local function quotaRemaining(k, q, nowMs, stampMs)
+  local used = quotaUsed(k, q, nowMs)
+  local stampUsed = quotaUsed(k, q, stampMs)
+  if stampUsed > used then used = stampUsed end
+  local remaining = q.n - used
+  if remaining < 0 then return 0 end
+  return remaining
+end
+
 -- As memory.ts roomOf: nil when parked or when tokens exceed a token limit; else wait, headroom, available.
-local function roomOf(k, nowMs, tokens)
+local function roomOf(k, nowMs, tokens, stampMs)
   if k.parked then return nil end
+  stampMs = stampMs or nowMs
   for _, w in ipairs(k.tokenWindows) do
     if tokens > w.n then return nil end
+  end
+  local quotaWaits = {}
+  for j, q in ipairs(k.quotas) do
+    if q.unit == 't' and tokens > q.n then return nil end
+    quotaWaits[j] = quotaWaitMs(k, q, nowMs, tokens, stampMs)
+    if quotaWaits[j] == nil then return nil end
   end
   local coolingMs = k.coolUntil - nowMs
   if coolingMs > 0 then
@@ -176,6 +280,9 @@ local function roomOf(k, nowMs, tokens)
     end
     for _, w in ipairs(k.tokenWindows) do
       local wt = tokenWaitMs(k, w, nowMs, tokens)
+      if wt > waitMs then waitMs = wt end
+    end
+    for _, wt in ipairs(quotaWaits) do
       if wt > waitMs then waitMs = wt end
     end
     if coolingMs > waitMs then waitMs = coolingMs end
@@ -200,6 +307,15 @@ local function roomOf(k, nowMs, tokens)
     else
       local remaining = w.n - tokensUsed(k, w, nowMs)
       if remaining / w.n < headroom then headroom = remaining / w.n end
+    end
+  end
+  for j, q in ipairs(k.quotas) do
+    if quotaWaits[j] > 0 then
+      if quotaWaits[j] > waitMs then waitMs = quotaWaits[j] end
+    else
+      local remaining = quotaRemaining(k, q, nowMs, stampMs)
+      if remaining / q.n < headroom then headroom = remaining / q.n end
+      if q.unit == 'r' and remaining < available then available = remaining end
     end
   end
   return waitMs, headroom, available
@@ -260,9 +376,56 @@ local function recordTokens(k, nowMs, atMs, tokens, id)
   redis.call('PEXPIRE', k.twKey, ttl)
 end
 
+-- Past its period's end a count only serves settles that arrive late and the snapshot.
+local QUOTA_SLACK_MS = 3600000
+
+local function addQuota(k, q, nowMs, atMs, amount)
+  local startMs, endMs = periodAt(q.cal, atMs)
+  if startMs == nil then return end
+  local key = quotaKey(k, q, startMs)
+  redis.call('INCRBY', key, amount)
+  redis.call('PEXPIRE', key, fmt(math.ceil(endMs - nowMs) + QUOTA_SLACK_MS))
+end
+
+-- As memory.ts recordQuotas: counted at nowMs, and again in the next period when a lease's hold reaches it.
+local function recordQuotas(k, nowMs, stampMs, slots, tokens)
+  for _, q in ipairs(k.quotas) do
+    local amount = slots
+    if q.unit == 't' then amount = tokens end
+    if amount > 0 then
+      addQuota(k, q, nowMs, nowMs, amount)
+      if periodAt(q.cal, stampMs) ~= periodAt(q.cal, nowMs) then addQuota(k, q, nowMs, stampMs, amount) end
+    end
+  end
+end
+
+-- Gives back up to amount of a token quota's count in the period of stampMs, if that count is still kept.
+local function refundQuotas(k, stampMs, amount)
+  for _, q in ipairs(k.quotas) do
+    if q.unit == 't' then
+      local startMs = periodAt(q.cal, stampMs)
+      if startMs ~= nil then
+        local key = quotaKey(k, q, startMs)
+        local used = tonumber(redis.call('GET', key))
+        if used ~= nil then
+          used = used - amount
+          if used < 0 then used = 0 end
+          redis.call('SET', key, fmt(used), 'KEEPTTL')
+        end
+      end
+    end
+  end
+end
+
+-- "<seq>", or "<seq>@<stampMs>" for a key with token quotas (see quota-counter.ts admissionIdOf).
+local function admissionIdOf(k, stampMs)
+  if k.hasTokenQuota then return fmt(k.seq) .. '@' .. fmt(stampMs) end
+  return fmt(k.seq)
+end
+
 local function conditionOf(k, nowMs)
   if k.parked then return { 'PARKED', k.parkedReason, '' } end
-  if k.coolUntil > nowMs then return { 'COOLING', k.coolReason, fmt(k.coolUntil) } end
+  if k.coolUntil > nowMs then return { 'COOLING', k.coolReason, fmt(k.coolUntil - skewMs) } end
   return { 'READY', '', '' }
 end
 `;

@@ -2,18 +2,21 @@ import { KEY_STATE_LUA } from './key-state';
 
 /**
  * As memory.ts learn: what the provider's headers said about one key.
- * ARGV: base, keyId, nowMs, requests ("" when no limit was seen), perMs,
+ * ARGV: the decision scripts' header (base, now, calendars; see
+ * key-state.ts), then keyId, requests ("" when no limit was seen), perMs,
  * remaining ("" when not said). Learned limits live in `<base>:learned`
  * (hash keyId -> "<requests>:<perMs>"), beside the config, so that every
  * replica's configure keeps them for keys declared without limits. Returns {}
  * for an unknown key, else the key's condition as CONDITION_LUA does.
  */
 export const LEARN_LUA = `${KEY_STATE_LUA}
-local keyId, nowMs = ARGV[2], tonumber(ARGV[3])
+local nowMs = readNow(ARGV[2])
+readCalendars(ARGV[3])
+local keyId = ARGV[4]
 local k = loadKey(keyId)
 if not k then return {} end
 local learnedKey = base .. ':learned'
-local limitN = tonumber(ARGV[4])
+local limitN = tonumber(ARGV[5])
 if limitN then
   -- The config value is "<index>|<request limits>|<token limits>"; only the request part is learned.
   local value = redis.call('HGET', cfgKey, keyId)
@@ -23,7 +26,7 @@ if limitN then
   local previous = redis.call('HGET', learnedKey, keyId)
   -- A declared limit always wins; a learned one may be refined.
   if limits == '' or limits == previous then
-    local perMs = tonumber(ARGV[5])
+    local perMs = tonumber(ARGV[6])
     if previous then
       local pn, pp = string.match(previous, '([^:]+):([^:]+)')
       if tonumber(pn) == limitN and tonumber(pp) > perMs then perMs = tonumber(pp) end
@@ -38,7 +41,7 @@ if limitN then
     end
   end
 end
-local remaining = tonumber(ARGV[6])
+local remaining = tonumber(ARGV[7])
 if remaining then
   local ours = INF
   for _, w in ipairs(k.windows) do

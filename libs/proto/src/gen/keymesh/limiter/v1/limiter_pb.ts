@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/limiter/v1/limiter.proto.
  */
 export const file_keymesh_limiter_v1_limiter: GenFile = /*@__PURE__*/
-  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxImkKDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJEhgKEGVzdGltYXRlZF90b2tlbnMYBCABKA0irAEKD0FjcXVpcmVSZXNwb25zZRIzCgdvdXRjb21lGAEgASgOMiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVPdXRjb21lEg4KBmtleV9pZBgCIAEoCRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkSFAoMYWRtaXNzaW9uX2lkGAUgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJmCgxMZWFzZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgx3YW50ZWRfc2xvdHMYAiABKA0SGAoQZXhjbHVkZWRfa2V5X2lkcxgDIAMoCRIVCg13YW50ZWRfdG9rZW5zGAQgASgNInEKEkdyYW50TGVhc2VzUmVxdWVzdBIyCghyZXF1ZXN0cxgBIAMoCzIgLmtleW1lc2gubGltaXRlci52MS5MZWFzZVJlcXVlc3QSJwoEaG9sZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJMCgVMZWFzZRIOCgZrZXlfaWQYASABKAkSDQoFc2xvdHMYAiABKA0SDgoGdG9rZW5zGAMgASgNEhQKDGFkbWlzc2lvbl9pZBgEIAEoCSKIAQoKUG9vbExlYXNlcxIPCgdwb29sX2lkGAEgASgJEikKBmxlYXNlcxgCIAMoCzIZLmtleW1lc2gubGltaXRlci52MS5MZWFzZRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkiRAoTR3JhbnRMZWFzZXNSZXNwb25zZRItCgVwb29scxgBIAMoCzIeLmtleW1lc2gubGltaXRlci52MS5Qb29sTGVhc2VzInEKClNldHRsZW1lbnQSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSFAoMYWRtaXNzaW9uX2lkGAMgASgJEhcKD3Jlc2VydmVkX3Rva2VucxgEIAEoDRITCgt1c2VkX3Rva2VucxgFIAEoDSJECg1TZXR0bGVSZXF1ZXN0EjMKC3NldHRsZW1lbnRzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZW1lbnQiEAoOU2V0dGxlUmVzcG9uc2UioAIKFFJlcG9ydE91dGNvbWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2h0dHBfc3RhdHVzGAMgASgNEi4KC3JldHJ5X2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh4KFmxlYXJuZWRfbGltaXRfcmVxdWVzdHMYBSABKA0SMQoObGVhcm5lZF93aW5kb3cYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHwoScmVtYWluaW5nX3JlcXVlc3RzGAcgASgNSACIAQESFwoPcXVvdGFfZXhoYXVzdGVkGAggASgIQhUKE19yZW1haW5pbmdfcmVxdWVzdHMihQEKDktleVBhcmtlZEV2ZW50Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2h0dHBfc3RhdHVzGAMgASgNEg4KBnJlYXNvbhgEIAEoCRItCglwYXJrZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkwKFVJlcG9ydE91dGNvbWVSZXNwb25zZRIzCgljb25kaXRpb24YASABKA4yIC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5Q29uZGl0aW9uIiUKEkdldEtleVN0YXRlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJIskCCghLZXlTdGF0ZRIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIzCgljb25kaXRpb24YAyABKA4yIC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5Q29uZGl0aW9uEhoKEnJlbWFpbmluZ19yZXF1ZXN0cxgEIAEoDRIWCg5saW1pdF9yZXF1ZXN0cxgFIAEoDRIpCgZ3aW5kb3cYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMQoNY29vbGluZ191bnRpbBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY29uZGl0aW9uX3JlYXNvbhgIIAEoCRI7Cg10b2tlbl93aW5kb3dzGAkgAygLMiQua2V5bWVzaC5saW1pdGVyLnYxLlRva2VuV2luZG93U3RhdGUimgEKEFRva2VuV2luZG93U3RhdGUSGAoQcmVtYWluaW5nX3Rva2VucxgBIAEoBBIUCgxsaW1pdF90b2tlbnMYAiABKAQSKQoGd2luZG93GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEisKCHJlc2V0X2luGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkEKE0dldEtleVN0YXRlUmVzcG9uc2USKgoEa2V5cxgBIAMoCzIcLmtleW1lc2gubGltaXRlci52MS5LZXlTdGF0ZSpqCg5BY3F1aXJlT3V0Y29tZRIfChtBQ1FVSVJFX09VVENPTUVfVU5TUEVDSUZJRUQQABIbChdBQ1FVSVJFX09VVENPTUVfR1JBTlRFRBABEhoKFkFDUVVJUkVfT1VUQ09NRV9ERU5JRUQQAip7CgxLZXlDb25kaXRpb24SHQoZS0VZX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEhcKE0tFWV9DT05ESVRJT05fUkVBRFkQARIZChVLRVlfQ09ORElUSU9OX0NPT0xJTkcQAhIYChRLRVlfQ09ORElUSU9OX1BBUktFRBADMr4ECg5MaW1pdGVyU2VydmljZRJSCgdBY3F1aXJlEiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXF1ZXN0GiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZRJhCgxBY3F1aXJlQmF0Y2gSJy5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZUJhdGNoUmVxdWVzdBooLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlQmF0Y2hSZXNwb25zZRJeCgtHcmFudExlYXNlcxImLmtleW1lc2gubGltaXRlci52MS5HcmFudExlYXNlc1JlcXVlc3QaJy5rZXltZXNoLmxpbWl0ZXIudjEuR3JhbnRMZWFzZXNSZXNwb25zZRJPCgZTZXR0bGUSIS5rZXltZXNoLmxpbWl0ZXIudjEuU2V0dGxlUmVxdWVzdBoiLmtleW1lc2gubGltaXRlci52MS5TZXR0bGVSZXNwb25zZRJkCg1SZXBvcnRPdXRjb21lEigua2V5bWVzaC5saW1pdGVyLnYxLlJlcG9ydE91dGNvbWVSZXF1ZXN0Gikua2V5bWVzaC5saW1pdGVyLnYxLlJlcG9ydE91dGNvbWVSZXNwb25zZRJeCgtHZXRLZXlTdGF0ZRImLmtleW1lc2gubGltaXRlci52MS5HZXRLZXlTdGF0ZVJlcXVlc3QaJy5rZXltZXNoLmxpbWl0ZXIudjEuR2V0S2V5U3RhdGVSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxImkKDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJEhgKEGVzdGltYXRlZF90b2tlbnMYBCABKA0irAEKD0FjcXVpcmVSZXNwb25zZRIzCgdvdXRjb21lGAEgASgOMiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVPdXRjb21lEg4KBmtleV9pZBgCIAEoCRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkSFAoMYWRtaXNzaW9uX2lkGAUgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJmCgxMZWFzZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgx3YW50ZWRfc2xvdHMYAiABKA0SGAoQZXhjbHVkZWRfa2V5X2lkcxgDIAMoCRIVCg13YW50ZWRfdG9rZW5zGAQgASgNInEKEkdyYW50TGVhc2VzUmVxdWVzdBIyCghyZXF1ZXN0cxgBIAMoCzIgLmtleW1lc2gubGltaXRlci52MS5MZWFzZVJlcXVlc3QSJwoEaG9sZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJMCgVMZWFzZRIOCgZrZXlfaWQYASABKAkSDQoFc2xvdHMYAiABKA0SDgoGdG9rZW5zGAMgASgNEhQKDGFkbWlzc2lvbl9pZBgEIAEoCSKIAQoKUG9vbExlYXNlcxIPCgdwb29sX2lkGAEgASgJEikKBmxlYXNlcxgCIAMoCzIZLmtleW1lc2gubGltaXRlci52MS5MZWFzZRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkiRAoTR3JhbnRMZWFzZXNSZXNwb25zZRItCgVwb29scxgBIAMoCzIeLmtleW1lc2gubGltaXRlci52MS5Qb29sTGVhc2VzInEKClNldHRsZW1lbnQSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSFAoMYWRtaXNzaW9uX2lkGAMgASgJEhcKD3Jlc2VydmVkX3Rva2VucxgEIAEoDRITCgt1c2VkX3Rva2VucxgFIAEoDSJECg1TZXR0bGVSZXF1ZXN0EjMKC3NldHRsZW1lbnRzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZW1lbnQiEAoOU2V0dGxlUmVzcG9uc2UioAIKFFJlcG9ydE91dGNvbWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2h0dHBfc3RhdHVzGAMgASgNEi4KC3JldHJ5X2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh4KFmxlYXJuZWRfbGltaXRfcmVxdWVzdHMYBSABKA0SMQoObGVhcm5lZF93aW5kb3cYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHwoScmVtYWluaW5nX3JlcXVlc3RzGAcgASgNSACIAQESFwoPcXVvdGFfZXhoYXVzdGVkGAggASgIQhUKE19yZW1haW5pbmdfcmVxdWVzdHMihQEKDktleVBhcmtlZEV2ZW50Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2h0dHBfc3RhdHVzGAMgASgNEg4KBnJlYXNvbhgEIAEoCRItCglwYXJrZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkwKFVJlcG9ydE91dGNvbWVSZXNwb25zZRIzCgljb25kaXRpb24YASABKA4yIC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5Q29uZGl0aW9uIiUKEkdldEtleVN0YXRlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJIooDCghLZXlTdGF0ZRIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIzCgljb25kaXRpb24YAyABKA4yIC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5Q29uZGl0aW9uEhoKEnJlbWFpbmluZ19yZXF1ZXN0cxgEIAEoDRIWCg5saW1pdF9yZXF1ZXN0cxgFIAEoDRIpCgZ3aW5kb3cYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMQoNY29vbGluZ191bnRpbBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY29uZGl0aW9uX3JlYXNvbhgIIAEoCRI7Cg10b2tlbl93aW5kb3dzGAkgAygLMiQua2V5bWVzaC5saW1pdGVyLnYxLlRva2VuV2luZG93U3RhdGUSPwoPY2FsZW5kYXJfcXVvdGFzGAogAygLMiYua2V5bWVzaC5saW1pdGVyLnYxLkNhbGVuZGFyUXVvdGFTdGF0ZSLRAQoSQ2FsZW5kYXJRdW90YVN0YXRlEisKBHVuaXQYASABKA4yHS5rZXltZXNoLmxpbWl0ZXIudjEuUXVvdGFVbml0Eg0KBWxpbWl0GAIgASgEEi8KBnBlcmlvZBgDIAEoDjIfLmtleW1lc2gubGltaXRlci52MS5RdW90YVBlcmlvZBIRCgl0aW1lX3pvbmUYBCABKAkSDAoEdXNlZBgFIAEoBBItCglyZXNldHNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpoBChBUb2tlbldpbmRvd1N0YXRlEhgKEHJlbWFpbmluZ190b2tlbnMYASABKAQSFAoMbGltaXRfdG9rZW5zGAIgASgEEikKBndpbmRvdxgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCghyZXNldF9pbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJBChNHZXRLZXlTdGF0ZVJlc3BvbnNlEioKBGtleXMYASADKAsyHC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5U3RhdGUqagoOQWNxdWlyZU91dGNvbWUSHwobQUNRVUlSRV9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGwoXQUNRVUlSRV9PVVRDT01FX0dSQU5URUQQARIaChZBQ1FVSVJFX09VVENPTUVfREVOSUVEEAIqewoMS2V5Q29uZGl0aW9uEh0KGUtFWV9DT05ESVRJT05fVU5TUEVDSUZJRUQQABIXChNLRVlfQ09ORElUSU9OX1JFQURZEAESGQoVS0VZX0NPTkRJVElPTl9DT09MSU5HEAISGAoUS0VZX0NPTkRJVElPTl9QQVJLRUQQAypXCglRdW90YVVuaXQSGgoWUVVPVEFfVU5JVF9VTlNQRUNJRklFRBAAEhcKE1FVT1RBX1VOSVRfUkVRVUVTVFMQARIVChFRVU9UQV9VTklUX1RPS0VOUxACKlkKC1F1b3RhUGVyaW9kEhwKGFFVT1RBX1BFUklPRF9VTlNQRUNJRklFRBAAEhQKEFFVT1RBX1BFUklPRF9EQVkQARIWChJRVU9UQV9QRVJJT0RfTU9OVEgQAjK+BAoOTGltaXRlclNlcnZpY2USUgoHQWNxdWlyZRIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVxdWVzdBojLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVzcG9uc2USYQoMQWNxdWlyZUJhdGNoEicua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlcXVlc3QaKC5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZUJhdGNoUmVzcG9uc2USXgoLR3JhbnRMZWFzZXMSJi5rZXltZXNoLmxpbWl0ZXIudjEuR3JhbnRMZWFzZXNSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdyYW50TGVhc2VzUmVzcG9uc2USTwoGU2V0dGxlEiEua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZVJlcXVlc3QaIi5rZXltZXNoLmxpbWl0ZXIudjEuU2V0dGxlUmVzcG9uc2USZAoNUmVwb3J0T3V0Y29tZRIoLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVxdWVzdBopLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVzcG9uc2USXgoLR2V0S2V5U3RhdGUSJi5rZXltZXNoLmxpbWl0ZXIudjEuR2V0S2V5U3RhdGVSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keymesh.limiter.v1.AcquireRequest
@@ -575,6 +575,13 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
    * @generated from field: repeated keymesh.limiter.v1.TokenWindowState token_windows = 9;
    */
   tokenWindows: TokenWindowState[];
+
+  /**
+   * Every calendar quota of the key, in config order.
+   *
+   * @generated from field: repeated keymesh.limiter.v1.CalendarQuotaState calendar_quotas = 10;
+   */
+  calendarQuotas: CalendarQuotaState[];
 };
 
 /**
@@ -583,6 +590,59 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
  */
 export const KeyStateSchema: GenMessage<KeyState> = /*@__PURE__*/
   messageDesc(file_keymesh_limiter_v1_limiter, 16);
+
+/**
+ * A quota keymesh enforces over calendar periods: at most limit requests (or
+ * tokens, estimates corrected by settles) admitted per day or month of
+ * time_zone. Not a provider's quota learned from its errors.
+ *
+ * @generated from message keymesh.limiter.v1.CalendarQuotaState
+ */
+export type CalendarQuotaState = Message<"keymesh.limiter.v1.CalendarQuotaState"> & {
+  /**
+   * @generated from field: keymesh.limiter.v1.QuotaUnit unit = 1;
+   */
+  unit: QuotaUnit;
+
+  /**
+   * @generated from field: uint64 limit = 2;
+   */
+  limit: bigint;
+
+  /**
+   * @generated from field: keymesh.limiter.v1.QuotaPeriod period = 3;
+   */
+  period: QuotaPeriod;
+
+  /**
+   * IANA name, e.g. "Europe/Berlin"; the period starts at its local midnight.
+   *
+   * @generated from field: string time_zone = 4;
+   */
+  timeZone: string;
+
+  /**
+   * Counted in the current period, leases included (a lease whose hold
+   * reaches past the period's end counts in the next period as well).
+   *
+   * @generated from field: uint64 used = 5;
+   */
+  used: bigint;
+
+  /**
+   * When the current period ends and used starts again from 0.
+   *
+   * @generated from field: google.protobuf.Timestamp resets_at = 6;
+   */
+  resetsAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.CalendarQuotaState.
+ * Use `create(CalendarQuotaStateSchema)` to create a new message.
+ */
+export const CalendarQuotaStateSchema: GenMessage<CalendarQuotaState> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 17);
 
 /**
  * @generated from message keymesh.limiter.v1.TokenWindowState
@@ -618,7 +678,7 @@ export type TokenWindowState = Message<"keymesh.limiter.v1.TokenWindowState"> & 
  * Use `create(TokenWindowStateSchema)` to create a new message.
  */
 export const TokenWindowStateSchema: GenMessage<TokenWindowState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 17);
+  messageDesc(file_keymesh_limiter_v1_limiter, 18);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateResponse
@@ -635,7 +695,7 @@ export type GetKeyStateResponse = Message<"keymesh.limiter.v1.GetKeyStateRespons
  * Use `create(GetKeyStateResponseSchema)` to create a new message.
  */
 export const GetKeyStateResponseSchema: GenMessage<GetKeyStateResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 18);
+  messageDesc(file_keymesh_limiter_v1_limiter, 19);
 
 /**
  * @generated from enum keymesh.limiter.v1.AcquireOutcome
@@ -701,6 +761,58 @@ export enum KeyCondition {
  */
 export const KeyConditionSchema: GenEnum<KeyCondition> = /*@__PURE__*/
   enumDesc(file_keymesh_limiter_v1_limiter, 1);
+
+/**
+ * @generated from enum keymesh.limiter.v1.QuotaUnit
+ */
+export enum QuotaUnit {
+  /**
+   * @generated from enum value: QUOTA_UNIT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: QUOTA_UNIT_REQUESTS = 1;
+   */
+  REQUESTS = 1,
+
+  /**
+   * @generated from enum value: QUOTA_UNIT_TOKENS = 2;
+   */
+  TOKENS = 2,
+}
+
+/**
+ * Describes the enum keymesh.limiter.v1.QuotaUnit.
+ */
+export const QuotaUnitSchema: GenEnum<QuotaUnit> = /*@__PURE__*/
+  enumDesc(file_keymesh_limiter_v1_limiter, 2);
+
+/**
+ * @generated from enum keymesh.limiter.v1.QuotaPeriod
+ */
+export enum QuotaPeriod {
+  /**
+   * @generated from enum value: QUOTA_PERIOD_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: QUOTA_PERIOD_DAY = 1;
+   */
+  DAY = 1,
+
+  /**
+   * @generated from enum value: QUOTA_PERIOD_MONTH = 2;
+   */
+  MONTH = 2,
+}
+
+/**
+ * Describes the enum keymesh.limiter.v1.QuotaPeriod.
+ */
+export const QuotaPeriodSchema: GenEnum<QuotaPeriod> = /*@__PURE__*/
+  enumDesc(file_keymesh_limiter_v1_limiter, 3);
 
 /**
  * LimiterService decides, atomically, which key of a pool may take a request
