@@ -86,6 +86,22 @@ describe('admission from capacity leases', () => {
     assert.notEqual(next.keyId, refused.keyId);
   });
 
+  it('spends no slot of a key from a grant asked for before its limit was learned, and asks again', async () => {
+    // The grant in flight when k1's limit is learned offers only k1 (counted in no window); the next one is counted.
+    const limiter = fakeLimiter(() => (limiter.calls.length === 1 ? leases({ k1: 5 }) : leases({ k1: 1, k2: 1 })));
+    const a = admissionWith(limiter);
+    limiter.hold();
+    const pending = admit(a);
+    await new Promise((resolve) => setImmediate(resolve)); // the first grant is sent
+    a.limitLearned('main', 'k1');
+    limiter.release();
+    const admitted = await pending;
+    assert.ok(admitted.granted);
+    assert.equal(limiter.calls.length, 2);
+    // The second grant was asked for after: its k1 slot counts.
+    assert.deepEqual(new Set([admitted.keyId, ((await admit(a)) as Admission & { granted: true }).keyId]), new Set(['k1', 'k2']));
+  });
+
   it('renews leases before they expire so requests do not wait for a grant', async () => {
     const limiter = fakeLimiter(() => leases({ k1: 1_000 }));
     const a = admissionWith(limiter, 300);

@@ -72,6 +72,13 @@ export class LeaseAdmission {
   private readonly pools = new Map<string, PoolState>();
   /** Keys the provider refused lately, until when: a grant already in flight must not bring them back. */
   private readonly refused = new Map<string, number>();
+  /**
+   * Keys whose limit was just learned (see `limitLearned`): a grant numbered
+   * at or below the mark was asked for before the limiter heard the limit.
+   */
+  private readonly unheardUpTo = new Map<string, number>();
+  /** Numbers GrantLeases calls in the order they are sent. */
+  private grantsSent = 0;
   private readonly pendingRefills = new Set<string>();
   private refillScheduled = false;
   private readonly holdOf: (poolId: string) => number;
@@ -140,6 +147,21 @@ export class LeaseAdmission {
   }
 
   /**
+   * The provider has just told a key's limit, and the limiter is told it
+   * next: slots leased for the key so far, and those of grants already asked
+   * for, were counted in no window, so none of them is spent. A grant in
+   * flight would otherwise bring such slots back after the provider's
+   * remaining count had capped the key (an upstream 429 per slot). Grants
+   * asked for from now on reach the limiter after the report (one channel,
+   * handled in order), so they are counted.
+   */
+  limitLearned(poolId: string, keyId: string): void {
+    this.unheardUpTo.set(`${poolId}\u0000${keyId}`, this.grantsSent);
+    const pool = this.pools.get(poolId);
+    if (pool) pool.leases = this.keepLeases(poolId, pool.leases, (l) => l.keyId !== keyId);
+  }
+
+  /**
    * The provider says a key has only `remaining` requests left: this router
    * keeps at most that many of its leased slots for it, so a lease granted
    * before the limiter heard never outruns the provider's own count.
@@ -159,6 +181,7 @@ export class LeaseAdmission {
   reset(): void {
     for (const [poolId, pool] of this.pools) pool.leases = this.keepLeases(poolId, pool.leases, () => false);
     this.refused.clear();
+    this.unheardUpTo.clear();
   }
 
   private dropExpired(poolId: string): void {
@@ -185,6 +208,18 @@ export class LeaseAdmission {
     if (untilMs === undefined) return false;
     if (untilMs > nowMs) return true;
     this.refused.delete(key);
+    return false;
+  }
+
+  /** Whether grant number `grantNo` was asked for before the limiter heard the key's limit. */
+  private isUnheard(poolId: string, keyId: string, grantNo: number): boolean {
+    if (this.unheardUpTo.size === 0) return false;
+    const key = `${poolId}\u0000${keyId}`;
+    const upTo = this.unheardUpTo.get(key);
+    if (upTo === undefined) return false;
+    if (grantNo <= upTo) return true;
+    // Every grant from now on is numbered past the mark.
+    this.unheardUpTo.delete(key);
     return false;
   }
 
@@ -268,6 +303,7 @@ export class LeaseAdmission {
       parent,
     );
     const decidedBy = span.spanContext();
+    const grantNo = ++this.grantsSent;
     this.limiter
       .grantLeases(
         { requests, hold: { seconds: BigInt(Math.floor(holdMs / 1000)), nanos: (holdMs % 1000) * 1e6 } },
@@ -276,7 +312,7 @@ export class LeaseAdmission {
       .then(
         (response) => {
           span.end();
-          this.apply(poolIds, response, nowMs + holdMs - Math.min(EXPIRY_MARGIN_MS, holdMs / 4), decidedBy, holdMs);
+          this.apply(poolIds, response, nowMs + holdMs - Math.min(EXPIRY_MARGIN_MS, holdMs / 4), decidedBy, holdMs, grantNo);
         },
         (err: unknown) => {
           span.end();
@@ -285,7 +321,7 @@ export class LeaseAdmission {
       );
   }
 
-  private apply(poolIds: string[], response: GrantLeasesResponse, expiresAtMs: number, decidedBy: SpanContext, holdMs: number): void {
+  private apply(poolIds: string[], response: GrantLeasesResponse, expiresAtMs: number, decidedBy: SpanContext, holdMs: number, grantNo: number): void {
     const nowMs = Date.now();
     for (let i = 0; i < poolIds.length; i++) {
       const pool = this.poolState(poolIds[i]);
@@ -294,8 +330,13 @@ export class LeaseAdmission {
       pool.leases = this.keepLeases(poolIds[i], pool.leases, (l) => l.slots > 0 && l.expiresAtMs > nowMs);
       let total = 0;
       let budgeted = false;
+      let unheard = false;
       for (const lease of granted?.leases ?? []) {
         if (lease.slots === 0 || this.isRefused(poolIds[i], lease.keyId, nowMs)) continue;
+        if (this.isUnheard(poolIds[i], lease.keyId, grantNo)) {
+          unheard = true;
+          continue;
+        }
         const hasBudget = lease.admissionId !== '';
         budgeted ||= hasBudget;
         pool.leases.push({
@@ -323,7 +364,7 @@ export class LeaseAdmission {
       }
       const rest = waiters.slice(served);
       if (rest.length === 0) continue;
-      if (total === 0) {
+      if (total === 0 && !unheard) {
         // Nothing to lease: the pool is full (or parked) right now; say when it frees up.
         const retry = granted?.retryAfter;
         const denial: Admission = {
@@ -334,7 +375,7 @@ export class LeaseAdmission {
         };
         for (const w of rest) w.resolve(denial);
       } else {
-        // More requests than slots: ask again for the rest.
+        // More requests than slots, or slots granted before the limiter heard a limit: ask again for the rest.
         pool.waiters = rest.concat(pool.waiters);
         this.requestRefill(poolIds[i]);
       }

@@ -405,8 +405,8 @@ export class Dispatcher {
         let limits = result.limits;
         if (isProbe) {
           limits = this.probes.settle(target.poolId, keyId, limits, limits !== undefined);
-          // Slots leased before the limiter knew the key's limit are in no window: drop them.
-          if (limits !== undefined) this.deps.admission.forgetKey(target.poolId, keyId, nowMs);
+          // Slots leased before the limiter knew the key's limit are in no window: drop them, and those of grants in flight.
+          if (limits !== undefined) this.deps.admission.limitLearned(target.poolId, keyId);
         }
         const learned = this.learnLimits(target, keyId, limits, nowMs);
         let reported: Promise<void> | undefined;
