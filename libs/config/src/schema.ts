@@ -269,25 +269,12 @@ const providerSchema = z.strictObject({
   timeout: timeoutSchema.default(60_000),
 });
 
-/** An IANA time zone the runtime knows (Intl throws a RangeError for any other). */
-function isKnownTimeZone(timeZone: string): boolean {
-  try {
-    new Intl.DateTimeFormat('en-US', { timeZone });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const poolSchema = z.strictObject({
   provider: idSchema,
   keys: z.array(poolKeySchema).min(1, { error: 'expected at least one key' }),
   // When the provider's quota (insufficient_quota) starts afresh: a key whose quota is spent rests until then.
   quota_resets: z.enum(['monthly', 'daily'], { error: expecting('monthly or daily') }).default('monthly'),
-  quota_time_zone: z
-    .string({ error: expecting('an IANA time zone like "UTC" or "America/New_York"') })
-    .refine(isKnownTimeZone, { error: 'expected an IANA time zone like "UTC" or "America/New_York"' })
-    .default('UTC'),
+  quota_time_zone: timeZoneSchema.default('UTC'),
 });
 
 export const ROUTE_STRATEGIES = ['fallback', 'weighted', 'least-busy', 'latency', 'cost'] as const;

@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
+import { timestampMs } from '@bufbuild/protobuf/wkt';
+import { KeyCondition, LimiterService } from '@keymesh/proto/limiter/v1/limiter';
+import { closeRpcClient, createRpcClient } from '@keymesh/rpc';
+import { createTelemetry } from '@keymesh/telemetry';
 import { secretOf, startTestMesh, VIRTUAL_KEY, type TestMesh } from './harness';
 
 describe('a key whose quota is spent', function () {
@@ -15,5 +19,18 @@ describe('a key whose quota is spent', function () {
     const client = new OpenAI({ baseURL: t.baseUrl, apiKey: VIRTUAL_KEY, maxRetries: 0 });
     for (let i = 0; i < 8; i++) await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: `q ${i}` }] });
     assert.equal(t.mock.stats(secretOf(0)).quotaExceeded, 1, 'one insufficient_quota, then the key is left alone');
+
+    // Rested until the pool's quota period ends (monthly, UTC by default), not for a retry-after's seconds.
+    const address = t.mesh.parts.find((p) => p.name === 'limiter')!.where;
+    const limiter = createRpcClient(LimiterService, address, { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 5_000 });
+    try {
+      const { keys } = await limiter.getKeyState({ poolId: 'main' });
+      const spent = keys.find((k) => k.keyId === 'k1')!;
+      const now = new Date();
+      assert.equal(spent.condition, KeyCondition.COOLING);
+      assert.equal(timestampMs(spent.coolingUntil!), Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1));
+    } finally {
+      closeRpcClient(limiter);
+    }
   });
 });

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { isKnownTimeZone, nextQuotaResetMs } from './quota-period';
+import { isKnownTimeZone } from './calendar';
+import { nextQuotaResetMs } from './quota-period';
 
 describe('quota periods', () => {
   it('renews a monthly quota at the first of the next month, midnight UTC', () => {
