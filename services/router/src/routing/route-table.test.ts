@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { compilePolicy, parseConfig } from '@keymesh/config';
 import { leaseHoldOf } from './route-table';
 
@@ -33,5 +34,23 @@ describe('lease hold per pool', () => {
   });
   it('is a second for keys without declared limits', () => {
     assert.equal(leaseHoldOf(policyWith(''), 'main'), 1_000);
+  });
+});
+
+describe('the tokenizer', () => {
+  // In a fresh process: this one has loaded the tokenizer already for other tests.
+  const tokenizerLoadedAfterTableWith = (limits: string): boolean => {
+    const script = `
+      const { compilePolicy, parseConfig } = require(${JSON.stringify(require.resolve('@keymesh/config'))});
+      const { buildRouteTable, EMPTY_ROUTE_TABLE } = require(${JSON.stringify(require.resolve('./route-table'))});
+      const yaml = ${JSON.stringify(`providers:\n  p: { kind: openai, base_url: http://127.0.0.1:9/v1 }\npools:\n  main:\n    provider: p\n    keys:\n      - { id: k1, secret: s1${limits ? `, limits: ${limits}` : ''} }\nroutes:\n  r: { targets: [ { pool: main, model: m } ] }\ntenants:\n  t: { virtual_keys: [ sk-keymesh-t ] }\n`)};
+      buildRouteTable(compilePolicy(parseConfig(yaml, 't.yaml'), (p) => p), 1n, EMPTY_ROUTE_TABLE);
+      process.stdout.write(String(Object.keys(require.cache).some((path) => path.includes('gpt-tokenizer'))));`;
+    return execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' }) === 'true';
+  };
+
+  it('stays unloaded (~70 MB) while no pool has a token limit, and loads with a config that has one', () => {
+    assert.equal(tokenizerLoadedAfterTableWith(''), false);
+    assert.equal(tokenizerLoadedAfterTableWith('{ tpm: 1000 }'), true);
   });
 });

@@ -1,4 +1,5 @@
 import type { Policy, PolicyKey, PolicyProvider, PolicyRoute } from '@keymesh/config';
+import { loadTokenizer } from '../admission/token-estimate';
 import { adapterFor, type ProviderAdapter } from '../providers';
 import { Upstream } from '../providers/upstream';
 
@@ -97,5 +98,6 @@ export function buildRouteTable(policy: Policy, version: bigint, previous: Route
       .filter((pool) => pool.keyIds.some((keyId) => hasTokenLimit(policy.keys[keyId])))
       .map((pool) => pool.id),
   );
+  if (tokenLimitedPools.size > 0) loadTokenizer();
   return { table: { version, routes, tenantByKeyHash, providers, modelsBody, leaseHoldMs, tokenLimitedPools }, retired };
 }
