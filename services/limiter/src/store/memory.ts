@@ -136,7 +136,7 @@ export class MemoryLimiterStore implements LimiterStore {
     let best: KeyRecord | undefined;
     let bestHeadroom = 0;
     let earliestWaitMs = Number.POSITIVE_INFINITY;
-    const eligible: KeyRecord[] = [];
+    const eligible: { key: KeyRecord }[] = [];
     if (keys !== undefined) {
       for (const keyId of request.keyIds) {
         const key = keys.get(keyId);
@@ -148,7 +148,7 @@ export class MemoryLimiterStore implements LimiterStore {
           continue;
         }
         if (selection === 'weighted') {
-          eligible.push(key);
+          eligible.push({ key });
           continue;
         }
         const headroom = room.headroom;
@@ -163,7 +163,7 @@ export class MemoryLimiterStore implements LimiterStore {
         }
       }
     }
-    if (selection === 'weighted') best = nextByWeight(eligible);
+    if (selection === 'weighted') best = nextByWeight(eligible)?.key;
     if (best === undefined) {
       return {
         granted: false,
@@ -572,15 +572,17 @@ function reserveFor(key: KeyRecord, share: number): void {
  * gives back the weights gained in this round. Over any run of grants among
  * the same keys the counts follow the weights exactly (3:1 gives a, a, b, a).
  */
-function nextByWeight(eligible: readonly KeyRecord[]): KeyRecord | undefined {
-  let best: KeyRecord | undefined;
+function nextByWeight<T extends { readonly key: KeyRecord }>(eligible: readonly T[], usable: (entry: T, index: number) => boolean = () => true): T | undefined {
+  let best: T | undefined;
   let total = 0;
-  for (const key of eligible) {
-    key.smoothWeight += key.weight;
-    total += key.weight;
-    if (best === undefined || key.smoothWeight > best.smoothWeight) best = key;
+  for (let i = 0; i < eligible.length; i++) {
+    const entry = eligible[i]!;
+    if (!usable(entry, i)) continue;
+    entry.key.smoothWeight += entry.key.weight;
+    total += entry.key.weight;
+    if (best === undefined || entry.key.smoothWeight > best.key.smoothWeight) best = entry;
   }
-  if (best !== undefined) best.smoothWeight -= total;
+  if (best !== undefined) best.key.smoothWeight -= total;
   return best;
 }
 
@@ -608,11 +610,11 @@ function planLease(eligible: LeaseEligible[], wantedSlots: number, selection: Ke
   if (selection === 'weighted') {
     const caps = eligible.map((e) => capOf(e, wantedSlots));
     const slots = eligible.map(() => 0);
+    const slotOf = new Map(eligible.map((entry, i) => [entry, i]));
     for (; unassigned > 0; unassigned--) {
-      const open = eligible.filter((_, i) => slots[i]! < caps[i]!).map((e) => e.key);
-      const key = nextByWeight(open);
-      if (key === undefined) break;
-      slots[eligible.findIndex((e) => e.key === key)]!++;
+      const entry = nextByWeight(eligible, (_, i) => slots[i]! < caps[i]!);
+      if (entry === undefined) break;
+      slots[slotOf.get(entry)!]!++;
     }
     eligible.forEach((entry, i) => {
       if (slots[i]! > 0) plan.push({ entry, slots: slots[i]! });

@@ -115,19 +115,11 @@ local function planLease(eligible, wanted)
       slots[idx] = 0
       keys[idx] = e.k
     end
+    local function usable(idx) return slots[idx] < caps[idx] end
     while unassigned > 0 do
-      local open, at = {}, {}
-      for idx, e in ipairs(eligible) do
-        if slots[idx] < caps[idx] then
-          open[#open + 1] = e.k
-          at[#open] = idx
-        end
-      end
-      local k = nextByWeight(open)
+      local k, idx = nextByWeight(keys, usable)
       if k == nil then break end
-      for n, candidate in ipairs(open) do
-        if candidate == k then slots[at[n]] = slots[at[n]] + 1 end
-      end
+      slots[idx] = slots[idx] + 1
       unassigned = unassigned - 1
     end
     saveWeights(keys)

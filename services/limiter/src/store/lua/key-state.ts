@@ -240,16 +240,22 @@ local function readChoice(arg)
   return selection or 'headroom'
 end
 
--- As memory.ts nextByWeight: smooth weighted round robin over keys, first in order on a tie; nil for none.
-local function nextByWeight(keys)
-  local best, total = nil, 0
-  for _, k in ipairs(keys) do
-    k.cw = k.cw + k.weight
-    total = total + k.weight
-    if best == nil or k.cw > best.cw then best = k end
+-- As memory.ts nextByWeight: smooth weighted round robin over the keys for which usable(idx)
+-- holds (all when nil), first in order on a tie; returns the key and its index, nil for none.
+local function nextByWeight(keys, usable)
+  local best, bestIdx, total = nil, nil, 0
+  for idx, k in ipairs(keys) do
+    if usable == nil or usable(idx) then
+      k.cw = k.cw + k.weight
+      total = total + k.weight
+      if best == nil or k.cw > best.cw then
+        best = k
+        bestIdx = idx
+      end
+    end
   end
   if best then best.cw = best.cw - total end
-  return best
+  return best, bestIdx
 end
 
 local function saveWeights(keys)
