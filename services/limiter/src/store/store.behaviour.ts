@@ -282,7 +282,7 @@ export function describeLimiterStore(
       });
     });
 
-    describe('key selection and the high-priority reserve', () => {
+    describe('key selection, the high-priority reserve and burst windows', () => {
       const roomy = [{ requests: 1000, perMs: 60_000 }];
 
       async function acquireAs(keyIds: readonly string[], high: boolean): Promise<AcquireDecision> {
@@ -362,6 +362,19 @@ export function describeLimiterStore(
         // The first admission left; 9 are in the window, so a normal request still waits (until +1100), a high one fits.
         assert.equal((await acquireAs(['a'], false)).granted, false);
         assert.ok((await acquireAs(['a'], true)).granted);
+      });
+
+      it('keeps a burst window of a fraction of a millisecond exactly (3 of 7 per second: 3 in any 3000/7 ms)', async () => {
+        const burstPerMs = (1000 * 3) / 7;
+        await store.configure([pool('p', { a: [{ requests: 7, perMs: 1000 }, { requests: 3, perMs: burstPerMs, burst: true }] })]);
+        for (let i = 0; i < 3; i++) await grantedKey('p', ['a']);
+        assertClose(await retryAfterMs('p', ['a']), burstPerMs);
+        clock.set(T0 + 428);
+        await retryAfterMs('p', ['a']);
+        clock.set(T0 + 429);
+        await grantedKey('p', ['a']);
+        const [state] = await store.snapshot('p', clock.nowMs());
+        assert.deepEqual(state!.windows.map((w) => [w.requests, w.perMs, w.remaining]), [[7, 1000, 3], [3, burstPerMs, 2]]);
       });
 
       it('reserves ceil(share × limit) of token windows too, so a normal request never eats into them', async () => {
