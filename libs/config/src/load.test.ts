@@ -505,6 +505,12 @@ tenants:
     ]);
   });
 
+  it('rejects burst on mock provider keys, whose windows are whole milliseconds', () => {
+    assert.deepEqual(problemsOf(EXAMPLE + 'mock_provider:\n  keys: [ { secret: mock-key-1, limits: { rpm: 60, burst: 7 } } ]\n'), [
+      'keymesh.yaml: mock_provider.keys[0].limits.burst: the mock provider enforces rpm, tpm and requests/tokens per only; declare burst on pool keys',
+    ]);
+  });
+
   it('requires requests and per together, a non-empty limits mapping and at most 1000000 requests per window', () => {
     const problems = problemsOf(
       withSection(
