@@ -14,6 +14,7 @@ export {
   type PolicyRoute,
   type PolicyTarget,
   type PolicyTenant,
+  type KeySelection,
   type RouteStrategy,
   type SecretSource,
 } from './policy';

@@ -49,10 +49,12 @@ describe('parseConfig', () => {
       id: 'main',
       providerId: 'mock',
       keys: [
-        { id: 'k1', secret: { kind: 'env', name: 'MOCK_KEY_1' }, limits: [{ requests: 60, perMs: 60_000 }], tokenLimits: [], quotas: [] },
-        { id: 'k2', secret: { kind: 'literal', value: 'sk-test-2' }, limits: [{ requests: 5, perMs: 1_000 }], tokenLimits: [], quotas: [] },
+        { id: 'k1', secret: { kind: 'env', name: 'MOCK_KEY_1' }, limits: [{ requests: 60, perMs: 60_000 }], tokenLimits: [], quotas: [], weight: null, cost: null },
+        { id: 'k2', secret: { kind: 'literal', value: 'sk-test-2' }, limits: [{ requests: 5, perMs: 1_000 }], tokenLimits: [], quotas: [], weight: null, cost: null },
       ],
       quotaResets: { period: 'monthly', timeZone: 'UTC' },
+      keySelection: 'headroom',
+      reserveForHigh: 0,
     });
     assert.deepEqual(config.routes['gpt-4o-mini'], {
       alias: 'gpt-4o-mini',
@@ -183,6 +185,77 @@ describe('parseConfig', () => {
     assert.ok(problems.some((p) => p.startsWith('keymesh.yaml: routes.c.targets[1].price: unknown key "cached"')), problems.join('\n'));
   });
 
+  it('reads key_selection, weights, costs, reserve_for_high and burst into the pool and its keys', () => {
+    const config = parseConfig(
+      withSection(
+        'pools',
+        `pools:
+  main:
+    provider: mock
+    key_selection: weighted
+    reserve_for_high: 0.2
+    keys:
+      - { id: k1, secret: sk-a, weight: 3, limits: { rpm: 60, burst: 10 } }
+      - { id: k2, secret: sk-b, weight: 1, limits: { requests: 100, per: 10s, burst: 20 } }
+  cheap:
+    provider: mock
+    key_selection: cheapest
+    keys:
+      - { id: k3, secret: sk-c, cost: 0.15 }`,
+      ),
+      'keymesh.yaml',
+    );
+    const main = config.pools['main']!;
+    assert.equal(main.keySelection, 'weighted');
+    assert.equal(main.reserveForHigh, 0.2);
+    assert.deepEqual(main.keys.map((k) => k.weight), [3, 1]);
+    // 10 of 60 per minute at once: 10 in any 10 s; 20 of 100 per 10 s: 20 in any 2 s.
+    assert.deepEqual(main.keys[0]!.limits, [{ requests: 60, perMs: 60_000 }, { requests: 10, perMs: 10_000, burst: true }]);
+    assert.deepEqual(main.keys[1]!.limits, [{ requests: 100, perMs: 10_000 }, { requests: 20, perMs: 2_000, burst: true }]);
+    assert.equal(config.pools['cheap']!.keys[0]!.cost, 0.15);
+    assert.equal(config.pools['cheap']!.reserveForHigh, 0);
+  });
+
+  it('rejects unknown key selections, weights and costs outside their selection or missing, reserves outside [0, 1) and bursts outside 1..N', () => {
+    const problems = problemsOf(
+      withSection(
+        'pools',
+        `pools:
+  main:
+    provider: mock
+    key_selection: random
+    keys: [ { id: k1, secret: sk-a } ]
+  w:
+    provider: mock
+    key_selection: weighted
+    reserve_for_high: 1
+    keys: [ { id: k2, secret: sk-b, weight: 0 }, { id: k3, secret: sk-c, cost: 1 } ]
+  h:
+    provider: mock
+    reserve_for_high: -0.1
+    keys: [ { id: k4, secret: sk-d, weight: 2, limits: { rpm: 60, burst: 61 } }, { id: k5, secret: sk-e, limits: { tpm: 100, burst: 1 } } ]
+  c:
+    provider: mock
+    key_selection: cheapest
+    keys: [ { id: k6, secret: sk-f, limits: { requests: 5, per: 1s, burst: 0 } }, { id: k7, secret: sk-g, cost: -1 } ]`,
+      ),
+    );
+    assertHasProblems(problems, [
+      'keymesh.yaml: pools.main.key_selection: expected one of "headroom", "weighted", "cheapest"',
+      'keymesh.yaml: pools.w.reserve_for_high: must be below 1 (normal requests need some capacity)',
+      'keymesh.yaml: pools.w.keys[0].weight: must be greater than 0 (leave the key out to send it nothing)',
+      'keymesh.yaml: pools.w.keys[1].weight: missing: every key of a pool with key_selection: weighted needs a weight',
+      'keymesh.yaml: pools.w.keys[1].cost: only allowed with key_selection: cheapest (this pool\'s is "weighted")',
+      'keymesh.yaml: pools.h.reserve_for_high: must be from 0 to below 1',
+      'keymesh.yaml: pools.h.keys[0].weight: only allowed with key_selection: weighted (this pool\'s is "headroom")',
+      'keymesh.yaml: pools.h.keys[0].limits.burst: must be at most the window\'s request count (60), got 61',
+      'keymesh.yaml: pools.h.keys[1].limits.burst: applies to request windows only; give rpm or requests with per',
+      'keymesh.yaml: pools.c.keys[0].cost: missing: every key of a pool with key_selection: cheapest needs a cost',
+      'keymesh.yaml: pools.c.keys[0].limits.burst: must be at least 1',
+      'keymesh.yaml: pools.c.keys[1].cost: must be 0 or more',
+    ]);
+  });
+
   it('requires exactly one of target and answer in degraded, and a known pool for the target', () => {
     const problems = problemsOf(
       withSection(
@@ -243,14 +316,14 @@ tenants:
 
   it('rejects unknown keys in nested sections, one problem per key, and suggests the intended key', () => {
     const problems = problemsOf(
-      EXAMPLE.replace('secret: sk-test-2,', 'secret: sk-test-2, weight: 2, secretEnv: X,').replace(
+      EXAMPLE.replace('secret: sk-test-2,', 'secret: sk-test-2, priority: 2, secretEnv: X,').replace(
         'base_url: http://127.0.0.1:9000/v1',
         'baseUrl: http://127.0.0.1:9000/v1',
       ),
     );
     assertHasProblems(problems, [
       'keymesh.yaml: providers.mock: unknown key "baseUrl" (did you mean "base_url"?)',
-      'keymesh.yaml: pools.main.keys[1]: unknown key "weight" (expected one of: id, secret, secret_env, limits)',
+      'keymesh.yaml: pools.main.keys[1]: unknown key "priority" (expected one of: id, secret, secret_env, limits, weight, cost)',
       'keymesh.yaml: pools.main.keys[1]: unknown key "secretEnv" (did you mean "secret_env"?)',
     ]);
   });
@@ -429,6 +502,12 @@ tenants:
   it('rejects calendar quotas on mock provider keys, which only enforce windows', () => {
     assert.deepEqual(problemsOf(EXAMPLE + 'mock_provider:\n  keys: [ { secret: mock-key-1, limits: { rpd: 5 } } ]\n'), [
       'keymesh.yaml: mock_provider.keys[0].limits: the mock provider enforces windows only (rpm, tpm, requests/tokens per); declare quotas on pool keys',
+    ]);
+  });
+
+  it('rejects burst on mock provider keys, whose windows are whole milliseconds', () => {
+    assert.deepEqual(problemsOf(EXAMPLE + 'mock_provider:\n  keys: [ { secret: mock-key-1, limits: { rpm: 60, burst: 7 } } ]\n'), [
+      'keymesh.yaml: mock_provider.keys[0].limits.burst: the mock provider enforces rpm, tpm and requests/tokens per only; declare burst on pool keys',
     ]);
   });
 

@@ -52,7 +52,14 @@ describe('compilePolicy', () => {
       mock: { id: 'mock', kind: 'openai', baseUrl: 'http://127.0.0.1:9000/v1', timeoutMs: 10_000 },
       backup: { id: 'backup', kind: 'openai', baseUrl: 'https://llm.example.com/v1', timeoutMs: 60_000 },
     });
-    assert.deepEqual(policy.pools['main'], { id: 'main', providerId: 'mock', keyIds: ['k1', 'k2'], quotaResets: { period: 'monthly', timeZone: 'UTC' } });
+    assert.deepEqual(policy.pools['main'], {
+      id: 'main',
+      providerId: 'mock',
+      keyIds: ['k1', 'k2'],
+      quotaResets: { period: 'monthly', timeZone: 'UTC' },
+      keySelection: 'headroom',
+      reserveForHigh: 0,
+    });
     assert.deepEqual(policy.keys['k1'], {
       id: 'k1',
       poolId: 'main',
@@ -62,6 +69,8 @@ describe('compilePolicy', () => {
       tokenLimits: [],
       quotas: [],
       fingerprint: '',
+      weight: null,
+      cost: null,
     });
     const k2 = policy.keys['k2']!;
     assert.equal(k2.secret.kind, 'sealed');

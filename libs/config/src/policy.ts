@@ -8,11 +8,11 @@ import { z } from 'zod';
 import { ConfigError, describeIssue, problemAt, problemsFromIssues } from './config-error';
 import { deepFreeze, findProtoKeys, hasOwn, isPlainRecord, toRecord } from './freeze';
 import { sha256Hex } from './hash';
-import { DEFAULT_MAX_TOKENS, ENV_NAME_PATTERN, ID_PATTERN, MAX_REQUESTS_PER_WINDOW, MAX_TOKENS_PER_WINDOW, ROUTE_STRATEGIES, type KeymeshConfig, type RouteStrategy } from './schema';
+import { DEFAULT_MAX_TOKENS, ENV_NAME_PATTERN, ID_PATTERN, KEY_SELECTIONS, MAX_REQUESTS_PER_WINDOW, MAX_TOKENS_PER_WINDOW, ROUTE_STRATEGIES, type KeymeshConfig, type KeySelection, type RouteStrategy } from './schema';
 import type { CalendarQuota, TokenWindowLimit, WindowLimit } from './types';
 
 export type { TokenWindowLimit, WindowLimit } from './types';
-export type { RouteStrategy } from './schema';
+export type { KeySelection, RouteStrategy } from './schema';
 
 export type SecretSource = { readonly kind: 'env'; readonly name: string } | { readonly kind: 'sealed'; readonly sealed: string };
 
@@ -28,6 +28,10 @@ export interface PolicyKey {
   readonly quotas: CalendarQuota[];
   /** First 12 hex digits of sha256(secret) for literal secrets; "" for env-sourced ones (unknown to control). */
   readonly fingerprint: string;
+  /** Share of grants in a pool with key_selection weighted; null elsewhere. */
+  readonly weight: number | null;
+  /** Price that a pool with key_selection cheapest orders by; null elsewhere. */
+  readonly cost: number | null;
 }
 export interface PolicyProvider {
   readonly id: string;
@@ -41,6 +45,10 @@ export interface PolicyPool {
   readonly keyIds: string[];
   /** When the provider's quota for the pool's keys starts afresh (a spent quota rests a key until then). */
   readonly quotaResets: { readonly period: 'monthly' | 'daily'; readonly timeZone: string };
+  /** How the limiter picks among the pool's keys with room. */
+  readonly keySelection: KeySelection;
+  /** Share (0 to below 1) of every key's windows only high-priority requests may use. */
+  readonly reserveForHigh: number;
 }
 export interface PolicyTarget {
   readonly poolId: string;
@@ -125,7 +133,7 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
       }
       keys.push([
         key.id,
-        { id: key.id, poolId: pool.id, providerId: pool.providerId, secret, limits: key.limits.map((w) => ({ ...w })), tokenLimits: key.tokenLimits.map((w) => ({ ...w })), quotas: key.quotas.map((q) => ({ ...q })), fingerprint },
+        { id: key.id, poolId: pool.id, providerId: pool.providerId, secret, limits: key.limits.map((w) => ({ ...w })), tokenLimits: key.tokenLimits.map((w) => ({ ...w })), quotas: key.quotas.map((q) => ({ ...q })), fingerprint, weight: key.weight, cost: key.cost },
       ]);
     }
   }
@@ -135,7 +143,11 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
     ),
     pools: toRecord(
       Object.values(config.pools).map(
-        (p) => [p.id, { id: p.id, providerId: p.providerId, keyIds: p.keys.map((k) => k.id), quotaResets: { ...p.quotaResets } }] as const,
+        (p) =>
+          [
+            p.id,
+            { id: p.id, providerId: p.providerId, keyIds: p.keys.map((k) => k.id), quotaResets: { ...p.quotaResets }, keySelection: p.keySelection, reserveForHigh: p.reserveForHigh },
+          ] as const,
       ),
     ),
     keys: toRecord(keys),
@@ -194,7 +206,8 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
 const id = z.string().regex(ID_PATTERN, { error: 'expected an id of 1-128 letters, digits, ".", "_", ":" or "-"' });
 const positiveInt = z.int().min(1);
 
-const windowLimitSchema = z.strictObject({ requests: positiveInt.max(MAX_REQUESTS_PER_WINDOW), perMs: positiveInt });
+// A burst window's per × B / N need not be whole ms.
+const windowLimitSchema = z.strictObject({ requests: positiveInt.max(MAX_REQUESTS_PER_WINDOW), perMs: z.number().positive(), burst: z.literal(true).optional() });
 const tokenWindowLimitSchema = z.strictObject({ tokens: positiveInt.max(MAX_TOKENS_PER_WINDOW), perMs: positiveInt });
 // The limiter validates the zone again when it applies the policy (a control plane may run another Intl).
 const quotaSchema = z.strictObject({
@@ -231,6 +244,9 @@ const policySchema = z
         providerId: id,
         keyIds: z.array(id).min(1),
         quotaResets: z.strictObject({ period: z.enum(['monthly', 'daily']), timeZone: z.string().min(1) }),
+        // Defaults: a policy from a control plane that predates key selection still parses.
+        keySelection: z.enum(KEY_SELECTIONS).default('headroom'),
+        reserveForHigh: z.number().min(0).lt(1).default(0),
       }),
     ),
     keys: z.record(
@@ -245,6 +261,8 @@ const policySchema = z
         tokenLimits: z.array(tokenWindowLimitSchema).default([]),
         quotas: z.array(quotaSchema).default([]),
         fingerprint: z.string().regex(/^(?:[0-9a-f]{12})?$/, { error: 'expected 12 hex digits or ""' }),
+        weight: z.number().gt(0).nullable().default(null),
+        cost: z.number().min(0).nullable().default(null),
       }),
     ),
     routes: z.record(

@@ -186,6 +186,7 @@ const limitsSchema = z
       tpd: quotaCountSchema.optional(),
       time_zone: timeZoneSchema.optional(),
       quota: quotaSchema.optional(),
+      burst: windowCountSchema.optional(),
     },
     { error: expecting('a mapping like { rpm: 60, tpm: 90000, rpd: 10000 } or { requests: 5, tokens: 2000, per: 1s }') },
   )
@@ -208,6 +209,12 @@ const limitsSchema = z
       if (value['time_zone'] !== undefined && !hasDaily) {
         ctx.addIssue({ code: 'custom', path: ['time_zone'], message: 'applies to rpd and tpd only; give one, or set quota.time_zone' });
       }
+      const burst = value['burst'];
+      if (typeof burst === 'number') {
+        const counts = [value['rpm'], value['requests']].filter((n): n is number => typeof n === 'number');
+        if (counts.length === 0) ctx.addIssue({ code: 'custom', path: ['burst'], message: 'applies to request windows only; give rpm or requests with per' });
+        else if (burst > Math.min(...counts)) ctx.addIssue({ code: 'custom', path: ['burst'], message: `must be at most the window's request count (${Math.min(...counts)}), got ${burst}` });
+      }
       if (!hasRequests && !hasTokens && !hasPer && !hasDaily && value['quota'] === undefined && value['rpm'] === undefined && value['tpm'] === undefined) {
         ctx.addIssue({ code: 'custom', message: 'expected rpm, tpm, rpd, tpd, quota, or requests/tokens with per (leave limits out for no limit)' });
       }
@@ -228,6 +235,9 @@ const limitsSchema = z
     if (limits.requests !== undefined && limits.per !== undefined) requests.push({ requests: limits.requests, perMs: limits.per });
     if (limits.tpm !== undefined) tokens.push({ tokens: limits.tpm, perMs: 60_000 });
     if (limits.tokens !== undefined && limits.per !== undefined) tokens.push({ tokens: limits.tokens, perMs: limits.per });
+    // At most B of N at once: B in any per × B / N keeps the window's average rate, and any burst of B fits it.
+    const burst = limits.burst;
+    if (burst !== undefined) for (const window of [...requests]) requests.push({ requests: burst, perMs: (window.perMs * burst) / window.requests, burst: true });
     return { requests, tokens, quotas };
   });
 
@@ -250,11 +260,23 @@ function exactlyOneOf(first: string, second: string): (value: unknown, ctx: z.Re
 const exactlyOneSecret = exactlyOneOf('secret', 'secret_env');
 
 const poolKeySchema = z
-  .strictObject({ id: idSchema, ...secretFields, limits: limitsSchema.optional() })
+  .strictObject({
+    id: idSchema,
+    ...secretFields,
+    limits: limitsSchema.optional(),
+    weight: z.number({ error: expecting('a weight, like 3') }).gt(0, { error: 'must be greater than 0 (leave the key out to send it nothing)' }).optional(),
+    cost: z.number({ error: expecting('a price per 1M tokens (or any relative number), like 0.15') }).min(0, { error: 'must be 0 or more' }).optional(),
+  })
   .superRefine(exactlyOneSecret, { when: () => true });
 
 const mockKeySchema = z
   .strictObject({ ...secretFields, limits: limitsSchema.optional() })
+  .superRefine((key, ctx) => {
+    // The mock counts whole-ms windows; a burst's derived window may not be one.
+    if (key.limits?.requests.some((w) => w.burst === true) === true) {
+      ctx.addIssue({ code: 'custom', path: ['limits', 'burst'], message: 'the mock provider enforces rpm, tpm and requests/tokens per only; declare burst on pool keys' });
+    }
+  })
   .superRefine(exactlyOneSecret, { when: () => true })
   .superRefine((key, ctx) => {
     // The mock provider answers 429 from windows only; a quota it ignored would look enforced.
@@ -269,13 +291,42 @@ const providerSchema = z.strictObject({
   timeout: timeoutSchema.default(60_000),
 });
 
-const poolSchema = z.strictObject({
-  provider: idSchema,
-  keys: z.array(poolKeySchema).min(1, { error: 'expected at least one key' }),
-  // When the provider's quota (insufficient_quota) starts afresh: a key whose quota is spent rests until then.
-  quota_resets: z.enum(['monthly', 'daily'], { error: expecting('monthly or daily') }).default('monthly'),
-  quota_time_zone: timeZoneSchema.default('UTC'),
-});
+export const KEY_SELECTIONS = ['headroom', 'weighted', 'cheapest'] as const;
+export type KeySelection = (typeof KEY_SELECTIONS)[number];
+
+/**
+ * `weight` belongs to `weighted` pools and `cost` to `cheapest` ones, on
+ * every key: as with routes' strategies, a leftover is an error, not a no-op.
+ */
+function checkKeySelectionFields(value: unknown, ctx: z.RefinementCtx): void {
+  if (!isPlainRecord(value) || !Array.isArray(value['keys'])) return;
+  const selection = value['key_selection'] ?? 'headroom';
+  if (typeof selection !== 'string') return;
+  value['keys'].forEach((key: unknown, index) => {
+    if (!isPlainRecord(key)) return;
+    const issue = (field: string, message: string) => ctx.addIssue({ code: 'custom', path: ['keys', index, field], message });
+    if (selection === 'weighted' && key['weight'] === undefined) issue('weight', 'missing: every key of a pool with key_selection: weighted needs a weight');
+    if (selection !== 'weighted' && key['weight'] !== undefined) issue('weight', `only allowed with key_selection: weighted (this pool's is "${selection}")`);
+    if (selection === 'cheapest' && key['cost'] === undefined) issue('cost', 'missing: every key of a pool with key_selection: cheapest needs a cost');
+    if (selection !== 'cheapest' && key['cost'] !== undefined) issue('cost', `only allowed with key_selection: cheapest (this pool's is "${selection}")`);
+  });
+}
+
+const poolSchema = z
+  .strictObject({
+    provider: idSchema,
+    keys: z.array(poolKeySchema).min(1, { error: 'expected at least one key' }),
+    // When the provider's quota (insufficient_quota) starts afresh: a key whose quota is spent rests until then.
+    quota_resets: z.enum(['monthly', 'daily'], { error: expecting('monthly or daily') }).default('monthly'),
+    quota_time_zone: timeZoneSchema.default('UTC'),
+    key_selection: z.enum(KEY_SELECTIONS, { error: expecting(`one of ${KEY_SELECTIONS.map((s) => `"${s}"`).join(', ')}`) }).default('headroom'),
+    reserve_for_high: z
+      .number({ error: expecting('a share of each window, like 0.2') })
+      .min(0, { error: 'must be from 0 to below 1' })
+      .lt(1, { error: 'must be below 1 (normal requests need some capacity)' })
+      .default(0),
+  })
+  .superRefine(checkKeySelectionFields, { when: () => true });
 
 export const ROUTE_STRATEGIES = ['fallback', 'weighted', 'least-busy', 'latency', 'cost'] as const;
 export type RouteStrategy = (typeof ROUTE_STRATEGIES)[number];
@@ -515,8 +566,12 @@ export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, 
       limits: key.limits?.requests ?? [],
       tokenLimits: key.limits?.tokens ?? [],
       quotas: key.limits?.quotas ?? [],
+      weight: key.weight ?? null,
+      cost: key.cost ?? null,
     })),
     quotaResets: { period: pool.quota_resets, timeZone: pool.quota_time_zone },
+    keySelection: pool.key_selection,
+    reserveForHigh: pool.reserve_for_high,
   })),
   routes: mapRecord(raw.routes, (alias, route) => ({
     alias,

@@ -1,7 +1,10 @@
 /** A window the limiter enforces: at most `requests` admissions in any interval of `perMs`. */
 export interface WindowLimit {
   readonly requests: number;
+  /** Whole ms for declared windows; a `burst` window's per × B / N may have a fraction. */
   readonly perMs: number;
+  /** Derived from a limit's `burst: B`: at most B in any per × B / N. Absent on declared windows. */
+  readonly burst?: true;
 }
 
 /** A token window: at most `tokens` tokens over the requests of any interval of `perMs`. */

@@ -1,8 +1,15 @@
 import assert from 'node:assert/strict';
-import { fromBinary } from '@bufbuild/protobuf';
+import { create, fromBinary } from '@bufbuild/protobuf';
 import { createMemoryBus, Subjects } from '@keymesh/bus';
 import { FakeClock } from '@keymesh/clock';
-import { KeyParkedEventSchema } from '@keymesh/proto/limiter/v1/limiter';
+import {
+  AcquireBatchRequestSchema,
+  AcquireOutcome,
+  GetKeyStateRequestSchema,
+  GrantLeasesRequestSchema,
+  KeyParkedEventSchema,
+  Priority,
+} from '@keymesh/proto/limiter/v1/limiter';
 import type { CallContext } from '@keymesh/rpc';
 import { KeyPoolLimiter } from './domain/key-pool-limiter';
 import { limiterHandlers } from './handlers';
@@ -28,5 +35,40 @@ describe('limiter handlers', () => {
       break;
     }
     await bus.close();
+  });
+
+  it('lets only PRIORITY_HIGH acquires and leases into a pool\'s reserve_for_high share', async () => {
+    const clock = new FakeClock(1_700_000_000_000);
+    const limiter = new KeyPoolLimiter(new MemoryLimiterStore());
+    await limiter.applyPools([{ poolId: 'main', reserveForHigh: 0.5, keys: [{ keyId: 'k1', limits: [{ requests: 2, perMs: 60_000 }] }] }]);
+    const handlers = limiterHandlers(limiter, clock);
+    const ctx = {} as CallContext;
+    const acquire = async (priority: Priority) =>
+      (await handlers.acquireBatch(create(AcquireBatchRequestSchema, { requests: [{ poolId: 'main', priority }] }), ctx)).responses![0]!;
+    assert.equal((await acquire(Priority.NORMAL)).outcome, AcquireOutcome.GRANTED);
+    assert.equal((await acquire(Priority.UNSPECIFIED)).outcome, AcquireOutcome.DENIED);
+    const lease = async (priority: Priority) =>
+      (await handlers.grantLeases(create(GrantLeasesRequestSchema, { requests: [{ poolId: 'main', wantedSlots: 1, priority }] }), ctx)).pools![0]!;
+    assert.equal((await lease(Priority.LOW)).leases!.length, 0);
+    assert.deepEqual((await lease(Priority.HIGH)).leases!.map((l) => [l.keyId, l.slots]), [['k1', 1]]);
+  });
+
+  it('shows a burst window apart from the window it was derived from in GetKeyState', async () => {
+    const clock = new FakeClock(1_700_000_000_000);
+    const limiter = new KeyPoolLimiter(new MemoryLimiterStore());
+    await limiter.applyPools([
+      { poolId: 'main', keys: [{ keyId: 'k1', limits: [{ requests: 60, perMs: 60_000 }, { requests: 10, perMs: 10_000, burst: true }] }] },
+    ]);
+    for (let i = 0; i < 10; i++) assert.equal((await limiter.acquire({ poolId: 'main' }, clock.nowMs())).granted, true);
+    assert.deepEqual(await limiter.acquire({ poolId: 'main' }, clock.nowMs()), { granted: false, retryAfterMs: 10_000, reason: 'KEY_POOL_EXHAUSTED' });
+    const handlers = limiterHandlers(limiter, clock);
+    const { keys } = await handlers.getKeyState(create(GetKeyStateRequestSchema, { poolId: 'main' }), {} as CallContext);
+    const key = keys![0]!;
+    assert.equal(key.limitRequests, 60);
+    assert.equal(key.remainingRequests, 50);
+    assert.equal(key.burstWindows!.length, 1);
+    assert.equal(key.burstWindows![0]!.limitRequests, 10);
+    assert.equal(key.burstWindows![0]!.remainingRequests, 0);
+    assert.equal(Number(key.burstWindows![0]!.window!.seconds), 10);
   });
 });

@@ -4,6 +4,7 @@ import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import {
   AcquireOutcome,
+  Priority,
   KeyCondition as ProtoKeyCondition,
   KeyParkedEventSchema,
   QuotaPeriod as ProtoQuotaPeriod,
@@ -69,7 +70,10 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
     async acquire(request) {
       try {
         return responseOf(
-          await limiter.acquire({ poolId: request.poolId, excludedKeyIds: request.excludedKeyIds, estimatedTokens: request.estimatedTokens }, clock.nowMs()),
+          await limiter.acquire(
+            { poolId: request.poolId, excludedKeyIds: request.excludedKeyIds, estimatedTokens: request.estimatedTokens, high: request.priority === Priority.HIGH },
+            clock.nowMs(),
+          ),
         );
       } catch (err) {
         throw statusOf(err);
@@ -78,7 +82,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
     async acquireBatch(request) {
       try {
         const results = await limiter.acquireBatch(
-          request.requests.map((r) => ({ poolId: r.poolId, excludedKeyIds: r.excludedKeyIds, estimatedTokens: r.estimatedTokens })),
+          request.requests.map((r) => ({ poolId: r.poolId, excludedKeyIds: r.excludedKeyIds, estimatedTokens: r.estimatedTokens, high: r.priority === Priority.HIGH })),
           clock.nowMs(),
         );
         return { responses: results.map(responseOf) };
@@ -90,7 +94,13 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
       const holdMs = Math.min(msOf(request.hold) ?? DEFAULT_HOLD_MS, MAX_HOLD_MS);
       try {
         const results = await limiter.grantLeases(
-          request.requests.map((r) => ({ poolId: r.poolId, wantedSlots: r.wantedSlots, wantedTokens: r.wantedTokens, excludedKeyIds: r.excludedKeyIds })),
+          request.requests.map((r) => ({
+            poolId: r.poolId,
+            wantedSlots: r.wantedSlots,
+            wantedTokens: r.wantedTokens,
+            excludedKeyIds: r.excludedKeyIds,
+            high: r.priority === Priority.HIGH,
+          })),
           clock.nowMs(),
           holdMs,
         );
@@ -160,8 +170,8 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
       const states = await limiter.keyStates(request.poolId ? { poolId: request.poolId } : {}, nowMs);
       return {
         keys: states.map((s) => {
-          // The tightest window is what the caller runs into first.
-          const tightest = s.windows.reduce<(typeof s.windows)[number] | undefined>(
+          // The tightest declared window is what the caller runs into first; burst windows are listed apart.
+          const tightest = s.windows.filter((w) => w.burst !== true).reduce<(typeof s.windows)[number] | undefined>(
             (min, w) => (min === undefined || w.remaining / w.requests < min.remaining / min.requests ? w : min),
             undefined,
           );
@@ -174,6 +184,9 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
             limitRequests: tightest?.requests ?? 0,
             ...(tightest ? { window: durationOf(tightest.perMs) } : {}),
             ...(s.coolingUntilMs === undefined ? {} : { coolingUntil: timestampFromMs(s.coolingUntilMs) }),
+            burstWindows: s.windows
+              .filter((w) => w.burst === true)
+              .map((w) => ({ remainingRequests: w.remaining, limitRequests: w.requests, window: durationOf(w.perMs) })),
             tokenWindows: s.tokenWindows.map((w) => ({
               remainingTokens: BigInt(Math.floor(w.remaining)),
               limitTokens: BigInt(w.tokens),

@@ -44,8 +44,12 @@ export function poolSpecsOf(policy: Policy): PoolSpec[] {
       limits: policy.keys[keyId]?.limits ?? [],
       tokenLimits: policy.keys[keyId]?.tokenLimits ?? [],
       quotas: policy.keys[keyId]?.quotas ?? [],
+      ...(policy.keys[keyId]?.weight == null ? {} : { weight: policy.keys[keyId]!.weight! }),
+      ...(policy.keys[keyId]?.cost == null ? {} : { cost: policy.keys[keyId]!.cost! }),
     })),
     quotaResets: pool.quotaResets,
+    keySelection: pool.keySelection,
+    reserveForHigh: pool.reserveForHigh,
   }));
 }
 

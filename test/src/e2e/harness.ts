@@ -27,6 +27,8 @@ export interface TestMeshOptions {
   extraProviders?: string;
   /** Extra YAML appended under `pools:`. */
   extraPools?: string;
+  /** Extra settings of the `main` pool, as `field: value` YAML lines (e.g. "reserve_for_high: 0.3"). */
+  mainPoolSettings?: string[];
   /** The provider's per-attempt timeout, e.g. "200ms". */
   providerTimeout?: string;
   /** Delay between the mock's stream chunks, so a stream lasts long enough to be cut or left mid-way. */
@@ -51,7 +53,7 @@ ${options.extraProviders ?? ''}
 pools:
   main:
     provider: mock
-    keys:
+${(options.mainPoolSettings ?? []).map((line) => `    ${line}\n`).join('')}    keys:
 ${keys.join('\n')}
 ${options.extraPools ?? ''}
 routes:

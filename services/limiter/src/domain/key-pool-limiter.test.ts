@@ -163,6 +163,17 @@ describe('KeyPoolLimiter', () => {
       assert.deepEqual(await acquire(['k2']), { granted: false, retryAfterMs: Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1) - clock.nowMs(), reason: 'KEY_POOL_EXHAUSTED' });
     });
 
+    it('shows a quota-rested key as COOLING, with its reason and the period\'s end, in keyStates (GetKeyState, keymesh keys state), not PARKED', async () => {
+      // A 429 insufficient_quota, then a success for a request already in flight: still a rest until the period ends.
+      await limiter.reportOutcome({ poolId: 'openai', keyId: 'k1', httpStatus: 429, quotaExhausted: true }, clock.nowMs());
+      await report('k1', 200);
+      const now = new Date(T0);
+      const [k1] = await limiter.keyStates({ poolId: 'openai' }, clock.nowMs());
+      assert.equal(k1!.condition, 'COOLING');
+      assert.equal(k1!.conditionReason, 'quota exhausted');
+      assert.equal(k1!.coolingUntilMs, Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1));
+    });
+
     it('follows a pool\'s daily quota period in its time zone', async () => {
       await limiter.applyPools([{ ...pools()[0]!, quotaResets: { period: 'daily', timeZone: 'Asia/Tokyo' } }]);
       clock.set(Date.UTC(2026, 10, 25, 16));

@@ -25,6 +25,8 @@ interface PoolIndex {
   readonly keyIds: readonly string[];
   readonly keyIdSet: ReadonlySet<string>;
   readonly quotaResets: QuotaResets;
+  /** Per key, its burst windows as "<requests>:<perMs>" (stores keep no such mark). */
+  readonly burstWindows: ReadonlyMap<string, ReadonlySet<string>>;
 }
 
 /**
@@ -55,7 +57,8 @@ export class KeyPoolLimiter {
     for (const pool of pools) {
       const keyIds = Object.freeze(pool.keys.map((key) => key.keyId));
       const quotaResets = Object.freeze({ ...(pool.quotaResets ?? DEFAULT_QUOTA_RESETS) });
-      next.set(pool.poolId, { keyIds, keyIdSet: new Set(keyIds), quotaResets });
+      const burstWindows = new Map(pool.keys.map((key) => [key.keyId, new Set(key.limits.filter((l) => l.burst === true).map(windowIdOf))]));
+      next.set(pool.poolId, { keyIds, keyIdSet: new Set(keyIds), quotaResets, burstWindows });
     }
     const applied = this.applying.then(async () => {
       // Store first: until the index swaps, requests name only old keys, and the
@@ -85,6 +88,7 @@ export class KeyPoolLimiter {
       candidates[i] = {
         poolId: request.poolId,
         tokens: tokensOf(request.estimatedTokens),
+        high: request.high === true,
         keyIds:
           excluded === undefined || excluded.length === 0
             ? pool.keyIds
@@ -107,6 +111,7 @@ export class KeyPoolLimiter {
         poolId: request.poolId,
         wantedSlots: request.wantedSlots,
         wantedTokens: tokensOf(request.wantedTokens),
+        high: request.high === true,
         keyIds: excluded === undefined || excluded.length === 0 ? pool.keyIds : pool.keyIds.filter((keyId) => !excluded.includes(keyId)),
       };
     });
@@ -171,10 +176,15 @@ export class KeyPoolLimiter {
     return (await this.store.unpark(key, nowMs)) ?? this.keyGone(key);
   }
 
-  /** Every key of one pool (or of all pools), in config order. */
+  /** Every key of one pool (or of all pools), in config order; windows derived from a burst say so. */
   async keyStates(query: { readonly poolId?: string }, nowMs: number): Promise<KeyState[]> {
     if (query.poolId !== undefined) this.requirePool(query.poolId);
-    return this.store.snapshot(query.poolId, nowMs);
+    const states = await this.store.snapshot(query.poolId, nowMs);
+    return states.map((state) => {
+      const bursts = this.pools.get(state.poolId)?.burstWindows.get(state.keyId);
+      if (bursts === undefined || bursts.size === 0) return state;
+      return { ...state, windows: state.windows.map((w) => (bursts.has(windowIdOf(w)) ? { ...w, burst: true } : w)) };
+    });
   }
 
   private requirePool(poolId: string): PoolIndex {
@@ -192,6 +202,10 @@ export class KeyPoolLimiter {
   private keyGone(key: KeyRef): never {
     throw new UnknownKeyError(key.poolId, key.keyId);
   }
+}
+
+function windowIdOf(window: { readonly requests: number; readonly perMs: number }): string {
+  return `${String(window.requests)}:${String(window.perMs)}`;
 }
 
 /** Whole, non-negative token counts: what the wire may carry as anything else is a caller's bug, not a weight. */

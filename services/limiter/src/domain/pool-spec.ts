@@ -1,4 +1,5 @@
 import { isKnownTimeZone } from './calendar';
+import { KEY_SELECTIONS } from './key-choice';
 import type { CalendarQuota, PoolSpec, TokenWindowLimit, WindowLimit } from './types';
 
 /**
@@ -24,12 +25,22 @@ export function findPoolSpecProblems(pools: readonly PoolSpec[]): string[] {
       problems.push(`${poolPath}.keys: must be a list`);
       return;
     }
+    const selection = pool.keySelection ?? 'headroom';
+    if (!KEY_SELECTIONS.includes(selection)) problems.push(`${poolPath}.keySelection: must be one of ${KEY_SELECTIONS.join(', ')}, got ${String(selection)}`);
+    const reserve = pool.reserveForHigh ?? 0;
+    if (typeof reserve !== 'number' || !(reserve >= 0 && reserve < 1)) problems.push(`${poolPath}.reserveForHigh: must be a number from 0 to below 1, got ${String(reserve)}`);
     const keyIds = new Set<string>();
     pool.keys.forEach((key, k) => {
       const keyPath = `${poolPath}.keys[${k}]`;
       if (!isNonEmptyString(key.keyId)) problems.push(`${keyPath}.keyId: must be a non-empty string`);
       else if (keyIds.has(key.keyId)) problems.push(`${keyPath}.keyId: duplicate key "${key.keyId}"`);
       else keyIds.add(key.keyId);
+      if (selection === 'weighted' && !(typeof key.weight === 'number' && Number.isFinite(key.weight) && key.weight > 0)) {
+        problems.push(`${keyPath}.weight: every key of a weighted pool needs a weight above 0, got ${String(key.weight)}`);
+      }
+      if (selection === 'cheapest' && !(typeof key.cost === 'number' && Number.isFinite(key.cost) && key.cost >= 0)) {
+        problems.push(`${keyPath}.cost: every key of a cheapest pool needs a cost of 0 or more, got ${String(key.cost)}`);
+      }
       const limits: readonly WindowLimit[] = key.limits;
       if (!Array.isArray(limits)) {
         problems.push(`${keyPath}.limits: must be a list`);
@@ -73,12 +84,16 @@ export function freezePoolSpecs(pools: readonly PoolSpec[]): readonly PoolSpec[]
     pools.map((pool) =>
       Object.freeze({
         poolId: pool.poolId,
+        keySelection: pool.keySelection ?? 'headroom',
+        reserveForHigh: pool.reserveForHigh ?? 0,
         keys: Object.freeze(
           pool.keys.map((key) =>
             Object.freeze({
               keyId: key.keyId,
+              ...(key.weight === undefined ? {} : { weight: key.weight }),
+              ...(key.cost === undefined ? {} : { cost: key.cost }),
               limits: Object.freeze(
-                key.limits.map((limit) => Object.freeze({ requests: limit.requests, perMs: limit.perMs })),
+                key.limits.map((limit) => Object.freeze(limit.burst === true ? { requests: limit.requests, perMs: limit.perMs, burst: true } : { requests: limit.requests, perMs: limit.perMs })),
               ),
               tokenLimits: Object.freeze(
                 (key.tokenLimits ?? []).map((limit) => Object.freeze({ tokens: limit.tokens, perMs: limit.perMs })),

@@ -9,6 +9,11 @@ import type { QuotaResets } from './quota-period';
 export interface WindowLimit {
   readonly requests: number;
   readonly perMs: number;
+  /**
+   * Set on a window derived from a declared limit's `burst` (at most B at
+   * once, as B per perMs × B / N): enforced like any window, shown apart.
+   */
+  readonly burst?: boolean;
 }
 
 /**
@@ -45,18 +50,39 @@ export interface KeySpec {
   readonly tokenLimits?: readonly TokenWindowLimit[];
   /** Absent or empty: no calendar quota. */
   readonly quotas?: readonly CalendarQuota[];
+  /** The key's share of grants in a `weighted` pool (> 0); ignored elsewhere. */
+  readonly weight?: number;
+  /** The key's price in a `cheapest` pool (>= 0, lower wins); ignored elsewhere. */
+  readonly cost?: number;
 }
+
+/**
+ * How a pool picks among its keys that have room:
+ * headroom: the most headroom (min over windows and quotas of remaining/limit), ties to the least recently granted;
+ * weighted: smooth weighted round robin over the keys with room, so grants follow the weights exactly;
+ * cheapest: the lowest cost, ties by headroom, then the least recently granted.
+ */
+export type KeySelection = 'headroom' | 'weighted' | 'cheapest';
 
 export interface PoolSpec {
   readonly poolId: string;
   readonly keys: readonly KeySpec[];
   /** When the provider's quota for the pool's keys starts afresh; DEFAULT_QUOTA_RESETS (monthly, UTC) when not given. */
   readonly quotaResets?: QuotaResets;
+  /** 'headroom' when not given. */
+  readonly keySelection?: KeySelection;
+  /**
+   * Share (0 to below 1) of each request and token window of every key that
+   * only high-priority requests may use: any other request is admitted to a
+   * key only while, after it, ceil(share × limit) stays free in each window.
+   */
+  readonly reserveForHigh?: number;
 }
 
 /**
  * READY: usable when its windows have room.
- * COOLING: the provider answered 429; usable again at coolingUntilMs.
+ * COOLING: the provider answered 429, or said the key's quota is spent
+ * (insufficient_quota, until the pool's next quota period); usable again at coolingUntilMs.
  * PARKED: the provider answered 401/403; unusable until an operator unparks it
  * (or the key is removed from the config and added back).
  */
@@ -73,6 +99,8 @@ export interface KeyConditionState {
 export interface WindowState {
   readonly requests: number;
   readonly perMs: number;
+  /** A window derived from a `burst`. */
+  readonly burst?: boolean;
   /** Admissions the window would still take now. */
   readonly remaining: number;
   /**
@@ -112,6 +140,8 @@ export interface AcquireRequest {
   readonly excludedKeyIds?: readonly string[];
   /** Tokens to reserve in the granted key's token windows (0 when absent). */
   readonly estimatedTokens?: number;
+  /** May take the pool's reserve_for_high share; false when absent. */
+  readonly high?: boolean;
 }
 
 /**
@@ -161,6 +191,8 @@ export interface LeaseRequest {
   /** Token budget wanted over all the slots; keys with token windows are leased only when it is above 0. */
   readonly wantedTokens?: number;
   readonly excludedKeyIds?: readonly string[];
+  /** The slots may be spent by high-priority requests only, so they may come from the reserve_for_high share. */
+  readonly high?: boolean;
 }
 
 export interface LeaseGrant {

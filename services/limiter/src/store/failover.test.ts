@@ -63,4 +63,22 @@ describe('the limiter while Redis is down', function () {
     // 4 per window shared by 2 replicas: this one may admit 2 on its own.
     assert.deepEqual(decisions, [true, true, false]);
   });
+
+  it('fails open with the pool\'s key selection and high-priority reserve as configured', async () => {
+    await start({ kind: 'open', replicas: 2 });
+    const limits = [{ requests: 8, perMs: 10_000 }];
+    await store.configure([
+      { poolId: 'main', keySelection: 'weighted', reserveForHigh: 0.5, keys: [{ keyId: 'a', limits, weight: 3 }, { keyId: 'b', limits, weight: 1 }] },
+    ]);
+    await redis.kill();
+    const nowMs = Date.now();
+    const granted: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const [decision] = await store.acquire([{ poolId: 'main', keyIds: ['a', 'b'] }], nowMs);
+      granted.push(decision!.granted ? decision!.keyId : '-');
+    }
+    // This replica's share is 4 of 8 per key, 2 of them kept for high priority; a takes 3 of every 4 it can.
+    assert.deepEqual(granted, ['a', 'a', 'b', 'b', '-']);
+    assert.equal((await store.acquire([{ poolId: 'main', keyIds: ['a', 'b'], high: true }], nowMs))[0]!.granted, true);
+  });
 });

@@ -149,10 +149,11 @@ export class FailoverLimiterStore implements LimiterStore {
 /** Each replica's share of every limit and quota, at least one request (or token) each. */
 function shareOf(pools: readonly PoolSpec[], replicas: number): PoolSpec[] {
   const n = Math.max(1, Math.floor(replicas));
+  // Everything but the limits (key selection, weights, costs, reserve, quota resets) holds as configured.
   return pools.map((pool) => ({
-    poolId: pool.poolId,
+    ...pool,
     keys: pool.keys.map((key) => ({
-      keyId: key.keyId,
+      ...key,
       limits: key.limits.map((limit) => ({ requests: Math.max(1, Math.floor(limit.requests / n)), perMs: limit.perMs })),
       tokenLimits: (key.tokenLimits ?? []).map((limit) => ({ tokens: Math.max(1, Math.floor(limit.tokens / n)), perMs: limit.perMs })),
       // The fallback can't see what Redis counted this period, so an outage may

@@ -1,4 +1,5 @@
-import type { CalendarQuota, KeyConditionState, KeySpec, KeyState, LeaseGrant, PoolSpec, Settlement, TokenWindowLimit, WindowLimit } from '../domain/types';
+import { DEFAULT_KEY_SELECTION, reservedOf } from '../domain/key-choice';
+import type { CalendarQuota, KeyConditionState, KeySelection, KeySpec, KeyState, LeaseGrant, PoolSpec, Settlement, TokenWindowLimit, WindowLimit } from '../domain/types';
 import { admissionIdOf, parseAdmissionId, QuotaCounter } from './quota-counter';
 import { SlidingLog } from './sliding-log';
 import { TokenLog } from './token-log';
@@ -27,7 +28,22 @@ interface KeyRecord {
   lastGrantSeq: number;
   /** Newest recorded admission; later admissions are clamped to it so logs stay sorted. */
   lastAdmittedMs: number;
+  /** Weighted pools: the key's weight, and its running weight in the smooth weighted round robin. */
+  weight: number;
+  smoothWeight: number;
+  /** Cheapest pools: the key's cost. */
+  cost: number;
+  /** Per window (and per token window), what only high-priority requests may use. */
+  reserved: readonly number[];
+  reservedTokens: readonly number[];
 }
+
+interface PoolChoice {
+  readonly selection: KeySelection;
+  readonly reserveShare: number;
+}
+
+const HEADROOM_ONLY: PoolChoice = Object.freeze({ selection: DEFAULT_KEY_SELECTION, reserveShare: 0 });
 
 type Pools = ReadonlyMap<string, Map<string, KeyRecord>>;
 
@@ -46,26 +62,39 @@ export class MemoryLimiterStore implements LimiterStore {
   private grantSeq = 0;
   /** Limits learned from the provider for keys declared without any, by learnedId. */
   private learned = new Map<string, WindowLimit>();
+  private choices: ReadonlyMap<string, PoolChoice> = new Map();
 
   async configure(pools: readonly PoolSpec[]): Promise<void> {
     const next = new Map<string, Map<string, KeyRecord>>();
     const learned = new Map<string, WindowLimit>();
+    const choices = new Map<string, PoolChoice>();
     for (const pool of pools) {
       const previous = this.pools.get(pool.poolId);
       const keys = new Map<string, KeyRecord>();
+      const choice: PoolChoice = { selection: pool.keySelection ?? DEFAULT_KEY_SELECTION, reserveShare: pool.reserveForHigh ?? 0 };
+      choices.set(pool.poolId, choice);
       for (let spec of pool.keys) {
         const limit = spec.limits.length === 0 ? this.learned.get(learnedId(pool.poolId, spec.keyId)) : undefined;
         if (limit !== undefined) {
           learned.set(learnedId(pool.poolId, spec.keyId), limit);
-          spec = { keyId: spec.keyId, limits: [limit] };
+          spec = { ...spec, limits: [limit] };
         }
-        keys.set(spec.keyId, reconfigure(pool.poolId, spec, previous?.get(spec.keyId)));
+        const record = reconfigure(pool.poolId, spec, previous?.get(spec.keyId));
+        record.weight = spec.weight ?? 1;
+        record.cost = spec.cost ?? 0;
+        reserveFor(record, choice.reserveShare);
+        keys.set(spec.keyId, record);
       }
       next.set(pool.poolId, keys);
     }
     // One reference swap: no acquire ever sees half a config.
     this.pools = next;
     this.learned = learned;
+    this.choices = choices;
+  }
+
+  private choiceOf(poolId: string): PoolChoice {
+    return this.choices.get(poolId) ?? HEADROOM_ONLY;
   }
 
   async learn(ref: KeyRef, observed: ObservedLimits, nowMs: number): Promise<KeyConditionState | undefined> {
@@ -78,6 +107,7 @@ export class MemoryLimiterStore implements LimiterStore {
       if (previous === undefined || limit.perMs !== previous.perMs || limit.requests !== previous.requests) {
         this.learned.set(id, limit);
         key = reconfigure(ref.poolId, { keyId: ref.keyId, limits: [limit] }, key);
+        reserveFor(key, this.choiceOf(ref.poolId).reserveShare);
         this.pools.get(ref.poolId)!.set(ref.keyId, key);
       }
     }
@@ -101,30 +131,39 @@ export class MemoryLimiterStore implements LimiterStore {
 
   private acquireOne(request: KeyCandidates, nowMs: number): AcquireDecision {
     const keys = this.pools.get(request.poolId);
+    const { selection } = this.choiceOf(request.poolId);
+    const high = request.high === true;
     let best: KeyRecord | undefined;
     let bestHeadroom = 0;
     let earliestWaitMs = Number.POSITIVE_INFINITY;
+    const eligible: { key: KeyRecord }[] = [];
     if (keys !== undefined) {
       for (const keyId of request.keyIds) {
         const key = keys.get(keyId);
         if (key === undefined) continue;
-        const room = roomOf(key, nowMs, request.tokens ?? 0);
+        const room = roomOf(key, nowMs, request.tokens ?? 0, nowMs, high);
         if (room === undefined) continue;
         if (room.waitMs > 0) {
           earliestWaitMs = Math.min(earliestWaitMs, room.waitMs);
           continue;
         }
+        if (selection === 'weighted') {
+          eligible.push({ key });
+          continue;
+        }
         const headroom = room.headroom;
         if (
           best === undefined ||
-          headroom > bestHeadroom ||
-          (headroom === bestHeadroom && key.lastGrantSeq < best.lastGrantSeq)
+          (selection === 'cheapest' && key.cost < best.cost) ||
+          ((selection !== 'cheapest' || key.cost === best.cost) &&
+            (headroom > bestHeadroom || (headroom === bestHeadroom && key.lastGrantSeq < best.lastGrantSeq)))
         ) {
           best = key;
           bestHeadroom = headroom;
         }
       }
     }
+    if (selection === 'weighted') best = nextByWeight(eligible)?.key;
     if (best === undefined) {
       return {
         granted: false,
@@ -171,7 +210,9 @@ export class MemoryLimiterStore implements LimiterStore {
   private leaseOne(request: LeaseCandidates, nowMs: number, holdMs: number): LeaseDecision {
     const keys = this.pools.get(request.poolId);
     const wantedTokens = request.wantedTokens ?? 0;
-    const eligible: { key: KeyRecord; available: number; tokensAvailable: number }[] = [];
+    const high = request.high === true;
+    const { selection } = this.choiceOf(request.poolId);
+    const eligible: LeaseEligible[] = [];
     let earliestWaitMs = Number.POSITIVE_INFINITY;
     if (keys !== undefined) {
       for (const keyId of request.keyIds) {
@@ -179,28 +220,26 @@ export class MemoryLimiterStore implements LimiterStore {
         if (key === undefined) continue;
         // Slots without a token budget would spend tokens no window counts.
         if (key.carriesTokens && wantedTokens <= 0) continue;
-        const room = roomOf(key, nowMs, key.carriesTokens ? 1 : 0, nowMs + holdMs);
+        const room = roomOf(key, nowMs, key.carriesTokens ? 1 : 0, nowMs + holdMs, high);
         if (room === undefined) continue;
         if (room.waitMs > 0) earliestWaitMs = Math.min(earliestWaitMs, room.waitMs);
-        else eligible.push({ key, available: room.available, tokensAvailable: tokensAvailableOf(key, nowMs, nowMs + holdMs) });
+        else eligible.push({ key, headroom: room.headroom, available: room.available, tokensAvailable: tokensAvailableOf(key, nowMs, nowMs + holdMs, high) });
       }
     }
     if (eligible.length === 0) {
       return { grants: [], retryAfterMs: earliestWaitMs === Number.POSITIVE_INFINITY ? undefined : earliestWaitMs };
     }
-    // Least recently granted first, so small leases rotate over the keys.
-    eligible.sort((x, y) => x.key.lastGrantSeq - y.key.lastGrantSeq);
-    let unassigned = Math.max(1, request.wantedSlots);
+    const wantedSlots = Math.max(1, request.wantedSlots);
+    const plan = planLease(eligible, wantedSlots, selection);
     let unassignedTokens = wantedTokens;
-    const tokensPerSlot = Math.ceil(wantedTokens / unassigned);
+    const tokensPerSlot = Math.ceil(wantedTokens / wantedSlots);
     const stampMs = nowMs + holdMs;
     const grants: LeaseGrant[] = [];
-    for (let i = 0; i < eligible.length && unassigned > 0; i++) {
-      const { key, available, tokensAvailable } = eligible[i];
-      const share = Math.ceil(unassigned / (eligible.length - i));
-      const cap = available === Number.POSITIVE_INFINITY ? share : Math.max(1, Math.floor(available / LEASE_SHARE_OF_HEADROOM));
-      const slots = Math.min(share, cap);
-      unassigned -= slots;
+    for (let i = 0; i < plan.length; i++) {
+      const { key, tokensAvailable } = plan[i]!.entry;
+      const slots = plan[i]!.slots;
+      // As before key selection policies: the headroom split shares tokens over every eligible key left.
+      const keysLeft = (selection === 'headroom' ? eligible.length : plan.length) - i;
       const admittedMs = Math.max(stampMs, key.lastAdmittedMs);
       for (const window of key.windows) for (let s = 0; s < slots; s++) window.record(admittedMs);
       key.lastAdmittedMs = admittedMs;
@@ -210,7 +249,7 @@ export class MemoryLimiterStore implements LimiterStore {
         grants.push({ keyId: key.keyId, slots });
         continue;
       }
-      const tokens = leaseTokens(unassignedTokens, eligible.length - i, tokensPerSlot, tokensAvailable);
+      const tokens = leaseTokens(unassignedTokens, keysLeft, tokensPerSlot, tokensAvailable);
       unassignedTokens = Math.max(0, unassignedTokens - tokens);
       key.tokenLog?.record(admittedMs, tokens, key.lastGrantSeq);
       recordQuotas(key, nowMs, stampMs, slots, tokens);
@@ -306,6 +345,11 @@ function reconfigure(poolId: string, spec: KeySpec, previous: KeyRecord | undefi
     coolingReason: '',
     lastGrantSeq: 0,
     lastAdmittedMs: Number.NEGATIVE_INFINITY,
+    weight: previous?.weight ?? 1,
+    smoothWeight: previous?.smoothWeight ?? 0,
+    cost: previous?.cost ?? 0,
+    reserved: [],
+    reservedTokens: [],
   };
   if (previous === undefined) return record;
   let longest: SlidingLog | undefined;
@@ -391,28 +435,36 @@ function roomOf(
   nowMs: number,
   tokens: number,
   stampMs: number = nowMs,
+  high = true,
 ): { waitMs: number; headroom: number; available: number } | undefined {
   if (key.parkedReason !== undefined) return undefined;
   const tokenLog = key.tokenLog;
-  if (tokenLog !== undefined) for (const limit of key.tokenLimits) if (tokens > limit.tokens) return undefined;
+  const reserved = high ? NONE_RESERVED : key.reserved;
+  const reservedTokens = high ? NONE_RESERVED : key.reservedTokens;
+  if (tokenLog !== undefined) for (let t = 0; t < key.tokenLimits.length; t++) if (tokens > key.tokenLimits[t]!.tokens - (reservedTokens[t] ?? 0)) return undefined;
+  // A window wholly reserved is never this request's, whatever the wait.
+  for (let w = 0; w < key.windows.length; w++) if (key.windows[w]!.requests - (reserved[w] ?? 0) < 1) return undefined;
   for (const counter of key.quotas) if (counter.quota.unit === 'tokens' && tokens > counter.quota.limit) return undefined;
   const coolingMs = key.coolingUntilMs - nowMs;
-  if (coolingMs > 0) return { waitMs: Math.max(coolingMs, windowsWaitMs(key, nowMs, tokens, stampMs)), headroom: 0, available: 0 };
+  if (coolingMs > 0) return { waitMs: Math.max(coolingMs, windowsWaitMs(key, nowMs, tokens, stampMs, high)), headroom: 0, available: 0 };
   let headroom = Number.POSITIVE_INFINITY;
   let available = Number.POSITIVE_INFINITY;
   let waitMs = 0;
-  for (const window of key.windows) {
-    if (window.hasRoom(nowMs)) {
+  for (let w = 0; w < key.windows.length; w++) {
+    const window = key.windows[w]!;
+    const held = reserved[w] ?? 0;
+    if (window.hasRoomUnder(nowMs, window.requests - held)) {
       const remaining = window.remaining(nowMs);
       headroom = Math.min(headroom, remaining / window.requests);
-      available = Math.min(available, remaining);
+      available = Math.min(available, remaining - held);
     } else {
-      waitMs = Math.max(waitMs, window.waitMs(nowMs));
+      waitMs = Math.max(waitMs, window.waitMsUnder(nowMs, window.requests - held));
     }
   }
   if (tokenLog !== undefined) {
-    for (const limit of key.tokenLimits) {
-      const tokenWaitMs = tokenLog.waitMs(limit, nowMs, tokens);
+    for (let t = 0; t < key.tokenLimits.length; t++) {
+      const limit = key.tokenLimits[t]!;
+      const tokenWaitMs = tokenLog.waitMs(unreservedLimit(limit, reservedTokens[t] ?? 0), nowMs, tokens);
       if (tokenWaitMs > 0) waitMs = Math.max(waitMs, tokenWaitMs);
       else headroom = Math.min(headroom, tokenLog.remaining(limit, nowMs) / limit.tokens);
     }
@@ -457,10 +509,15 @@ function recordQuotas(key: KeyRecord, nowMs: number, stampMs: number, slots: num
   }
 }
 
-/** The tokens a key's tightest token window or token quota still takes (Infinity without either). */
-function tokensAvailableOf(key: KeyRecord, nowMs: number, stampMs: number): number {
+/** The tokens a key's tightest token window (less its reserve, unless high) or token quota still takes (Infinity without either). */
+function tokensAvailableOf(key: KeyRecord, nowMs: number, stampMs: number, high: boolean): number {
   let available = Number.POSITIVE_INFINITY;
-  if (key.tokenLog !== undefined) for (const limit of key.tokenLimits) available = Math.min(available, key.tokenLog.remaining(limit, nowMs));
+  if (key.tokenLog !== undefined) {
+    for (let t = 0; t < key.tokenLimits.length; t++) {
+      const held = high ? 0 : (key.reservedTokens[t] ?? 0);
+      available = Math.min(available, Math.max(0, key.tokenLog.remaining(key.tokenLimits[t]!, nowMs) - held));
+    }
+  }
   for (const counter of key.quotas) {
     if (counter.quota.unit === 'tokens') available = Math.min(available, counter.remainingAt(nowMs), counter.remainingAt(stampMs));
   }
@@ -480,12 +537,109 @@ function leaseTokens(unassignedTokens: number, keysLeft: number, tokensPerSlot: 
   return Math.max(1, Math.min(share, cap, tokensAvailable));
 }
 
-function windowsWaitMs(key: KeyRecord, nowMs: number, tokens: number, stampMs: number): number {
+function windowsWaitMs(key: KeyRecord, nowMs: number, tokens: number, stampMs: number, high: boolean): number {
   let waitMs = 0;
   for (const counter of key.quotas) waitMs = Math.max(waitMs, quotaWaitMsOf(counter, nowMs, tokens, stampMs));
-  for (const window of key.windows) waitMs = Math.max(waitMs, window.waitMs(nowMs));
-  if (key.tokenLog !== undefined) for (const limit of key.tokenLimits) waitMs = Math.max(waitMs, key.tokenLog.waitMs(limit, nowMs, tokens));
+  for (let w = 0; w < key.windows.length; w++) {
+    const window = key.windows[w]!;
+    waitMs = Math.max(waitMs, window.waitMsUnder(nowMs, window.requests - (high ? 0 : (key.reserved[w] ?? 0))));
+  }
+  if (key.tokenLog !== undefined) {
+    for (let t = 0; t < key.tokenLimits.length; t++) {
+      const limit = unreservedLimit(key.tokenLimits[t]!, high ? 0 : (key.reservedTokens[t] ?? 0));
+      waitMs = Math.max(waitMs, key.tokenLog.waitMs(limit, nowMs, tokens));
+    }
+  }
   return waitMs;
+}
+
+const NONE_RESERVED: readonly number[] = Object.freeze([]);
+
+/** A token window as a request outside the high-priority reserve sees it. */
+function unreservedLimit(limit: TokenWindowLimit, reserved: number): TokenWindowLimit {
+  return reserved === 0 ? limit : { tokens: limit.tokens - reserved, perMs: limit.perMs };
+}
+
+/** What only high-priority requests may use of each of the key's windows, from its pool's share. */
+function reserveFor(key: KeyRecord, share: number): void {
+  key.reserved = key.limits.map((limit) => reservedOf(limit.requests, share));
+  key.reservedTokens = key.tokenLimits.map((limit) => reservedOf(limit.tokens, share));
+}
+
+/**
+ * Smooth weighted round robin (nginx's): every key with room gains its
+ * weight, the highest (first in candidate order on a tie) is granted and
+ * gives back the weights gained in this round. Over any run of grants among
+ * the same keys the counts follow the weights exactly (3:1 gives a, a, b, a).
+ */
+function nextByWeight<T extends { readonly key: KeyRecord }>(eligible: readonly T[], usable: (entry: T, index: number) => boolean = () => true): T | undefined {
+  let best: T | undefined;
+  let total = 0;
+  for (let i = 0; i < eligible.length; i++) {
+    const entry = eligible[i]!;
+    if (!usable(entry, i)) continue;
+    entry.key.smoothWeight += entry.key.weight;
+    total += entry.key.weight;
+    if (best === undefined || entry.key.smoothWeight > best.key.smoothWeight) best = entry;
+  }
+  if (best !== undefined) best.key.smoothWeight -= total;
+  return best;
+}
+
+interface LeaseEligible {
+  readonly key: KeyRecord;
+  readonly headroom: number;
+  /** Slots the key may still take (less the reserve for a non-high lease); Infinity without windows. */
+  readonly available: number;
+  readonly tokensAvailable: number;
+}
+
+/**
+ * How many slots each eligible key gets, in the order they are carved; each
+ * takes at most a quarter of its available slots (at least one). headroom:
+ * least recently granted first, ceil(unassigned / keys left) each. weighted:
+ * slot by slot by nextByWeight among the keys not yet at their cap.
+ * cheapest: the cheapest first (ties by headroom, then least recently
+ * granted), each filled to its cap.
+ */
+function planLease(eligible: LeaseEligible[], wantedSlots: number, selection: KeySelection): { entry: LeaseEligible; slots: number }[] {
+  const capOf = (e: LeaseEligible, share: number): number =>
+    e.available === Number.POSITIVE_INFINITY ? share : Math.max(1, Math.floor(e.available / LEASE_SHARE_OF_HEADROOM));
+  const plan: { entry: LeaseEligible; slots: number }[] = [];
+  let unassigned = wantedSlots;
+  if (selection === 'weighted') {
+    const caps = eligible.map((e) => capOf(e, wantedSlots));
+    const slots = eligible.map(() => 0);
+    const slotOf = new Map(eligible.map((entry, i) => [entry, i]));
+    for (; unassigned > 0; unassigned--) {
+      const entry = nextByWeight(eligible, (_, i) => slots[i]! < caps[i]!);
+      if (entry === undefined) break;
+      slots[slotOf.get(entry)!]!++;
+    }
+    eligible.forEach((entry, i) => {
+      if (slots[i]! > 0) plan.push({ entry, slots: slots[i]! });
+    });
+    return plan;
+  }
+  if (selection === 'cheapest') {
+    eligible.sort((x, y) => x.key.cost - y.key.cost || y.headroom - x.headroom || x.key.lastGrantSeq - y.key.lastGrantSeq);
+    for (const entry of eligible) {
+      if (unassigned <= 0) break;
+      const slots = Math.min(unassigned, capOf(entry, unassigned));
+      unassigned -= slots;
+      plan.push({ entry, slots });
+    }
+    return plan;
+  }
+  // Least recently granted first, so small leases rotate over the keys.
+  eligible.sort((x, y) => x.key.lastGrantSeq - y.key.lastGrantSeq);
+  for (let i = 0; i < eligible.length && unassigned > 0; i++) {
+    const share = Math.ceil(unassigned / (eligible.length - i));
+    const slots = Math.min(share, capOf(eligible[i]!, share));
+    unassigned -= slots;
+    plan.push({ entry: eligible[i]!, slots });
+  }
+  return plan;
 }
 
 function conditionOf(key: KeyRecord, nowMs: number): KeyConditionState {

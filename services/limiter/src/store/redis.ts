@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import Redis from 'ioredis';
 import { calendarPeriodAt } from '../domain/calendar';
+import { DEFAULT_KEY_SELECTION } from '../domain/key-choice';
 import type {
   CalendarQuota,
   KeyCondition,
@@ -89,6 +90,8 @@ export class RedisLimiterStore implements LimiterStore {
   private loading: Promise<void> | undefined;
   /** The calendar ids of each pool's quotas, from the last configure: every replica applies the config. */
   private calendarsByPool: ReadonlyMap<string, readonly string[]> = new Map();
+  /** Each pool's "<keySelection>:<reserveShare>" for ACQUIRE and LEASE, from the last configure. */
+  private choiceByPool: ReadonlyMap<string, string> = new Map();
   /** Per calendar id, its ARGV boundaries while nowMs stays in the current period. */
   private readonly boundaries = new Map<string, { readonly startMs: number; readonly endMs: number; readonly arg: string }>();
 
@@ -113,7 +116,7 @@ export class RedisLimiterStore implements LimiterStore {
         const requests = key.limits.map((l) => `${String(l.requests)}:${String(l.perMs)}`).join(',');
         const tokens = (key.tokenLimits ?? []).map((l) => `${String(l.tokens)}:${String(l.perMs)}`).join(',');
         const quotas = (key.quotas ?? []).map((q) => `${q.unit === 'requests' ? 'r' : 't'}:${String(q.limit)}:${calendarIdOf(q)}`).join(',');
-        args.push(key.keyId, `${requests}|${tokens}|${quotas}`);
+        args.push(key.keyId, `${requests}|${tokens}|${quotas}|${String(key.weight ?? 1)}:${String(key.cost ?? 0)}`);
       }
       calls.push({ script: CONFIGURE, cfgKey: this.cfgKey(pool.poolId), args });
     }
@@ -125,6 +128,7 @@ export class RedisLimiterStore implements LimiterStore {
     // and dropping pools on the next configure.
     await this.run(calls);
     await this.redis.set(this.poolsKey(), JSON.stringify(pools.map((p) => p.poolId)));
+    this.choiceByPool = new Map(pools.map((pool) => [pool.poolId, `${pool.keySelection ?? DEFAULT_KEY_SELECTION}:${String(pool.reserveForHigh ?? 0)}`]));
     this.calendarsByPool = new Map(
       pools.map((pool) => [pool.poolId, [...new Set(pool.keys.flatMap((key) => (key.quotas ?? []).map(calendarIdOf)))]]),
     );
@@ -134,8 +138,8 @@ export class RedisLimiterStore implements LimiterStore {
     const groups = groupByPool(requests);
     const calls: Call[] = [];
     for (const [poolId, indexes] of groups) {
-      const args: Arg[] = this.header(poolId, nowMs);
-      for (const i of indexes) args.push(requests[i]!.tokens ?? 0, requests[i]!.keyIds.length, ...requests[i]!.keyIds);
+      const args: Arg[] = [...this.header(poolId, nowMs), this.choiceOf(poolId)];
+      for (const i of indexes) args.push(requests[i]!.tokens ?? 0, requests[i]!.high === true ? 1 : 0, requests[i]!.keyIds.length, ...requests[i]!.keyIds);
       calls.push({ script: ACQUIRE, cfgKey: this.cfgKey(poolId), args });
     }
     const replies = await this.run(calls);
@@ -161,10 +165,10 @@ export class RedisLimiterStore implements LimiterStore {
     const groups = groupByPool(requests);
     const calls: Call[] = [];
     for (const [poolId, indexes] of groups) {
-      const args: Arg[] = [...this.header(poolId, nowMs), holdMs];
+      const args: Arg[] = [...this.header(poolId, nowMs), holdMs, this.choiceOf(poolId)];
       for (const i of indexes) {
         const request = requests[i]!;
-        args.push(request.wantedSlots, request.wantedTokens ?? 0, request.keyIds.length, ...request.keyIds);
+        args.push(request.wantedSlots, request.wantedTokens ?? 0, request.high === true ? 1 : 0, request.keyIds.length, ...request.keyIds);
       }
       calls.push({ script: LEASE, cfgKey: this.cfgKey(poolId), args });
     }
@@ -406,6 +410,10 @@ export class RedisLimiterStore implements LimiterStore {
     const arg = `${calendarId}=${String(previous.startMs)},${String(current.startMs)},${String(current.endMs)},${String(next.endMs)}`;
     this.boundaries.set(calendarId, { startMs: current.startMs, endMs: current.endMs, arg });
     return arg;
+  }
+
+  private choiceOf(poolId: string): string {
+    return this.choiceByPool.get(poolId) ?? `${DEFAULT_KEY_SELECTION}:0`;
   }
 
   private base(poolId: string): string {

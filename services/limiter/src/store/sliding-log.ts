@@ -32,6 +32,20 @@ export class SlidingLog {
     return waitMs > 0 ? waitMs : 0;
   }
 
+  /**
+   * Whether one more admission keeps the window at most `cap` (1 to requests)
+   * full: the admission `cap` ago has left it. cap = requests is hasRoom.
+   */
+  hasRoomUnder(nowMs: number, cap: number): boolean {
+    return this.at(this.requests - cap) <= nowMs - this.perMs;
+  }
+
+  /** 0 when hasRoomUnder; else exactly until the admission `cap` ago leaves the window. */
+  waitMsUnder(nowMs: number, cap: number): number {
+    const waitMs = this.at(this.requests - cap) + this.perMs - nowMs;
+    return waitMs > 0 ? waitMs : 0;
+  }
+
   /** Admissions the window would still take now: the entries that have left it. */
   remaining(nowMs: number): number {
     const cutoffMs = nowMs - this.perMs;

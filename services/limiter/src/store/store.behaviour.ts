@@ -282,6 +282,166 @@ export function describeLimiterStore(
       });
     });
 
+    describe('key selection, the high-priority reserve and burst windows', () => {
+      const roomy = [{ requests: 1000, perMs: 60_000 }];
+
+      async function acquireAs(keyIds: readonly string[], high: boolean): Promise<AcquireDecision> {
+        const [decision] = await store.acquire([{ poolId: 'p', keyIds, high }], clock.nowMs());
+        return decision!;
+      }
+
+      async function leaseAs(keyIds: readonly string[], wantedSlots: number, high: boolean, holdMs = 0): Promise<LeaseDecision> {
+        const [decision] = await store.lease([{ poolId: 'p', keyIds, wantedSlots, high }], clock.nowMs(), holdMs);
+        return decision!;
+      }
+
+      it('spreads a weighted pool\'s grants exactly by weight (3:1 over 40 acquires), each run of four a, a, b, a', async () => {
+        await store.configure([{ poolId: 'p', keySelection: 'weighted', keys: [{ keyId: 'a', limits: roomy, weight: 3 }, { keyId: 'b', limits: roomy, weight: 1 }] }]);
+        const order: string[] = [];
+        for (let i = 0; i < 40; i++) order.push(await grantedKey('p', ['a', 'b']));
+        assert.equal(order.filter((k) => k === 'a').length, 30);
+        assert.equal(order.filter((k) => k === 'b').length, 10);
+        assert.deepEqual(order.slice(0, 8), ['a', 'a', 'b', 'a', 'a', 'a', 'b', 'a']);
+      });
+
+      it('weighs only the keys with room, so a full key\'s share goes to the others and none idles', async () => {
+        await store.configure([
+          {
+            poolId: 'p',
+            keySelection: 'weighted',
+            keys: [
+              { keyId: 'a', limits: [{ requests: 2, perMs: 1000 }], weight: 3 },
+              { keyId: 'b', limits: roomy, weight: 1 },
+            ],
+          },
+        ]);
+        const order: string[] = [];
+        for (let i = 0; i < 6; i++) order.push(await grantedKey('p', ['a', 'b']));
+        assert.deepEqual(order, ['a', 'a', 'b', 'b', 'b', 'b']);
+      });
+
+      it('grants a cheapest pool\'s cheapest key until it is full, then the next cheapest, ties by headroom', async () => {
+        const five = [{ requests: 5, perMs: 1000 }];
+        await store.configure([
+          {
+            poolId: 'p',
+            keySelection: 'cheapest',
+            keys: [
+              { keyId: 'dear', limits: five, cost: 10 },
+              { keyId: 'cheap', limits: five, cost: 1 },
+              { keyId: 'cheap-too', limits: [{ requests: 50, perMs: 1000 }], cost: 1 },
+            ],
+          },
+        ]);
+        await grantedKey('p', ['cheap-too']);
+        // cheap (100% left) beats cheap-too (98%) on headroom; dear waits until both are full.
+        const order: string[] = [];
+        for (let i = 0; i < 54; i++) order.push(await grantedKey('p', ['dear', 'cheap', 'cheap-too']));
+        assert.equal(order[0], 'cheap');
+        assert.equal(order.filter((k) => k === 'cheap').length, 5);
+        assert.equal(order.filter((k) => k === 'cheap-too').length, 49);
+        assert.equal(await grantedKey('p', ['dear', 'cheap', 'cheap-too']), 'dear');
+      });
+
+      it('denies a normal request at exactly the reserve boundary with the wait until it clears, and admits high ones into the reserve', async () => {
+        await store.configure([{ poolId: 'p', reserveForHigh: 0.2, keys: [{ keyId: 'a', limits: [{ requests: 10, perMs: 1000 }] }] }]);
+        for (let i = 0; i < 8; i++) {
+          const decision = await acquireAs(['a'], false);
+          assert.ok(decision.granted, `normal ${i + 1} of 8`);
+          clock.advance(100);
+        }
+        // At +800, 8 of 10 are used: 2 (20%) must stay free for high priority. The first admission leaves at +1000.
+        const denied = await acquireAs(['a'], false);
+        assert.equal(denied.granted, false);
+        assertClose(denied.granted ? undefined : denied.retryAfterMs, 200);
+        assert.ok((await acquireAs(['a'], true)).granted);
+        assert.ok((await acquireAs(['a'], true)).granted);
+        const full = await acquireAs(['a'], true);
+        assertClose(full.granted ? undefined : full.retryAfterMs, 200);
+        clock.set(T0 + 1000);
+        // The first admission left; 9 are in the window, so a normal request still waits (until +1100), a high one fits.
+        assert.equal((await acquireAs(['a'], false)).granted, false);
+        assert.ok((await acquireAs(['a'], true)).granted);
+      });
+
+      it('keeps a burst window of a fraction of a millisecond exactly (3 of 7 per second: 3 in any 3000/7 ms)', async () => {
+        const burstPerMs = (1000 * 3) / 7;
+        await store.configure([pool('p', { a: [{ requests: 7, perMs: 1000 }, { requests: 3, perMs: burstPerMs, burst: true }] })]);
+        for (let i = 0; i < 3; i++) await grantedKey('p', ['a']);
+        assertClose(await retryAfterMs('p', ['a']), burstPerMs);
+        clock.set(T0 + 428);
+        await retryAfterMs('p', ['a']);
+        clock.set(T0 + 429);
+        await grantedKey('p', ['a']);
+        const [state] = await store.snapshot('p', clock.nowMs());
+        assert.deepEqual(state!.windows.map((w) => [w.requests, w.perMs, w.remaining]), [[7, 1000, 3], [3, burstPerMs, 2]]);
+      });
+
+      it('reserves ceil(share × limit) of token windows too, so a normal request never eats into them', async () => {
+        await store.configure([{ poolId: 'p', reserveForHigh: 0.25, keys: [{ keyId: 'a', limits: [], tokenLimits: [{ tokens: 1000, perMs: 1000 }] }] }]);
+        const [big] = await store.acquire([{ poolId: 'p', keyIds: ['a'], tokens: 751 }], clock.nowMs());
+        assert.deepEqual(big, { granted: false, retryAfterMs: undefined });
+        const [fits] = await store.acquire([{ poolId: 'p', keyIds: ['a'], tokens: 750 }], clock.nowMs());
+        assert.ok(fits!.granted);
+        const [more] = await store.acquire([{ poolId: 'p', keyIds: ['a'], tokens: 1 }], clock.nowMs());
+        assertClose(more!.granted ? undefined : more!.retryAfterMs, 1000);
+        const [high] = await store.acquire([{ poolId: 'p', keyIds: ['a'], tokens: 250, high: true }], clock.nowMs());
+        assert.ok(high!.granted);
+      });
+
+      it('carves normal leases from the unreserved part only, and high leases from the reserve too', async () => {
+        await store.configure([{ poolId: 'p', reserveForHigh: 0.5, keys: [{ keyId: 'a', limits: [{ requests: 40, perMs: 1000 }] }] }]);
+        let normalSlots = 0;
+        for (let i = 0; i < 40; i++) {
+          const decision = await leaseAs(['a'], 100, false);
+          if (decision.grants.length === 0) {
+            assertClose(decision.retryAfterMs, 1000);
+            break;
+          }
+          normalSlots += decision.grants[0]!.slots;
+        }
+        assert.equal(normalSlots, 20);
+        // 20 left for high priority: a quarter of them per grant.
+        assert.deepEqual((await leaseAs(['a'], 100, true)).grants, [{ keyId: 'a', slots: 5 }]);
+      });
+
+      it('splits a weighted pool\'s lease by weight and a cheapest pool\'s cheapest first, each key at most a quarter of its headroom', async () => {
+        await store.configure([
+          { poolId: 'p', keySelection: 'weighted', keys: [{ keyId: 'a', limits: roomy, weight: 3 }, { keyId: 'b', limits: roomy, weight: 1 }] },
+          {
+            poolId: 'q',
+            keySelection: 'cheapest',
+            keys: [
+              { keyId: 'dear', limits: [{ requests: 40, perMs: 1000 }], cost: 2 },
+              { keyId: 'cheap', limits: [{ requests: 40, perMs: 1000 }], cost: 1 },
+            ],
+          },
+        ]);
+        assert.deepEqual((await leaseAs(['a', 'b'], 8, false)).grants, [
+          { keyId: 'a', slots: 6 },
+          { keyId: 'b', slots: 2 },
+        ]);
+        const [cheapest] = await store.lease([{ poolId: 'q', keyIds: ['dear', 'cheap'], wantedSlots: 5 }], clock.nowMs(), 0);
+        assert.deepEqual(cheapest!.grants, [{ keyId: 'cheap', slots: 5 }]);
+        const [spill] = await store.lease([{ poolId: 'q', keyIds: ['dear', 'cheap'], wantedSlots: 100 }], clock.nowMs(), 0);
+        // cheap has 35 left: 8 (a quarter); dear gets the next 10 (a quarter of 40).
+        assert.deepEqual(spill!.grants, [
+          { keyId: 'cheap', slots: 8 },
+          { keyId: 'dear', slots: 10 },
+        ]);
+      });
+
+      it('keeps a weighted pool exactly to its weights when acquires and leases mix', async () => {
+        await store.configure([{ poolId: 'p', keySelection: 'weighted', keys: [{ keyId: 'a', limits: roomy, weight: 1 }, { keyId: 'b', limits: roomy, weight: 1 }] }]);
+        assert.equal(await grantedKey('p', ['a', 'b']), 'a');
+        assert.deepEqual((await leaseAs(['a', 'b'], 3, false)).grants, [
+          { keyId: 'a', slots: 1 },
+          { keyId: 'b', slots: 2 },
+        ]);
+        assert.equal(await grantedKey('p', ['a', 'b']), 'a');
+      });
+    });
+
     describe('conditions', () => {
       beforeEach(async () => {
         const limits = [{ requests: 2, perMs: 10_000 }];

@@ -30,9 +30,12 @@ export interface LimiterStore {
   /**
    * Decides each request in order, as if one after the other, in one atomic step:
    * among the candidates that are known, not parked, not cooling and have room in
-   * every window and calendar quota, grants the one with the most headroom (min
-   * over its windows and quotas of remaining/limit; none = infinite), ties to
-   * the least recently granted, and records the admission in each of them. A
+   * every window and calendar quota (less the high-priority reserve for other
+   * requests), grants one by the pool's key selection (headroom: the most
+   * headroom, min over its windows and quotas of remaining/limit, none =
+   * infinite, ties to the least recently granted; weighted: smooth weighted
+   * round robin among them; cheapest: the lowest cost, ties by headroom), and
+   * records the admission in each of them. A
    * spent quota's wait is the end of its period (the zone's next midnight).
    * Unknown candidates are skipped (a config swap may be in flight).
    */
@@ -44,10 +47,13 @@ export interface LimiterStore {
    * at nowMs + holdMs, the latest moment it may be spent: so each pair of
    * admissions, leased or not, is counted together whenever their real times
    * could lie within one window. wantedSlots (at least 1) are split over the
-   * eligible keys, least recently granted first, each taking
-   * ceil(unassigned / keys left) but at most a quarter of its headroom (at
-   * least one slot): never more slots than wanted, since an unspent slot
-   * stays counted until its lease ends. Calendar quotas count the slots (and
+   * eligible keys by the pool's key selection, each key taking at most a
+   * quarter of its headroom (at least one slot; headroom less the reserve
+   * unless the lease is high): headroom, least recently granted first, each
+   * taking ceil(unassigned / keys left); weighted, slot by slot by the same
+   * smooth weighted round robin as acquire; cheapest, cheapest first. Never
+   * more slots than wanted, since an unspent slot stays counted until its
+   * lease ends. Calendar quotas count the slots (and
    * budget) in the period of nowMs, and also in the next one when nowMs +
    * holdMs lies past its end: the slots may be spent on either side.
    */
@@ -117,6 +123,13 @@ export interface KeyCandidates {
    * key whose token limit is below it can never take the request.
    */
   readonly tokens?: number;
+  /**
+   * May use the pool's reserve_for_high share. Otherwise a key is eligible
+   * only while, after the admission, each of its request and token windows
+   * keeps ceil(share × limit) free (reservedOf); the retry-after is until
+   * that holds.
+   */
+  readonly high?: boolean;
 }
 
 export interface LeaseCandidates {
@@ -133,6 +146,8 @@ export interface LeaseCandidates {
    * nowMs + holdMs as one admission the router's settles shrink.
    */
   readonly wantedTokens?: number;
+  /** As KeyCandidates.high: without it, slots and budgets are carved from the unreserved part only. */
+  readonly high?: boolean;
 }
 
 export interface LeaseDecision {

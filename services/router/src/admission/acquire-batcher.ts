@@ -1,6 +1,6 @@
 import type { RpcClient } from '@keymesh/rpc';
 import { KeymeshError, Code, Reason } from '@keymesh/errors';
-import { AcquireOutcome, type AcquireResponse, type LimiterService } from '@keymesh/proto/limiter/v1/limiter';
+import { AcquireOutcome, Priority, type AcquireResponse, type LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import { attr, spanLinkOf, type Telemetry } from '@keymesh/telemetry';
 import { SpanKind, trace, type Context, type Link, type SpanContext } from '@opentelemetry/api';
 
@@ -22,6 +22,7 @@ interface Pending {
   excludedKeyIds: string[];
   requestId: string;
   estimatedTokens: number;
+  high: boolean;
   deadlineMs: number;
   ctx: Context;
   link: Link | undefined;
@@ -50,8 +51,8 @@ export class AcquireBatcher {
     private readonly telemetry: Telemetry,
   ) {}
 
-  /** estimatedTokens: what to reserve on a pool with token limits (0 elsewhere). */
-  acquire(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context, estimatedTokens = 0): Promise<Admission> {
+  /** estimatedTokens: what to reserve on a pool with token limits (0 elsewhere). high: may use the pool's reserve_for_high share. */
+  acquire(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context, estimatedTokens = 0, high = false): Promise<Admission> {
     const span = trace.getSpan(ctx);
     return new Promise<Admission>((resolve, reject) => {
       this.pending.push({
@@ -59,6 +60,7 @@ export class AcquireBatcher {
         excludedKeyIds,
         requestId,
         estimatedTokens,
+        high,
         deadlineMs,
         ctx,
         link: span ? spanLinkOf(span) : undefined,
@@ -93,7 +95,13 @@ export class AcquireBatcher {
     const decidedBy = batchSpan.spanContext();
     const call = this.limiter.acquireBatch(
       {
-        requests: batch.map((p) => ({ poolId: p.poolId, excludedKeyIds: p.excludedKeyIds, requestId: p.requestId, estimatedTokens: p.estimatedTokens })),
+        requests: batch.map((p) => ({
+          poolId: p.poolId,
+          excludedKeyIds: p.excludedKeyIds,
+          requestId: p.requestId,
+          estimatedTokens: p.estimatedTokens,
+          priority: p.high ? Priority.HIGH : Priority.UNSPECIFIED,
+        })),
       },
       { deadlineMs, parent: trace.setSpan(batch[0].ctx, batchSpan) },
     );

@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
 import { create } from '@bufbuild/protobuf';
-import { GrantLeasesResponseSchema, type GrantLeasesRequest, type GrantLeasesResponse, type LimiterService } from '@keymesh/proto/limiter/v1/limiter';
+import {
+  AcquireOutcome,
+  GrantLeasesResponseSchema,
+  Priority,
+  type AcquireBatchRequest,
+  type GrantLeasesRequest,
+  type GrantLeasesResponse,
+  type LimiterService,
+} from '@keymesh/proto/limiter/v1/limiter';
 import type { RpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
 import { ROOT_CONTEXT } from '@opentelemetry/api';
@@ -120,5 +128,32 @@ describe('admission from capacity leases', () => {
     // Slots were plenty; the leases were renewed before their 300 ms hold ran out.
     assert.equal(waited, 0);
     assert.ok(limiter.calls.length >= 2);
+  });
+
+  it('sends a high-priority request that finds no slot to the exact path with its priority, and never leases from the reserve', async () => {
+    // The pool is at its reserve boundary: nothing to lease, but a high request may still be granted.
+    const acquires: AcquireBatchRequest[] = [];
+    const grants: GrantLeasesRequest[] = [];
+    const client = {
+      grantLeases: async (request: GrantLeasesRequest) => {
+        grants.push(request);
+        return create(GrantLeasesResponseSchema, { pools: [{ poolId: 'main', leases: [], reason: 'KEY_POOL_EXHAUSTED', retryAfter: { seconds: 1n } }] });
+      },
+      acquireBatch: async (request: AcquireBatchRequest) => {
+        acquires.push(request);
+        return {
+          responses: request.requests.map((r) =>
+            r.priority === Priority.HIGH ? { outcome: AcquireOutcome.GRANTED, keyId: 'k1', admissionId: '' } : { outcome: AcquireOutcome.DENIED, reason: 'KEY_POOL_EXHAUSTED' },
+          ),
+        };
+      },
+    } as unknown as RpcClient<typeof LimiterService>;
+    const a = new LeaseAdmission(client, telemetry, new AcquireBatcher(client, telemetry), { holdMs: 1_000 });
+    const normal = await Promise.resolve(a.admit('main', [], 'r1', Date.now() + 5_000, ROOT_CONTEXT));
+    assert.equal(normal.granted, false);
+    const high = await Promise.resolve(a.admit('main', [], 'r2', Date.now() + 5_000, ROOT_CONTEXT, undefined, true));
+    assert.deepEqual({ ...high, decidedBy: undefined }, { granted: true, keyId: 'k1', decidedBy: undefined });
+    assert.deepEqual(acquires.map((r) => r.requests.map((x) => x.priority)), [[Priority.HIGH]]);
+    assert.ok(grants.length > 0 && grants.every((g) => g.requests.every((r) => r.priority !== Priority.HIGH)));
   });
 });

@@ -100,9 +100,24 @@ export class LeaseAdmission {
    * admitted from a lease only if its estimate fits the lease's budget;
    * otherwise it takes the exact path with its estimate rather than wait,
    * and its demand sizes the next budget.
+   *
+   * high: a high-priority request. Leases are only ever asked for without
+   * priority, so they are carved from the part of each key outside
+   * reserve_for_high and any request may spend them; a high request that
+   * finds no slot takes the exact path with its priority, which may use the
+   * reserve. So no slice from the reserve is ever held here for a normal
+   * request to spend.
    */
-  admit(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context, estimatedTokens?: number): Admission | Promise<Admission> {
-    if (excludedKeyIds.length > 0) return this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens);
+  admit(
+    poolId: string,
+    excludedKeyIds: string[],
+    requestId: string,
+    deadlineMs: number,
+    ctx: Context,
+    estimatedTokens?: number,
+    high = false,
+  ): Admission | Promise<Admission> {
+    if (excludedKeyIds.length > 0) return this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens, high);
     const pool = this.poolState(poolId);
     const nowMs = Date.now();
     const lease = takeSlot(pool, nowMs, estimatedTokens ?? 0);
@@ -112,7 +127,7 @@ export class LeaseAdmission {
       if (!lease) {
         // The Acquire is queued before the refill, so that this turn's calls reach
         // the limiter in that order and the new budget is not carved from this request's room.
-        const exact = this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens);
+        const exact = this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens, high);
         this.requestRefill(poolId);
         return exact;
       }
@@ -127,6 +142,7 @@ export class LeaseAdmission {
       if (!pool.refilling && (remainingSlots(pool, nowMs) * 4 <= pool.lastGrantedSlots || nowMs >= pool.renewAtMs)) this.requestRefill(poolId);
       return { granted: true, keyId: lease.keyId, decidedBy: lease.decidedBy };
     }
+    if (high) return this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx, 0, true);
     const span = trace.getSpan(ctx);
     return new Promise<Admission>((resolve, reject) => {
       pool.waiters.push({ ctx, link: span ? spanLinkOf(span) : undefined, resolve, reject });

@@ -569,7 +569,10 @@ export class Dispatcher {
     const route = trace.getSpan(scope.traceContext);
     // Tokenized only for pools with token limits: everywhere else admission stays a slot count.
     const estimatedTokens = this.deps.table().tokenLimitedPools.has(target.poolId) ? (scope.tokens?.estimated(scope.route.defaultMaxTokens) ?? 0) : undefined;
-    const admission = this.admitted(scope, this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, estimatedTokens));
+    const admission = this.admitted(
+      scope,
+      this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, estimatedTokens, scope.priority === 'high'),
+    );
     if (admission instanceof Promise) {
       // A lease grant may outlast the caller's deadline (it has its own timeout); the caller must not wait for it.
       return this.untilDone(scope, admission).then((a) => {

@@ -8,10 +8,11 @@
  *
  * Data model, per pool:
  *   <base>:cfg         hash keyId -> "<configIndex>|<requests>:<perMs>,...|<tokens>:<perMs>,...
- *                      |<r|t>:<limit>:<calendarId>,..."
+ *                      |<r|t>:<limit>:<calendarId>,...|<weight>:<cost>"
  *   <base>:seq         grant counter; ties go to the key with the lowest last grant
  *   <base>:st:<keyId>  hash p (parked "1"), pr (park reason), cu/cr (cooling until/reason),
- *                      seq (last grant), last (newest recorded admission)
+ *                      seq (last grant), last (newest recorded admission),
+ *                      cw (running weight of a weighted pool's round robin)
  *   <base>:log:<keyId> zset of admissions, score = time, the newest max(requests)
  *                      of them: the memory store's rings, one per window, all
  *                      record every admission, so the window of N looks at the
@@ -100,12 +101,13 @@ local function parsePairs(list)
   return windows, maxN, maxP
 end
 
--- Request windows, their max N and max perMs, the config index, token windows, their max perMs and the quota list.
+-- Request windows, their max N and max perMs, the config index, token windows, their max perMs, the quota list and "<weight>:<cost>".
 local function parseWindows(value)
   local bar = string.find(value, '|', 1, true)
   local rest = string.sub(value, bar + 1)
   local tokenList = ''
   local quotaList = ''
+  local choice = ''
   local bar2 = string.find(rest, '|', 1, true)
   if bar2 then
     tokenList = string.sub(rest, bar2 + 1)
@@ -114,19 +116,26 @@ local function parseWindows(value)
     if bar3 then
       quotaList = string.sub(tokenList, bar3 + 1)
       tokenList = string.sub(tokenList, 1, bar3 - 1)
+      local bar4 = string.find(quotaList, '|', 1, true)
+      if bar4 then
+        choice = string.sub(quotaList, bar4 + 1)
+        quotaList = string.sub(quotaList, 1, bar4 - 1)
+      end
     end
   end
   local windows, maxN, maxP = parsePairs(rest)
   local tokenWindows, _, maxTP = parsePairs(tokenList)
-  return windows, maxN, maxP, tonumber(string.sub(value, 1, bar - 1)), tokenWindows, maxTP, quotaList
+  return windows, maxN, maxP, tonumber(string.sub(value, 1, bar - 1)), tokenWindows, maxTP, quotaList, choice
 end
 
 local function readKey(keyId, value)
-  local windows, maxN, maxP, index, tokenWindows, maxTP, quotaList = parseWindows(value)
+  local windows, maxN, maxP, index, tokenWindows, maxTP, quotaList, choice = parseWindows(value)
   local quotas, hasTokenQuota = parseQuotas(quotaList)
+  local weight, cost = string.match(choice, '([^:]+):([^:]+)')
   local stKey = base .. ':st:' .. keyId
-  local st = redis.call('HMGET', stKey, 'p', 'pr', 'cu', 'cr', 'seq', 'last')
+  local st = redis.call('HMGET', stKey, 'p', 'pr', 'cu', 'cr', 'seq', 'last', 'cw')
   return {
+    weight = tonumber(weight) or 1, cost = tonumber(cost) or 0, cw = tonumber(st[7]) or 0,
     id = keyId, index = index, windows = windows, maxN = maxN, maxP = maxP,
     tokenWindows = tokenWindows, maxTP = maxTP,
     quotas = quotas, hasTokenQuota = hasTokenQuota,
@@ -150,9 +159,9 @@ local function loadKey(keyId)
   return k
 end
 
--- The admission w.n ago (the ring's oldest slot in the memory store); -inf if fewer.
-local function headMs(k, w)
-  local r = redis.call('ZREVRANGE', k.logKey, w.n - 1, w.n - 1, 'WITHSCORES')
+-- The admission n ago (n = w.n: the ring's oldest slot in the memory store); -inf if fewer.
+local function headMs(k, n)
+  local r = redis.call('ZREVRANGE', k.logKey, n - 1, n - 1, 'WITHSCORES')
   if r[2] then return tonumber(r[2]) end
   return -INF
 end
@@ -170,8 +179,9 @@ local function remainingIn(k, w, nowMs)
   return w.n - inside
 end
 
-local function windowWaitMs(k, w, nowMs)
-  local waitMs = headMs(k, w) + w.p - nowMs
+-- Until one more admission keeps the window at most cap full (memory.ts waitMsUnder).
+local function windowWaitMs(k, w, nowMs, cap)
+  local waitMs = headMs(k, cap) + w.p - nowMs
   if waitMs > 0 then return waitMs end
   return 0
 end
@@ -202,18 +212,54 @@ local function tokensUsed(k, w, nowMs)
   return used
 end
 
--- As token-log.ts waitMs: 0 when tokens fit now, else until enough of the oldest leave.
-local function tokenWaitMs(k, w, nowMs, tokens)
-  if tokens > w.n then return INF end
+-- As token-log.ts waitMs with a limit of n (w.n less any reserve): 0 when tokens fit now, else until enough of the oldest leave.
+local function tokenWaitMs(k, w, nowMs, tokens, n)
+  if tokens > n then return INF end
   local times, weights = tokenEntries(k, w, nowMs)
   local used = 0
   for _, wt in ipairs(weights) do used = used + wt end
-  if used + tokens <= w.n then return 0 end
+  if used + tokens <= n then return 0 end
   for j = 1, #times do
     used = used - weights[j]
-    if used + tokens <= w.n then return times[j] + w.p - nowMs end
+    if used + tokens <= n then return times[j] + w.p - nowMs end
   end
   return INF
+end
+
+-- The pool's reserve_for_high share, set by the decision scripts that take it (key-choice.ts reservedOf computes the same).
+local reserveShare = 0
+local function reservedOf(n)
+  if not (reserveShare > 0) then return 0 end
+  return math.ceil(math.floor(reserveShare * n * 1e6 + 0.5) / 1e6)
+end
+
+-- "<selection>:<reserveShare>" of ACQUIRE and LEASE: the pool's key selection; sets reserveShare.
+local function readChoice(arg)
+  local selection, share = string.match(arg, '([^:]+):([^:]+)')
+  reserveShare = tonumber(share) or 0
+  return selection or 'headroom'
+end
+
+-- As memory.ts nextByWeight: smooth weighted round robin over the keys for which usable(idx)
+-- holds (all when nil), first in order on a tie; returns the key and its index, nil for none.
+local function nextByWeight(keys, usable)
+  local best, bestIdx, total = nil, nil, 0
+  for idx, k in ipairs(keys) do
+    if usable == nil or usable(idx) then
+      k.cw = k.cw + k.weight
+      total = total + k.weight
+      if best == nil or k.cw > best.cw then
+        best = k
+        bestIdx = idx
+      end
+    end
+  end
+  if best then best.cw = best.cw - total end
+  return best, bestIdx
+end
+
+local function saveWeights(keys)
+  for _, k in ipairs(keys) do redis.call('HSET', k.stKey, 'cw', fmt(k.cw)) end
 end
 
 local function tokenResetMs(k, w, nowMs)
@@ -259,11 +305,21 @@ local function quotaRemaining(k, q, nowMs, stampMs)
 end
 
 -- As memory.ts roomOf: nil when parked or when tokens exceed a token limit; else wait, headroom, available.
-local function roomOf(k, nowMs, tokens, stampMs)
+-- normal: the request may not use the reserve_for_high share (every window's cap is its limit less reservedOf).
+local function roomOf(k, nowMs, tokens, stampMs, normal)
   if k.parked then return nil end
   stampMs = stampMs or nowMs
-  for _, w in ipairs(k.tokenWindows) do
-    if tokens > w.n then return nil end
+  local held, heldTokens = {}, {}
+  for j, w in ipairs(k.windows) do
+    held[j] = 0
+    if normal then held[j] = reservedOf(w.n) end
+    -- A window wholly reserved is never this request's, whatever the wait.
+    if w.n - held[j] < 1 then return nil end
+  end
+  for j, w in ipairs(k.tokenWindows) do
+    heldTokens[j] = 0
+    if normal then heldTokens[j] = reservedOf(w.n) end
+    if tokens > w.n - heldTokens[j] then return nil end
   end
   local quotaWaits = {}
   for j, q in ipairs(k.quotas) do
@@ -274,12 +330,12 @@ local function roomOf(k, nowMs, tokens, stampMs)
   local coolingMs = k.coolUntil - nowMs
   if coolingMs > 0 then
     local waitMs = 0
-    for _, w in ipairs(k.windows) do
-      local wt = windowWaitMs(k, w, nowMs)
+    for j, w in ipairs(k.windows) do
+      local wt = windowWaitMs(k, w, nowMs, w.n - held[j])
       if wt > waitMs then waitMs = wt end
     end
-    for _, w in ipairs(k.tokenWindows) do
-      local wt = tokenWaitMs(k, w, nowMs, tokens)
+    for j, w in ipairs(k.tokenWindows) do
+      local wt = tokenWaitMs(k, w, nowMs, tokens, w.n - heldTokens[j])
       if wt > waitMs then waitMs = wt end
     end
     for _, wt in ipairs(quotaWaits) do
@@ -289,19 +345,19 @@ local function roomOf(k, nowMs, tokens, stampMs)
     return waitMs, 0, 0
   end
   local headroom, available, waitMs = INF, INF, 0
-  for _, w in ipairs(k.windows) do
-    local head = headMs(k, w)
+  for j, w in ipairs(k.windows) do
+    local head = headMs(k, w.n - held[j])
     if head <= nowMs - w.p then
       local remaining = remainingIn(k, w, nowMs)
       if remaining / w.n < headroom then headroom = remaining / w.n end
-      if remaining < available then available = remaining end
+      if remaining - held[j] < available then available = remaining - held[j] end
     else
       local wt = head + w.p - nowMs
       if wt > waitMs then waitMs = wt end
     end
   end
-  for _, w in ipairs(k.tokenWindows) do
-    local wt = tokenWaitMs(k, w, nowMs, tokens)
+  for j, w in ipairs(k.tokenWindows) do
+    local wt = tokenWaitMs(k, w, nowMs, tokens, w.n - heldTokens[j])
     if wt > 0 then
       if wt > waitMs then waitMs = wt end
     else

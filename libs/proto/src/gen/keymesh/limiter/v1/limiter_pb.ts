@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/limiter/v1/limiter.proto.
  */
 export const file_keymesh_limiter_v1_limiter: GenFile = /*@__PURE__*/
-  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxImkKDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJEhgKEGVzdGltYXRlZF90b2tlbnMYBCABKA0irAEKD0FjcXVpcmVSZXNwb25zZRIzCgdvdXRjb21lGAEgASgOMiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVPdXRjb21lEg4KBmtleV9pZBgCIAEoCRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkSFAoMYWRtaXNzaW9uX2lkGAUgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJmCgxMZWFzZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgx3YW50ZWRfc2xvdHMYAiABKA0SGAoQZXhjbHVkZWRfa2V5X2lkcxgDIAMoCRIVCg13YW50ZWRfdG9rZW5zGAQgASgNInEKEkdyYW50TGVhc2VzUmVxdWVzdBIyCghyZXF1ZXN0cxgBIAMoCzIgLmtleW1lc2gubGltaXRlci52MS5MZWFzZVJlcXVlc3QSJwoEaG9sZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJMCgVMZWFzZRIOCgZrZXlfaWQYASABKAkSDQoFc2xvdHMYAiABKA0SDgoGdG9rZW5zGAMgASgNEhQKDGFkbWlzc2lvbl9pZBgEIAEoCSKIAQoKUG9vbExlYXNlcxIPCgdwb29sX2lkGAEgASgJEikKBmxlYXNlcxgCIAMoCzIZLmtleW1lc2gubGltaXRlci52MS5MZWFzZRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkiRAoTR3JhbnRMZWFzZXNSZXNwb25zZRItCgVwb29scxgBIAMoCzIeLmtleW1lc2gubGltaXRlci52MS5Qb29sTGVhc2VzInEKClNldHRsZW1lbnQSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSFAoMYWRtaXNzaW9uX2lkGAMgASgJEhcKD3Jlc2VydmVkX3Rva2VucxgEIAEoDRITCgt1c2VkX3Rva2VucxgFIAEoDSJECg1TZXR0bGVSZXF1ZXN0EjMKC3NldHRsZW1lbnRzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZW1lbnQiEAoOU2V0dGxlUmVzcG9uc2UioAIKFFJlcG9ydE91dGNvbWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2h0dHBfc3RhdHVzGAMgASgNEi4KC3JldHJ5X2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh4KFmxlYXJuZWRfbGltaXRfcmVxdWVzdHMYBSABKA0SMQoObGVhcm5lZF93aW5kb3cYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHwoScmVtYWluaW5nX3JlcXVlc3RzGAcgASgNSACIAQESFwoPcXVvdGFfZXhoYXVzdGVkGAggASgIQhUKE19yZW1haW5pbmdfcmVxdWVzdHMihQEKDktleVBhcmtlZEV2ZW50Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2h0dHBfc3RhdHVzGAMgASgNEg4KBnJlYXNvbhgEIAEoCRItCglwYXJrZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkwKFVJlcG9ydE91dGNvbWVSZXNwb25zZRIzCgljb25kaXRpb24YASABKA4yIC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5Q29uZGl0aW9uIiUKEkdldEtleVN0YXRlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJIooDCghLZXlTdGF0ZRIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIzCgljb25kaXRpb24YAyABKA4yIC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5Q29uZGl0aW9uEhoKEnJlbWFpbmluZ19yZXF1ZXN0cxgEIAEoDRIWCg5saW1pdF9yZXF1ZXN0cxgFIAEoDRIpCgZ3aW5kb3cYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMQoNY29vbGluZ191bnRpbBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY29uZGl0aW9uX3JlYXNvbhgIIAEoCRI7Cg10b2tlbl93aW5kb3dzGAkgAygLMiQua2V5bWVzaC5saW1pdGVyLnYxLlRva2VuV2luZG93U3RhdGUSPwoPY2FsZW5kYXJfcXVvdGFzGAogAygLMiYua2V5bWVzaC5saW1pdGVyLnYxLkNhbGVuZGFyUXVvdGFTdGF0ZSLRAQoSQ2FsZW5kYXJRdW90YVN0YXRlEisKBHVuaXQYASABKA4yHS5rZXltZXNoLmxpbWl0ZXIudjEuUXVvdGFVbml0Eg0KBWxpbWl0GAIgASgEEi8KBnBlcmlvZBgDIAEoDjIfLmtleW1lc2gubGltaXRlci52MS5RdW90YVBlcmlvZBIRCgl0aW1lX3pvbmUYBCABKAkSDAoEdXNlZBgFIAEoBBItCglyZXNldHNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpoBChBUb2tlbldpbmRvd1N0YXRlEhgKEHJlbWFpbmluZ190b2tlbnMYASABKAQSFAoMbGltaXRfdG9rZW5zGAIgASgEEikKBndpbmRvdxgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCghyZXNldF9pbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJBChNHZXRLZXlTdGF0ZVJlc3BvbnNlEioKBGtleXMYASADKAsyHC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5U3RhdGUqagoOQWNxdWlyZU91dGNvbWUSHwobQUNRVUlSRV9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGwoXQUNRVUlSRV9PVVRDT01FX0dSQU5URUQQARIaChZBQ1FVSVJFX09VVENPTUVfREVOSUVEEAIqewoMS2V5Q29uZGl0aW9uEh0KGUtFWV9DT05ESVRJT05fVU5TUEVDSUZJRUQQABIXChNLRVlfQ09ORElUSU9OX1JFQURZEAESGQoVS0VZX0NPTkRJVElPTl9DT09MSU5HEAISGAoUS0VZX0NPTkRJVElPTl9QQVJLRUQQAypXCglRdW90YVVuaXQSGgoWUVVPVEFfVU5JVF9VTlNQRUNJRklFRBAAEhcKE1FVT1RBX1VOSVRfUkVRVUVTVFMQARIVChFRVU9UQV9VTklUX1RPS0VOUxACKlkKC1F1b3RhUGVyaW9kEhwKGFFVT1RBX1BFUklPRF9VTlNQRUNJRklFRBAAEhQKEFFVT1RBX1BFUklPRF9EQVkQARIWChJRVU9UQV9QRVJJT0RfTU9OVEgQAjK+BAoOTGltaXRlclNlcnZpY2USUgoHQWNxdWlyZRIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVxdWVzdBojLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVzcG9uc2USYQoMQWNxdWlyZUJhdGNoEicua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlcXVlc3QaKC5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZUJhdGNoUmVzcG9uc2USXgoLR3JhbnRMZWFzZXMSJi5rZXltZXNoLmxpbWl0ZXIudjEuR3JhbnRMZWFzZXNSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdyYW50TGVhc2VzUmVzcG9uc2USTwoGU2V0dGxlEiEua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZVJlcXVlc3QaIi5rZXltZXNoLmxpbWl0ZXIudjEuU2V0dGxlUmVzcG9uc2USZAoNUmVwb3J0T3V0Y29tZRIoLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVxdWVzdBopLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVzcG9uc2USXgoLR2V0S2V5U3RhdGUSJi5rZXltZXNoLmxpbWl0ZXIudjEuR2V0S2V5U3RhdGVSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxIpkBCg5BY3F1aXJlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhgKEGV4Y2x1ZGVkX2tleV9pZHMYAiADKAkSEgoKcmVxdWVzdF9pZBgDIAEoCRIYChBlc3RpbWF0ZWRfdG9rZW5zGAQgASgNEi4KCHByaW9yaXR5GAogASgOMhwua2V5bWVzaC5saW1pdGVyLnYxLlByaW9yaXR5IqwBCg9BY3F1aXJlUmVzcG9uc2USMwoHb3V0Y29tZRgBIAEoDjIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlT3V0Y29tZRIOCgZrZXlfaWQYAiABKAkSLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGcmVhc29uGAQgASgJEhQKDGFkbWlzc2lvbl9pZBgFIAEoCSJLChNBY3F1aXJlQmF0Y2hSZXF1ZXN0EjQKCHJlcXVlc3RzGAEgAygLMiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXF1ZXN0Ik4KFEFjcXVpcmVCYXRjaFJlc3BvbnNlEjYKCXJlc3BvbnNlcxgBIAMoCzIjLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVzcG9uc2UilgEKDExlYXNlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhQKDHdhbnRlZF9zbG90cxgCIAEoDRIYChBleGNsdWRlZF9rZXlfaWRzGAMgAygJEhUKDXdhbnRlZF90b2tlbnMYBCABKA0SLgoIcHJpb3JpdHkYCiABKA4yHC5rZXltZXNoLmxpbWl0ZXIudjEuUHJpb3JpdHkicQoSR3JhbnRMZWFzZXNSZXF1ZXN0EjIKCHJlcXVlc3RzGAEgAygLMiAua2V5bWVzaC5saW1pdGVyLnYxLkxlYXNlUmVxdWVzdBInCgRob2xkGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkwKBUxlYXNlEg4KBmtleV9pZBgBIAEoCRINCgVzbG90cxgCIAEoDRIOCgZ0b2tlbnMYAyABKA0SFAoMYWRtaXNzaW9uX2lkGAQgASgJIogBCgpQb29sTGVhc2VzEg8KB3Bvb2xfaWQYASABKAkSKQoGbGVhc2VzGAIgAygLMhkua2V5bWVzaC5saW1pdGVyLnYxLkxlYXNlEi4KC3JldHJ5X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgEIAEoCSJEChNHcmFudExlYXNlc1Jlc3BvbnNlEi0KBXBvb2xzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlBvb2xMZWFzZXMicQoKU2V0dGxlbWVudBIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIUCgxhZG1pc3Npb25faWQYAyABKAkSFwoPcmVzZXJ2ZWRfdG9rZW5zGAQgASgNEhMKC3VzZWRfdG9rZW5zGAUgASgNIkQKDVNldHRsZVJlcXVlc3QSMwoLc2V0dGxlbWVudHMYASADKAsyHi5rZXltZXNoLmxpbWl0ZXIudjEuU2V0dGxlbWVudCIQCg5TZXR0bGVSZXNwb25zZSKgAgoUUmVwb3J0T3V0Y29tZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEwoLaHR0cF9zdGF0dXMYAyABKA0SLgoLcmV0cnlfYWZ0ZXIYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHgoWbGVhcm5lZF9saW1pdF9yZXF1ZXN0cxgFIAEoDRIxCg5sZWFybmVkX3dpbmRvdxgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIfChJyZW1haW5pbmdfcmVxdWVzdHMYByABKA1IAIgBARIXCg9xdW90YV9leGhhdXN0ZWQYCCABKAhCFQoTX3JlbWFpbmluZ19yZXF1ZXN0cyKFAQoOS2V5UGFya2VkRXZlbnQSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEwoLaHR0cF9zdGF0dXMYAyABKA0SDgoGcmVhc29uGAQgASgJEi0KCXBhcmtlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTAoVUmVwb3J0T3V0Y29tZVJlc3BvbnNlEjMKCWNvbmRpdGlvbhgBIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24iJQoSR2V0S2V5U3RhdGVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkixwMKCEtleVN0YXRlEg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEjMKCWNvbmRpdGlvbhgDIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24SGgoScmVtYWluaW5nX3JlcXVlc3RzGAQgASgNEhYKDmxpbWl0X3JlcXVlc3RzGAUgASgNEikKBndpbmRvdxgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg1jb29saW5nX3VudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjb25kaXRpb25fcmVhc29uGAggASgJEjsKDXRva2VuX3dpbmRvd3MYCSADKAsyJC5rZXltZXNoLmxpbWl0ZXIudjEuVG9rZW5XaW5kb3dTdGF0ZRI/Cg9jYWxlbmRhcl9xdW90YXMYCiADKAsyJi5rZXltZXNoLmxpbWl0ZXIudjEuQ2FsZW5kYXJRdW90YVN0YXRlEjsKDWJ1cnN0X3dpbmRvd3MYFCADKAsyJC5rZXltZXNoLmxpbWl0ZXIudjEuQnVyc3RXaW5kb3dTdGF0ZSJxChBCdXJzdFdpbmRvd1N0YXRlEhoKEnJlbWFpbmluZ19yZXF1ZXN0cxgBIAEoDRIWCg5saW1pdF9yZXF1ZXN0cxgCIAEoDRIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i0QEKEkNhbGVuZGFyUXVvdGFTdGF0ZRIrCgR1bml0GAEgASgOMh0ua2V5bWVzaC5saW1pdGVyLnYxLlF1b3RhVW5pdBINCgVsaW1pdBgCIAEoBBIvCgZwZXJpb2QYAyABKA4yHy5rZXltZXNoLmxpbWl0ZXIudjEuUXVvdGFQZXJpb2QSEQoJdGltZV96b25lGAQgASgJEgwKBHVzZWQYBSABKAQSLQoJcmVzZXRzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKaAQoQVG9rZW5XaW5kb3dTdGF0ZRIYChByZW1haW5pbmdfdG9rZW5zGAEgASgEEhQKDGxpbWl0X3Rva2VucxgCIAEoBBIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKwoIcmVzZXRfaW4YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iQQoTR2V0S2V5U3RhdGVSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwua2V5bWVzaC5saW1pdGVyLnYxLktleVN0YXRlKmoKDkFjcXVpcmVPdXRjb21lEh8KG0FDUVVJUkVfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhsKF0FDUVVJUkVfT1VUQ09NRV9HUkFOVEVEEAESGgoWQUNRVUlSRV9PVVRDT01FX0RFTklFRBACKl4KCFByaW9yaXR5EhgKFFBSSU9SSVRZX1VOU1BFQ0lGSUVEEAASEAoMUFJJT1JJVFlfTE9XEAESEwoPUFJJT1JJVFlfTk9STUFMEAISEQoNUFJJT1JJVFlfSElHSBADKnsKDEtleUNvbmRpdGlvbhIdChlLRVlfQ09ORElUSU9OX1VOU1BFQ0lGSUVEEAASFwoTS0VZX0NPTkRJVElPTl9SRUFEWRABEhkKFUtFWV9DT05ESVRJT05fQ09PTElORxACEhgKFEtFWV9DT05ESVRJT05fUEFSS0VEEAMqVwoJUXVvdGFVbml0EhoKFlFVT1RBX1VOSVRfVU5TUEVDSUZJRUQQABIXChNRVU9UQV9VTklUX1JFUVVFU1RTEAESFQoRUVVPVEFfVU5JVF9UT0tFTlMQAipZCgtRdW90YVBlcmlvZBIcChhRVU9UQV9QRVJJT0RfVU5TUEVDSUZJRUQQABIUChBRVU9UQV9QRVJJT0RfREFZEAESFgoSUVVPVEFfUEVSSU9EX01PTlRIEAIyvgQKDkxpbWl0ZXJTZXJ2aWNlElIKB0FjcXVpcmUSIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QaIy5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlc3BvbnNlEmEKDEFjcXVpcmVCYXRjaBInLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlQmF0Y2hSZXF1ZXN0Gigua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlc3BvbnNlEl4KC0dyYW50TGVhc2VzEiYua2V5bWVzaC5saW1pdGVyLnYxLkdyYW50TGVhc2VzUmVxdWVzdBonLmtleW1lc2gubGltaXRlci52MS5HcmFudExlYXNlc1Jlc3BvbnNlEk8KBlNldHRsZRIhLmtleW1lc2gubGltaXRlci52MS5TZXR0bGVSZXF1ZXN0GiIua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZVJlc3BvbnNlEmQKDVJlcG9ydE91dGNvbWUSKC5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlcXVlc3QaKS5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlc3BvbnNlEl4KC0dldEtleVN0YXRlEiYua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVxdWVzdBonLmtleW1lc2gubGltaXRlci52MS5HZXRLZXlTdGF0ZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keymesh.limiter.v1.AcquireRequest
@@ -45,6 +45,15 @@ export type AcquireRequest = Message<"keymesh.limiter.v1.AcquireRequest"> & {
    * @generated from field: uint32 estimated_tokens = 4;
    */
   estimatedTokens: number;
+
+  /**
+   * Anything but PRIORITY_HIGH is granted a key only while, after it, each
+   * of the key's request and token windows keeps ceil(reserve_for_high ×
+   * limit) free; denied otherwise, with the retry-after until that holds.
+   *
+   * @generated from field: keymesh.limiter.v1.Priority priority = 10;
+   */
+  priority: Priority;
 };
 
 /**
@@ -163,6 +172,15 @@ export type LeaseRequest = Message<"keymesh.limiter.v1.LeaseRequest"> & {
    * @generated from field: uint32 wanted_tokens = 4;
    */
   wantedTokens: number;
+
+  /**
+   * PRIORITY_HIGH: the slices may come from the pool's reserve_for_high
+   * share, so the router must spend them on high-priority requests only.
+   * Anything else: carved from the unreserved part only, for any request.
+   *
+   * @generated from field: keymesh.limiter.v1.Priority priority = 10;
+   */
+  priority: Priority;
 };
 
 /**
@@ -582,6 +600,15 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
    * @generated from field: repeated keymesh.limiter.v1.CalendarQuotaState calendar_quotas = 10;
    */
   calendarQuotas: CalendarQuotaState[];
+
+  /**
+   * Windows derived from a limit's burst (at most limit_requests at once:
+   * that many per window = per × burst / N). remaining_requests and
+   * limit_requests above never show one of these.
+   *
+   * @generated from field: repeated keymesh.limiter.v1.BurstWindowState burst_windows = 20;
+   */
+  burstWindows: BurstWindowState[];
 };
 
 /**
@@ -590,6 +617,33 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
  */
 export const KeyStateSchema: GenMessage<KeyState> = /*@__PURE__*/
   messageDesc(file_keymesh_limiter_v1_limiter, 16);
+
+/**
+ * @generated from message keymesh.limiter.v1.BurstWindowState
+ */
+export type BurstWindowState = Message<"keymesh.limiter.v1.BurstWindowState"> & {
+  /**
+   * @generated from field: uint32 remaining_requests = 1;
+   */
+  remainingRequests: number;
+
+  /**
+   * @generated from field: uint32 limit_requests = 2;
+   */
+  limitRequests: number;
+
+  /**
+   * @generated from field: google.protobuf.Duration window = 3;
+   */
+  window?: Duration | undefined;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.BurstWindowState.
+ * Use `create(BurstWindowStateSchema)` to create a new message.
+ */
+export const BurstWindowStateSchema: GenMessage<BurstWindowState> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 17);
 
 /**
  * A quota keymesh enforces over calendar periods: at most limit requests (or
@@ -642,7 +696,7 @@ export type CalendarQuotaState = Message<"keymesh.limiter.v1.CalendarQuotaState"
  * Use `create(CalendarQuotaStateSchema)` to create a new message.
  */
 export const CalendarQuotaStateSchema: GenMessage<CalendarQuotaState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 17);
+  messageDesc(file_keymesh_limiter_v1_limiter, 18);
 
 /**
  * @generated from message keymesh.limiter.v1.TokenWindowState
@@ -678,7 +732,7 @@ export type TokenWindowState = Message<"keymesh.limiter.v1.TokenWindowState"> & 
  * Use `create(TokenWindowStateSchema)` to create a new message.
  */
 export const TokenWindowStateSchema: GenMessage<TokenWindowState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 18);
+  messageDesc(file_keymesh_limiter_v1_limiter, 19);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateResponse
@@ -695,7 +749,7 @@ export type GetKeyStateResponse = Message<"keymesh.limiter.v1.GetKeyStateRespons
  * Use `create(GetKeyStateResponseSchema)` to create a new message.
  */
 export const GetKeyStateResponseSchema: GenMessage<GetKeyStateResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 19);
+  messageDesc(file_keymesh_limiter_v1_limiter, 20);
 
 /**
  * @generated from enum keymesh.limiter.v1.AcquireOutcome
@@ -728,6 +782,42 @@ export const AcquireOutcomeSchema: GenEnum<AcquireOutcome> = /*@__PURE__*/
   enumDesc(file_keymesh_limiter_v1_limiter, 0);
 
 /**
+ * A request's priority class, as the router's keymesh.router.v1.Priority
+ * (same numbers). Only PRIORITY_HIGH may use a pool's reserve_for_high share.
+ *
+ * @generated from enum keymesh.limiter.v1.Priority
+ */
+export enum Priority {
+  /**
+   * Treated as PRIORITY_NORMAL.
+   *
+   * @generated from enum value: PRIORITY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: PRIORITY_LOW = 1;
+   */
+  LOW = 1,
+
+  /**
+   * @generated from enum value: PRIORITY_NORMAL = 2;
+   */
+  NORMAL = 2,
+
+  /**
+   * @generated from enum value: PRIORITY_HIGH = 3;
+   */
+  HIGH = 3,
+}
+
+/**
+ * Describes the enum keymesh.limiter.v1.Priority.
+ */
+export const PrioritySchema: GenEnum<Priority> = /*@__PURE__*/
+  enumDesc(file_keymesh_limiter_v1_limiter, 1);
+
+/**
  * @generated from enum keymesh.limiter.v1.KeyCondition
  */
 export enum KeyCondition {
@@ -742,7 +832,9 @@ export enum KeyCondition {
   READY = 1,
 
   /**
-   * Rate limited by the provider; usable again at cooling_until.
+   * Rate limited by the provider (429), or its quota is spent
+   * (insufficient_quota: until the pool's next quota period, reason
+   * "quota exhausted"); usable again at cooling_until.
    *
    * @generated from enum value: KEY_CONDITION_COOLING = 2;
    */
@@ -760,7 +852,7 @@ export enum KeyCondition {
  * Describes the enum keymesh.limiter.v1.KeyCondition.
  */
 export const KeyConditionSchema: GenEnum<KeyCondition> = /*@__PURE__*/
-  enumDesc(file_keymesh_limiter_v1_limiter, 1);
+  enumDesc(file_keymesh_limiter_v1_limiter, 2);
 
 /**
  * @generated from enum keymesh.limiter.v1.QuotaUnit
@@ -786,7 +878,7 @@ export enum QuotaUnit {
  * Describes the enum keymesh.limiter.v1.QuotaUnit.
  */
 export const QuotaUnitSchema: GenEnum<QuotaUnit> = /*@__PURE__*/
-  enumDesc(file_keymesh_limiter_v1_limiter, 2);
+  enumDesc(file_keymesh_limiter_v1_limiter, 3);
 
 /**
  * @generated from enum keymesh.limiter.v1.QuotaPeriod
@@ -812,7 +904,7 @@ export enum QuotaPeriod {
  * Describes the enum keymesh.limiter.v1.QuotaPeriod.
  */
 export const QuotaPeriodSchema: GenEnum<QuotaPeriod> = /*@__PURE__*/
-  enumDesc(file_keymesh_limiter_v1_limiter, 3);
+  enumDesc(file_keymesh_limiter_v1_limiter, 4);
 
 /**
  * LimiterService decides, atomically, which key of a pool may take a request
