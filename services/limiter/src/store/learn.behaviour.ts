@@ -55,6 +55,19 @@ export function describeLearning(
       assert.equal(await grants(store, 5), 3);
     });
 
+    it('keeps a key\'s token window and its spent quota when it learns a request limit', async () => {
+      await store.configure([
+        { poolId: 'p', keys: [{ keyId: 'a', limits: [], tokenLimits: [{ tokens: 100, perMs: 60_000 }], quotas: [{ unit: 'requests', limit: 3, period: 'day', timeZone: 'UTC' }] }] },
+      ]);
+      const [first] = await store.acquire([{ poolId: 'p', keyIds: ['a'], tokens: 60 }], clock.nowMs());
+      assert.equal(first!.granted, true);
+      await store.learn({ poolId: 'p', keyId: 'a' }, { limit: { requests: 50, perMs: 1000 }, remainingRequests: undefined }, clock.nowMs());
+      // 60 of the 100 tokens are still spent, and one of the day's 3 requests.
+      const [tooManyTokens] = await store.acquire([{ poolId: 'p', keyIds: ['a'], tokens: 60 }], clock.nowMs());
+      assert.equal(tooManyTokens!.granted, false);
+      assert.equal(await grants(store, 5), 2);
+    });
+
     it('keeps a learned limit when the same config is applied again, as every replica does', async () => {
       await store.configure([pool({ a: [] })]);
       await store.learn({ poolId: 'p', keyId: 'a' }, { limit: { requests: 2, perMs: 1000 }, remainingRequests: undefined }, clock.nowMs());

@@ -106,7 +106,8 @@ export class MemoryLimiterStore implements LimiterStore {
       const limit = mergeLearned(previous, observed.limit);
       if (previous === undefined || limit.perMs !== previous.perMs || limit.requests !== previous.requests) {
         this.learned.set(id, limit);
-        key = reconfigure(ref.poolId, { keyId: ref.keyId, limits: [limit] }, key);
+        // Only the request window is learned: token windows and quotas stay as declared, with what they counted.
+        key = reconfigure(ref.poolId, { keyId: ref.keyId, limits: [limit], tokenLimits: key.tokenLimits, quotas: key.quotas.map((counter) => counter.quota) }, key);
         reserveFor(key, this.choiceOf(ref.poolId).reserveShare);
         this.pools.get(ref.poolId)!.set(ref.keyId, key);
       }
