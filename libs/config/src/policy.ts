@@ -9,9 +9,9 @@ import { ConfigError, describeIssue, problemAt, problemsFromIssues } from './con
 import { deepFreeze, findProtoKeys, hasOwn, isPlainRecord, toRecord } from './freeze';
 import { sha256Hex } from './hash';
 import { DEFAULT_MAX_TOKENS, ENV_NAME_PATTERN, ID_PATTERN, MAX_REQUESTS_PER_WINDOW, MAX_TOKENS_PER_WINDOW, ROUTE_STRATEGIES, type KeymeshConfig, type RouteStrategy } from './schema';
-import type { CalendarQuota, TokenWindowLimit, WindowLimit } from './types';
+import type { CalendarQuota, DeepReadonly, LimitSet, TokenWindowLimit, WindowLimit } from './types';
 
-export type { TokenWindowLimit, WindowLimit } from './types';
+export type { LimitSet, TokenWindowLimit, WindowLimit } from './types';
 export type { RouteStrategy } from './schema';
 
 export type SecretSource = { readonly kind: 'env'; readonly name: string } | { readonly kind: 'sealed'; readonly sealed: string };
@@ -41,6 +41,8 @@ export interface PolicyPool {
   readonly keyIds: string[];
   /** When the provider's quota for the pool's keys starts afresh (a spent quota rests a key until then). */
   readonly quotaResets: { readonly period: 'monthly' | 'daily'; readonly timeZone: string };
+  /** The pool's total over all its keys; null when it declares none. */
+  readonly limits: LimitSet | null;
 }
 export interface PolicyTarget {
   readonly poolId: string;
@@ -74,6 +76,8 @@ export interface PolicyRoute {
    * key is momentarily full, instead of failing at once; 0 = no waiting.
    */
   readonly maxWaitMs: number;
+  /** Everything sent to this route, over all tenants; null when it declares none. */
+  readonly limits: LimitSet | null;
 }
 export interface PolicyTenant {
   readonly id: string;
@@ -81,6 +85,8 @@ export interface PolicyTenant {
   readonly virtualKeySha256: string[];
   /** Requests of this tenant in flight at once on one router; null for no cap. */
   readonly maxConcurrency: number | null;
+  /** Everything this tenant sends, over all routes; null when it declares none. */
+  readonly limits: LimitSet | null;
 }
 export interface Policy {
   readonly providers: Record<string, PolicyProvider>;
@@ -135,7 +141,7 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
     ),
     pools: toRecord(
       Object.values(config.pools).map(
-        (p) => [p.id, { id: p.id, providerId: p.providerId, keyIds: p.keys.map((k) => k.id), quotaResets: { ...p.quotaResets } }] as const,
+        (p) => [p.id, { id: p.id, providerId: p.providerId, keyIds: p.keys.map((k) => k.id), quotaResets: { ...p.quotaResets }, limits: copyLimits(p.limits) }] as const,
       ),
     ),
     keys: toRecord(keys),
@@ -175,18 +181,24 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
               maxConcurrency: r.maxConcurrency,
               defaultMaxTokens: r.defaultMaxTokens,
               maxWaitMs: r.maxWaitMs,
+              limits: copyLimits(r.limits),
             },
           ] as const,
       ),
     ),
     tenants: toRecord(
       Object.values(config.tenants).map(
-        (t) => [t.id, { id: t.id, virtualKeySha256: t.virtualKeys.map(sha256Hex), maxConcurrency: t.maxConcurrency }] as const,
+        (t) => [t.id, { id: t.id, virtualKeySha256: t.virtualKeys.map(sha256Hex), maxConcurrency: t.maxConcurrency, limits: copyLimits(t.limits) }] as const,
       ),
     ),
     http: { ...config.server.http, idempotencyTtlMs: config.server.idempotencyTtlMs },
   };
   return deepFreeze(policy);
+}
+
+function copyLimits(limits: DeepReadonly<LimitSet> | null): LimitSet | null {
+  if (limits === null) return null;
+  return { requests: limits.requests.map((w) => ({ ...w })), tokens: limits.tokens.map((w) => ({ ...w })), quotas: limits.quotas.map((q) => ({ ...q })) };
 }
 
 // ---- parsing a received policy ---------------------------------------------
@@ -203,6 +215,12 @@ const quotaSchema = z.strictObject({
   period: z.enum(['day', 'month']),
   timeZone: z.string().min(1),
 });
+
+// Defaults to null: a policy from a control plane that predates scope limits still parses.
+const limitSetSchema = z
+  .strictObject({ requests: z.array(windowLimitSchema), tokens: z.array(tokenWindowLimitSchema), quotas: z.array(quotaSchema) })
+  .nullable()
+  .default(null);
 
 const secretSourceSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('env'), name: z.string().regex(ENV_NAME_PATTERN) }),
@@ -231,6 +249,7 @@ const policySchema = z
         providerId: id,
         keyIds: z.array(id).min(1),
         quotaResets: z.strictObject({ period: z.enum(['monthly', 'daily']), timeZone: z.string().min(1) }),
+        limits: limitSetSchema,
       }),
     ),
     keys: z.record(
@@ -265,6 +284,7 @@ const policySchema = z
         maxConcurrency: positiveInt.nullable(),
         defaultMaxTokens: positiveInt.default(DEFAULT_MAX_TOKENS),
         maxWaitMs: z.int().min(0).default(0),
+        limits: limitSetSchema,
       }),
     ),
     tenants: z.record(
@@ -273,6 +293,7 @@ const policySchema = z
         id,
         virtualKeySha256: z.array(z.string().regex(/^[0-9a-f]{64}$/, { error: 'expected a hex sha256' })).min(1),
         maxConcurrency: positiveInt.nullable(),
+        limits: limitSetSchema,
       }),
     ),
     http: z.strictObject({
