@@ -27,6 +27,10 @@ export interface TestMeshOptions {
   extraProviders?: string;
   /** Extra YAML appended under `pools:`. */
   extraPools?: string;
+  /** YAML for the main pool's `limits:` (its total over all its keys). */
+  poolLimits?: string;
+  /** Extra YAML appended under `tenants:`. */
+  extraTenants?: string;
   /** The provider's per-attempt timeout, e.g. "200ms". */
   providerTimeout?: string;
   /** Delay between the mock's stream chunks, so a stream lasts long enough to be cut or left mid-way. */
@@ -50,7 +54,7 @@ providers:
 ${options.extraProviders ?? ''}
 pools:
   main:
-    provider: mock
+    provider: mock${options.poolLimits ? `\n    limits: ${options.poolLimits}` : ''}
     keys:
 ${keys.join('\n')}
 ${options.extraPools ?? ''}
@@ -61,6 +65,7 @@ routes:
 ${options.extraRoutes ?? ''}
 tenants:
   e2e: { virtual_keys: [ ${VIRTUAL_KEY} ] }
+${options.extraTenants ?? ''}
 `;
 }
 

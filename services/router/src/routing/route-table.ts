@@ -1,6 +1,7 @@
 import type { Policy, PolicyKey, PolicyProvider, PolicyRoute } from '@keymesh/config';
 import { adapterFor, type ProviderAdapter } from '../providers';
 import { Upstream } from '../providers/upstream';
+import { buildScopeTable, EMPTY_SCOPE_TABLE, type ScopeTable } from '../admission/scope-admission';
 
 export interface ProviderBinding {
   readonly id: string;
@@ -28,6 +29,8 @@ export interface RouteTable {
    * admitted from a lease's token budget or with a reservation of their own.
    */
   readonly tokenLimitedPools: ReadonlySet<string>;
+  /** Tenants, routes and pool totals with limits of their own (admitted like keys, on pools of their own). */
+  readonly scopes: ScopeTable;
 }
 
 export const EMPTY_ROUTE_TABLE: RouteTable = {
@@ -38,6 +41,7 @@ export const EMPTY_ROUTE_TABLE: RouteTable = {
   modelsBody: Buffer.from(JSON.stringify({ object: 'list', data: [] })),
   leaseHoldMs: new Map(),
   tokenLimitedPools: new Set(),
+  scopes: EMPTY_SCOPE_TABLE,
 };
 
 const MAX_LEASE_HOLD_MS = 1_000;
@@ -92,10 +96,14 @@ export function buildRouteTable(policy: Policy, version: bigint, previous: Route
     }),
   );
   const leaseHoldMs = new Map(Object.keys(policy.pools).map((poolId) => [poolId, leaseHoldOf(policy, poolId)]));
+  const scopes = buildScopeTable(policy);
+  for (const gates of [scopes.tenants, scopes.routes, scopes.pools]) {
+    for (const gate of gates.values()) leaseHoldMs.set(gate.poolId, leaseHoldForWindow(gate.shortestWindowMs));
+  }
   const tokenLimitedPools = new Set(
     Object.values(policy.pools)
       .filter((pool) => pool.keyIds.some((keyId) => hasTokenLimit(policy.keys[keyId])))
       .map((pool) => pool.id),
   );
-  return { table: { version, routes, tenantByKeyHash, providers, modelsBody, leaseHoldMs, tokenLimitedPools }, retired };
+  return { table: { version, routes, tenantByKeyHash, providers, modelsBody, leaseHoldMs, tokenLimitedPools, scopes }, retired };
 }
