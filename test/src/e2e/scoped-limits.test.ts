@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { startMockProvider, type MockProvider } from '@keymesh/mock-provider';
+import { Code, KeymeshError } from '@keymesh/errors';
 import { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
+import { RouterService } from '@keymesh/proto/router/v1/router';
 import { closeRpcClient, createRpcClient, type RpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -12,6 +14,7 @@ const FREE = 'sk-keymesh-free';
 const ONE = 'sk-keymesh-one';
 const TOKENS = 'sk-keymesh-tokens';
 const PAIR = 'sk-keymesh-pair';
+const GRPC = 'sk-keymesh-grpc';
 
 // Generous declared limits, so the keys themselves never deny (and take no probe).
 const ROOMY_KEYS: TestMeshOptions = { mockKeys: [{}, {}], declaredLimits: ['{ rpm: 6000 }', '{ rpm: 6000 }'] };
@@ -56,6 +59,7 @@ describe('limits per tenant and per route', function () {
         `  free: { virtual_keys: [ ${FREE} ] }`,
         `  one: { virtual_keys: [ ${ONE} ], limits: { requests: 1, per: 10s } }`,
         `  tokens: { virtual_keys: [ ${TOKENS} ], limits: { tokens: 1000, per: 20s } }`,
+        `  grpc: { virtual_keys: [ ${GRPC} ], limits: { requests: 1, per: 10s } }`,
       ].join('\n'),
     });
     limiter = limiterOf(t);
@@ -112,6 +116,26 @@ describe('limits per tenant and per route', function () {
     for (let i = 0; i < 3; i++) fromOthers.push(await ask(t!, VIRTUAL_KEY, 'shared', `other ${i}`));
     assert.equal(statusesOf(fromOthers), '200 200 429');
     assert.match(fromOthers[2]!.error?.message ?? '', /route "shared"/);
+  });
+
+  it('answers RESOURCE_EXHAUSTED over gRPC, with the scope in ErrorInfo and the wait in RetryInfo', async function () {
+    const router = createRpcClient(RouterService, t!.grpcAddress, { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 10_000 });
+    try {
+      const chat = () => router.chat({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'grpc' }] }, { headers: { authorization: `Bearer ${GRPC}` } });
+      await chat();
+      await assert.rejects(chat(), (err: unknown) => {
+        assert.ok(err instanceof KeymeshError);
+        assert.equal(err.code, Code.ResourceExhausted);
+        assert.equal(err.reason, 'SCOPE_LIMIT_EXCEEDED');
+        assert.deepEqual({ ...err.metadata }, { scope: 'tenant', tenant: 'grpc' });
+        // Until the window (10s) has passed the slot's stamp, a lease hold (500ms) past its grant.
+        assert.ok(err.retryAfterMs !== undefined && err.retryAfterMs > 9_000 && err.retryAfterMs <= 10_500, `retry after ${err.retryAfterMs}`);
+        assert.match(err.message, /tenant "grpc" \(limit: 1 requests per 10s\)/);
+        return true;
+      });
+    } finally {
+      closeRpcClient(router);
+    }
   });
 
   it('corrects a token-limited tenant to what the provider reported, so later requests fit', async function () {
