@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { startMockProvider, type MockProvider } from '@keymesh/mock-provider';
 import { Code, KeymeshError } from '@keymesh/errors';
 import { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
@@ -6,7 +7,7 @@ import { RouterService } from '@keymesh/proto/router/v1/router';
 import { closeRpcClient, createRpcClient, type RpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
 import { setTimeout as delay } from 'node:timers/promises';
-import { waitFor } from '@keymesh/testing';
+import { redisForTests, waitFor, type ExternalServer } from '@keymesh/testing';
 import { startTestMesh, VIRTUAL_KEY, type TestMesh, type TestMeshOptions } from './harness';
 
 const CAPPED = 'sk-keymesh-capped';
@@ -201,5 +202,33 @@ describe('limits on a pool total', function () {
     const last = await ask(t!, PAIR, 'via-side', 'side 2');
     assert.equal(last.status, 429);
     assert.match(last.error?.message ?? '', /tenant "pair"/);
+  });
+});
+
+describe('a tenant limit across two replicas sharing Redis', function () {
+  let redis: ExternalServer;
+  let a: TestMesh | undefined;
+  let b: TestMesh | undefined;
+
+  before(async function () {
+    redis = await redisForTests();
+    // Two whole meshes (router and limiter each) on one prefix, as two replicas of one deployment.
+    const env = { REDIS_URL: redis.url, KEYMESH_REDIS_PREFIX: `e2e-scopes-${randomBytes(6).toString('hex')}` };
+    const options = { ...ROOMY_KEYS, env, extraTenants: `  capped: { virtual_keys: [ ${CAPPED} ], limits: { requests: 6, per: 3s } }` };
+    a = await startTestMesh(options);
+    b = await startTestMesh(options);
+  });
+
+  after(async function () {
+    await a?.stop();
+    await b?.stop();
+    await redis?.stop();
+  });
+
+  it('admits exactly the limit over both', async function () {
+    const answers = await Promise.all(Array.from({ length: 16 }, (_, i) => ask(i % 2 === 0 ? a! : b!, CAPPED, 'gpt-4o-mini', `replica ${i}`)));
+    assert.equal(answers.filter((x) => x.status === 200).length, 6, statusesOf(answers));
+    assert.equal(answers.filter((x) => x.status === 429).length, 10, statusesOf(answers));
+    assert.equal(a!.mock.stats().requests + b!.mock.stats().requests, 6);
   });
 });
