@@ -172,7 +172,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
             conditionReason: s.conditionReason,
             remainingRequests: tightest?.remaining ?? 0,
             limitRequests: tightest?.requests ?? 0,
-            ...(tightest ? { window: durationOf(tightest.perMs) } : {}),
+            ...(tightest ? { window: durationOf(tightest.perMs), resetIn: durationOf(tightest.resetInMs) } : {}),
             ...(s.coolingUntilMs === undefined ? {} : { coolingUntil: timestampFromMs(s.coolingUntilMs) }),
             tokenWindows: s.tokenWindows.map((w) => ({
               remainingTokens: BigInt(Math.floor(w.remaining)),

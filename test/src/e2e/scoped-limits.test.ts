@@ -8,6 +8,7 @@ import { closeRpcClient, createRpcClient, type RpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
 import { setTimeout as delay } from 'node:timers/promises';
 import { redisForTests, waitFor, type ExternalServer } from '@keymesh/testing';
+import { main } from '@keymesh/cli';
 import { startTestMesh, VIRTUAL_KEY, type TestMesh, type TestMeshOptions } from './harness';
 
 const CAPPED = 'sk-keymesh-capped';
@@ -54,6 +55,7 @@ describe('limits per tenant and per route', function () {
         '  capped-route: { targets: [ { pool: main, model: gpt-4o-mini } ], retry: { attempts: 1 }, limits: { requests: 4, per: 2s } }',
         '  shared: { targets: [ { pool: main, model: gpt-4o-mini } ], retry: { attempts: 1 }, limits: { requests: 3, per: 10s } }',
         '  tight: { targets: [ { pool: main, model: gpt-4o-mini } ], default_max_tokens: 300 }',
+        '  watched: { targets: [ { pool: main, model: gpt-4o-mini } ], limits: { requests: 5, per: 10s } }',
       ].join('\n'),
       extraTenants: [
         `  capped: { virtual_keys: [ ${CAPPED} ], limits: { requests: 3, per: 2s } }`,
@@ -95,6 +97,30 @@ describe('limits per tenant and per route', function () {
     // Honest: after the retry-after the tenant is served again.
     await delay(Number(denied[0]!.retryAfter) * 1000);
     assert.equal((await ask(t!, CAPPED, 'gpt-4o-mini', 'capped again')).status, 200);
+  });
+
+  it('shows a scope\'s remaining requests and reset with `keymesh limits`', async function () {
+    const limiterAddress = t!.mesh.parts.find((p) => p.name === 'limiter')!.where;
+    const printed = async (...argv: string[]): Promise<{ keys: { poolId: string; keyId: string; remainingRequests?: number; limitRequests?: number; window?: string; resetIn?: string }[] }> => {
+      let out = '';
+      const write = process.stdout.write;
+      process.stdout.write = ((chunk: string) => ((out += chunk), true)) as typeof process.stdout.write;
+      try {
+        assert.equal(await main(argv, { KEYMESH_LIMITER_ADDR: limiterAddress }), 0);
+      } finally {
+        process.stdout.write = write;
+      }
+      return JSON.parse(out) as Awaited<ReturnType<typeof printed>>;
+    };
+    const all = await printed('limits');
+    assert.deepEqual(all.keys.map((k) => k.poolId).sort(), ['route/capped-route', 'route/shared', 'route/watched', 'tenant/capped', 'tenant/grpc', 'tenant/one', 'tenant/tokens']);
+    for (let i = 0; i < 2; i++) assert.equal((await ask(t!, VIRTUAL_KEY, 'watched', `watched ${i}`)).status, 200);
+    const [route] = (await printed('limits', '--route', 'watched')).keys;
+    const { resetIn, ...rest } = route!;
+    assert.deepEqual(rest, { poolId: 'route/watched', keyId: 'total', condition: 'KEY_CONDITION_READY', remainingRequests: 3, limitRequests: 5, window: '10s' });
+    // The newest slot leaves the window 10s after its stamp, a lease hold (500ms) past its grant.
+    const resetSeconds = Number(resetIn?.replace(/s$/, ''));
+    assert.ok(resetSeconds > 9 && resetSeconds <= 10.5, `reset in ${resetIn}`);
   });
 
   it('caps a route for all tenants together', async function () {
