@@ -1,4 +1,4 @@
-import { countTokens } from 'gpt-tokenizer/encoding/o200k_base';
+import type * as O200kBase from 'gpt-tokenizer/encoding/o200k_base';
 import type { OpenAiChatMessage, OpenAiChatRequest, OpenAiEmbeddingRequest } from '../providers/openai/types';
 
 // OpenAI's chat format wraps every message in a few tokens of framing
@@ -10,6 +10,24 @@ const REPLY_PRIMING_TOKENS = 3;
 // A non-text part (an image, audio) has no text to count; OpenAI charges at
 // least this much for a low-detail image. A settle corrects the rest.
 const NON_TEXT_PART_TOKENS = 85;
+
+// The encoder's tables take ~70 MB of memory: most configs have no token
+// limit and never count a token, so it loads only once a config needs it.
+let encoder: typeof O200kBase | undefined;
+
+/**
+ * Loads the tokenizer now (synchronous file reads), so the first request that
+ * counts tokens doesn't pay for it on the hot path. Called when a config with
+ * token limits is applied; counting without it loads it on first use.
+ */
+export function loadTokenizer(): void {
+  countTokens('');
+}
+
+function countTokens(text: string): number {
+  encoder ??= require('gpt-tokenizer/encoding/o200k_base') as typeof O200kBase;
+  return encoder.countTokens(text);
+}
 
 /**
  * The prompt tokens of a chat request, counted with o200k_base (the encoding

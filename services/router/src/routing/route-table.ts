@@ -1,4 +1,5 @@
 import type { Policy, PolicyKey, PolicyProvider, PolicyRoute } from '@keymesh/config';
+import { loadTokenizer } from '../admission/token-estimate';
 import { adapterFor, type ProviderAdapter } from '../providers';
 import { Upstream } from '../providers/upstream';
 import { buildScopeTable, EMPTY_SCOPE_TABLE, type ScopeTable } from '../admission/scope-admission';
@@ -58,6 +59,10 @@ function hasTokenLimit(key: PolicyKey | undefined): boolean {
   return key !== undefined && (key.tokenLimits.length > 0 || key.quotas.some((q) => q.unit === 'tokens'));
 }
 
+function hasTokenLimitedScope(scopes: ScopeTable): boolean {
+  return [scopes.tenants, scopes.routes, scopes.pools].some((gates) => [...gates.values()].some((gate) => gate.tokenLimited));
+}
+
 export function leaseHoldOf(policy: Policy, poolId: string): number {
   let shortestMs = Number.POSITIVE_INFINITY;
   for (const keyId of policy.pools[poolId]?.keyIds ?? []) {
@@ -105,5 +110,6 @@ export function buildRouteTable(policy: Policy, version: bigint, previous: Route
       .filter((pool) => pool.keyIds.some((keyId) => hasTokenLimit(policy.keys[keyId])))
       .map((pool) => pool.id),
   );
+  if (tokenLimitedPools.size > 0 || hasTokenLimitedScope(scopes)) loadTokenizer();
   return { table: { version, routes, tenantByKeyHash, providers, modelsBody, leaseHoldMs, tokenLimitedPools, scopes }, retired };
 }
