@@ -30,4 +30,5 @@ export {
   type KeymeshConfig,
   type MockProviderConfig,
 } from './schema';
-export type { CalendarQuota, ConfigSecret, DeepReadonly, TokenWindowLimit, WindowLimit } from './types';
+export { describeLimitSet, limitedScopesOf, SCOPE_KEY_ID, scopePoolId, type LimitedScope, type ScopeKind } from './scopes';
+export type { CalendarQuota, ConfigSecret, DeepReadonly, LimitSet, TokenWindowLimit, WindowLimit } from './types';

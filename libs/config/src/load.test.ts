@@ -55,6 +55,7 @@ describe('parseConfig', () => {
       quotaResets: { period: 'monthly', timeZone: 'UTC' },
       keySelection: 'headroom',
       reserveForHigh: 0,
+      limits: null,
     });
     assert.deepEqual(config.routes['gpt-4o-mini'], {
       alias: 'gpt-4o-mini',
@@ -67,8 +68,9 @@ describe('parseConfig', () => {
       maxConcurrency: null,
       defaultMaxTokens: 1024,
       maxWaitMs: 0,
+      limits: null,
     });
-    assert.deepEqual(config.tenants['demo'], { id: 'demo', virtualKeys: ['sk-keymesh-demo'], maxConcurrency: null });
+    assert.deepEqual(config.tenants['demo'], { id: 'demo', virtualKeys: ['sk-keymesh-demo'], maxConcurrency: null, limits: null });
     assert.equal(config.mockProvider, null);
   });
 
@@ -297,7 +299,7 @@ tenants:
       'keymesh.yaml: providers.mock.kind: expected "openai" (any OpenAI-compatible server)',
       'keymesh.yaml: routes.gpt-4o-mini.targets[0].pool: unknown pool "eu-gpt"',
       'keymesh.yaml: server.http.port: expected a port from 0 to 65535',
-      'keymesh.yaml: tenants.demo: unknown key "budget" (expected one of: virtual_keys, max_concurrency)',
+      'keymesh.yaml: tenants.demo: unknown key "budget" (expected one of: virtual_keys, max_concurrency, limits)',
     ]);
   });
 
@@ -496,6 +498,40 @@ tenants:
       'keymesh.yaml: pools.main.keys[2].limits.quota.requests: missing: a quota needs "requests" or "tokens" (e.g. requests: 10000, per: day)',
       'keymesh.yaml: pools.main.keys[3].limits.time_zone: applies to rpd and tpd only; give one, or set quota.time_zone',
       'keymesh.yaml: pools.main.keys[4].limits.rpd: must be at least 1',
+    ]);
+  });
+
+  it('reads the limits of tenants, routes and pool totals with the same limits block as keys', () => {
+    const yaml = withSection(
+      'tenants',
+      `tenants:
+  demo: { virtual_keys: [ sk-keymesh-demo ], limits: { requests: 5, per: 2s, tpd: 100000 } }`,
+    )
+      .replace('gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini } ] }', 'gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini } ], limits: { rpm: 600, tpm: 90000 } }')
+      .replace('    provider: mock\n', '    provider: mock\n    limits: { quota: { requests: 1000, per: month, time_zone: Europe/Berlin } }\n');
+    const config = parseConfig(yaml, 'keymesh.yaml');
+    assert.deepEqual(config.tenants['demo']!.limits, {
+      requests: [{ requests: 5, perMs: 2_000 }],
+      tokens: [],
+      quotas: [{ unit: 'tokens', limit: 100_000, period: 'day', timeZone: 'UTC' }],
+    });
+    assert.deepEqual(config.routes['gpt-4o-mini']!.limits, { requests: [{ requests: 600, perMs: 60_000 }], tokens: [{ tokens: 90_000, perMs: 60_000 }], quotas: [] });
+    assert.deepEqual(config.pools['main']!.limits, {
+      requests: [],
+      tokens: [],
+      quotas: [{ unit: 'requests', limit: 1000, period: 'month', timeZone: 'Europe/Berlin' }],
+    });
+  });
+
+  it('names the path of a bad limit on a tenant, a route and a pool', () => {
+    const yaml = withSection('tenants', `tenants:\n  demo: { virtual_keys: [ sk-keymesh-demo ], limits: { requests: 5 } }`)
+      .replace('gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini } ] }', 'gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini } ], limits: {} }')
+      .replace('    provider: mock\n', '    provider: mock\n    limits: { rpm: 0, rps: 3 }\n');
+    assert.deepEqual(problemsOf(yaml), [
+      'keymesh.yaml: pools.main.limits.rpm: must be at least 1',
+      'keymesh.yaml: pools.main.limits: unknown key "rps" (did you mean "rpm"?)',
+      'keymesh.yaml: routes.gpt-4o-mini.limits: expected rpm, tpm, rpd, tpd, quota, or requests/tokens with per (leave limits out for no limit)',
+      'keymesh.yaml: tenants.demo.limits.per: missing: "requests" needs "per" (e.g. requests: 5, per: 1s)',
     ]);
   });
 

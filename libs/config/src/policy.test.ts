@@ -3,6 +3,8 @@ import { ConfigError } from './config-error';
 import { sha256Hex } from './hash';
 import { parseConfig } from './load';
 import { compilePolicy, parsePolicy, type Policy } from './policy';
+import { ID_PATTERN } from './schema';
+import { describeLimitSet, limitedScopesOf } from './scopes';
 
 const CONFIG = parseConfig(
   `server: { http: { port: 8181 } }
@@ -17,16 +19,17 @@ pools:
       - { id: k2, secret: sk-test-secret-two, limits: { requests: 5, per: 1s } }
   spare:
     provider: backup
+    limits: { rpm: 100 }
     keys:
       - { id: k3, secret: sk-test-secret-three }
 routes:
   gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini }, { pool: spare, model: gpt-4o-mini-2024 } ] }
   weighted: { strategy: weighted, targets: [ { pool: main, model: a, weight: 3 }, { pool: spare, model: b, weight: 1 } ], degraded: { target: { pool: spare, model: cheap } } }
   cheapest: { strategy: cost, targets: [ { pool: main, model: a, price: { input: 0.15, output: 0.6 } } ], degraded: { answer: "Sorry." } }
-  cached: { targets: [ { pool: main, model: gpt-4o-mini } ], cache: { ttl: 5m }, timeout: 45s, max_concurrency: 4, max_wait: 2s }
+  cached: { targets: [ { pool: main, model: gpt-4o-mini } ], cache: { ttl: 5m }, timeout: 45s, max_concurrency: 4, max_wait: 2s, limits: { tokens: 5000, per: 10s } }
 tenants:
   demo: { virtual_keys: [ sk-keymesh-demo-virtual, sk-keymesh-demo-second ] }
-  ops: { virtual_keys: [ sk-keymesh-ops-virtual ], max_concurrency: 2 }
+  ops: { virtual_keys: [ sk-keymesh-ops-virtual ], max_concurrency: 2, limits: { requests: 5, per: 2s, rpd: 1000 } }
 `,
   'keymesh.yaml',
 );
@@ -59,7 +62,9 @@ describe('compilePolicy', () => {
       quotaResets: { period: 'monthly', timeZone: 'UTC' },
       keySelection: 'headroom',
       reserveForHigh: 0,
+      limits: null,
     });
+    assert.deepEqual(policy.pools['spare']!.limits, { requests: [{ requests: 100, perMs: 60_000 }], tokens: [], quotas: [] });
     assert.deepEqual(policy.keys['k1'], {
       id: 'k1',
       poolId: 'main',
@@ -91,7 +96,9 @@ describe('compilePolicy', () => {
       maxConcurrency: null,
       defaultMaxTokens: 1024,
       maxWaitMs: 0,
+      limits: null,
     });
+    assert.deepEqual(policy.routes['cached']!.limits, { requests: [], tokens: [{ tokens: 5000, perMs: 10_000 }], quotas: [] });
     assert.equal(policy.routes['weighted']!.strategy, 'weighted');
     assert.deepEqual(policy.routes['weighted']!.targets.map((t) => t.weight), [3, 1]);
     assert.deepEqual(policy.routes['weighted']!.degraded, {
@@ -106,6 +113,12 @@ describe('compilePolicy', () => {
       id: 'demo',
       virtualKeySha256: [sha256Hex('sk-keymesh-demo-virtual'), sha256Hex('sk-keymesh-demo-second')],
       maxConcurrency: null,
+      limits: null,
+    });
+    assert.deepEqual(policy.tenants['ops']!.limits, {
+      requests: [{ requests: 5, perMs: 2_000 }],
+      tokens: [],
+      quotas: [{ unit: 'requests', limit: 1000, period: 'day', timeZone: 'UTC' }],
     });
     assert.equal(policy.routes['cached']!.maxConcurrency, 4);
     assert.equal(policy.routes['cached']!.maxWaitMs, 2_000);
@@ -150,7 +163,32 @@ describe('compilePolicy', () => {
   });
 });
 
+describe('limitedScopesOf', () => {
+  it('lists every limited tenant, route and pool as a pool of its own whose id no configured pool can have', () => {
+    const scopes = limitedScopesOf(compilePolicy(CONFIG, seal));
+    assert.deepEqual(
+      scopes.map((s) => [s.kind, s.id, s.poolId]),
+      [
+        ['tenant', 'ops', 'tenant/ops'],
+        ['route', 'cached', 'route/cached'],
+        ['pool', 'spare', 'pool/spare'],
+      ],
+    );
+    for (const scope of scopes) assert.ok(!ID_PATTERN.test(scope.poolId), `${scope.poolId} could be a configured id`);
+    assert.equal(describeLimitSet(scopes[0]!.limits), '5 requests per 2s, 1000 requests per day (UTC)');
+    assert.equal(describeLimitSet(scopes[1]!.limits), '5000 tokens per 10s');
+  });
+});
+
 describe('parsePolicy', () => {
+  it('reads a policy without scope limits (from an older control plane) as having none', () => {
+    const json = JSON.parse(JSON.stringify(compilePolicy(CONFIG, seal))) as { pools: Record<string, { limits?: unknown }>; routes: Record<string, { limits?: unknown }>; tenants: Record<string, { limits?: unknown }> };
+    for (const section of [json.pools, json.routes, json.tenants]) for (const entry of Object.values(section)) delete entry.limits;
+    const policy = parsePolicy(JSON.stringify(json));
+    assert.equal(policy.tenants['ops']!.limits, null);
+    assert.deepEqual(limitedScopesOf(policy), []);
+  });
+
   it('round-trips a compiled policy through JSON into an equal, frozen policy', () => {
     const policy = compilePolicy(CONFIG, seal);
     const parsed = parsePolicy(JSON.stringify(policy));

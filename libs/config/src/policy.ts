@@ -9,9 +9,9 @@ import { ConfigError, describeIssue, problemAt, problemsFromIssues } from './con
 import { deepFreeze, findProtoKeys, hasOwn, isPlainRecord, toRecord } from './freeze';
 import { sha256Hex } from './hash';
 import { DEFAULT_MAX_TOKENS, ENV_NAME_PATTERN, ID_PATTERN, KEY_SELECTIONS, MAX_REQUESTS_PER_WINDOW, MAX_TOKENS_PER_WINDOW, ROUTE_STRATEGIES, type KeymeshConfig, type KeySelection, type RouteStrategy } from './schema';
-import type { CalendarQuota, TokenWindowLimit, WindowLimit } from './types';
+import type { CalendarQuota, DeepReadonly, LimitSet, TokenWindowLimit, WindowLimit } from './types';
 
-export type { TokenWindowLimit, WindowLimit } from './types';
+export type { LimitSet, TokenWindowLimit, WindowLimit } from './types';
 export type { KeySelection, RouteStrategy } from './schema';
 
 export type SecretSource = { readonly kind: 'env'; readonly name: string } | { readonly kind: 'sealed'; readonly sealed: string };
@@ -49,6 +49,8 @@ export interface PolicyPool {
   readonly keySelection: KeySelection;
   /** Share (0 to below 1) of every key's windows only high-priority requests may use. */
   readonly reserveForHigh: number;
+  /** The pool's total over all its keys; null when it declares none. */
+  readonly limits: LimitSet | null;
 }
 export interface PolicyTarget {
   readonly poolId: string;
@@ -82,6 +84,8 @@ export interface PolicyRoute {
    * key is momentarily full, instead of failing at once; 0 = no waiting.
    */
   readonly maxWaitMs: number;
+  /** Everything sent to this route, over all tenants; null when it declares none. */
+  readonly limits: LimitSet | null;
 }
 export interface PolicyTenant {
   readonly id: string;
@@ -89,6 +93,8 @@ export interface PolicyTenant {
   readonly virtualKeySha256: string[];
   /** Requests of this tenant in flight at once on one router; null for no cap. */
   readonly maxConcurrency: number | null;
+  /** Everything this tenant sends, over all routes; null when it declares none. */
+  readonly limits: LimitSet | null;
 }
 export interface Policy {
   readonly providers: Record<string, PolicyProvider>;
@@ -146,7 +152,15 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
         (p) =>
           [
             p.id,
-            { id: p.id, providerId: p.providerId, keyIds: p.keys.map((k) => k.id), quotaResets: { ...p.quotaResets }, keySelection: p.keySelection, reserveForHigh: p.reserveForHigh },
+            {
+              id: p.id,
+              providerId: p.providerId,
+              keyIds: p.keys.map((k) => k.id),
+              quotaResets: { ...p.quotaResets },
+              keySelection: p.keySelection,
+              reserveForHigh: p.reserveForHigh,
+              limits: copyLimits(p.limits),
+            },
           ] as const,
       ),
     ),
@@ -187,18 +201,24 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
               maxConcurrency: r.maxConcurrency,
               defaultMaxTokens: r.defaultMaxTokens,
               maxWaitMs: r.maxWaitMs,
+              limits: copyLimits(r.limits),
             },
           ] as const,
       ),
     ),
     tenants: toRecord(
       Object.values(config.tenants).map(
-        (t) => [t.id, { id: t.id, virtualKeySha256: t.virtualKeys.map(sha256Hex), maxConcurrency: t.maxConcurrency }] as const,
+        (t) => [t.id, { id: t.id, virtualKeySha256: t.virtualKeys.map(sha256Hex), maxConcurrency: t.maxConcurrency, limits: copyLimits(t.limits) }] as const,
       ),
     ),
     http: { ...config.server.http, idempotencyTtlMs: config.server.idempotencyTtlMs },
   };
   return deepFreeze(policy);
+}
+
+function copyLimits(limits: DeepReadonly<LimitSet> | null): LimitSet | null {
+  if (limits === null) return null;
+  return { requests: limits.requests.map((w) => ({ ...w })), tokens: limits.tokens.map((w) => ({ ...w })), quotas: limits.quotas.map((q) => ({ ...q })) };
 }
 
 // ---- parsing a received policy ---------------------------------------------
@@ -216,6 +236,12 @@ const quotaSchema = z.strictObject({
   period: z.enum(['day', 'month']),
   timeZone: z.string().min(1),
 });
+
+// Defaults to null: a policy from a control plane that predates scope limits still parses.
+const limitSetSchema = z
+  .strictObject({ requests: z.array(windowLimitSchema), tokens: z.array(tokenWindowLimitSchema), quotas: z.array(quotaSchema) })
+  .nullable()
+  .default(null);
 
 const secretSourceSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('env'), name: z.string().regex(ENV_NAME_PATTERN) }),
@@ -247,6 +273,7 @@ const policySchema = z
         // Defaults: a policy from a control plane that predates key selection still parses.
         keySelection: z.enum(KEY_SELECTIONS).default('headroom'),
         reserveForHigh: z.number().min(0).lt(1).default(0),
+        limits: limitSetSchema,
       }),
     ),
     keys: z.record(
@@ -283,6 +310,7 @@ const policySchema = z
         maxConcurrency: positiveInt.nullable(),
         defaultMaxTokens: positiveInt.default(DEFAULT_MAX_TOKENS),
         maxWaitMs: z.int().min(0).default(0),
+        limits: limitSetSchema,
       }),
     ),
     tenants: z.record(
@@ -291,6 +319,7 @@ const policySchema = z
         id,
         virtualKeySha256: z.array(z.string().regex(/^[0-9a-f]{64}$/, { error: 'expected a hex sha256' })).min(1),
         maxConcurrency: positiveInt.nullable(),
+        limits: limitSetSchema,
       }),
     ),
     http: z.strictObject({

@@ -325,6 +325,8 @@ const poolSchema = z
       .min(0, { error: 'must be from 0 to below 1' })
       .lt(1, { error: 'must be below 1 (normal requests need some capacity)' })
       .default(0),
+    // The pool's total over all its keys (e.g. an organization-wide provider limit the keys share).
+    limits: limitsSchema.optional(),
   })
   .superRefine(checkKeySelectionFields, { when: () => true });
 
@@ -402,12 +404,16 @@ const routeSchema = z
       .default(DEFAULT_MAX_TOKENS),
     // How long a request may wait in the router's queue when every key is momentarily full; "0s" fails at once.
     max_wait: durationSchema({ allowZero: true, maxMs: MAX_TIMER_MS, maxWhy: ' (longer timers overflow in Node)' }).default(0),
+    // Everything sent to this route, over all tenants.
+    limits: limitsSchema.optional(),
   })
   .superRefine(checkStrategyFields, { when: () => true });
 
 const tenantSchema = z.strictObject({
   virtual_keys: z.array(headerTokenSchema('a virtual key')).min(1, { error: 'expected at least one virtual key' }),
   max_concurrency: maxConcurrencySchema.optional(),
+  // Everything this tenant sends, over all routes.
+  limits: limitsSchema.optional(),
 });
 
 const serverSchema = z
@@ -572,6 +578,7 @@ export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, 
     quotaResets: { period: pool.quota_resets, timeZone: pool.quota_time_zone },
     keySelection: pool.key_selection,
     reserveForHigh: pool.reserve_for_high,
+    limits: pool.limits ?? null,
   })),
   routes: mapRecord(raw.routes, (alias, route) => ({
     alias,
@@ -589,8 +596,14 @@ export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, 
     maxConcurrency: route.max_concurrency ?? null,
     defaultMaxTokens: route.default_max_tokens,
     maxWaitMs: route.max_wait,
+    limits: route.limits ?? null,
   })),
-  tenants: mapRecord(raw.tenants, (id, tenant) => ({ id, virtualKeys: tenant.virtual_keys, maxConcurrency: tenant.max_concurrency ?? null })),
+  tenants: mapRecord(raw.tenants, (id, tenant) => ({
+    id,
+    virtualKeys: tenant.virtual_keys,
+    maxConcurrency: tenant.max_concurrency ?? null,
+    limits: tenant.limits ?? null,
+  })),
   mockProvider:
     raw.mock_provider === undefined
       ? null

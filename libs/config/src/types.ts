@@ -24,6 +24,17 @@ export interface CalendarQuota {
   readonly timeZone: string;
 }
 
+/**
+ * One `limits` block, normalized: its windows, token windows and calendar
+ * quotas. Keys carry theirs as separate fields; tenants, routes and pool
+ * totals carry the set (null when they declare none).
+ */
+export interface LimitSet {
+  readonly requests: WindowLimit[];
+  readonly tokens: TokenWindowLimit[];
+  readonly quotas: CalendarQuota[];
+}
+
 /** Where a provider key's secret comes from, as the config file says it. */
 export type ConfigSecret = { readonly kind: 'literal'; readonly value: string } | { readonly kind: 'env'; readonly name: string };
 

@@ -60,6 +60,7 @@ const OPENAI_CODE_BY_REASON: Record<string, string> = {
   ROUTE_NOT_FOUND: 'model_not_found',
   UNAUTHENTICATED: 'invalid_api_key',
   KEY_POOL_EXHAUSTED: 'rate_limit_exceeded',
+  SCOPE_LIMIT_EXCEEDED: 'rate_limit_exceeded',
 };
 
 export function openAiErrorBody(err: KeymeshError, param: string | null = null): OpenAiErrorBody {

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { toJson } from '@bufbuild/protobuf';
-import { ConfigError, DEMO_CONFIG_YAML, loadConfigFile, parseConfig } from '@keymesh/config';
+import { ConfigError, DEMO_CONFIG_YAML, loadConfigFile, parseConfig, scopePoolId, type ScopeKind } from '@keymesh/config';
 import { KeymeshError } from '@keymesh/errors';
 import { GetUsageResponseSchema, AnalyticsService } from '@keymesh/proto/analytics/v1/analytics';
 import { ControlService } from '@keymesh/proto/control/v1/control';
@@ -16,6 +16,8 @@ import { configFrom, untilSignalled } from './lifecycle';
 import { startMesh } from './mesh';
 import { serveOne } from './serve';
 
+const SCOPE_KINDS: readonly ScopeKind[] = ['tenant', 'route', 'pool'];
+
 const USAGE = `keymesh — an LLM gateway that pools provider keys so callers never see "keys temporarily exhausted".
 
 Usage:
@@ -26,6 +28,8 @@ Usage:
   keymesh apply --config FILE           send a config to the running control plane
   keymesh keys [--pool ID]              list provider keys (ids and fingerprints, never secrets)
   keymesh keys state [--pool ID]        each key's headroom, cooling and parked state
+  keymesh limits [--tenant ID | --route ID | --pool ID]
+                                        remaining and reset of tenants', routes' and pool totals' own limits
   keymesh usage [--tenant ID]           usage totals from analytics
   keymesh breakers                      circuit breakers that are open or half-open on a router replica
   keymesh demo-config                   print the bundled demo config
@@ -58,6 +62,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         return await apply(args, env);
       case 'keys':
         return await keys(rest[0], args, env);
+      case 'limits':
+        return await limits(args, env);
       case 'usage':
         return await usage(args, env);
       case 'breakers':
@@ -141,6 +147,21 @@ async function apply(args: ParsedArgs, env: NodeJS.ProcessEnv): Promise<number> 
     return 0;
   } finally {
     closeRpcClient(control);
+  }
+}
+
+/** A limited scope is a pool of one key in the limiter (see limitedScopesOf): its state is that key's. */
+async function limits(args: ParsedArgs, env: NodeJS.ProcessEnv): Promise<number> {
+  const kind = SCOPE_KINDS.find((k) => stringFlag(args, k) !== undefined);
+  const limiter = cliClient(LimiterService, peerAddress('limiter', env));
+  try {
+    const state = await limiter.getKeyState({ poolId: kind === undefined ? '' : scopePoolId(kind, stringFlag(args, kind)!) });
+    // Without a flag: every scope, and none of the provider keys `keys state` lists.
+    if (kind === undefined) state.keys = state.keys.filter((key) => SCOPE_KINDS.some((k) => key.poolId.startsWith(scopePoolId(k, ''))));
+    process.stdout.write(`${JSON.stringify(toJson(GetKeyStateResponseSchema, state), null, 2)}\n`);
+    return 0;
+  } finally {
+    closeRpcClient(limiter);
   }
 }
 

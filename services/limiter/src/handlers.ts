@@ -182,7 +182,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
             conditionReason: s.conditionReason,
             remainingRequests: tightest?.remaining ?? 0,
             limitRequests: tightest?.requests ?? 0,
-            ...(tightest ? { window: durationOf(tightest.perMs) } : {}),
+            ...(tightest ? { window: durationOf(tightest.perMs), resetIn: durationOf(tightest.resetInMs) } : {}),
             ...(s.coolingUntilMs === undefined ? {} : { coolingUntil: timestampFromMs(s.coolingUntilMs) }),
             burstWindows: s.windows
               .filter((w) => w.burst === true)

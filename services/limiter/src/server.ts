@@ -1,5 +1,5 @@
 import type { Bus } from '@keymesh/bus';
-import type { Policy } from '@keymesh/config';
+import { limitedScopesOf, SCOPE_KEY_ID, type Policy } from '@keymesh/config';
 import { followPolicy } from '@keymesh/policy';
 import { ControlService } from '@keymesh/proto/control/v1/control';
 import { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
@@ -36,8 +36,13 @@ export interface RunningLimiter {
   stop(): Promise<void>;
 }
 
+/**
+ * The policy's pools, then one pool of one key per limited tenant, route and
+ * pool total (see limitedScopesOf): the router admits a request on each scope
+ * that applies to it as on a key, so scopes share every mechanism keys have.
+ */
 export function poolSpecsOf(policy: Policy): PoolSpec[] {
-  return Object.values(policy.pools).map((pool) => ({
+  const keyPools: PoolSpec[] = Object.values(policy.pools).map((pool) => ({
     poolId: pool.id,
     keys: pool.keyIds.map((keyId) => ({
       keyId,
@@ -51,6 +56,11 @@ export function poolSpecsOf(policy: Policy): PoolSpec[] {
     keySelection: pool.keySelection,
     reserveForHigh: pool.reserveForHigh,
   }));
+  const scopePools: PoolSpec[] = limitedScopesOf(policy).map((scope) => ({
+    poolId: scope.poolId,
+    keys: [{ keyId: SCOPE_KEY_ID, limits: scope.limits.requests, tokenLimits: scope.limits.tokens, quotas: scope.limits.quotas }],
+  }));
+  return keyPools.concat(scopePools);
 }
 
 const REDIS_CONNECT_WAIT_MS = 5_000;

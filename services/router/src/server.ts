@@ -13,6 +13,7 @@ import { GetUsageResponseSchema } from '@keymesh/proto/analytics/v1/analytics';
 import { AcquireBatcher } from './admission/acquire-batcher';
 import { LeaseAdmission } from './admission/lease-admission';
 import { SettleBatcher } from './admission/settle-batcher';
+import { ScopeAdmission } from './admission/scope-admission';
 import { KeyProbes } from './admission/key-probe';
 import { LimitLearner } from './admission/limit-learner';
 import { UsageRecorder } from './usage/usage-recorder';
@@ -110,7 +111,8 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   })();
 
   const currentTable = (): RouteTable => table;
-  const dispatcher = new Dispatcher({ table: currentTable, admission, keys, limiter, telemetry, logger, learner, probes });
+  const scopes = new ScopeAdmission(admission, (settlement) => settles.settle(settlement));
+  const dispatcher = new Dispatcher({ table: currentTable, admission, keys, limiter, telemetry, logger, learner, probes, scopes });
   const usage = new UsageRecorder(bus);
   const gateway = new Gateway({ table: currentTable, dispatcher, cache, usage, settles, logger });
 

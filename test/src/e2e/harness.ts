@@ -29,6 +29,10 @@ export interface TestMeshOptions {
   extraPools?: string;
   /** Extra settings of the `main` pool, as `field: value` YAML lines (e.g. "reserve_for_high: 0.3"). */
   mainPoolSettings?: string[];
+  /** YAML for the main pool's `limits:` (its total over all its keys). */
+  poolLimits?: string;
+  /** Extra YAML appended under `tenants:`. */
+  extraTenants?: string;
   /** The provider's per-attempt timeout, e.g. "200ms". */
   providerTimeout?: string;
   /** Delay between the mock's stream chunks, so a stream lasts long enough to be cut or left mid-way. */
@@ -52,7 +56,7 @@ providers:
 ${options.extraProviders ?? ''}
 pools:
   main:
-    provider: mock
+    provider: mock${options.poolLimits ? `\n    limits: ${options.poolLimits}` : ''}
 ${(options.mainPoolSettings ?? []).map((line) => `    ${line}\n`).join('')}    keys:
 ${keys.join('\n')}
 ${options.extraPools ?? ''}
@@ -63,6 +67,7 @@ routes:
 ${options.extraRoutes ?? ''}
 tenants:
   e2e: { virtual_keys: [ ${VIRTUAL_KEY} ] }
+${options.extraTenants ?? ''}
 `;
 }
 

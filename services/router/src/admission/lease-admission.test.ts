@@ -157,3 +157,29 @@ describe('admission from capacity leases', () => {
     assert.ok(grants.length > 0 && grants.every((g) => g.requests.every((r) => r.priority !== Priority.HIGH)));
   });
 });
+
+describe('giving back a slot admitted from a lease', () => {
+  it('returns it to the lease that granted it, which admits it again without a call', async () => {
+    const limiter = fakeLimiter(() => leases({ k1: 1 }));
+    const a = admissionWith(limiter);
+    const first = await admit(a);
+    assert.ok(first.granted);
+    assert.equal(a.giveBack('main', first, 0), true);
+    const again = await admit(a);
+    assert.equal(again.granted && again.keyId, 'k1');
+    assert.equal(again.decidedBy, first.decidedBy);
+    assert.equal(limiter.calls.length, 1, 'the given-back slot served without another grant');
+  });
+
+  it('refuses a slot whose lease has ended, and one from another grant', async () => {
+    const limiter = fakeLimiter(() => leases({ k1: 1 }));
+    const a = admissionWith(limiter, 40);
+    const first = await admit(a);
+    assert.ok(first.granted);
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    assert.equal(a.giveBack('main', first, 0), false, 'the limiter counted it when the lease ended');
+    const second = await admit(a);
+    assert.ok(second.granted);
+    assert.equal(a.giveBack('main', { ...second, decidedBy: first.decidedBy }, 0), false, 'not granted by a lease still held');
+  });
+});

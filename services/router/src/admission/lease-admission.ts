@@ -193,6 +193,27 @@ export class LeaseAdmission {
     }
   }
 
+  /**
+   * Gives back a slot `admit` granted from a lease, unspent (a later scope of
+   * the request denied it), with the `tokens` it took from the lease's
+   * budget: the lease that granted it (same key, same grant) takes them back
+   * while it lasts. False when the slot came from an exact Acquire or its
+   * lease has ended: the limiter has counted it.
+   */
+  giveBack(poolId: string, admission: Admission, tokens: number): boolean {
+    if (!admission.granted) return false;
+    const pool = this.pools.get(poolId);
+    if (pool === undefined) return false;
+    const nowMs = Date.now();
+    for (const lease of pool.leases) {
+      if (lease.keyId !== admission.keyId || lease.decidedBy !== admission.decidedBy || lease.expiresAtMs <= nowMs) continue;
+      lease.slots++;
+      lease.tokens += tokens;
+      return true;
+    }
+    return false;
+  }
+
   /** A new policy may have moved keys between pools or replaced them: start afresh. */
   reset(): void {
     for (const [poolId, pool] of this.pools) pool.leases = this.keepLeases(poolId, pool.leases, () => false);

@@ -21,6 +21,8 @@ export class RequestTokens {
   private estimate: number | undefined;
   /** Set by the dispatcher when the attempt that served the request reserved tokens. */
   reservation: TokenReservation | undefined;
+  /** Set by the dispatcher when the tenant, route or pool total the request was admitted on reserved tokens. */
+  scopeReservations: TokenReservation[] | undefined;
 
   forChat(req: OpenAiChatRequest): void {
     this.body = { kind: 'chat', req };

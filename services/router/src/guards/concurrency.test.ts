@@ -4,7 +4,7 @@ import { Code, KeymeshError } from '@keymesh/errors';
 import { ConcurrencyGuard, GuardReason } from './concurrency';
 
 function route(alias: string, maxConcurrency: number | null): PolicyRoute {
-  return { alias, strategy: 'fallback', targets: [], degraded: null, cacheTtlMs: null, timeoutMs: 30_000, retry: { rounds: 1, backoffMs: 100 }, maxConcurrency, defaultMaxTokens: 1024, maxWaitMs: 0 };
+  return { alias, strategy: 'fallback', targets: [], degraded: null, cacheTtlMs: null, timeoutMs: 30_000, retry: { rounds: 1, backoffMs: 100 }, maxConcurrency, defaultMaxTokens: 1024, maxWaitMs: 0, limits: null };
 }
 
 function policyWithTenants(caps: Record<string, number | null>): Policy {

@@ -6,7 +6,7 @@ import { EMPTY_ROUTE_TABLE, type RouteTable } from '../routing/route-table';
 import { renderMetrics, RequestCounter } from './metrics';
 
 function route(alias: string, maxConcurrency: number | null): PolicyRoute {
-  return { alias, strategy: 'fallback', targets: [{ poolId: 'main', providerId: 'openai', model: 'm', weight: null, price: null }], degraded: null, defaultMaxTokens: 256, maxWaitMs: 0, cacheTtlMs: null, timeoutMs: 1_000, retry: { rounds: 1, backoffMs: 10 }, maxConcurrency };
+  return { alias, strategy: 'fallback', targets: [{ poolId: 'main', providerId: 'openai', model: 'm', weight: null, price: null }], degraded: null, defaultMaxTokens: 256, maxWaitMs: 0, limits: null, cacheTtlMs: null, timeoutMs: 1_000, retry: { rounds: 1, backoffMs: 10 }, maxConcurrency };
 }
 
 describe('router metrics', () => {

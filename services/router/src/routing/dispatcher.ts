@@ -9,6 +9,7 @@ import type { LeaseAdmission } from '../admission/lease-admission';
 import type { RequestTokens } from '../admission/request-tokens';
 import type { KeyMaterialCache } from '../keys/key-material';
 import { KeyProbes } from '../admission/key-probe';
+import { isScopeSlot, ScopeAdmission, scopeDenied, scopeMessage, type ScopeDenial, type ScopeGate, type ScopeSlot } from '../admission/scope-admission';
 import { LimitLearner, type LimitReport } from '../admission/limit-learner';
 import { WaitQueue, type RequestPriority, type WaitTicket } from '../admission/wait-queue';
 import type { LimitSnapshot, ProviderFailure } from '../providers';
@@ -90,6 +91,16 @@ export interface DispatcherDeps {
   probes?: KeyProbes;
   /** The lines requests wait in when every key of their route is momentarily full; this router's own when not given. */
   waits?: WaitQueue;
+  /** Admission on tenants, routes and pool totals with limits; settles given-back tokens with the limiter directly when not given. */
+  scopes?: ScopeAdmission;
+}
+
+/** What a request has done so far, across its rounds. */
+interface RequestProgress {
+  /** Provider calls made. */
+  attempts: number;
+  /** Its slots on its tenant and route, while it holds them. */
+  scopeSlots: ScopeSlot[] | undefined;
 }
 
 /** Failures another round may cure: provider trouble, and keys full until a known time. */
@@ -151,6 +162,7 @@ export class Dispatcher {
   readonly learner: LimitLearner;
   readonly probes: KeyProbes;
   readonly waits: WaitQueue;
+  private readonly scopes: ScopeAdmission;
   /** A request's place in its route's line, while it has one. */
   private readonly tickets = new WeakMap<RequestScope, WaitTicket>();
 
@@ -161,6 +173,11 @@ export class Dispatcher {
     this.learner = deps.learner ?? new LimitLearner();
     this.probes = deps.probes ?? new KeyProbes();
     this.waits = deps.waits ?? new WaitQueue();
+    this.scopes =
+      deps.scopes ??
+      new ScopeAdmission(deps.admission, (settlement) =>
+        deps.limiter.settle({ settlements: [settlement] }, { timeoutMs: 2_000 }).catch((err: unknown) => deps.logger.warn('could not give tokens back to a scope', { error: err as Error })),
+      );
   }
 
   /**
@@ -199,7 +216,7 @@ export class Dispatcher {
     attempt: (a: Attempt) => Promise<AttemptResult<T>>,
     staticAnswer: ((answer: string) => T) | undefined,
   ): Promise<Served<T>> {
-    const counter = { attempts: 0 };
+    const counter: RequestProgress = { attempts: 0, scopeSlots: undefined };
     try {
       return await this.rounds(scope, orderTargets(scope.route, this.targets, this.random), attempt, counter);
     } catch (err) {
@@ -225,7 +242,7 @@ export class Dispatcher {
     scope: RequestScope,
     targets: readonly PolicyTarget[],
     attempt: (a: Attempt) => Promise<AttemptResult<T>>,
-    counter: { attempts: number },
+    counter: RequestProgress,
   ): Promise<Served<T>> {
     const { rounds, backoffMs } = scope.route.retry;
     for (let round = 1; ; round++) {
@@ -255,18 +272,82 @@ export class Dispatcher {
     }
   }
 
-  /** One pass over the targets, each key of each until one serves. */
-  private async round<T>(
+  /**
+   * One pass over the targets, admitted first on the request's tenant and
+   * route when they have limits of their own. Their slots are taken once per
+   * request, kept once a provider was called, and given back after a round
+   * that called none (its keys were all full), so the next round or turn in
+   * line asks again.
+   */
+  private round<T>(
     scope: RequestScope,
     targets: readonly PolicyTarget[],
     attempt: (a: Attempt) => Promise<AttemptResult<T>>,
-    counter: { attempts: number },
+    counter: RequestProgress,
+  ): Promise<Served<T>> {
+    if (counter.scopeSlots === undefined && counter.attempts === 0) {
+      const { tenants, routes } = this.deps.table().scopes;
+      const tenant = tenants.size === 0 ? undefined : tenants.get(scope.tenantId);
+      const route = routes.size === 0 ? undefined : routes.get(scope.route.alias);
+      if (tenant !== undefined || route !== undefined) return this.scopedRound(scope, targets, attempt, counter, tenant, route);
+    } else if (counter.scopeSlots !== undefined) {
+      return this.scopedRound(scope, targets, attempt, counter, undefined, undefined);
+    }
+    return this.roundOverTargets(scope, targets, attempt, counter);
+  }
+
+  private async scopedRound<T>(
+    scope: RequestScope,
+    targets: readonly PolicyTarget[],
+    attempt: (a: Attempt) => Promise<AttemptResult<T>>,
+    counter: RequestProgress,
+    tenant: ScopeGate | undefined,
+    route: ScopeGate | undefined,
+  ): Promise<Served<T>> {
+    counter.scopeSlots ??= await this.admitScopes(scope, tenant, route);
+    try {
+      const served = await this.roundOverTargets(scope, targets, attempt, counter);
+      for (const slot of counter.scopeSlots) this.scopes.reserve(scope.tokens, slot);
+      return served;
+    } finally {
+      if (counter.attempts === 0) {
+        for (const slot of counter.scopeSlots) this.scopes.giveBack(slot);
+        counter.scopeSlots = undefined;
+      }
+    }
+  }
+
+  /** A slot on the tenant, then on the route; a denial gives back what was taken and is the caller's 429. */
+  private async admitScopes(scope: RequestScope, ...gates: (ScopeGate | undefined)[]): Promise<ScopeSlot[]> {
+    const slots: ScopeSlot[] = [];
+    try {
+      for (const gate of gates) {
+        if (gate === undefined) continue;
+        const slot = await this.takeScope(scope, gate);
+        if (!isScopeSlot(slot)) throw scopeDenied(gate, slot);
+        slots.push(slot);
+      }
+      return slots;
+    } catch (err) {
+      for (const slot of slots) this.scopes.giveBack(slot);
+      throw err;
+    }
+  }
+
+  /** One pass over the targets, each key of each until one serves. */
+  private async roundOverTargets<T>(
+    scope: RequestScope,
+    targets: readonly PolicyTarget[],
+    attempt: (a: Attempt) => Promise<AttemptResult<T>>,
+    counter: RequestProgress,
   ): Promise<Served<T>> {
     const { tracer } = this.deps.telemetry;
     let soonestRetryMs: number | undefined;
     let denied = false;
     let lastFailure: ProviderFailure | undefined;
     let lastDenialReason: string | undefined;
+    // Set when the last denial was a pool's total rather than its keys.
+    let deniedByTotal: ScopeGate | undefined;
     // Targets with a provider, and those of them no call went to because a breaker was open.
     let targetsTried = 0;
     let targetsBroken = 0;
@@ -291,12 +372,24 @@ export class Dispatcher {
       const excluded: string[] = [];
       let called = false;
       let broken = false;
+      // The pool's total, when it has one, is admitted with each key: a key that takes no call gives its slot back.
+      const poolTotal = this.poolTotalOf(target.poolId);
+      let totalSlot: ScopeSlot | undefined;
       for (;;) {
         this.throwIfDone(scope);
-        const admission = await this.admit(scope, target, excluded);
+        if (totalSlot !== undefined) this.scopes.giveBack(totalSlot);
+        totalSlot = undefined;
+        let admission: Admission;
+        if (poolTotal === undefined) admission = await this.admit(scope, target, excluded);
+        else {
+          const taken = await this.takeScope(scope, poolTotal);
+          if (isScopeSlot(taken)) totalSlot = taken;
+          admission = isScopeSlot(taken) ? await this.admit(scope, target, excluded) : taken;
+        }
         if (!admission.granted) {
           denied = true;
           lastDenialReason = admission.reason;
+          deniedByTotal = totalSlot === undefined ? poolTotal : undefined;
           if (admission.retryAfterMs !== undefined) {
             soonestRetryMs = soonestRetryMs === undefined ? admission.retryAfterMs : Math.min(soonestRetryMs, admission.retryAfterMs);
           }
@@ -352,6 +445,9 @@ export class Dispatcher {
           continue;
         }
         called = true;
+        // Spent: the pool's total counts this call whatever its outcome.
+        const spentTotal = totalSlot;
+        totalSlot = undefined;
         const attempts = ++counter.attempts;
         const span = tracer.startSpan(`chat ${target.model}`, {
           kind: SpanKind.CLIENT,
@@ -422,6 +518,7 @@ export class Dispatcher {
           if (admission.admissionId !== undefined && scope.tokens !== undefined) {
             scope.tokens.reservation = { poolId: target.poolId, keyId, admissionId: admission.admissionId, reservedTokens: scope.tokens.estimated(scope.route.defaultMaxTokens) };
           }
+          if (spentTotal !== undefined) this.scopes.reserve(scope.tokens, spentTotal);
           return { value: result.value, target, keyId, attempts };
         }
         const failure = result.failure;
@@ -467,6 +564,7 @@ export class Dispatcher {
         // This failure may have opened the provider's breaker: the next key would be refused anyway.
         if (providerBreaker.blocks(Date.now())) break;
       }
+      if (totalSlot !== undefined) this.scopes.giveBack(totalSlot);
       if (broken && !called) targetsBroken++;
     }
 
@@ -490,9 +588,11 @@ export class Dispatcher {
         reason: parkedOnly ? Reason.KEY_POOL_UNAVAILABLE : Reason.KEY_POOL_EXHAUSTED,
         message: parkedOnly
           ? `no key of route "${scope.route.alias}" is usable right now`
-          : `every key of route "${scope.route.alias}" is at its limit; retry later`,
+          : deniedByTotal !== undefined
+            ? scopeMessage(deniedByTotal, soonestRetryMs)
+            : `every key of route "${scope.route.alias}" is at its limit; retry later`,
         ...(soonestRetryMs === undefined ? {} : { retryAfterMs: soonestRetryMs }),
-        metadata: { route: scope.route.alias },
+        metadata: deniedByTotal === undefined ? { route: scope.route.alias } : { route: scope.route.alias, scope: 'pool', pool: deniedByTotal.id },
       });
     }
     throw new KeymeshError({
@@ -502,6 +602,16 @@ export class Dispatcher {
       metadata: { route: scope.route.alias },
       ...(lastFailure?.retryAfterMs === undefined ? {} : { retryAfterMs: lastFailure.retryAfterMs }),
     });
+  }
+
+  private takeScope(scope: RequestScope, gate: ScopeGate): ScopeSlot | ScopeDenial | Promise<ScopeSlot | ScopeDenial> {
+    const taken = this.scopes.take(gate, scope);
+    return taken instanceof Promise ? this.untilDone(scope, taken) : taken;
+  }
+
+  private poolTotalOf(poolId: string): ScopeGate | undefined {
+    const { pools } = this.deps.table().scopes;
+    return pools.size === 0 ? undefined : pools.get(poolId);
   }
 
   /**

@@ -138,14 +138,20 @@ export class Gateway {
 
   private settle(scope: RequestScope, usage: OpenAiUsage | undefined): void {
     const tokens = scope.tokens;
-    const reservation = tokens?.reservation;
-    if (tokens === undefined || reservation === undefined) return;
+    if (tokens === undefined) return;
+    const { reservation, scopeReservations } = tokens;
+    if (reservation === undefined && scopeReservations === undefined) return;
     // Settled once, even if an edge reports the request's end twice.
     tokens.reservation = undefined;
+    tokens.scopeReservations = undefined;
     const usedTokens = tokens.usedTokensOf(usage);
-    // No usage (a stream cut short, a caller gone): the estimate stands, and nothing needs saying.
-    if (usedTokens === undefined || usedTokens === reservation.reservedTokens) return;
-    this.deps.settles.settle({ ...reservation, usedTokens });
+    // No usage (a stream cut short, a caller gone): the estimates stand, and nothing needs saying.
+    if (usedTokens === undefined) return;
+    if (reservation !== undefined && usedTokens !== reservation.reservedTokens) this.deps.settles.settle({ ...reservation, usedTokens });
+    // The tenant, route and pool total the request was admitted on are corrected like its key.
+    for (const scoped of scopeReservations ?? []) {
+      if (usedTokens !== scoped.reservedTokens) this.deps.settles.settle({ ...scoped, usedTokens });
+    }
   }
 
   private async lookup(scope: RequestScope, key: string): Promise<JsonResult<OpenAiChatResponse> | undefined> {

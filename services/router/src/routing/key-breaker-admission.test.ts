@@ -40,7 +40,7 @@ function scope(i: number): RequestScope {
   return {
     requestId: `r${i}`,
     tenantId: 't',
-    route: { alias: 'r', strategy: 'fallback', targets: [{ poolId: 'main', providerId: 'mock', model: 'm', weight: null, price: null }], degraded: null, defaultMaxTokens: 256, maxWaitMs: 0, cacheTtlMs: null, timeoutMs: 5_000, retry: { rounds: 1, backoffMs: 10 }, maxConcurrency: null },
+    route: { alias: 'r', strategy: 'fallback', targets: [{ poolId: 'main', providerId: 'mock', model: 'm', weight: null, price: null }], degraded: null, defaultMaxTokens: 256, maxWaitMs: 0, limits: null, cacheTtlMs: null, timeoutMs: 5_000, retry: { rounds: 1, backoffMs: 10 }, maxConcurrency: null },
     deadlineMs: Date.now() + 5_000,
     signal: new AbortController().signal,
     traceContext: ROOT_CONTEXT,

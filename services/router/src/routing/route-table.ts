@@ -2,6 +2,7 @@ import type { Policy, PolicyKey, PolicyProvider, PolicyRoute } from '@keymesh/co
 import { loadTokenizer } from '../admission/token-estimate';
 import { adapterFor, type ProviderAdapter } from '../providers';
 import { Upstream } from '../providers/upstream';
+import { buildScopeTable, EMPTY_SCOPE_TABLE, type ScopeTable } from '../admission/scope-admission';
 
 export interface ProviderBinding {
   readonly id: string;
@@ -29,6 +30,8 @@ export interface RouteTable {
    * admitted from a lease's token budget or with a reservation of their own.
    */
   readonly tokenLimitedPools: ReadonlySet<string>;
+  /** Tenants, routes and pool totals with limits of their own (admitted like keys, on pools of their own). */
+  readonly scopes: ScopeTable;
 }
 
 export const EMPTY_ROUTE_TABLE: RouteTable = {
@@ -39,6 +42,7 @@ export const EMPTY_ROUTE_TABLE: RouteTable = {
   modelsBody: Buffer.from(JSON.stringify({ object: 'list', data: [] })),
   leaseHoldMs: new Map(),
   tokenLimitedPools: new Set(),
+  scopes: EMPTY_SCOPE_TABLE,
 };
 
 const MAX_LEASE_HOLD_MS = 1_000;
@@ -53,6 +57,10 @@ const MIN_LEASE_HOLD_MS = 20;
 /** Token windows and token quotas both need each request's estimate reserved. */
 function hasTokenLimit(key: PolicyKey | undefined): boolean {
   return key !== undefined && (key.tokenLimits.length > 0 || key.quotas.some((q) => q.unit === 'tokens'));
+}
+
+function hasTokenLimitedScope(scopes: ScopeTable): boolean {
+  return [scopes.tenants, scopes.routes, scopes.pools].some((gates) => [...gates.values()].some((gate) => gate.tokenLimited));
 }
 
 export function leaseHoldOf(policy: Policy, poolId: string): number {
@@ -93,11 +101,15 @@ export function buildRouteTable(policy: Policy, version: bigint, previous: Route
     }),
   );
   const leaseHoldMs = new Map(Object.keys(policy.pools).map((poolId) => [poolId, leaseHoldOf(policy, poolId)]));
+  const scopes = buildScopeTable(policy);
+  for (const gates of [scopes.tenants, scopes.routes, scopes.pools]) {
+    for (const gate of gates.values()) leaseHoldMs.set(gate.poolId, leaseHoldForWindow(gate.shortestWindowMs));
+  }
   const tokenLimitedPools = new Set(
     Object.values(policy.pools)
       .filter((pool) => pool.keyIds.some((keyId) => hasTokenLimit(policy.keys[keyId])))
       .map((pool) => pool.id),
   );
-  if (tokenLimitedPools.size > 0) loadTokenizer();
-  return { table: { version, routes, tenantByKeyHash, providers, modelsBody, leaseHoldMs, tokenLimitedPools }, retired };
+  if (tokenLimitedPools.size > 0 || hasTokenLimitedScope(scopes)) loadTokenizer();
+  return { table: { version, routes, tenantByKeyHash, providers, modelsBody, leaseHoldMs, tokenLimitedPools, scopes }, retired };
 }

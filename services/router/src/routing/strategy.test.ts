@@ -7,7 +7,7 @@ function target(model: string, extra: Partial<Pick<PolicyTarget, 'weight' | 'pri
 }
 
 function route(strategy: RouteStrategy, targets: PolicyTarget[]): PolicyRoute {
-  return { alias: 'r', strategy, targets, degraded: null, cacheTtlMs: null, timeoutMs: 30_000, retry: { rounds: 1, backoffMs: 100 }, maxConcurrency: null, defaultMaxTokens: 1024, maxWaitMs: 0 };
+  return { alias: 'r', strategy, targets, degraded: null, cacheTtlMs: null, timeoutMs: 30_000, retry: { rounds: 1, backoffMs: 100 }, maxConcurrency: null, defaultMaxTokens: 1024, maxWaitMs: 0, limits: null };
 }
 
 const models = (targets: readonly PolicyTarget[]) => targets.map((t) => t.model);
