@@ -45,6 +45,12 @@ export interface KeySpec {
   readonly tokenLimits?: readonly TokenWindowLimit[];
   /** Absent or empty: no calendar quota. */
   readonly quotas?: readonly CalendarQuota[];
+  /**
+   * At most this many requests in flight on the key at once, across every
+   * replica, each holding the key until released or its hold expires.
+   * Absent: no cap (and admissions take no hold).
+   */
+  readonly concurrency?: number;
 }
 
 export interface PoolSpec {
@@ -104,6 +110,20 @@ export interface KeyState extends KeyConditionState {
   readonly windows: readonly WindowState[];
   readonly tokenWindows: readonly TokenWindowState[];
   readonly quotas: readonly QuotaState[];
+  /** Set on a key with a concurrency cap: the cap and the holds in flight now (expired ones not counted). */
+  readonly concurrency?: ConcurrencyState;
+}
+
+export interface ConcurrencyState {
+  readonly limit: number;
+  readonly inFlight: number;
+}
+
+/** One request's hold on a key with a concurrency cap. */
+export interface HoldRef {
+  readonly poolId: string;
+  readonly keyId: string;
+  readonly holdId: string;
 }
 
 export interface AcquireRequest {
@@ -126,6 +146,8 @@ export type AcquireResult =
       readonly keyId: string;
       /** Names the reservation for a later settle; "" when the key has no token windows. */
       readonly admissionId: string;
+      /** On a key with a concurrency cap: the hold to release when the request ends. */
+      readonly holdId?: string;
     }
   | {
       readonly granted: false;

@@ -1,4 +1,4 @@
-import type { KeyConditionState, KeyState, PoolSpec, Settlement } from '../domain/types';
+import type { HoldRef, KeyConditionState, KeyState, PoolSpec, Settlement } from '../domain/types';
 import { MemoryLimiterStore } from './memory';
 import type { AcquireDecision, KeyCandidates, KeyRef, ObservedLimits, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
 
@@ -57,10 +57,10 @@ export class FailoverLimiterStore implements LimiterStore {
     await this.viaShared(() => this.shared.configure(pools), () => undefined);
   }
 
-  acquire(requests: readonly KeyCandidates[], nowMs: number): Promise<AcquireDecision[]> {
+  acquire(requests: readonly KeyCandidates[], nowMs: number, holdTtlMs?: number): Promise<AcquireDecision[]> {
     return this.viaShared(
-      () => this.shared.acquire(requests, nowMs),
-      () => (this.options.mode.kind === 'open' ? this.local.acquire(requests, nowMs) : requests.map(() => ({ granted: false as const, retryAfterMs: DENIAL_RETRY_MS }))),
+      () => this.shared.acquire(requests, nowMs, holdTtlMs),
+      () => (this.options.mode.kind === 'open' ? this.local.acquire(requests, nowMs, holdTtlMs) : requests.map(() => ({ granted: false as const, retryAfterMs: DENIAL_RETRY_MS }))),
     );
   }
 
@@ -81,6 +81,18 @@ export class FailoverLimiterStore implements LimiterStore {
       () => this.shared.settle(settlements, nowMs),
       () => (this.options.mode.kind === 'open' ? this.local.settle(settlements.filter((s) => s.usedTokens > s.reservedTokens), nowMs) : undefined),
     );
+  }
+
+  /** A hold lives in the store that took it; the other one skips its id, so both are told. */
+  async release(holds: readonly HoldRef[], nowMs: number): Promise<void> {
+    await this.local.release(holds, nowMs);
+    await this.viaShared(() => this.shared.release(holds, nowMs), () => undefined);
+  }
+
+  async renew(holds: readonly HoldRef[], nowMs: number, holdTtlMs: number): Promise<boolean[]> {
+    const local = await this.local.renew(holds, nowMs, holdTtlMs);
+    const shared = await this.viaShared(() => this.shared.renew(holds, nowMs, holdTtlMs), () => local);
+    return shared.map((renewed, i) => renewed || local[i]!);
   }
 
   async learn(key: KeyRef, observed: ObservedLimits, nowMs: number): Promise<KeyConditionState | undefined> {
@@ -158,6 +170,7 @@ function shareOf(pools: readonly PoolSpec[], replicas: number): PoolSpec[] {
       // The fallback can't see what Redis counted this period, so an outage may
       // spend up to one more share per replica; a share, not the whole quota.
       quotas: (key.quotas ?? []).map((quota) => ({ ...quota, limit: Math.max(1, Math.floor(quota.limit / n)) })),
+      ...(key.concurrency === undefined ? {} : { concurrency: Math.max(1, Math.floor(key.concurrency / n)) }),
     })),
   }));
 }
