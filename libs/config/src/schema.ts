@@ -113,6 +113,14 @@ const timeoutSchema = durationSchema({ maxMs: MAX_TIMER_MS, maxWhy: ' (longer ti
 /** Remembered responses cost router memory for as long as they live. */
 export const MAX_IDEMPOTENCY_TTL_MS = 86_400_000;
 
+/** Matches the limiter's MAX_CONCURRENCY: each hold in flight is one entry the limiter scans or stores. */
+export const MAX_KEY_CONCURRENCY = 100_000;
+
+const keyConcurrencySchema = z
+  .int({ error: expecting('a whole number of requests in flight at once on this key') })
+  .min(1, { error: 'must be at least 1 (leave concurrency out for no cap)' })
+  .max(MAX_KEY_CONCURRENCY, { error: `must be at most ${MAX_KEY_CONCURRENCY}` });
+
 const maxConcurrencySchema = z
   .int({ error: expecting('a whole number of requests in flight at once') })
   .min(1, { error: 'must be at least 1 (leave max_concurrency out for no cap)' });
@@ -186,8 +194,9 @@ const limitsSchema = z
       tpd: quotaCountSchema.optional(),
       time_zone: timeZoneSchema.optional(),
       quota: quotaSchema.optional(),
+      concurrency: keyConcurrencySchema.optional(),
     },
-    { error: expecting('a mapping like { rpm: 60, tpm: 90000, rpd: 10000 } or { requests: 5, tokens: 2000, per: 1s }') },
+    { error: expecting('a mapping like { rpm: 60, tpm: 90000, rpd: 10000, concurrency: 5 } or { requests: 5, tokens: 2000, per: 1s }') },
   )
   .superRefine(
     (value: unknown, ctx) => {
@@ -208,13 +217,14 @@ const limitsSchema = z
       if (value['time_zone'] !== undefined && !hasDaily) {
         ctx.addIssue({ code: 'custom', path: ['time_zone'], message: 'applies to rpd and tpd only; give one, or set quota.time_zone' });
       }
-      if (!hasRequests && !hasTokens && !hasPer && !hasDaily && value['quota'] === undefined && value['rpm'] === undefined && value['tpm'] === undefined) {
-        ctx.addIssue({ code: 'custom', message: 'expected rpm, tpm, rpd, tpd, quota, or requests/tokens with per (leave limits out for no limit)' });
+      const declared = hasRequests || hasTokens || hasPer || hasDaily || value['quota'] !== undefined || value['rpm'] !== undefined || value['tpm'] !== undefined;
+      if (!declared && value['concurrency'] === undefined) {
+        ctx.addIssue({ code: 'custom', message: 'expected rpm, tpm, rpd, tpd, quota, concurrency, or requests/tokens with per (leave limits out for no limit)' });
       }
     },
     { when: () => true },
   )
-  .transform((limits): { requests: WindowLimit[]; tokens: TokenWindowLimit[]; quotas: CalendarQuota[] } => {
+  .transform((limits): { requests: WindowLimit[]; tokens: TokenWindowLimit[]; quotas: CalendarQuota[]; concurrency: number | null } => {
     const requests: WindowLimit[] = [];
     const tokens: TokenWindowLimit[] = [];
     const quotas: CalendarQuota[] = [];
@@ -228,7 +238,7 @@ const limitsSchema = z
     if (limits.requests !== undefined && limits.per !== undefined) requests.push({ requests: limits.requests, perMs: limits.per });
     if (limits.tpm !== undefined) tokens.push({ tokens: limits.tpm, perMs: 60_000 });
     if (limits.tokens !== undefined && limits.per !== undefined) tokens.push({ tokens: limits.tokens, perMs: limits.per });
-    return { requests, tokens, quotas };
+    return { requests, tokens, quotas, concurrency: limits.concurrency ?? null };
   });
 
 const secretFields = {
@@ -260,6 +270,9 @@ const mockKeySchema = z
     // The mock provider answers 429 from windows only; a quota it ignored would look enforced.
     if ((key.limits?.quotas.length ?? 0) > 0) {
       ctx.addIssue({ code: 'custom', path: ['limits'], message: 'the mock provider enforces windows only (rpm, tpm, requests/tokens per); declare quotas on pool keys' });
+    }
+    if ((key.limits?.concurrency ?? null) !== null) {
+      ctx.addIssue({ code: 'custom', path: ['limits', 'concurrency'], message: 'the mock provider enforces windows only; declare concurrency on pool keys' });
     }
   });
 
@@ -515,6 +528,7 @@ export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, 
       limits: key.limits?.requests ?? [],
       tokenLimits: key.limits?.tokens ?? [],
       quotas: key.limits?.quotas ?? [],
+      concurrency: key.limits?.concurrency ?? null,
     })),
     quotaResets: { period: pool.quota_resets, timeZone: pool.quota_time_zone },
   })),

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/limiter/v1/limiter.proto.
  */
 export const file_keymesh_limiter_v1_limiter: GenFile = /*@__PURE__*/
-  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxImkKDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJEhgKEGVzdGltYXRlZF90b2tlbnMYBCABKA0irAEKD0FjcXVpcmVSZXNwb25zZRIzCgdvdXRjb21lGAEgASgOMiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVPdXRjb21lEg4KBmtleV9pZBgCIAEoCRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkSFAoMYWRtaXNzaW9uX2lkGAUgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJmCgxMZWFzZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgx3YW50ZWRfc2xvdHMYAiABKA0SGAoQZXhjbHVkZWRfa2V5X2lkcxgDIAMoCRIVCg13YW50ZWRfdG9rZW5zGAQgASgNInEKEkdyYW50TGVhc2VzUmVxdWVzdBIyCghyZXF1ZXN0cxgBIAMoCzIgLmtleW1lc2gubGltaXRlci52MS5MZWFzZVJlcXVlc3QSJwoEaG9sZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJMCgVMZWFzZRIOCgZrZXlfaWQYASABKAkSDQoFc2xvdHMYAiABKA0SDgoGdG9rZW5zGAMgASgNEhQKDGFkbWlzc2lvbl9pZBgEIAEoCSKIAQoKUG9vbExlYXNlcxIPCgdwb29sX2lkGAEgASgJEikKBmxlYXNlcxgCIAMoCzIZLmtleW1lc2gubGltaXRlci52MS5MZWFzZRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkiRAoTR3JhbnRMZWFzZXNSZXNwb25zZRItCgVwb29scxgBIAMoCzIeLmtleW1lc2gubGltaXRlci52MS5Qb29sTGVhc2VzInEKClNldHRsZW1lbnQSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSFAoMYWRtaXNzaW9uX2lkGAMgASgJEhcKD3Jlc2VydmVkX3Rva2VucxgEIAEoDRITCgt1c2VkX3Rva2VucxgFIAEoDSJECg1TZXR0bGVSZXF1ZXN0EjMKC3NldHRsZW1lbnRzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZW1lbnQiEAoOU2V0dGxlUmVzcG9uc2UioAIKFFJlcG9ydE91dGNvbWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2h0dHBfc3RhdHVzGAMgASgNEi4KC3JldHJ5X2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh4KFmxlYXJuZWRfbGltaXRfcmVxdWVzdHMYBSABKA0SMQoObGVhcm5lZF93aW5kb3cYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHwoScmVtYWluaW5nX3JlcXVlc3RzGAcgASgNSACIAQESFwoPcXVvdGFfZXhoYXVzdGVkGAggASgIQhUKE19yZW1haW5pbmdfcmVxdWVzdHMihQEKDktleVBhcmtlZEV2ZW50Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2h0dHBfc3RhdHVzGAMgASgNEg4KBnJlYXNvbhgEIAEoCRItCglwYXJrZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkwKFVJlcG9ydE91dGNvbWVSZXNwb25zZRIzCgljb25kaXRpb24YASABKA4yIC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5Q29uZGl0aW9uIiUKEkdldEtleVN0YXRlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJIooDCghLZXlTdGF0ZRIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIzCgljb25kaXRpb24YAyABKA4yIC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5Q29uZGl0aW9uEhoKEnJlbWFpbmluZ19yZXF1ZXN0cxgEIAEoDRIWCg5saW1pdF9yZXF1ZXN0cxgFIAEoDRIpCgZ3aW5kb3cYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMQoNY29vbGluZ191bnRpbBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY29uZGl0aW9uX3JlYXNvbhgIIAEoCRI7Cg10b2tlbl93aW5kb3dzGAkgAygLMiQua2V5bWVzaC5saW1pdGVyLnYxLlRva2VuV2luZG93U3RhdGUSPwoPY2FsZW5kYXJfcXVvdGFzGAogAygLMiYua2V5bWVzaC5saW1pdGVyLnYxLkNhbGVuZGFyUXVvdGFTdGF0ZSLRAQoSQ2FsZW5kYXJRdW90YVN0YXRlEisKBHVuaXQYASABKA4yHS5rZXltZXNoLmxpbWl0ZXIudjEuUXVvdGFVbml0Eg0KBWxpbWl0GAIgASgEEi8KBnBlcmlvZBgDIAEoDjIfLmtleW1lc2gubGltaXRlci52MS5RdW90YVBlcmlvZBIRCgl0aW1lX3pvbmUYBCABKAkSDAoEdXNlZBgFIAEoBBItCglyZXNldHNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpoBChBUb2tlbldpbmRvd1N0YXRlEhgKEHJlbWFpbmluZ190b2tlbnMYASABKAQSFAoMbGltaXRfdG9rZW5zGAIgASgEEikKBndpbmRvdxgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCghyZXNldF9pbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJBChNHZXRLZXlTdGF0ZVJlc3BvbnNlEioKBGtleXMYASADKAsyHC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5U3RhdGUqagoOQWNxdWlyZU91dGNvbWUSHwobQUNRVUlSRV9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGwoXQUNRVUlSRV9PVVRDT01FX0dSQU5URUQQARIaChZBQ1FVSVJFX09VVENPTUVfREVOSUVEEAIqewoMS2V5Q29uZGl0aW9uEh0KGUtFWV9DT05ESVRJT05fVU5TUEVDSUZJRUQQABIXChNLRVlfQ09ORElUSU9OX1JFQURZEAESGQoVS0VZX0NPTkRJVElPTl9DT09MSU5HEAISGAoUS0VZX0NPTkRJVElPTl9QQVJLRUQQAypXCglRdW90YVVuaXQSGgoWUVVPVEFfVU5JVF9VTlNQRUNJRklFRBAAEhcKE1FVT1RBX1VOSVRfUkVRVUVTVFMQARIVChFRVU9UQV9VTklUX1RPS0VOUxACKlkKC1F1b3RhUGVyaW9kEhwKGFFVT1RBX1BFUklPRF9VTlNQRUNJRklFRBAAEhQKEFFVT1RBX1BFUklPRF9EQVkQARIWChJRVU9UQV9QRVJJT0RfTU9OVEgQAjK+BAoOTGltaXRlclNlcnZpY2USUgoHQWNxdWlyZRIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVxdWVzdBojLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVzcG9uc2USYQoMQWNxdWlyZUJhdGNoEicua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlcXVlc3QaKC5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZUJhdGNoUmVzcG9uc2USXgoLR3JhbnRMZWFzZXMSJi5rZXltZXNoLmxpbWl0ZXIudjEuR3JhbnRMZWFzZXNSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdyYW50TGVhc2VzUmVzcG9uc2USTwoGU2V0dGxlEiEua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZVJlcXVlc3QaIi5rZXltZXNoLmxpbWl0ZXIudjEuU2V0dGxlUmVzcG9uc2USZAoNUmVwb3J0T3V0Y29tZRIoLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVxdWVzdBopLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVzcG9uc2USXgoLR2V0S2V5U3RhdGUSJi5rZXltZXNoLmxpbWl0ZXIudjEuR2V0S2V5U3RhdGVSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxImkKDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJEhgKEGVzdGltYXRlZF90b2tlbnMYBCABKA0i6gEKD0FjcXVpcmVSZXNwb25zZRIzCgdvdXRjb21lGAEgASgOMiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVPdXRjb21lEg4KBmtleV9pZBgCIAEoCRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkSFAoMYWRtaXNzaW9uX2lkGAUgASgJEg8KB2hvbGRfaWQYBiABKAkSKwoIaG9sZF90dGwYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSwoTQWNxdWlyZUJhdGNoUmVxdWVzdBI0CghyZXF1ZXN0cxgBIAMoCzIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVxdWVzdCJOChRBY3F1aXJlQmF0Y2hSZXNwb25zZRI2CglyZXNwb25zZXMYASADKAsyIy5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlc3BvbnNlImYKDExlYXNlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhQKDHdhbnRlZF9zbG90cxgCIAEoDRIYChBleGNsdWRlZF9rZXlfaWRzGAMgAygJEhUKDXdhbnRlZF90b2tlbnMYBCABKA0icQoSR3JhbnRMZWFzZXNSZXF1ZXN0EjIKCHJlcXVlc3RzGAEgAygLMiAua2V5bWVzaC5saW1pdGVyLnYxLkxlYXNlUmVxdWVzdBInCgRob2xkGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkwKBUxlYXNlEg4KBmtleV9pZBgBIAEoCRINCgVzbG90cxgCIAEoDRIOCgZ0b2tlbnMYAyABKA0SFAoMYWRtaXNzaW9uX2lkGAQgASgJIogBCgpQb29sTGVhc2VzEg8KB3Bvb2xfaWQYASABKAkSKQoGbGVhc2VzGAIgAygLMhkua2V5bWVzaC5saW1pdGVyLnYxLkxlYXNlEi4KC3JldHJ5X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgEIAEoCSJEChNHcmFudExlYXNlc1Jlc3BvbnNlEi0KBXBvb2xzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlBvb2xMZWFzZXMicQoKU2V0dGxlbWVudBIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIUCgxhZG1pc3Npb25faWQYAyABKAkSFwoPcmVzZXJ2ZWRfdG9rZW5zGAQgASgNEhMKC3VzZWRfdG9rZW5zGAUgASgNIkQKDVNldHRsZVJlcXVlc3QSMwoLc2V0dGxlbWVudHMYASADKAsyHi5rZXltZXNoLmxpbWl0ZXIudjEuU2V0dGxlbWVudCIQCg5TZXR0bGVSZXNwb25zZSJDCg9Db25jdXJyZW5jeUhvbGQSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSDwoHaG9sZF9pZBgDIAEoCSJ+Cg5SZWxlYXNlUmVxdWVzdBI1CghyZWxlYXNlcxgBIAMoCzIjLmtleW1lc2gubGltaXRlci52MS5Db25jdXJyZW5jeUhvbGQSNQoIcmVuZXdhbHMYAiADKAsyIy5rZXltZXNoLmxpbWl0ZXIudjEuQ29uY3VycmVuY3lIb2xkIn0KD1JlbGVhc2VSZXNwb25zZRI9ChBleHBpcmVkX3JlbmV3YWxzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkNvbmN1cnJlbmN5SG9sZBIrCghob2xkX3R0bBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKgAgoUUmVwb3J0T3V0Y29tZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEwoLaHR0cF9zdGF0dXMYAyABKA0SLgoLcmV0cnlfYWZ0ZXIYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHgoWbGVhcm5lZF9saW1pdF9yZXF1ZXN0cxgFIAEoDRIxCg5sZWFybmVkX3dpbmRvdxgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIfChJyZW1haW5pbmdfcmVxdWVzdHMYByABKA1IAIgBARIXCg9xdW90YV9leGhhdXN0ZWQYCCABKAhCFQoTX3JlbWFpbmluZ19yZXF1ZXN0cyKFAQoOS2V5UGFya2VkRXZlbnQSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEwoLaHR0cF9zdGF0dXMYAyABKA0SDgoGcmVhc29uGAQgASgJEi0KCXBhcmtlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTAoVUmVwb3J0T3V0Y29tZVJlc3BvbnNlEjMKCWNvbmRpdGlvbhgBIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24iJQoSR2V0S2V5U3RhdGVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkivgMKCEtleVN0YXRlEg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEjMKCWNvbmRpdGlvbhgDIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24SGgoScmVtYWluaW5nX3JlcXVlc3RzGAQgASgNEhYKDmxpbWl0X3JlcXVlc3RzGAUgASgNEikKBndpbmRvdxgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg1jb29saW5nX3VudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjb25kaXRpb25fcmVhc29uGAggASgJEjsKDXRva2VuX3dpbmRvd3MYCSADKAsyJC5rZXltZXNoLmxpbWl0ZXIudjEuVG9rZW5XaW5kb3dTdGF0ZRI/Cg9jYWxlbmRhcl9xdW90YXMYCiADKAsyJi5rZXltZXNoLmxpbWl0ZXIudjEuQ2FsZW5kYXJRdW90YVN0YXRlEhkKEWNvbmN1cnJlbmN5X2xpbWl0GAsgASgNEhcKD2hvbGRzX2luX2ZsaWdodBgMIAEoDSLRAQoSQ2FsZW5kYXJRdW90YVN0YXRlEisKBHVuaXQYASABKA4yHS5rZXltZXNoLmxpbWl0ZXIudjEuUXVvdGFVbml0Eg0KBWxpbWl0GAIgASgEEi8KBnBlcmlvZBgDIAEoDjIfLmtleW1lc2gubGltaXRlci52MS5RdW90YVBlcmlvZBIRCgl0aW1lX3pvbmUYBCABKAkSDAoEdXNlZBgFIAEoBBItCglyZXNldHNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpoBChBUb2tlbldpbmRvd1N0YXRlEhgKEHJlbWFpbmluZ190b2tlbnMYASABKAQSFAoMbGltaXRfdG9rZW5zGAIgASgEEikKBndpbmRvdxgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCghyZXNldF9pbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJBChNHZXRLZXlTdGF0ZVJlc3BvbnNlEioKBGtleXMYASADKAsyHC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5U3RhdGUqagoOQWNxdWlyZU91dGNvbWUSHwobQUNRVUlSRV9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGwoXQUNRVUlSRV9PVVRDT01FX0dSQU5URUQQARIaChZBQ1FVSVJFX09VVENPTUVfREVOSUVEEAIqewoMS2V5Q29uZGl0aW9uEh0KGUtFWV9DT05ESVRJT05fVU5TUEVDSUZJRUQQABIXChNLRVlfQ09ORElUSU9OX1JFQURZEAESGQoVS0VZX0NPTkRJVElPTl9DT09MSU5HEAISGAoUS0VZX0NPTkRJVElPTl9QQVJLRUQQAypXCglRdW90YVVuaXQSGgoWUVVPVEFfVU5JVF9VTlNQRUNJRklFRBAAEhcKE1FVT1RBX1VOSVRfUkVRVUVTVFMQARIVChFRVU9UQV9VTklUX1RPS0VOUxACKlkKC1F1b3RhUGVyaW9kEhwKGFFVT1RBX1BFUklPRF9VTlNQRUNJRklFRBAAEhQKEFFVT1RBX1BFUklPRF9EQVkQARIWChJRVU9UQV9QRVJJT0RfTU9OVEgQAjKSBQoOTGltaXRlclNlcnZpY2USUgoHQWNxdWlyZRIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVxdWVzdBojLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVzcG9uc2USYQoMQWNxdWlyZUJhdGNoEicua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlcXVlc3QaKC5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZUJhdGNoUmVzcG9uc2USXgoLR3JhbnRMZWFzZXMSJi5rZXltZXNoLmxpbWl0ZXIudjEuR3JhbnRMZWFzZXNSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdyYW50TGVhc2VzUmVzcG9uc2USTwoGU2V0dGxlEiEua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZVJlcXVlc3QaIi5rZXltZXNoLmxpbWl0ZXIudjEuU2V0dGxlUmVzcG9uc2USZAoNUmVwb3J0T3V0Y29tZRIoLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVxdWVzdBopLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVzcG9uc2USUgoHUmVsZWFzZRIiLmtleW1lc2gubGltaXRlci52MS5SZWxlYXNlUmVxdWVzdBojLmtleW1lc2gubGltaXRlci52MS5SZWxlYXNlUmVzcG9uc2USXgoLR2V0S2V5U3RhdGUSJi5rZXltZXNoLmxpbWl0ZXIudjEuR2V0S2V5U3RhdGVSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keymesh.limiter.v1.AcquireRequest
@@ -90,6 +90,21 @@ export type AcquireResponse = Message<"keymesh.limiter.v1.AcquireResponse"> & {
    * @generated from field: string admission_id = 5;
    */
   admissionId: string;
+
+  /**
+   * When GRANTED on a key with a concurrency limit: the request holds one of
+   * the key's slots until it is released (Release) or hold_ttl passes
+   * without a renewal, so a holder that dies frees its slot at the latest
+   * then. Empty on a key without a concurrency limit.
+   *
+   * @generated from field: string hold_id = 6;
+   */
+  holdId: string;
+
+  /**
+   * @generated from field: google.protobuf.Duration hold_ttl = 7;
+   */
+  holdTtl?: Duration | undefined;
 };
 
 /**
@@ -368,6 +383,93 @@ export const SettleResponseSchema: GenMessage<SettleResponse> = /*@__PURE__*/
   messageDesc(file_keymesh_limiter_v1_limiter, 11);
 
 /**
+ * One request's hold on a slot of a key with a concurrency limit.
+ *
+ * @generated from message keymesh.limiter.v1.ConcurrencyHold
+ */
+export type ConcurrencyHold = Message<"keymesh.limiter.v1.ConcurrencyHold"> & {
+  /**
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+
+  /**
+   * AcquireResponse.hold_id.
+   *
+   * @generated from field: string hold_id = 3;
+   */
+  holdId: string;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.ConcurrencyHold.
+ * Use `create(ConcurrencyHoldSchema)` to create a new message.
+ */
+export const ConcurrencyHoldSchema: GenMessage<ConcurrencyHold> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 12);
+
+/**
+ * @generated from message keymesh.limiter.v1.ReleaseRequest
+ */
+export type ReleaseRequest = Message<"keymesh.limiter.v1.ReleaseRequest"> & {
+  /**
+   * Holds of requests that ended (answered, failed, moved to another key,
+   * cancelled, past their deadline): their slots free at once. A hold
+   * already released or expired is skipped.
+   *
+   * @generated from field: repeated keymesh.limiter.v1.ConcurrencyHold releases = 1;
+   */
+  releases: ConcurrencyHold[];
+
+  /**
+   * Holds of requests still running (long streams): each is extended to
+   * hold_ttl from now. Renew well before the TTL runs out.
+   *
+   * @generated from field: repeated keymesh.limiter.v1.ConcurrencyHold renewals = 2;
+   */
+  renewals: ConcurrencyHold[];
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.ReleaseRequest.
+ * Use `create(ReleaseRequestSchema)` to create a new message.
+ */
+export const ReleaseRequestSchema: GenMessage<ReleaseRequest> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 13);
+
+/**
+ * @generated from message keymesh.limiter.v1.ReleaseResponse
+ */
+export type ReleaseResponse = Message<"keymesh.limiter.v1.ReleaseResponse"> & {
+  /**
+   * Renewals that came too late: the hold had expired (or was released), so
+   * its slot may already be someone else's; it is not brought back.
+   *
+   * @generated from field: repeated keymesh.limiter.v1.ConcurrencyHold expired_renewals = 1;
+   */
+  expiredRenewals: ConcurrencyHold[];
+
+  /**
+   * How long a hold lasts from a renewal.
+   *
+   * @generated from field: google.protobuf.Duration hold_ttl = 2;
+   */
+  holdTtl?: Duration | undefined;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.ReleaseResponse.
+ * Use `create(ReleaseResponseSchema)` to create a new message.
+ */
+export const ReleaseResponseSchema: GenMessage<ReleaseResponse> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 14);
+
+/**
  * @generated from message keymesh.limiter.v1.ReportOutcomeRequest
  */
 export type ReportOutcomeRequest = Message<"keymesh.limiter.v1.ReportOutcomeRequest"> & {
@@ -437,7 +539,7 @@ export type ReportOutcomeRequest = Message<"keymesh.limiter.v1.ReportOutcomeRequ
  * Use `create(ReportOutcomeRequestSchema)` to create a new message.
  */
 export const ReportOutcomeRequestSchema: GenMessage<ReportOutcomeRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 12);
+  messageDesc(file_keymesh_limiter_v1_limiter, 15);
 
 /**
  * Published on keymesh.keys.parked when the limiter parks a key because the
@@ -482,7 +584,7 @@ export type KeyParkedEvent = Message<"keymesh.limiter.v1.KeyParkedEvent"> & {
  * Use `create(KeyParkedEventSchema)` to create a new message.
  */
 export const KeyParkedEventSchema: GenMessage<KeyParkedEvent> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 13);
+  messageDesc(file_keymesh_limiter_v1_limiter, 16);
 
 /**
  * @generated from message keymesh.limiter.v1.ReportOutcomeResponse
@@ -499,7 +601,7 @@ export type ReportOutcomeResponse = Message<"keymesh.limiter.v1.ReportOutcomeRes
  * Use `create(ReportOutcomeResponseSchema)` to create a new message.
  */
 export const ReportOutcomeResponseSchema: GenMessage<ReportOutcomeResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 14);
+  messageDesc(file_keymesh_limiter_v1_limiter, 17);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateRequest
@@ -518,7 +620,7 @@ export type GetKeyStateRequest = Message<"keymesh.limiter.v1.GetKeyStateRequest"
  * Use `create(GetKeyStateRequestSchema)` to create a new message.
  */
 export const GetKeyStateRequestSchema: GenMessage<GetKeyStateRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 15);
+  messageDesc(file_keymesh_limiter_v1_limiter, 18);
 
 /**
  * @generated from message keymesh.limiter.v1.KeyState
@@ -582,6 +684,21 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
    * @generated from field: repeated keymesh.limiter.v1.CalendarQuotaState calendar_quotas = 10;
    */
   calendarQuotas: CalendarQuotaState[];
+
+  /**
+   * The key's concurrency limit (requests in flight at once across every
+   * router); 0 when it has none.
+   *
+   * @generated from field: uint32 concurrency_limit = 11;
+   */
+  concurrencyLimit: number;
+
+  /**
+   * Holds in flight on the key now (expired ones not counted).
+   *
+   * @generated from field: uint32 holds_in_flight = 12;
+   */
+  holdsInFlight: number;
 };
 
 /**
@@ -589,7 +706,7 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
  * Use `create(KeyStateSchema)` to create a new message.
  */
 export const KeyStateSchema: GenMessage<KeyState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 16);
+  messageDesc(file_keymesh_limiter_v1_limiter, 19);
 
 /**
  * A quota keymesh enforces over calendar periods: at most limit requests (or
@@ -642,7 +759,7 @@ export type CalendarQuotaState = Message<"keymesh.limiter.v1.CalendarQuotaState"
  * Use `create(CalendarQuotaStateSchema)` to create a new message.
  */
 export const CalendarQuotaStateSchema: GenMessage<CalendarQuotaState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 17);
+  messageDesc(file_keymesh_limiter_v1_limiter, 20);
 
 /**
  * @generated from message keymesh.limiter.v1.TokenWindowState
@@ -678,7 +795,7 @@ export type TokenWindowState = Message<"keymesh.limiter.v1.TokenWindowState"> & 
  * Use `create(TokenWindowStateSchema)` to create a new message.
  */
 export const TokenWindowStateSchema: GenMessage<TokenWindowState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 18);
+  messageDesc(file_keymesh_limiter_v1_limiter, 21);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateResponse
@@ -695,7 +812,7 @@ export type GetKeyStateResponse = Message<"keymesh.limiter.v1.GetKeyStateRespons
  * Use `create(GetKeyStateResponseSchema)` to create a new message.
  */
 export const GetKeyStateResponseSchema: GenMessage<GetKeyStateResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 19);
+  messageDesc(file_keymesh_limiter_v1_limiter, 22);
 
 /**
  * @generated from enum keymesh.limiter.v1.AcquireOutcome
@@ -884,6 +1001,20 @@ export const LimiterService: GenService<{
     methodKind: "unary";
     input: typeof ReportOutcomeRequestSchema;
     output: typeof ReportOutcomeResponseSchema;
+  },
+  /**
+   * Release frees concurrency holds (AcquireResponse.hold_id) of requests
+   * that ended, and extends the holds of requests still running, in one
+   * call: a router sends every release and renewal of one event-loop turn
+   * together, and renewals ride on the releases it sends anyway, so a
+   * separate Renew RPC would only add calls (the cost the hot path pays).
+   *
+   * @generated from rpc keymesh.limiter.v1.LimiterService.Release
+   */
+  release: {
+    methodKind: "unary";
+    input: typeof ReleaseRequestSchema;
+    output: typeof ReleaseResponseSchema;
   },
   /**
    * GetKeyState shows each key's headroom and health, for the CLI and dashboard.
