@@ -135,6 +135,16 @@ export class LeaseAdmission {
   }
 
   /**
+   * Per request through the batched Acquire (one call per turn), never from
+   * a lease: for pools with a concurrency limit, where each admission must
+   * take a hold (see HoldKeeper) and a leased slot could be spent by any
+   * number of requests at once.
+   */
+  admitExact(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context, estimatedTokens?: number): Promise<Admission> {
+    return this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens);
+  }
+
+  /**
    * Stops admitting to a key the provider just refused, until `untilMs`
    * (its retry-after; Infinity for a key that was rejected outright). The
    * limiter cools or parks it too, but a grant sent before it heard may still

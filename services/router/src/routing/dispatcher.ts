@@ -8,6 +8,7 @@ import type { Admission } from '../admission/acquire-batcher';
 import type { LeaseAdmission } from '../admission/lease-admission';
 import type { RequestTokens } from '../admission/request-tokens';
 import type { KeyMaterialCache } from '../keys/key-material';
+import { HoldKeeper, type HeldSlot } from '../admission/hold-keeper';
 import { KeyProbes } from '../admission/key-probe';
 import { LimitLearner, type LimitReport } from '../admission/limit-learner';
 import { WaitQueue, type RequestPriority, type WaitTicket } from '../admission/wait-queue';
@@ -30,6 +31,12 @@ export interface RequestScope {
   readonly traceContext: Context;
   /** Token accounting, for targets whose pool has token limits; none: nothing is reserved. */
   readonly tokens?: RequestTokens;
+  /**
+   * The concurrency hold of the key the request is on, while it has one
+   * (pools with a concurrency limit only): released by Dispatcher.releaseHold
+   * when the request ends or moves to another key.
+   */
+  hold?: HeldSlot;
 }
 
 export interface Attempt {
@@ -90,6 +97,8 @@ export interface DispatcherDeps {
   probes?: KeyProbes;
   /** The lines requests wait in when every key of their route is momentarily full; this router's own when not given. */
   waits?: WaitQueue;
+  /** Concurrency holds of requests in flight; this router's own when not given. */
+  holds?: HoldKeeper;
 }
 
 /** Failures another round may cure: provider trouble, and keys full until a known time. */
@@ -151,6 +160,7 @@ export class Dispatcher {
   readonly learner: LimitLearner;
   readonly probes: KeyProbes;
   readonly waits: WaitQueue;
+  readonly holds: HoldKeeper;
   /** A request's place in its route's line, while it has one. */
   private readonly tickets = new WeakMap<RequestScope, WaitTicket>();
 
@@ -161,6 +171,28 @@ export class Dispatcher {
     this.learner = deps.learner ?? new LimitLearner();
     this.probes = deps.probes ?? new KeyProbes();
     this.waits = deps.waits ?? new WaitQueue();
+    this.holds = deps.holds ?? new HoldKeeper(deps.limiter, deps.logger, (poolIds) => this.slotsReturned(poolIds));
+  }
+
+  /** Lines of routes on pools whose concurrency slots were just given back get their turn now. */
+  private slotsReturned(poolIds: ReadonlySet<string>): void {
+    for (const route of this.deps.table().routes.values()) {
+      if (this.waits.size(route.alias) === 0) continue;
+      const degraded = route.degraded?.kind === 'target' ? route.degraded.target : undefined;
+      if (route.targets.some((t) => poolIds.has(t.poolId)) || (degraded !== undefined && poolIds.has(degraded.poolId))) this.waits.wake(route.alias);
+    }
+  }
+
+  /**
+   * Gives back the request's concurrency hold, if it has one: at its end
+   * (both edges), when it moves to another key, and before it waits for a
+   * retry. Its abort (caller gone, deadline) releases it at once as well.
+   */
+  releaseHold(scope: RequestScope): void {
+    const hold = scope.hold;
+    if (hold === undefined) return;
+    scope.hold = undefined;
+    this.holds.release(hold);
   }
 
   /**
@@ -232,6 +264,8 @@ export class Dispatcher {
       try {
         return await this.round(scope, targets, attempt, counter);
       } catch (err) {
+        // No slot is held while waiting for a turn or a retry.
+        if (scope.hold !== undefined) this.releaseHold(scope);
         if (scope.route.maxWaitMs > 0 && err instanceof KeymeshError && err.reason === Reason.KEY_POOL_EXHAUSTED && !breakerRefusals.has(err)) {
           // Every key is momentarily full: wait in line for a turn rather than fail
           // (a turn spends no retry round), within max_wait and the deadline.
@@ -293,6 +327,8 @@ export class Dispatcher {
       let broken = false;
       for (;;) {
         this.throwIfDone(scope);
+        // The key this request failed on gets its slot back before another key is asked for.
+        if (scope.hold !== undefined) this.releaseHold(scope);
         const admission = await this.admit(scope, target, excluded);
         if (!admission.granted) {
           denied = true;
@@ -568,8 +604,14 @@ export class Dispatcher {
   private admit(scope: RequestScope, target: PolicyTarget, excluded: string[]) {
     const route = trace.getSpan(scope.traceContext);
     // Tokenized only for pools with token limits: everywhere else admission stays a slot count.
-    const estimatedTokens = this.deps.table().tokenLimitedPools.has(target.poolId) ? (scope.tokens?.estimated(scope.route.defaultMaxTokens) ?? 0) : undefined;
-    const admission = this.admitted(scope, this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, estimatedTokens));
+    const table = this.deps.table();
+    const estimatedTokens = table.tokenLimitedPools.has(target.poolId) ? (scope.tokens?.estimated(scope.route.defaultMaxTokens) ?? 0) : undefined;
+    const admission = this.admitted(
+      scope,
+      table.heldPools.has(target.poolId)
+        ? this.holding(scope, target.poolId, this.deps.admission.admitExact(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, estimatedTokens))
+        : this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, estimatedTokens),
+    );
     if (admission instanceof Promise) {
       // A lease grant may outlast the caller's deadline (it has its own timeout); the caller must not wait for it.
       return this.untilDone(scope, admission).then((a) => {
@@ -580,6 +622,18 @@ export class Dispatcher {
     if (!route) return admission;
     route.addLink({ context: admission.decidedBy });
     return admission;
+  }
+
+  /**
+   * Keeps the hold a grant on a capped key took. Kept even when the grant
+   * arrives after the caller stopped waiting (deadline, hang-up): the hold
+   * keeper then gives it back at once rather than leave it to its TTL.
+   */
+  private holding(scope: RequestScope, poolId: string, admission: Promise<Admission>): Promise<Admission> {
+    return admission.then((a) => {
+      if (a.granted && a.hold !== undefined) scope.hold = this.holds.hold(poolId, a.keyId, a.hold.holdId, a.hold.ttlMs, scope.signal);
+      return a;
+    });
   }
 
   /** A request admitted while holding the line's turn hands it on at once: the capacity that served it may serve the next. */

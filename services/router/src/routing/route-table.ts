@@ -28,6 +28,12 @@ export interface RouteTable {
    * admitted from a lease's token budget or with a reservation of their own.
    */
   readonly tokenLimitedPools: ReadonlySet<string>;
+  /**
+   * Pools with a key that has a concurrency limit: their requests are
+   * admitted per request (never from a lease) and hold their key's slot
+   * until they end (see HoldKeeper).
+   */
+  readonly heldPools: ReadonlySet<string>;
 }
 
 export const EMPTY_ROUTE_TABLE: RouteTable = {
@@ -38,6 +44,7 @@ export const EMPTY_ROUTE_TABLE: RouteTable = {
   modelsBody: Buffer.from(JSON.stringify({ object: 'list', data: [] })),
   leaseHoldMs: new Map(),
   tokenLimitedPools: new Set(),
+  heldPools: new Set(),
 };
 
 const MAX_LEASE_HOLD_MS = 1_000;
@@ -97,5 +104,6 @@ export function buildRouteTable(policy: Policy, version: bigint, previous: Route
       .filter((pool) => pool.keyIds.some((keyId) => hasTokenLimit(policy.keys[keyId])))
       .map((pool) => pool.id),
   );
-  return { table: { version, routes, tenantByKeyHash, providers, modelsBody, leaseHoldMs, tokenLimitedPools }, retired };
+  const heldPools = new Set(Object.values(policy.pools).filter((pool) => pool.keyIds.some((keyId) => (policy.keys[keyId]?.concurrency ?? null) !== null)).map((pool) => pool.id));
+  return { table: { version, routes, tenantByKeyHash, providers, modelsBody, leaseHoldMs, tokenLimitedPools, heldPools }, retired };
 }
