@@ -7,7 +7,7 @@ import { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import { closeRpcClient, createRpcClient, type RpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
 import { freePort, redisForTests, spawnNode, waitFor, type ChildHandle, type ExternalServer } from '@keymesh/testing';
-import { configYaml, startTestMesh, VIRTUAL_KEY, type TestMesh, type TestMeshOptions } from './harness';
+import { configYaml, secretOf, startTestMesh, VIRTUAL_KEY, type TestMesh, type TestMeshOptions } from './harness';
 
 const KEYMESH_BIN = resolve(__dirname, '../../../services/cli/bin/keymesh.js');
 const HOLD_TTL_MS = 3_000;
@@ -182,5 +182,33 @@ describe('per-key concurrency limits held across replicas', function () {
       assert.equal(served.status, 200);
       await served.text();
     });
+  });
+});
+
+describe('a request that fails over holds one key at a time', function () {
+  this.timeout(30_000);
+  let t: TestMesh;
+  let limiter: RpcClient<typeof LimiterService>;
+
+  before(async function () {
+    t = await startTestMesh({ mockKeys: [{}, {}], declaredLimits: ['{ concurrency: 1 }', '{ concurrency: 1 }'], streamChunkDelayMs: CHUNK_DELAY_MS });
+    limiter = createRpcClient(LimiterService, t.mesh.parts.find((p) => p.name === 'limiter')!.where, { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 5_000 });
+  });
+
+  after(async function () {
+    if (limiter) closeRpcClient(limiter);
+    await t?.stop();
+  });
+
+  it('gives the refused key its slot back before streaming from the next', async function () {
+    // Both keys are free, so the first try takes k1 (ties go to config order), which the provider refuses.
+    t.mock.revokeKey(secretOf(0));
+    const stream = await openStream(t.baseUrl);
+    const { keys } = await limiter.getKeyState({ poolId: 'main' });
+    const inFlight = Object.fromEntries(keys.map((k) => [k.keyId, k.holdsInFlight]));
+    assert.deepEqual(inFlight, { k1: 0, k2: 1 }, 'only the key now serving the stream is held');
+    assert.equal(t.mock.stats(secretOf(0)).unauthorized, 1, 'the stream did try k1 first');
+    await stream.rest();
+    await waitFor(async () => (await limiter.getKeyState({ poolId: 'main' })).keys.every((k) => k.holdsInFlight === 0), { timeoutMs: 1_000, what: 'k2 to be released' });
   });
 });
