@@ -61,6 +61,7 @@ describe('compilePolicy', () => {
       limits: [{ requests: 60, perMs: 60_000 }],
       tokenLimits: [],
       quotas: [],
+      concurrency: null,
       fingerprint: '',
     });
     const k2 = policy.keys['k2']!;
