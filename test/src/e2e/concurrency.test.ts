@@ -17,10 +17,10 @@ const WAIT_ROUTE = 'gpt-wait';
 /** One round, no retry: a denial is the caller's 429 at once. */
 const ONCE_ROUTE = 'gpt-once';
 
-function post(baseUrl: string, stream: boolean, model = 'gpt-4o-mini', signal?: AbortSignal): Promise<Response> {
+function post(baseUrl: string, stream: boolean, model = 'gpt-4o-mini', signal?: AbortSignal, timeoutMs?: number): Promise<Response> {
   return fetch(`${baseUrl}/chat/completions`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${VIRTUAL_KEY}`, 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${VIRTUAL_KEY}`, 'content-type': 'application/json', ...(timeoutMs === undefined ? {} : { 'x-keymesh-timeout': String(timeoutMs) }) },
     body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }], ...(stream ? { stream: true } : {}) }),
     ...(signal ? { signal } : {}),
   });
@@ -127,6 +127,18 @@ describe('per-key concurrency limits held across replicas', function () {
     assert.equal(next.status, 200, 'the next request is admitted at once');
     await next.text();
     assert.ok(Date.now() - leftMs < CHUNK_DELAY_MS * 4, `admitted ${Date.now() - leftMs} ms after the hang-up`);
+  });
+
+  it('frees the slot of a stream cut by its deadline at the deadline', async function () {
+    const response = await post(t.baseUrl, true, 'gpt-4o-mini', undefined, 600);
+    assert.equal(response.status, 200);
+    const startedMs = Date.now();
+    assert.equal(await holdsInFlight(), 1);
+    const text = await response.text();
+    assert.match(text, /"error"/, 'the stream ends with an error event at its deadline');
+    // Long before the stream's own end (2.4 s) or its hold's expiry (3 s).
+    await waitFor(async () => (await holdsInFlight()) === 0, { timeoutMs: 500, what: 'the deadline to give the slot back' });
+    assert.ok(Date.now() - startedMs < CHUNK_DELAY_MS * 5, `freed ${Date.now() - startedMs} ms after the stream began`);
   });
 
   describe('a router that dies holding slots', function () {
