@@ -60,7 +60,7 @@ export class FailoverLimiterStore implements LimiterStore {
   acquire(requests: readonly KeyCandidates[], nowMs: number, holdTtlMs?: number): Promise<AcquireDecision[]> {
     return this.viaShared(
       () => this.shared.acquire(requests, nowMs, holdTtlMs),
-      () => (this.options.mode.kind === 'open' ? this.local.acquire(requests, nowMs, holdTtlMs) : requests.map(() => ({ granted: false as const, retryAfterMs: DENIAL_RETRY_MS }))),
+      () => (this.options.mode.kind === 'open' ? this.local.acquire(requests, nowMs, holdTtlMs).then(markLocalHolds) : requests.map(() => ({ granted: false as const, retryAfterMs: DENIAL_RETRY_MS }))),
     );
   }
 
@@ -83,16 +83,21 @@ export class FailoverLimiterStore implements LimiterStore {
     );
   }
 
-  /** A hold lives in the store that took it; the other one skips its id, so both are told. */
+  /** A hold goes back to the store that took it: the local fallback's ids carry LOCAL_HOLD. */
   async release(holds: readonly HoldRef[], nowMs: number): Promise<void> {
-    await this.local.release(holds, nowMs);
-    await this.viaShared(() => this.shared.release(holds, nowMs), () => undefined);
+    const { local, shared } = splitHolds(holds);
+    if (local.length > 0) await this.local.release(local, nowMs);
+    if (shared.length > 0) await this.viaShared(() => this.shared.release(shared, nowMs), () => undefined);
   }
 
   async renew(holds: readonly HoldRef[], nowMs: number, holdTtlMs: number): Promise<boolean[]> {
-    const local = await this.local.renew(holds, nowMs, holdTtlMs);
-    const shared = await this.viaShared(() => this.shared.renew(holds, nowMs, holdTtlMs), () => local);
-    return shared.map((renewed, i) => renewed || local[i]!);
+    const { local, shared } = splitHolds(holds);
+    const localRenewed = local.length > 0 ? await this.local.renew(local, nowMs, holdTtlMs) : [];
+    // A shared store that can't answer keeps its holds until their TTL: not renewed, as far as anyone can say.
+    const sharedRenewed = shared.length > 0 ? await this.viaShared(() => this.shared.renew(shared, nowMs, holdTtlMs), () => shared.map(() => false)) : [];
+    let l = 0;
+    let r = 0;
+    return holds.map((hold) => (hold.holdId.startsWith(LOCAL_HOLD) ? localRenewed[l++]! : sharedRenewed[r++]!));
   }
 
   async learn(key: KeyRef, observed: ObservedLimits, nowMs: number): Promise<KeyConditionState | undefined> {
@@ -156,6 +161,23 @@ export class FailoverLimiterStore implements LimiterStore {
     this.degradedSinceMs = undefined;
     this.options.onChange?.(false, undefined);
   }
+}
+
+/** Marks the holds the local fallback took, so their release and renewal find it (its ids would clash with Redis's). */
+const LOCAL_HOLD = 'local:';
+
+function markLocalHolds(decisions: AcquireDecision[]): AcquireDecision[] {
+  return decisions.map((d) => (d.granted && d.holdId !== undefined ? { ...d, holdId: `${LOCAL_HOLD}${d.holdId}` } : d));
+}
+
+function splitHolds(holds: readonly HoldRef[]): { local: HoldRef[]; shared: HoldRef[] } {
+  const local: HoldRef[] = [];
+  const shared: HoldRef[] = [];
+  for (const hold of holds) {
+    if (hold.holdId.startsWith(LOCAL_HOLD)) local.push({ ...hold, holdId: hold.holdId.slice(LOCAL_HOLD.length) });
+    else shared.push(hold);
+  }
+  return { local, shared };
 }
 
 /** Each replica's share of every limit and quota, at least one request (or token) each. */

@@ -136,9 +136,14 @@ export class LeaseAdmission {
 
   /**
    * Per request through the batched Acquire (one call per turn), never from
-   * a lease: for pools with a concurrency limit, where each admission must
-   * take a hold (see HoldKeeper) and a leased slot could be spent by any
-   * number of requests at once.
+   * a lease: for pools with a concurrency limit. A leased slot says "one
+   * request may start before the lease ends", not "one may be in flight":
+   * spent, it frees nothing when its request ends, so leases could never
+   * count requests in flight exactly across replicas, and slicing free holds
+   * into leases would park them idle in routers that don't need them. The
+   * trade-off: such pools pay an Acquire per event-loop turn (and a Release
+   * per turn) instead of none, which their providers' low concurrency caps
+   * make small next to the requests themselves.
    */
   admitExact(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context, estimatedTokens?: number): Promise<Admission> {
     return this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens);
