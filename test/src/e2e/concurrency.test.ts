@@ -4,6 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
+import { RouterService } from '@keymesh/proto/router/v1/router';
 import { closeRpcClient, createRpcClient, type RpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
 import { freePort, redisForTests, spawnNode, waitFor, type ChildHandle, type ExternalServer } from '@keymesh/testing';
@@ -127,6 +128,24 @@ describe('per-key concurrency limits held across replicas', function () {
     assert.equal(next.status, 200, 'the next request is admitted at once');
     await next.text();
     assert.ok(Date.now() - leftMs < CHUNK_DELAY_MS * 4, `admitted ${Date.now() - leftMs} ms after the hang-up`);
+  });
+
+  it('frees the slot of a gRPC stream the moment its call is cancelled', async function () {
+    const router = createRpcClient(RouterService, t.grpcAddress, { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 10_000 });
+    const call = new AbortController();
+    try {
+      const stream = router.chatStream({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'cancel me' }] }, { headers: { authorization: `Bearer ${VIRTUAL_KEY}` }, signal: call.signal });
+      const iterator = stream[Symbol.asyncIterator]();
+      await iterator.next();
+      assert.equal(await holdsInFlight(), 1);
+      call.abort();
+      const cancelledMs = Date.now();
+      await iterator.next().catch(() => undefined);
+      await waitFor(async () => (await holdsInFlight()) === 0, { timeoutMs: 1_000, what: 'the cancelled call to give its slot back' });
+      assert.ok(Date.now() - cancelledMs < CHUNK_DELAY_MS * 4, `freed ${Date.now() - cancelledMs} ms after the cancel`);
+    } finally {
+      closeRpcClient(router);
+    }
   });
 
   it('frees the slot of a stream cut by its deadline at the deadline', async function () {
