@@ -60,7 +60,7 @@ export class MemoryLimiterStore implements LimiterStore {
         const limit = spec.limits.length === 0 ? this.learned.get(learnedId(pool.poolId, spec.keyId)) : undefined;
         if (limit !== undefined) {
           learned.set(learnedId(pool.poolId, spec.keyId), limit);
-          spec = { keyId: spec.keyId, limits: [limit] };
+          spec = { keyId: spec.keyId, limits: [limit], ...(spec.concurrency === undefined ? {} : { concurrency: spec.concurrency }) };
         }
         keys.set(spec.keyId, reconfigure(pool.poolId, spec, previous?.get(spec.keyId)));
       }
@@ -80,7 +80,7 @@ export class MemoryLimiterStore implements LimiterStore {
       const limit = mergeLearned(previous, observed.limit);
       if (previous === undefined || limit.perMs !== previous.perMs || limit.requests !== previous.requests) {
         this.learned.set(id, limit);
-        key = reconfigure(ref.poolId, { keyId: ref.keyId, limits: [limit] }, key);
+        key = reconfigure(ref.poolId, { keyId: ref.keyId, limits: [limit], ...(key.holds === undefined ? {} : { concurrency: key.holds.cap }) }, key);
         this.pools.get(ref.poolId)!.set(ref.keyId, key);
       }
     }
