@@ -49,8 +49,8 @@ describe('parseConfig', () => {
       id: 'main',
       providerId: 'mock',
       keys: [
-        { id: 'k1', secret: { kind: 'env', name: 'MOCK_KEY_1' }, limits: [{ requests: 60, perMs: 60_000 }], tokenLimits: [], quotas: [], weight: null, cost: null },
-        { id: 'k2', secret: { kind: 'literal', value: 'sk-test-2' }, limits: [{ requests: 5, perMs: 1_000 }], tokenLimits: [], quotas: [], weight: null, cost: null },
+        { id: 'k1', secret: { kind: 'env', name: 'MOCK_KEY_1' }, limits: [{ requests: 60, perMs: 60_000 }], tokenLimits: [], quotas: [], concurrency: null, weight: null, cost: null },
+        { id: 'k2', secret: { kind: 'literal', value: 'sk-test-2' }, limits: [{ requests: 5, perMs: 1_000 }], tokenLimits: [], quotas: [], concurrency: null, weight: null, cost: null },
       ],
       quotaResets: { period: 'monthly', timeZone: 'UTC' },
       keySelection: 'headroom',
@@ -530,8 +530,62 @@ tenants:
     assert.deepEqual(problemsOf(yaml), [
       'keymesh.yaml: pools.main.limits.rpm: must be at least 1',
       'keymesh.yaml: pools.main.limits: unknown key "rps" (did you mean "rpm"?)',
-      'keymesh.yaml: routes.gpt-4o-mini.limits: expected rpm, tpm, rpd, tpd, quota, or requests/tokens with per (leave limits out for no limit)',
+      'keymesh.yaml: routes.gpt-4o-mini.limits: expected rpm, tpm, rpd, tpd, quota, concurrency, or requests/tokens with per (leave limits out for no limit)',
       'keymesh.yaml: tenants.demo.limits.per: missing: "requests" needs "per" (e.g. requests: 5, per: 1s)',
+    ]);
+  });
+
+  it('rejects concurrency on a tenant, a route or a pool total, which hold no key', () => {
+    const yaml = withSection('tenants', `tenants:\n  demo: { virtual_keys: [ sk-keymesh-demo ], limits: { rpm: 5, concurrency: 2 } }`).replace(
+      '    provider: mock\n',
+      '    provider: mock\n    limits: { concurrency: 3 }\n',
+    );
+    assert.deepEqual(problemsOf(yaml), [
+      'keymesh.yaml: pools.main.limits.concurrency: applies to provider keys only (use max_concurrency on tenants and routes)',
+      'keymesh.yaml: tenants.demo.limits.concurrency: applies to provider keys only (use max_concurrency on tenants and routes)',
+    ]);
+  });
+
+  it('takes a key\'s concurrency as a whole number of requests in flight, alone or beside windows, into the policy', () => {
+    const config = parseConfig(
+      withSection(
+        'pools',
+        `pools:
+  main:
+    provider: mock
+    keys:
+      - { id: k1, secret: sk-1, limits: { concurrency: 5 } }
+      - { id: k2, secret: sk-2, limits: { rpm: 60, concurrency: 1 } }
+      - { id: k3, secret: sk-3, limits: { rpm: 60 } }`,
+      ),
+      'keymesh.yaml',
+    );
+    assert.deepEqual(config.pools['main']!.keys.map((k) => k.concurrency), [5, 1, null]);
+    assert.deepEqual(config.pools['main']!.keys[0]!.limits, []);
+  });
+
+  it('names the path of a concurrency that is not a positive whole number, and rejects it on mock provider keys', () => {
+    const problems = problemsOf(
+      withSection(
+        'pools',
+        `pools:
+  main:
+    provider: mock
+    keys:
+      - { id: k1, secret: sk-1, limits: { concurrency: 0 } }
+      - { id: k2, secret: sk-2, limits: { concurrency: 2.5 } }
+      - { id: k3, secret: sk-3, limits: { concurrency: many } }
+      - { id: k4, secret: sk-4, limits: { concurrency: 100001 } }`,
+      ),
+    );
+    assert.deepEqual(problems, [
+      'keymesh.yaml: pools.main.keys[0].limits.concurrency: must be at least 1 (leave concurrency out for no cap)',
+      'keymesh.yaml: pools.main.keys[1].limits.concurrency: expected a whole number of requests in flight at once on this key, got a decimal number',
+      'keymesh.yaml: pools.main.keys[2].limits.concurrency: expected a whole number of requests in flight at once on this key, got a string',
+      'keymesh.yaml: pools.main.keys[3].limits.concurrency: must be at most 100000',
+    ]);
+    assert.deepEqual(problemsOf(EXAMPLE + 'mock_provider:\n  keys: [ { secret: mock-key-1, limits: { concurrency: 2 } } ]\n'), [
+      'keymesh.yaml: mock_provider.keys[0].limits.concurrency: the mock provider enforces windows only; declare concurrency on pool keys',
     ]);
   });
 
@@ -566,7 +620,7 @@ tenants:
     assert.deepEqual(problems, [
       'keymesh.yaml: pools.main.keys[0].limits.per: missing: "requests" needs "per" (e.g. requests: 5, per: 1s)',
       'keymesh.yaml: pools.main.keys[1].limits.requests: missing: "per" needs "requests" or "tokens" (e.g. requests: 5, per: 1s)',
-      'keymesh.yaml: pools.main.keys[2].limits: expected rpm, tpm, rpd, tpd, quota, or requests/tokens with per (leave limits out for no limit)',
+      'keymesh.yaml: pools.main.keys[2].limits: expected rpm, tpm, rpd, tpd, quota, concurrency, or requests/tokens with per (leave limits out for no limit)',
       'keymesh.yaml: pools.main.keys[3].limits.rpm: must be at most 1000000 per window (the limiter keeps one log entry per admission)',
       'keymesh.yaml: pools.main.keys[4].limits.rpm: expected a whole number, got a decimal number',
       'keymesh.yaml: pools.main.keys[4].limits.requests: must be at least 1',

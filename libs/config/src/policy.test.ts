@@ -73,6 +73,7 @@ describe('compilePolicy', () => {
       limits: [{ requests: 60, perMs: 60_000 }],
       tokenLimits: [],
       quotas: [],
+      concurrency: null,
       fingerprint: '',
       weight: null,
       cost: null,

@@ -26,6 +26,8 @@ export interface PolicyKey {
   readonly tokenLimits: TokenWindowLimit[];
   /** Calendar quotas (per day or month of a time zone); empty when none was declared. */
   readonly quotas: CalendarQuota[];
+  /** Requests in flight at once on the key across every router (held and released through the limiter); null: no cap. */
+  readonly concurrency: number | null;
   /** First 12 hex digits of sha256(secret) for literal secrets; "" for env-sourced ones (unknown to control). */
   readonly fingerprint: string;
   /** Share of grants in a pool with key_selection weighted; null elsewhere. */
@@ -139,7 +141,19 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
       }
       keys.push([
         key.id,
-        { id: key.id, poolId: pool.id, providerId: pool.providerId, secret, limits: key.limits.map((w) => ({ ...w })), tokenLimits: key.tokenLimits.map((w) => ({ ...w })), quotas: key.quotas.map((q) => ({ ...q })), fingerprint, weight: key.weight, cost: key.cost },
+        {
+          id: key.id,
+          poolId: pool.id,
+          providerId: pool.providerId,
+          secret,
+          limits: key.limits.map((w) => ({ ...w })),
+          tokenLimits: key.tokenLimits.map((w) => ({ ...w })),
+          quotas: key.quotas.map((q) => ({ ...q })),
+          concurrency: key.concurrency,
+          fingerprint,
+          weight: key.weight,
+          cost: key.cost,
+        },
       ]);
     }
   }
@@ -287,6 +301,7 @@ const policySchema = z
         // Defaults: a policy from a control plane that predates token limits still parses.
         tokenLimits: z.array(tokenWindowLimitSchema).default([]),
         quotas: z.array(quotaSchema).default([]),
+        concurrency: positiveInt.nullable().default(null),
         fingerprint: z.string().regex(/^(?:[0-9a-f]{12})?$/, { error: 'expected 12 hex digits or ""' }),
         weight: z.number().gt(0).nullable().default(null),
         cost: z.number().min(0).nullable().default(null),

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { closestName, formatPath, describeKind } from './config-error';
 import { DURATION_EXAMPLES, formatDuration, parseDuration } from './duration';
 import { hasOwn, isPlainRecord, toRecord } from './freeze';
-import type { CalendarQuota, ConfigSecret, DeepReadonly, TokenWindowLimit, WindowLimit } from './types';
+import type { CalendarQuota, ConfigSecret, DeepReadonly, LimitSet, TokenWindowLimit, WindowLimit } from './types';
 
 type RawIssue = z.core.$ZodRawIssue;
 
@@ -113,6 +113,14 @@ const timeoutSchema = durationSchema({ maxMs: MAX_TIMER_MS, maxWhy: ' (longer ti
 /** Remembered responses cost router memory for as long as they live. */
 export const MAX_IDEMPOTENCY_TTL_MS = 86_400_000;
 
+/** Matches the limiter's MAX_CONCURRENCY: each hold in flight is one entry the limiter scans or stores. */
+export const MAX_KEY_CONCURRENCY = 100_000;
+
+const keyConcurrencySchema = z
+  .int({ error: expecting('a whole number of requests in flight at once on this key') })
+  .min(1, { error: 'must be at least 1 (leave concurrency out for no cap)' })
+  .max(MAX_KEY_CONCURRENCY, { error: `must be at most ${MAX_KEY_CONCURRENCY}` });
+
 const maxConcurrencySchema = z
   .int({ error: expecting('a whole number of requests in flight at once') })
   .min(1, { error: 'must be at least 1 (leave max_concurrency out for no cap)' });
@@ -187,8 +195,9 @@ const limitsSchema = z
       time_zone: timeZoneSchema.optional(),
       quota: quotaSchema.optional(),
       burst: windowCountSchema.optional(),
+      concurrency: keyConcurrencySchema.optional(),
     },
-    { error: expecting('a mapping like { rpm: 60, tpm: 90000, rpd: 10000 } or { requests: 5, tokens: 2000, per: 1s }') },
+    { error: expecting('a mapping like { rpm: 60, tpm: 90000, rpd: 10000, concurrency: 5 } or { requests: 5, tokens: 2000, per: 1s }') },
   )
   .superRefine(
     (value: unknown, ctx) => {
@@ -215,13 +224,14 @@ const limitsSchema = z
         if (counts.length === 0) ctx.addIssue({ code: 'custom', path: ['burst'], message: 'applies to request windows only; give rpm or requests with per' });
         else if (burst > Math.min(...counts)) ctx.addIssue({ code: 'custom', path: ['burst'], message: `must be at most the window's request count (${Math.min(...counts)}), got ${burst}` });
       }
-      if (!hasRequests && !hasTokens && !hasPer && !hasDaily && value['quota'] === undefined && value['rpm'] === undefined && value['tpm'] === undefined) {
-        ctx.addIssue({ code: 'custom', message: 'expected rpm, tpm, rpd, tpd, quota, or requests/tokens with per (leave limits out for no limit)' });
+      const declared = hasRequests || hasTokens || hasPer || hasDaily || value['quota'] !== undefined || value['rpm'] !== undefined || value['tpm'] !== undefined;
+      if (!declared && value['concurrency'] === undefined) {
+        ctx.addIssue({ code: 'custom', message: 'expected rpm, tpm, rpd, tpd, quota, concurrency, or requests/tokens with per (leave limits out for no limit)' });
       }
     },
     { when: () => true },
   )
-  .transform((limits): { requests: WindowLimit[]; tokens: TokenWindowLimit[]; quotas: CalendarQuota[] } => {
+  .transform((limits): { requests: WindowLimit[]; tokens: TokenWindowLimit[]; quotas: CalendarQuota[]; concurrency: number | null } => {
     const requests: WindowLimit[] = [];
     const tokens: TokenWindowLimit[] = [];
     const quotas: CalendarQuota[] = [];
@@ -238,7 +248,7 @@ const limitsSchema = z
     // At most B of N at once: B in any per × B / N keeps the window's average rate, and any burst of B fits it.
     const burst = limits.burst;
     if (burst !== undefined) for (const window of [...requests]) requests.push({ requests: burst, perMs: (window.perMs * burst) / window.requests, burst: true });
-    return { requests, tokens, quotas };
+    return { requests, tokens, quotas, concurrency: limits.concurrency ?? null };
   });
 
 const secretFields = {
@@ -256,6 +266,19 @@ function exactlyOneOf(first: string, second: string): (value: unknown, ctx: z.Re
     if (!hasFirst && !hasSecond) ctx.addIssue({ code: 'custom', message: `missing "${first}" or "${second}" (exactly one is required)` });
   };
 }
+
+/**
+ * A tenant's, a route's or a pool total's limits: windows and quotas only.
+ * A concurrency cap holds a provider key's slot until the request ends, which
+ * only keys have; max_concurrency caps tenants and routes per router.
+ */
+const scopeLimitsSchema = limitsSchema
+  .superRefine((limits, ctx) => {
+    if (limits.concurrency !== null) {
+      ctx.addIssue({ code: 'custom', path: ['concurrency'], message: 'applies to provider keys only (use max_concurrency on tenants and routes)' });
+    }
+  })
+  .transform(({ requests, tokens, quotas }): LimitSet => ({ requests, tokens, quotas }));
 
 const exactlyOneSecret = exactlyOneOf('secret', 'secret_env');
 
@@ -282,6 +305,9 @@ const mockKeySchema = z
     // The mock provider answers 429 from windows only; a quota it ignored would look enforced.
     if ((key.limits?.quotas.length ?? 0) > 0) {
       ctx.addIssue({ code: 'custom', path: ['limits'], message: 'the mock provider enforces windows only (rpm, tpm, requests/tokens per); declare quotas on pool keys' });
+    }
+    if ((key.limits?.concurrency ?? null) !== null) {
+      ctx.addIssue({ code: 'custom', path: ['limits', 'concurrency'], message: 'the mock provider enforces windows only; declare concurrency on pool keys' });
     }
   });
 
@@ -326,7 +352,7 @@ const poolSchema = z
       .lt(1, { error: 'must be below 1 (normal requests need some capacity)' })
       .default(0),
     // The pool's total over all its keys (e.g. an organization-wide provider limit the keys share).
-    limits: limitsSchema.optional(),
+    limits: scopeLimitsSchema.optional(),
   })
   .superRefine(checkKeySelectionFields, { when: () => true });
 
@@ -405,7 +431,7 @@ const routeSchema = z
     // How long a request may wait in the router's queue when every key is momentarily full; "0s" fails at once.
     max_wait: durationSchema({ allowZero: true, maxMs: MAX_TIMER_MS, maxWhy: ' (longer timers overflow in Node)' }).default(0),
     // Everything sent to this route, over all tenants.
-    limits: limitsSchema.optional(),
+    limits: scopeLimitsSchema.optional(),
   })
   .superRefine(checkStrategyFields, { when: () => true });
 
@@ -413,7 +439,7 @@ const tenantSchema = z.strictObject({
   virtual_keys: z.array(headerTokenSchema('a virtual key')).min(1, { error: 'expected at least one virtual key' }),
   max_concurrency: maxConcurrencySchema.optional(),
   // Everything this tenant sends, over all routes.
-  limits: limitsSchema.optional(),
+  limits: scopeLimitsSchema.optional(),
 });
 
 const serverSchema = z
@@ -574,6 +600,7 @@ export const KeymeshConfigSchema = rawConfigSchema.superRefine(checkReferences, 
       quotas: key.limits?.quotas ?? [],
       weight: key.weight ?? null,
       cost: key.cost ?? null,
+      concurrency: key.limits?.concurrency ?? null,
     })),
     quotaResets: { period: pool.quota_resets, timeZone: pool.quota_time_zone },
     keySelection: pool.key_selection,

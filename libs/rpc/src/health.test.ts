@@ -18,7 +18,7 @@ describe('grpc.health.v1 on every server', () => {
   beforeEach(async () => {
     shutDown = false;
     server = createRpcServer({ telemetry, logger: quiet, shutdownGraceMs: 2_000 });
-    server.add(LimiterService, { acquire: answer, acquireBatch: answer, grantLeases: answer, settle: answer, reportOutcome: answer, getKeyState: answer });
+    server.add(LimiterService, { acquire: answer, acquireBatch: answer, grantLeases: answer, settle: answer, reportOutcome: answer, release: answer, getKeyState: answer });
     const port = await server.listen('127.0.0.1', 0);
     health = createRpcClient(Health, `127.0.0.1:${port}`, { telemetry, defaultTimeoutMs: 2_000 });
   });

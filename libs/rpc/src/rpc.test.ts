@@ -34,7 +34,7 @@ const unimplemented = (): never => {
 };
 
 function limiter(acquire: ServiceImpl<typeof LimiterService>['acquire']): ServiceImpl<typeof LimiterService> {
-  return { acquire, acquireBatch: unimplemented, grantLeases: unimplemented, settle: unimplemented, reportOutcome: unimplemented, getKeyState: unimplemented };
+  return { acquire, acquireBatch: unimplemented, grantLeases: unimplemented, settle: unimplemented, reportOutcome: unimplemented, release: unimplemented, getKeyState: unimplemented };
 }
 
 function router(chatStream: ServiceImpl<typeof RouterService>['chatStream']): ServiceImpl<typeof RouterService> {

@@ -33,7 +33,7 @@ describe('rpc tracing', () => {
     clientTelemetry = createTelemetry('router', { exporter: clientSpans });
     serverTelemetry = createTelemetry('limiter', { exporter: serverSpans });
     server = createRpcServer({ telemetry: serverTelemetry, logger: quiet });
-    server.add(LimiterService, { acquire: async () => ({ keyId: 'k1' }), acquireBatch: answer, grantLeases: answer, settle: answer, reportOutcome: answer, getKeyState: answer });
+    server.add(LimiterService, { acquire: async () => ({ keyId: 'k1' }), acquireBatch: answer, grantLeases: answer, settle: answer, reportOutcome: answer, release: answer, getKeyState: answer });
     server.add(RouterService, {
       chat: answer,
       chatStream: async function* () {

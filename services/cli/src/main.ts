@@ -41,6 +41,8 @@ Environment:
   REDIS_URL             keep limits in Redis, shared by every limiter replica
   KEYMESH_LIMITER_REDIS_DOWN   closed (default: deny while Redis is down) or open (local share)
   KEYMESH_LIMITER_REPLICAS     limiter replicas sharing Redis (the local share is 1/N)
+  KEYMESH_LIMITER_HOLD_TTL_MS  how long a concurrency hold lasts unless renewed (default 30000):
+                               the longest a router that died keeps a key's concurrency slot
   KEYMESH_MASTER_KEY    base64 of 32 bytes; seals key secrets between control and key-vault
   KEYMESH_ROUTER_TOKEN  the router's identity towards the key-vault
   KEYMESH_<SERVICE>_ADDR   where \`serve\` and the CLI find a service (e.g. KEYMESH_CONTROL_ADDR)

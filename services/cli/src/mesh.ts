@@ -76,6 +76,18 @@ export function redisFromEnv(env: NodeJS.ProcessEnv): { redis?: { url: string; p
   return { redis: { url: env.REDIS_URL, prefix: env.KEYMESH_REDIS_PREFIX || 'keymesh', whenDown } };
 }
 
+/**
+ * KEYMESH_LIMITER_HOLD_TTL_MS: how long a concurrency hold lasts unless its
+ * router renews it, i.e. how long a router that died keeps a key's slot.
+ */
+export function holdTtlFromEnv(env: NodeJS.ProcessEnv): { holdTtlMs?: number } {
+  const text = env.KEYMESH_LIMITER_HOLD_TTL_MS;
+  if (!text) return {};
+  const holdTtlMs = Number(text);
+  if (!Number.isInteger(holdTtlMs) || holdTtlMs < 100) throw new Error(`KEYMESH_LIMITER_HOLD_TTL_MS must be a whole number of ms >= 100, got "${text}"`);
+  return { holdTtlMs };
+}
+
 export async function busFromEnv(name: string, env: NodeJS.ProcessEnv): Promise<Bus> {
   return env.NATS_URL ? connectNatsBus({ url: env.NATS_URL, name }) : createMemoryBus();
 }
@@ -138,7 +150,7 @@ export async function startMesh(options: UpOptions): Promise<Mesh> {
 
     const keyvault = await onPort('keyvault', (port) => startKeyVault({ telemetry: telemetry('keyvault'), bus, sealer, routerToken, controlAddress, host: LOOPBACK, port, env }));
     parts.push({ name: 'key-vault', where: `${LOOPBACK}:${keyvault.port}`, stop: () => keyvault.stop() });
-    const limiter = await onPort('limiter', (port) => startLimiter({ telemetry: telemetry('limiter'), bus, controlAddress, host: LOOPBACK, port, ...redisFromEnv(env) }));
+    const limiter = await onPort('limiter', (port) => startLimiter({ telemetry: telemetry('limiter'), bus, controlAddress, host: LOOPBACK, port, ...redisFromEnv(env), ...holdTtlFromEnv(env) }));
     parts.push({ name: 'limiter', where: `${LOOPBACK}:${limiter.port}`, stop: () => limiter.stop() });
     const cache = await onPort('cache', (port) => startCache({ telemetry: telemetry('cache'), host: LOOPBACK, port }));
     parts.push({ name: 'cache', where: `${LOOPBACK}:${cache.port}`, stop: () => cache.stop() });

@@ -9,7 +9,7 @@ import { connectNatsBus, type Bus } from '@keymesh/bus';
 import { peersFromEnv, SERVICE_NAMES, SERVICE_PORTS, type ServiceName } from './addresses';
 import { stringFlag, type ParsedArgs } from './args';
 import { configFrom, untilSignalled } from './lifecycle';
-import { redisFromEnv } from './mesh';
+import { holdTtlFromEnv, redisFromEnv } from './mesh';
 
 function required(env: NodeJS.ProcessEnv, name: string, why: string): string {
   const value = env[name];
@@ -70,7 +70,7 @@ export async function serveOne(name: string | undefined, args: ParsedArgs, env: 
     }
     case 'limiter': {
       const bus = await natsBus(env, service);
-      const limiter = await startLimiter({ telemetry, bus, controlAddress: peers.control, host, port, ...redisFromEnv(env) });
+      const limiter = await startLimiter({ telemetry, bus, controlAddress: peers.control, host, port, ...redisFromEnv(env), ...holdTtlFromEnv(env) });
       await limiter.ready;
       where = `${host}:${limiter.port}`;
       stop = async () => {

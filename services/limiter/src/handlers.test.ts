@@ -5,10 +5,12 @@ import { FakeClock } from '@keymesh/clock';
 import {
   AcquireBatchRequestSchema,
   AcquireOutcome,
+  AcquireRequestSchema,
   GetKeyStateRequestSchema,
   GrantLeasesRequestSchema,
   KeyParkedEventSchema,
   Priority,
+  ReleaseRequestSchema,
 } from '@keymesh/proto/limiter/v1/limiter';
 import type { CallContext } from '@keymesh/rpc';
 import { KeyPoolLimiter } from './domain/key-pool-limiter';
@@ -70,5 +72,31 @@ describe('limiter handlers', () => {
     assert.equal(key.burstWindows![0]!.limitRequests, 10);
     assert.equal(key.burstWindows![0]!.remainingRequests, 0);
     assert.equal(Number(key.burstWindows![0]!.window!.seconds), 10);
+  });
+
+  it('answers a hold and its TTL on a capped key, frees it on Release, and names renewals that came too late', async () => {
+    const clock = new FakeClock();
+    clock.set(1_700_000_000_000);
+    const limiter = new KeyPoolLimiter(new MemoryLimiterStore(), 2_000);
+    await limiter.applyPools([{ poolId: 'main', keys: [{ keyId: 'k1', limits: [], concurrency: 1 }] }]);
+    const handlers = limiterHandlers(limiter, clock);
+    const ctx = {} as CallContext;
+    const acquire = () => handlers.acquire(create(AcquireRequestSchema, { poolId: 'main' }), ctx);
+    const first = await acquire();
+    assert.ok(first.holdId !== '' && first.holdId !== undefined);
+    assert.deepEqual(first.holdTtl, { seconds: 2n, nanos: 0 });
+    assert.equal((await acquire()).keyId ?? '', '', 'the one slot is taken');
+    const hold = { poolId: 'main', keyId: 'k1', holdId: first.holdId! };
+    const renewed = await handlers.release(create(ReleaseRequestSchema, { renewals: [hold] }), ctx);
+    assert.deepEqual(renewed.expiredRenewals ?? [], []);
+    await handlers.release(create(ReleaseRequestSchema, { releases: [hold] }), ctx);
+    const second = await acquire();
+    assert.equal(second.keyId, 'k1');
+    clock.set(clock.nowMs() + 2_000);
+    const late = await handlers.release(create(ReleaseRequestSchema, { renewals: [{ poolId: 'main', keyId: 'k1', holdId: second.holdId! }] }), ctx);
+    assert.deepEqual(late.expiredRenewals?.map((h) => h.holdId), [second.holdId]);
+    const { keys } = await handlers.getKeyState(create(GetKeyStateRequestSchema, { poolId: 'main' }), ctx);
+    assert.equal(keys?.[0]?.concurrencyLimit, 1);
+    assert.equal(keys?.[0]?.holdsInFlight, 0);
   });
 });

@@ -41,8 +41,11 @@ const CONDITIONS: Record<KeyCondition, ProtoKeyCondition> = {
 const QUOTA_UNITS: Record<QuotaUnit, ProtoQuotaUnit> = { requests: ProtoQuotaUnit.REQUESTS, tokens: ProtoQuotaUnit.TOKENS };
 const QUOTA_PERIODS: Record<QuotaPeriod, ProtoQuotaPeriod> = { day: ProtoQuotaPeriod.DAY, month: ProtoQuotaPeriod.MONTH };
 
-function responseOf(result: AcquireResult): MessageInitShape<typeof AcquireResponseSchema> {
-  if (result.granted) return { outcome: AcquireOutcome.GRANTED, keyId: result.keyId, admissionId: result.admissionId };
+function responseOf(result: AcquireResult, holdTtl: MessageInitShape<typeof import('@bufbuild/protobuf/wkt').DurationSchema>): MessageInitShape<typeof AcquireResponseSchema> {
+  if (result.granted) {
+    if (result.holdId === undefined) return { outcome: AcquireOutcome.GRANTED, keyId: result.keyId, admissionId: result.admissionId };
+    return { outcome: AcquireOutcome.GRANTED, keyId: result.keyId, admissionId: result.admissionId, holdId: result.holdId, holdTtl };
+  }
   return {
     outcome: AcquireOutcome.DENIED,
     reason: result.reason,
@@ -66,6 +69,8 @@ function statusOf(err: unknown): unknown {
  * so operators and dashboards learn of a revoked key without polling.
  */
 export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus): ServiceImpl<typeof LimiterService> {
+  const holdTtl = durationOf(limiter.holdTtlMs);
+  const grantedResponse = (result: AcquireResult): MessageInitShape<typeof AcquireResponseSchema> => responseOf(result, holdTtl);
   return {
     async acquire(request) {
       try {
@@ -74,6 +79,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
             { poolId: request.poolId, excludedKeyIds: request.excludedKeyIds, estimatedTokens: request.estimatedTokens, high: request.priority === Priority.HIGH },
             clock.nowMs(),
           ),
+          holdTtl,
         );
       } catch (err) {
         throw statusOf(err);
@@ -85,7 +91,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
           request.requests.map((r) => ({ poolId: r.poolId, excludedKeyIds: r.excludedKeyIds, estimatedTokens: r.estimatedTokens, high: r.priority === Priority.HIGH })),
           clock.nowMs(),
         );
-        return { responses: results.map(responseOf) };
+        return { responses: results.map(grantedResponse) };
       } catch (err) {
         throw statusOf(err);
       }
@@ -129,6 +135,18 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
           clock.nowMs(),
         );
         return {};
+      } catch (err) {
+        throw statusOf(err);
+      }
+    },
+    async release(request) {
+      try {
+        const nowMs = clock.nowMs();
+        const holdRef = (h: { poolId: string; keyId: string; holdId: string }) => ({ poolId: h.poolId, keyId: h.keyId, holdId: h.holdId });
+        // Releases first: a slot freed by this call is free for the acquires that follow it.
+        await limiter.release(request.releases.map(holdRef), nowMs);
+        const renewed = await limiter.renew(request.renewals.map(holdRef), nowMs);
+        return { expiredRenewals: request.renewals.filter((_, i) => !renewed[i]).map(holdRef), holdTtl };
       } catch (err) {
         throw statusOf(err);
       }
@@ -201,6 +219,8 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
               used: BigInt(Math.floor(q.used)),
               resetsAt: timestampFromMs(q.resetAtMs),
             })),
+            concurrencyLimit: s.concurrency?.limit ?? 0,
+            holdsInFlight: s.concurrency?.inFlight ?? 0,
           };
         }),
       };

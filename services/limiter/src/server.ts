@@ -28,6 +28,11 @@ export interface LimiterOptions {
    * without. `whenDown` says what to do while Redis does not answer.
    */
   redis?: { url: string; prefix: string; whenDown: FailureMode };
+  /**
+   * How long a concurrency hold lasts unless renewed: the longest a router
+   * that died keeps a key's slot (DEFAULT_HOLD_TTL_MS when not given).
+   */
+  holdTtlMs?: number;
 }
 
 export interface RunningLimiter {
@@ -51,6 +56,7 @@ export function poolSpecsOf(policy: Policy): PoolSpec[] {
       quotas: policy.keys[keyId]?.quotas ?? [],
       ...(policy.keys[keyId]?.weight == null ? {} : { weight: policy.keys[keyId]!.weight! }),
       ...(policy.keys[keyId]?.cost == null ? {} : { cost: policy.keys[keyId]!.cost! }),
+      ...(policy.keys[keyId]?.concurrency == null ? {} : { concurrency: policy.keys[keyId]!.concurrency! }),
     })),
     quotaResets: pool.quotaResets,
     keySelection: pool.keySelection,
@@ -92,7 +98,7 @@ export async function startLimiter(options: LimiterOptions): Promise<RunningLimi
   const logger = createLogger('limiter');
   const clock = options.clock ?? systemClock;
   const store = options.redis ? await openSharedStore(options.redis, logger) : new MemoryLimiterStore();
-  const limiter = new KeyPoolLimiter(store);
+  const limiter = new KeyPoolLimiter(store, options.holdTtlMs);
   const control = createRpcClient(ControlService, options.controlAddress, { telemetry: options.telemetry });
   // Pools are applied in order: a slow apply must not be overtaken by the next.
   let applying: Promise<void> = Promise.resolve();

@@ -171,7 +171,8 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
       follower.close();
       keyEvents.unsubscribe();
       await Promise.all([edge.close(), rpcServer.shutdown()]);
-      await settles.drain();
+      // Requests still held past the grace period give their keys' slots back now, not at their TTL.
+      await Promise.all([settles.drain(), dispatcher.holds.drain()]);
       await Promise.all([...table.providers.values()].map((p) => p.upstream.close()));
       for (const client of [limiter, keyVault, cache, analytics, control]) closeRpcClient(client);
       await idempotency.close();

@@ -154,7 +154,13 @@ function parseGauges(metrics: string, name: string): Map<string, number> {
   return out;
 }
 
-describe('deadlines and leaks under a mix of provider failures', function () {
+/**
+ * The sweep, on a pool admitted from capacity leases and on one whose keys
+ * have a concurrency limit (admitted per request, each holding its key's slot
+ * until it ends): either way nothing may stay held once every request ended.
+ */
+function sweepSuite(declaredLimit: string) {
+  return function (this: Mocha.Suite): void {
   this.timeout(60_000);
   let t: TestMesh;
   let router: RouterClient;
@@ -162,7 +168,7 @@ describe('deadlines and leaks under a mix of provider failures', function () {
   before(async function () {
     t = await startTestMesh({
       // Limits keymesh is told, so the limiter counts leased slots and the sweep can check they all come back.
-      declaredLimits: ['{ requests: 1000, per: 2s }', '{ requests: 1000, per: 2s }', '{ requests: 1000, per: 2s }'],
+      declaredLimits: [declaredLimit, declaredLimit, declaredLimit],
       providerTimeout: '200ms',
       streamChunkDelayMs: 40,
       extraRoutes: `  ${ROUTE}: { targets: [ { pool: main, model: gpt-4o-mini } ], max_concurrency: 12 }`,
@@ -183,7 +189,7 @@ describe('deadlines and leaks under a mix of provider failures', function () {
     assert.equal(outcome.end, 'done');
   });
 
-  it('ends every request by its deadline, and leaves no bulkhead slot or lease held', async function () {
+  it('ends every request by its deadline, and leaves no bulkhead slot, lease or concurrency hold held', async function () {
     // Each phase sets the provider's misbehaviour for requests that reach it from then on; earlier ones still run.
     // Each phase sets the provider's misbehaviour for requests that reach it from then on; earlier ones still run.
     // The 503 burst comes late: it opens the provider's breaker, after which every request is refused at once.
@@ -261,16 +267,21 @@ describe('deadlines and leaks under a mix of provider failures', function () {
         async () => {
           const { keys } = await limiter.getKeyState({ poolId: 'main' });
           const usable = keys.filter((k) => k.condition !== KeyCondition.PARKED);
-          return usable.every((k) => k.remainingRequests === k.limitRequests) ? keys : undefined;
+          // Holds are released as their requests end, long before their 30 s TTL could free them.
+          return usable.every((k) => k.remainingRequests === k.limitRequests) && keys.every((k) => k.holdsInFlight === 0) ? keys : undefined;
         },
-        { timeoutMs: 4_000, what: 'every leased slot to expire' },
+        { timeoutMs: 4_000, what: 'every leased slot to expire and every hold to be released' },
       );
       assert.equal(keys.find((k) => k.keyId === 'k3')?.condition, KeyCondition.PARKED, 'the revoked key was parked');
     } finally {
       closeRpcClient(limiter);
     }
   });
-});
+  };
+}
+
+describe('deadlines and leaks under a mix of provider failures, from capacity leases', sweepSuite('{ requests: 1000, per: 2s }'));
+describe('deadlines and leaks under a mix of provider failures, holding concurrency slots', sweepSuite('{ requests: 1000, per: 2s, concurrency: 50 }'));
 
 describe('deadlines while the limiter cannot answer', function () {
   this.timeout(30_000);

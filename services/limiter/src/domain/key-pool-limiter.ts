@@ -1,4 +1,4 @@
-import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LimiterStore } from '../store/store';
+import { DEFAULT_HOLD_TTL_MS, type AcquireDecision, type KeyCandidates, type KeyRef, type LeaseCandidates, type LimiterStore } from '../store/store';
 import { InvalidPoolSpecError, UnknownKeyError, UnknownPoolError } from './errors';
 import { findPoolSpecProblems, freezePoolSpecs, MAX_WINDOW_REQUESTS } from './pool-spec';
 import { DEFAULT_QUOTA_RESETS, nextQuotaResetMs, type QuotaResets } from './quota-period';
@@ -10,6 +10,7 @@ import type {
   KeyConditionState,
   KeyOutcome,
   KeyState,
+  HoldRef,
   PoolSpec,
   Settlement,
   WindowLimit,
@@ -42,7 +43,14 @@ export class KeyPoolLimiter {
   /** applyPools calls run one at a time, so the store and the index swap in the same order. */
   private applying: Promise<void> = Promise.resolve();
 
-  constructor(private readonly store: LimiterStore) {}
+  /**
+   * holdTtlMs: how long a hold on a key with a concurrency cap lasts unless
+   * renewed; a holder that dies frees its slot that long after its last renewal.
+   */
+  constructor(
+    private readonly store: LimiterStore,
+    readonly holdTtlMs: number = DEFAULT_HOLD_TTL_MS,
+  ) {}
 
   /**
    * Validates the whole set, then replaces it. Unchanged keys keep their
@@ -95,8 +103,20 @@ export class KeyPoolLimiter {
             : pool.keyIds.filter((keyId) => !excluded.includes(keyId)),
       };
     }
-    const decisions = await this.store.acquire(candidates, nowMs);
+    const decisions = await this.store.acquire(candidates, nowMs, this.holdTtlMs);
     return decisions.map(toAcquireResult);
+  }
+
+  /** Frees holds at once (see LimiterStore.release); holds of pools a config swap removed are dropped. */
+  async release(holds: readonly HoldRef[], nowMs: number): Promise<void> {
+    const known = holds.filter((h) => this.pools.has(h.poolId));
+    if (known.length > 0) await this.store.release(known, nowMs);
+  }
+
+  /** Extends holds still in flight by holdTtlMs from now; per hold, whether it was still held. */
+  async renew(holds: readonly HoldRef[], nowMs: number): Promise<boolean[]> {
+    if (holds.length === 0) return [];
+    return this.store.renew(holds, nowMs, this.holdTtlMs);
   }
 
   /**

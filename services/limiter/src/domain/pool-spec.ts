@@ -9,6 +9,9 @@ import type { CalendarQuota, PoolSpec, TokenWindowLimit, WindowLimit } from './t
  */
 export const MAX_WINDOW_REQUESTS = 1_000_000;
 
+/** Holds are scanned per decision (memory) and kept one ZSET entry each (Redis): far above any provider's cap. */
+export const MAX_CONCURRENCY = 100_000;
+
 /** Token windows store one entry per admission, not per token, so only sanity bounds them. */
 export const MAX_WINDOW_TOKENS = 1_000_000_000_000;
 
@@ -55,6 +58,10 @@ export function findPoolSpecProblems(pools: readonly PoolSpec[]): string[] {
           problems.push(`${limitPath}.perMs: must be a positive number of ms, got ${String(limit.perMs)}`);
         }
       });
+      const concurrency: number | undefined = key.concurrency;
+      if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > MAX_CONCURRENCY)) {
+        problems.push(`${keyPath}.concurrency: must be an integer from 1 to ${MAX_CONCURRENCY}, got ${String(concurrency)}`);
+      }
       const quotas: readonly CalendarQuota[] | undefined = key.quotas;
       if (quotas !== undefined && !Array.isArray(quotas)) problems.push(`${keyPath}.quotas: must be a list`);
       else quotas?.forEach((quota, q) => problems.push(...findQuotaProblems(quota, `${keyPath}.quotas[${q}]`)));
@@ -101,6 +108,7 @@ export function freezePoolSpecs(pools: readonly PoolSpec[]): readonly PoolSpec[]
               quotas: Object.freeze(
                 (key.quotas ?? []).map((q) => Object.freeze({ unit: q.unit, limit: q.limit, period: q.period, timeZone: q.timeZone })),
               ),
+              ...(key.concurrency === undefined ? {} : { concurrency: key.concurrency }),
             }),
           ),
         ),

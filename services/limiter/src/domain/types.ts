@@ -54,6 +54,12 @@ export interface KeySpec {
   readonly weight?: number;
   /** The key's price in a `cheapest` pool (>= 0, lower wins); ignored elsewhere. */
   readonly cost?: number;
+  /**
+   * At most this many requests in flight on the key at once, across every
+   * replica, each holding the key until released or its hold expires.
+   * Absent: no cap (and admissions take no hold).
+   */
+  readonly concurrency?: number;
 }
 
 /**
@@ -132,6 +138,20 @@ export interface KeyState extends KeyConditionState {
   readonly windows: readonly WindowState[];
   readonly tokenWindows: readonly TokenWindowState[];
   readonly quotas: readonly QuotaState[];
+  /** Set on a key with a concurrency cap: the cap and the holds in flight now (expired ones not counted). */
+  readonly concurrency?: ConcurrencyState;
+}
+
+export interface ConcurrencyState {
+  readonly limit: number;
+  readonly inFlight: number;
+}
+
+/** One request's hold on a key with a concurrency cap. */
+export interface HoldRef {
+  readonly poolId: string;
+  readonly keyId: string;
+  readonly holdId: string;
 }
 
 export interface AcquireRequest {
@@ -156,6 +176,8 @@ export type AcquireResult =
       readonly keyId: string;
       /** Names the reservation for a later settle; "" when the key has no token windows. */
       readonly admissionId: string;
+      /** On a key with a concurrency cap: the hold to release when the request ends. */
+      readonly holdId?: string;
     }
   | {
       readonly granted: false;

@@ -81,4 +81,19 @@ describe('the limiter while Redis is down', function () {
     assert.deepEqual(granted, ['a', 'a', 'b', 'b', '-']);
     assert.equal((await store.acquire([{ poolId: 'main', keyIds: ['a', 'b'], high: true }], nowMs))[0]!.granted, true);
   });
+
+  it('fails open to this replica\'s share of a concurrency cap, and gives a hold back to the store that took it', async () => {
+    await start({ kind: 'open', replicas: 2 });
+    await store.configure([{ poolId: 'main', keys: [{ keyId: 'k1', limits: [], concurrency: 4 }] }]);
+    await redis.kill();
+    const nowMs = Date.now();
+    const first = (await store.acquire(candidates, nowMs, 10_000))[0]!;
+    const second = (await store.acquire(candidates, nowMs, 10_000))[0]!;
+    assert.ok(first.granted && second.granted);
+    assert.equal((await store.acquire(candidates, nowMs, 10_000))[0]!.granted, false, 'half of 4 in flight on this replica');
+    const ref = { poolId: 'main', keyId: 'k1', holdId: first.holdId! };
+    assert.deepEqual(await store.renew([ref], nowMs, 10_000), [true]);
+    await store.release([ref], nowMs);
+    assert.equal((await store.acquire(candidates, nowMs, 10_000))[0]!.granted, true);
+  });
 });

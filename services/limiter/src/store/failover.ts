@@ -1,4 +1,4 @@
-import type { KeyConditionState, KeyState, PoolSpec, Settlement } from '../domain/types';
+import type { HoldRef, KeyConditionState, KeyState, PoolSpec, Settlement } from '../domain/types';
 import { MemoryLimiterStore } from './memory';
 import type { AcquireDecision, KeyCandidates, KeyRef, ObservedLimits, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
 
@@ -57,10 +57,10 @@ export class FailoverLimiterStore implements LimiterStore {
     await this.viaShared(() => this.shared.configure(pools), () => undefined);
   }
 
-  acquire(requests: readonly KeyCandidates[], nowMs: number): Promise<AcquireDecision[]> {
+  acquire(requests: readonly KeyCandidates[], nowMs: number, holdTtlMs?: number): Promise<AcquireDecision[]> {
     return this.viaShared(
-      () => this.shared.acquire(requests, nowMs),
-      () => (this.options.mode.kind === 'open' ? this.local.acquire(requests, nowMs) : requests.map(() => ({ granted: false as const, retryAfterMs: DENIAL_RETRY_MS }))),
+      () => this.shared.acquire(requests, nowMs, holdTtlMs),
+      () => (this.options.mode.kind === 'open' ? this.local.acquire(requests, nowMs, holdTtlMs).then(markLocalHolds) : requests.map(() => ({ granted: false as const, retryAfterMs: DENIAL_RETRY_MS }))),
     );
   }
 
@@ -81,6 +81,23 @@ export class FailoverLimiterStore implements LimiterStore {
       () => this.shared.settle(settlements, nowMs),
       () => (this.options.mode.kind === 'open' ? this.local.settle(settlements.filter((s) => s.usedTokens > s.reservedTokens), nowMs) : undefined),
     );
+  }
+
+  /** A hold goes back to the store that took it: the local fallback's ids carry LOCAL_HOLD. */
+  async release(holds: readonly HoldRef[], nowMs: number): Promise<void> {
+    const { local, shared } = splitHolds(holds);
+    if (local.length > 0) await this.local.release(local, nowMs);
+    if (shared.length > 0) await this.viaShared(() => this.shared.release(shared, nowMs), () => undefined);
+  }
+
+  async renew(holds: readonly HoldRef[], nowMs: number, holdTtlMs: number): Promise<boolean[]> {
+    const { local, shared } = splitHolds(holds);
+    const localRenewed = local.length > 0 ? await this.local.renew(local, nowMs, holdTtlMs) : [];
+    // A shared store that can't answer keeps its holds until their TTL: not renewed, as far as anyone can say.
+    const sharedRenewed = shared.length > 0 ? await this.viaShared(() => this.shared.renew(shared, nowMs, holdTtlMs), () => shared.map(() => false)) : [];
+    let l = 0;
+    let r = 0;
+    return holds.map((hold) => (hold.holdId.startsWith(LOCAL_HOLD) ? localRenewed[l++]! : sharedRenewed[r++]!));
   }
 
   async learn(key: KeyRef, observed: ObservedLimits, nowMs: number): Promise<KeyConditionState | undefined> {
@@ -146,6 +163,23 @@ export class FailoverLimiterStore implements LimiterStore {
   }
 }
 
+/** Marks the holds the local fallback took, so their release and renewal find it (its ids would clash with Redis's). */
+const LOCAL_HOLD = 'local:';
+
+function markLocalHolds(decisions: AcquireDecision[]): AcquireDecision[] {
+  return decisions.map((d) => (d.granted && d.holdId !== undefined ? { ...d, holdId: `${LOCAL_HOLD}${d.holdId}` } : d));
+}
+
+function splitHolds(holds: readonly HoldRef[]): { local: HoldRef[]; shared: HoldRef[] } {
+  const local: HoldRef[] = [];
+  const shared: HoldRef[] = [];
+  for (const hold of holds) {
+    if (hold.holdId.startsWith(LOCAL_HOLD)) local.push({ ...hold, holdId: hold.holdId.slice(LOCAL_HOLD.length) });
+    else shared.push(hold);
+  }
+  return { local, shared };
+}
+
 /** Each replica's share of every limit and quota, at least one request (or token) each. */
 function shareOf(pools: readonly PoolSpec[], replicas: number): PoolSpec[] {
   const n = Math.max(1, Math.floor(replicas));
@@ -159,6 +193,7 @@ function shareOf(pools: readonly PoolSpec[], replicas: number): PoolSpec[] {
       // The fallback can't see what Redis counted this period, so an outage may
       // spend up to one more share per replica; a share, not the whole quota.
       quotas: (key.quotas ?? []).map((quota) => ({ ...quota, limit: Math.max(1, Math.floor(quota.limit / n)) })),
+      ...(key.concurrency === undefined ? {} : { concurrency: Math.max(1, Math.floor(key.concurrency / n)) }),
     })),
   }));
 }

@@ -1,9 +1,10 @@
 import { DEFAULT_KEY_SELECTION, reservedOf } from '../domain/key-choice';
-import type { CalendarQuota, KeyConditionState, KeySelection, KeySpec, KeyState, LeaseGrant, PoolSpec, Settlement, TokenWindowLimit, WindowLimit } from '../domain/types';
+import type { CalendarQuota, HoldRef, KeyConditionState, KeySelection, KeySpec, KeyState, LeaseGrant, PoolSpec, Settlement, TokenWindowLimit, WindowLimit } from '../domain/types';
+import { HoldSet } from './hold-set';
 import { admissionIdOf, parseAdmissionId, QuotaCounter } from './quota-counter';
 import { SlidingLog } from './sliding-log';
 import { TokenLog } from './token-log';
-import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore, ObservedLimits } from './store';
+import { DEFAULT_HOLD_TTL_MS, type AcquireDecision, type KeyCandidates, type KeyRef, type LeaseCandidates, type LeaseDecision, type LimiterStore, type ObservedLimits } from './store';
 
 /** A lease slice takes at most this share of a key's headroom, so other routers still find some. */
 const LEASE_SHARE_OF_HEADROOM = 4;
@@ -20,6 +21,8 @@ interface KeyRecord {
   /** Token windows or token quotas: admissions carry a weight and an admission id. */
   readonly carriesTokens: boolean;
   readonly hasTokenQuota: boolean;
+  /** Set on a key with a concurrency cap. */
+  readonly holds: HoldSet | undefined;
   /** Set while parked; parking outranks cooling. */
   parkedReason: string | undefined;
   coolingUntilMs: number;
@@ -106,8 +109,18 @@ export class MemoryLimiterStore implements LimiterStore {
       const limit = mergeLearned(previous, observed.limit);
       if (previous === undefined || limit.perMs !== previous.perMs || limit.requests !== previous.requests) {
         this.learned.set(id, limit);
-        // Only the request window is learned: token windows and quotas stay as declared, with what they counted.
-        key = reconfigure(ref.poolId, { keyId: ref.keyId, limits: [limit], tokenLimits: key.tokenLimits, quotas: key.quotas.map((counter) => counter.quota) }, key);
+        // Only the request window is learned: token windows, quotas and a concurrency cap stay as declared, with what they counted.
+        key = reconfigure(
+          ref.poolId,
+          {
+            keyId: ref.keyId,
+            limits: [limit],
+            tokenLimits: key.tokenLimits,
+            quotas: key.quotas.map((counter) => counter.quota),
+            ...(key.holds === undefined ? {} : { concurrency: key.holds.cap }),
+          },
+          key,
+        );
         reserveFor(key, this.choiceOf(ref.poolId).reserveShare);
         this.pools.get(ref.poolId)!.set(ref.keyId, key);
       }
@@ -124,13 +137,21 @@ export class MemoryLimiterStore implements LimiterStore {
     return conditionOf(key, nowMs);
   }
 
-  async acquire(requests: readonly KeyCandidates[], nowMs: number): Promise<AcquireDecision[]> {
+  async acquire(requests: readonly KeyCandidates[], nowMs: number, holdTtlMs = DEFAULT_HOLD_TTL_MS): Promise<AcquireDecision[]> {
     const decisions: AcquireDecision[] = new Array(requests.length);
-    for (let i = 0; i < requests.length; i++) decisions[i] = this.acquireOne(requests[i], nowMs);
+    for (let i = 0; i < requests.length; i++) decisions[i] = this.acquireOne(requests[i], nowMs, holdTtlMs);
     return decisions;
   }
 
-  private acquireOne(request: KeyCandidates, nowMs: number): AcquireDecision {
+  async release(holds: readonly HoldRef[], _nowMs: number): Promise<void> {
+    for (const hold of holds) this.find(hold)?.holds?.release(hold.holdId);
+  }
+
+  async renew(holds: readonly HoldRef[], nowMs: number, holdTtlMs: number): Promise<boolean[]> {
+    return holds.map((hold) => this.find(hold)?.holds?.renew(hold.holdId, nowMs, nowMs + holdTtlMs) ?? false);
+  }
+
+  private acquireOne(request: KeyCandidates, nowMs: number, holdTtlMs: number): AcquireDecision {
     const keys = this.pools.get(request.poolId);
     const { selection } = this.choiceOf(request.poolId);
     const high = request.high === true;
@@ -178,9 +199,11 @@ export class MemoryLimiterStore implements LimiterStore {
     best.lastAdmittedMs = admittedMs;
     best.lastGrantSeq = ++this.grantSeq;
     recordQuotas(best, nowMs, nowMs, 1, request.tokens ?? 0);
-    if (!best.carriesTokens) return { granted: true, keyId: best.keyId, admissionId: '' };
+    const holdId = takeHold(best, nowMs, holdTtlMs);
+    if (!best.carriesTokens) return holdId === undefined ? { granted: true, keyId: best.keyId, admissionId: '' } : { granted: true, keyId: best.keyId, admissionId: '', holdId };
     best.tokenLog?.record(admittedMs, request.tokens ?? 0, best.lastGrantSeq);
-    return { granted: true, keyId: best.keyId, admissionId: admissionIdOf(best.lastGrantSeq, best.hasTokenQuota ? nowMs : undefined) };
+    const admissionId = admissionIdOf(best.lastGrantSeq, best.hasTokenQuota ? nowMs : undefined);
+    return holdId === undefined ? { granted: true, keyId: best.keyId, admissionId } : { granted: true, keyId: best.keyId, admissionId, holdId };
   }
 
   async settle(settlements: readonly Settlement[], nowMs: number): Promise<void> {
@@ -221,6 +244,7 @@ export class MemoryLimiterStore implements LimiterStore {
         if (key === undefined) continue;
         // Slots without a token budget would spend tokens no window counts.
         if (key.carriesTokens && wantedTokens <= 0) continue;
+        if (key.holds !== undefined) continue; // see LimiterStore.release: capped keys are never leased
         const room = roomOf(key, nowMs, key.carriesTokens ? 1 : 0, nowMs + holdMs, high);
         if (room === undefined) continue;
         if (room.waitMs > 0) earliestWaitMs = Math.min(earliestWaitMs, room.waitMs);
@@ -323,7 +347,8 @@ function reconfigure(poolId: string, spec: KeySpec, previous: KeyRecord | undefi
     previous !== undefined &&
     sameLimits(previous.limits, spec.limits) &&
     sameTokenLimits(previous.tokenLimits, tokenLimits) &&
-    sameQuotas(previous.quotas.map((c) => c.quota), quotaSpecs)
+    sameQuotas(previous.quotas.map((c) => c.quota), quotaSpecs) &&
+    previous.holds?.cap === spec.concurrency
   ) {
     return previous;
   }
@@ -341,6 +366,7 @@ function reconfigure(poolId: string, spec: KeySpec, previous: KeyRecord | undefi
     quotas,
     carriesTokens: tokenLog !== undefined || hasTokenQuota,
     hasTokenQuota,
+    holds: spec.concurrency === undefined ? undefined : new HoldSet(spec.concurrency),
     parkedReason: undefined,
     coolingUntilMs: Number.NEGATIVE_INFINITY,
     coolingReason: '',
@@ -353,6 +379,8 @@ function reconfigure(poolId: string, spec: KeySpec, previous: KeyRecord | undefi
     reservedTokens: [],
   };
   if (previous === undefined) return record;
+  // Requests in flight stay counted under a new cap.
+  if (record.holds !== undefined) previous.holds?.copyTo(record.holds);
   let longest: SlidingLog | undefined;
   for (const window of previous.windows) {
     if (longest === undefined || window.requests > longest.requests) longest = window;
@@ -447,10 +475,10 @@ function roomOf(
   for (let w = 0; w < key.windows.length; w++) if (key.windows[w]!.requests - (reserved[w] ?? 0) < 1) return undefined;
   for (const counter of key.quotas) if (counter.quota.unit === 'tokens' && tokens > counter.quota.limit) return undefined;
   const coolingMs = key.coolingUntilMs - nowMs;
-  if (coolingMs > 0) return { waitMs: Math.max(coolingMs, windowsWaitMs(key, nowMs, tokens, stampMs, high)), headroom: 0, available: 0 };
-  let headroom = Number.POSITIVE_INFINITY;
+  if (coolingMs > 0) return { waitMs: Math.max(coolingMs, windowsWaitMs(key, nowMs, tokens, stampMs, high), key.holds?.waitMs(nowMs) ?? 0), headroom: 0, available: 0 };
+  let headroom = key.holds === undefined ? Number.POSITIVE_INFINITY : key.holds.headroom(nowMs);
   let available = Number.POSITIVE_INFINITY;
-  let waitMs = 0;
+  let waitMs = key.holds?.waitMs(nowMs) ?? 0;
   for (let w = 0; w < key.windows.length; w++) {
     const window = key.windows[w]!;
     const held = reserved[w] ?? 0;
@@ -643,6 +671,14 @@ function planLease(eligible: LeaseEligible[], wantedSlots: number, selection: Ke
   return plan;
 }
 
+/** The hold an admission to a capped key takes (its id: the grant's number, unique in the store); undefined without a cap. */
+function takeHold(key: KeyRecord, nowMs: number, holdTtlMs: number): string | undefined {
+  if (key.holds === undefined) return undefined;
+  const holdId = String(key.lastGrantSeq);
+  key.holds.take(holdId, nowMs + holdTtlMs);
+  return holdId;
+}
+
 function conditionOf(key: KeyRecord, nowMs: number): KeyConditionState {
   if (key.parkedReason !== undefined) {
     return { condition: 'PARKED', conditionReason: key.parkedReason, coolingUntilMs: undefined };
@@ -675,5 +711,6 @@ function stateOf(key: KeyRecord, nowMs: number): KeyState {
       used: counter.usedAt(nowMs),
       resetAtMs: counter.periodAt(nowMs).endMs,
     })),
+    ...(key.holds === undefined ? {} : { concurrency: { limit: key.holds.cap, inFlight: key.holds.inFlight(nowMs) } }),
   };
 }

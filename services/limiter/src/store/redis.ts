@@ -4,6 +4,7 @@ import { calendarPeriodAt } from '../domain/calendar';
 import { DEFAULT_KEY_SELECTION } from '../domain/key-choice';
 import type {
   CalendarQuota,
+  HoldRef,
   KeyCondition,
   KeyConditionState,
   KeyState,
@@ -15,8 +16,18 @@ import type {
   TokenWindowState,
   WindowState,
 } from '../domain/types';
-import { ACQUIRE_LUA, CONDITION_LUA, CONFIGURE_LUA, LEARN_LUA, LEASE_LUA, SETTLE_LUA, SNAPSHOT_LUA } from './lua';
-import type { AcquireDecision, KeyCandidates, KeyRef, LeaseCandidates, LeaseDecision, LimiterStore, ObservedLimits } from './store';
+import { ACQUIRE_LUA, CONDITION_LUA, CONFIGURE_HOLDS_LUA, CONFIGURE_LUA, HOLDS_LUA, LEARN_LUA, LEASE_LUA, SETTLE_LUA, SNAPSHOT_LUA } from './lua';
+import { KEY_STATE_LUA } from './lua/key-state';
+import {
+  DEFAULT_HOLD_TTL_MS,
+  type AcquireDecision,
+  type KeyCandidates,
+  type KeyRef,
+  type LeaseCandidates,
+  type LeaseDecision,
+  type LimiterStore,
+  type ObservedLimits,
+} from './store';
 
 export interface RedisLimiterStoreOptions {
   /** A client the store uses and leaves open, or a URL for a connection the store owns and closes. */
@@ -58,7 +69,9 @@ const CONDITION = script(CONDITION_LUA);
 const SNAPSHOT = script(SNAPSHOT_LUA);
 const SETTLE = script(SETTLE_LUA);
 const LEARN = script(LEARN_LUA);
-const SCRIPTS = [ACQUIRE, LEASE, CONFIGURE, CONDITION, SNAPSHOT, SETTLE, LEARN];
+const CONFIGURE_HOLDS = script(CONFIGURE_HOLDS_LUA);
+const HOLDS = script(`${KEY_STATE_LUA}${HOLDS_LUA}`);
+const SCRIPTS = [ACQUIRE, LEASE, CONFIGURE, CONDITION, SNAPSHOT, SETTLE, LEARN, CONFIGURE_HOLDS, HOLDS];
 
 type Arg = string | number;
 
@@ -119,6 +132,10 @@ export class RedisLimiterStore implements LimiterStore {
         args.push(key.keyId, `${requests}|${tokens}|${quotas}|${String(key.weight ?? 1)}:${String(key.cost ?? 0)}`);
       }
       calls.push({ script: CONFIGURE, cfgKey: this.cfgKey(pool.poolId), args });
+      // Caps in a hash of their own (lua/holds.ts), set in the same round trip.
+      const caps: Arg[] = [this.base(pool.poolId)];
+      for (const key of pool.keys) if (key.concurrency !== undefined) caps.push(key.keyId, key.concurrency);
+      calls.push({ script: CONFIGURE_HOLDS, cfgKey: this.cfgKey(pool.poolId), args: caps });
     }
     for (const poolId of previous) {
       if (!listed.has(poolId)) calls.push({ script: CONFIGURE, cfgKey: this.cfgKey(poolId), args: [this.base(poolId), 'drop'] });
@@ -134,11 +151,11 @@ export class RedisLimiterStore implements LimiterStore {
     );
   }
 
-  async acquire(requests: readonly KeyCandidates[], nowMs: number): Promise<AcquireDecision[]> {
+  async acquire(requests: readonly KeyCandidates[], nowMs: number, holdTtlMs = DEFAULT_HOLD_TTL_MS): Promise<AcquireDecision[]> {
     const groups = groupByPool(requests);
     const calls: Call[] = [];
     for (const [poolId, indexes] of groups) {
-      const args: Arg[] = [...this.header(poolId, nowMs), this.choiceOf(poolId)];
+      const args: Arg[] = [...this.header(poolId, nowMs), this.choiceOf(poolId), holdTtlMs];
       for (const i of indexes) args.push(requests[i]!.tokens ?? 0, requests[i]!.high === true ? 1 : 0, requests[i]!.keyIds.length, ...requests[i]!.keyIds);
       calls.push({ script: ACQUIRE, cfgKey: this.cfgKey(poolId), args });
     }
@@ -150,9 +167,13 @@ export class RedisLimiterStore implements LimiterStore {
       indexes.forEach((requestIndex, j) => {
         const answer = reply[j]!;
         if (answer.startsWith('+')) {
-          // "+<admissionId>|<keyId>": the id is digits, so the first bar ends it whatever the key id holds.
+          // "+<admissionId>|<holdId>|<keyId>": both ids are digits, so the first two bars end them whatever the key id holds.
           const bar = answer.indexOf('|');
-          decisions[requestIndex] = { granted: true, keyId: answer.slice(bar + 1), admissionId: answer.slice(1, bar) };
+          const holdBar = answer.indexOf('|', bar + 1);
+          const holdId = answer.slice(bar + 1, holdBar);
+          const keyId = answer.slice(holdBar + 1);
+          const admissionId = answer.slice(1, bar);
+          decisions[requestIndex] = holdId === '' ? { granted: true, keyId, admissionId } : { granted: true, keyId, admissionId, holdId };
         } else {
           decisions[requestIndex] = { granted: false, retryAfterMs: answer === '' ? undefined : Number(answer.slice(1)) };
         }
@@ -213,6 +234,33 @@ export class RedisLimiterStore implements LimiterStore {
       calls.push({ script: SETTLE, cfgKey: this.cfgKey(poolId), args });
     }
     await this.run(calls);
+  }
+
+  async release(holds: readonly HoldRef[], nowMs: number): Promise<void> {
+    await this.changeHolds('release', holds, nowMs, 0);
+  }
+
+  async renew(holds: readonly HoldRef[], nowMs: number, holdTtlMs: number): Promise<boolean[]> {
+    return this.changeHolds('renew', holds, nowMs, holdTtlMs);
+  }
+
+  /** One HOLDS script per pool, all in one round trip; per hold, whether it was still in flight. */
+  private async changeHolds(op: 'release' | 'renew', holds: readonly HoldRef[], nowMs: number, holdTtlMs: number): Promise<boolean[]> {
+    const groups = groupByPool(holds);
+    const calls: Call[] = [];
+    for (const [poolId, indexes] of groups) {
+      const args: Arg[] = [...this.header(poolId, nowMs), op, holdTtlMs];
+      for (const i of indexes) args.push(holds[i]!.keyId, holds[i]!.holdId);
+      calls.push({ script: HOLDS, cfgKey: this.cfgKey(poolId), args });
+    }
+    const replies = await this.run(calls);
+    const held: boolean[] = new Array(holds.length);
+    let g = 0;
+    for (const indexes of groups.values()) {
+      const reply = replies[g++] as string[];
+      indexes.forEach((holdIndex, j) => (held[holdIndex] = reply[j] === '1'));
+    }
+    return held;
   }
 
   async learn(ref: KeyRef, observed: ObservedLimits, nowMs: number): Promise<KeyConditionState | undefined> {
@@ -294,7 +342,10 @@ export class RedisLimiterStore implements LimiterStore {
           });
           at += 5;
         }
-        states.push({ poolId: id, keyId, ...condition, windows, tokenWindows, quotas });
+        const cap = reply[at]!;
+        const inFlight = Number(reply[at + 1]);
+        at += 2;
+        states.push({ poolId: id, keyId, ...condition, windows, tokenWindows, quotas, ...(cap === '' ? {} : { concurrency: { limit: Number(cap), inFlight } }) });
       }
     });
     return states;

@@ -1176,6 +1176,112 @@ export function describeLimiterStore(
       });
     });
 
+    describe('concurrency holds', () => {
+      const TTL_MS = 2_000;
+
+      /** Key a (cap 2, plus 100 per second so headroom ties stay out of it) and key b without a cap. */
+      beforeEach(async () => {
+        await store.configure([
+          { poolId: 'p', keys: [{ keyId: 'a', limits: [{ requests: 100, perMs: 1000 }], concurrency: 2 }, { keyId: 'b', limits: [] }] },
+        ]);
+      });
+
+      async function hold(): Promise<AcquireDecision & { granted: true }> {
+        const [decision] = await store.acquire([{ poolId: 'p', keyIds: ['a'] }], clock.nowMs(), TTL_MS);
+        assert.ok(decision!.granted, `expected a grant at +${clock.nowMs() - T0} ms, got ${JSON.stringify(decision)}`);
+        assert.ok(decision.holdId !== undefined && decision.holdId !== '', 'a capped key\'s grant carries a hold');
+        return decision;
+      }
+
+      async function denialMs(): Promise<number | undefined> {
+        const [decision] = await store.acquire([{ poolId: 'p', keyIds: ['a'] }], clock.nowMs(), TTL_MS);
+        assert.equal(decision!.granted, false, `expected a denial at +${clock.nowMs() - T0} ms`);
+        return decision!.granted ? -1 : decision!.retryAfterMs;
+      }
+
+      async function inFlight(): Promise<number | undefined> {
+        const states = await store.snapshot('p', clock.nowMs());
+        return states.find((s) => s.keyId === 'a')!.concurrency?.inFlight;
+      }
+
+      it('admits exactly the cap, and the next with a retry-after of the earliest hold expiry', async () => {
+        await hold();
+        clock.set(T0 + 300);
+        await hold();
+        assert.equal(await inFlight(), 2);
+        clock.set(T0 + 500);
+        assert.equal(await denialMs(), TTL_MS - 500);
+      });
+
+      it('frees a released hold at once, and only that one', async () => {
+        const first = await hold();
+        const second = await hold();
+        assert.notEqual(first.holdId, second.holdId);
+        await store.release([{ poolId: 'p', keyId: 'a', holdId: first.holdId! }], clock.nowMs());
+        assert.equal(await inFlight(), 1);
+        await hold();
+        await denialMs();
+        // A second release of the same hold frees nothing more.
+        await store.release([{ poolId: 'p', keyId: 'a', holdId: first.holdId! }], clock.nowMs());
+        assert.equal(await inFlight(), 2);
+      });
+
+      it('frees a hold nobody released at its expiry, not a millisecond before', async () => {
+        await hold();
+        await hold();
+        clock.set(T0 + TTL_MS - 1);
+        assert.equal(await denialMs(), 1);
+        clock.set(T0 + TTL_MS);
+        assert.equal(await inFlight(), 0);
+        await hold();
+      });
+
+      it('extends a renewed hold from the renewal, and does not bring back an expired one', async () => {
+        const first = await hold();
+        const second = await hold();
+        clock.set(T0 + 1_500);
+        const ref = { poolId: 'p', keyId: 'a' };
+        assert.deepEqual(await store.renew([{ ...ref, holdId: first.holdId! }], clock.nowMs(), TTL_MS), [true]);
+        clock.set(T0 + TTL_MS);
+        // The second expired; the renewed first holds until +1500 + TTL.
+        assert.equal(await inFlight(), 1);
+        assert.deepEqual(await store.renew([{ ...ref, holdId: second.holdId! }], clock.nowMs(), TTL_MS), [false]);
+        await hold();
+        assert.equal(await denialMs(), 1_500);
+        clock.set(T0 + 1_500 + TTL_MS);
+        assert.equal(await inFlight(), 1);
+      });
+
+      it('takes no hold on a key without a cap, and never leases a capped key', async () => {
+        const [decision] = await store.acquire([{ poolId: 'p', keyIds: ['b'] }], clock.nowMs(), TTL_MS);
+        assert.ok(decision!.granted && decision.holdId === undefined);
+        const [leased] = await store.lease([{ poolId: 'p', keyIds: ['a', 'b'], wantedSlots: 10 }], clock.nowMs(), 500);
+        assert.deepEqual(leased!.grants.map((g) => g.keyId), ['b']);
+      });
+
+      it('keeps a key\'s cap and its holds when it learns a request limit from the provider', async () => {
+        await store.configure([{ poolId: 'p', keys: [{ keyId: 'c', limits: [], concurrency: 1 }] }]);
+        const [first] = await store.acquire([{ poolId: 'p', keyIds: ['c'] }], clock.nowMs(), TTL_MS);
+        assert.ok(first!.granted && first.holdId !== undefined);
+        await store.learn({ poolId: 'p', keyId: 'c' }, { limit: { requests: 50, perMs: 60_000 }, remainingRequests: undefined }, clock.nowMs());
+        await store.configure([{ poolId: 'p', keys: [{ keyId: 'c', limits: [], concurrency: 1 }] }]);
+        const [second] = await store.acquire([{ poolId: 'p', keyIds: ['c'] }], clock.nowMs(), TTL_MS);
+        assert.equal(second!.granted, false, 'the one slot is still held');
+        const states = await store.snapshot('p', clock.nowMs());
+        assert.deepEqual(states[0]!.concurrency, { limit: 1, inFlight: 1 });
+        assert.equal(states[0]!.windows[0]!.requests, 50);
+      });
+
+      it('keeps holds in flight counted across a change of the cap', async () => {
+        await hold();
+        await hold();
+        await store.configure([{ poolId: 'p', keys: [{ keyId: 'a', limits: [{ requests: 100, perMs: 1000 }], concurrency: 3 }] }]);
+        assert.equal(await inFlight(), 2);
+        await hold();
+        await denialMs();
+      });
+    });
+
     it('never exceeds any limit in any interval under thousands of random arrivals', async function () {
       this.timeout(20_000);
       const limits: Record<string, WindowLimit[]> = {

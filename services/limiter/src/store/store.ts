@@ -1,4 +1,4 @@
-import type { KeyConditionState, KeyState, LeaseGrant, PoolSpec, Settlement, WindowLimit } from '../domain/types';
+import type { HoldRef, KeyConditionState, KeyState, LeaseGrant, PoolSpec, Settlement, WindowLimit } from '../domain/types';
 
 /**
  * Per-key limiter state (sliding windows, conditions) behind one small interface,
@@ -39,7 +39,27 @@ export interface LimiterStore {
    * spent quota's wait is the end of its period (the zone's next midnight).
    * Unknown candidates are skipped (a config swap may be in flight).
    */
-  acquire(requests: readonly KeyCandidates[], nowMs: number): Promise<AcquireDecision[]>;
+  acquire(requests: readonly KeyCandidates[], nowMs: number, holdTtlMs?: number): Promise<AcquireDecision[]>;
+
+  /**
+   * Frees holds at once, in one atomic step. Unknown or already expired holds
+   * are skipped: a release that arrives after the hold expired frees nothing twice.
+   *
+   * Concurrency caps (KeySpec.concurrency): a key with as many unexpired
+   * holds as its cap is not eligible for acquire (its wait: until its
+   * earliest hold expires) and is never leased (a lease slot could be spent
+   * by any number of requests at once). An acquire granted on such a key
+   * takes a hold that expires at nowMs + holdTtlMs (DEFAULT_HOLD_TTL_MS when
+   * not given): a holder that dies without releasing frees it then, not before.
+   */
+  release(holds: readonly HoldRef[], nowMs: number): Promise<void>;
+
+  /**
+   * Extends holds still in flight to nowMs + holdTtlMs, in one atomic step
+   * (long streams). Per hold: whether it was still held; an expired one is
+   * not brought back, as its slot may be someone else's by now.
+   */
+  renew(holds: readonly HoldRef[], nowMs: number, holdTtlMs: number): Promise<boolean[]>;
 
   /**
    * Carves lease slots for each request, in order, in one atomic step. Every
@@ -104,6 +124,9 @@ export interface LimiterStore {
   close(): Promise<void>;
 }
 
+/** How long a hold lasts unless renewed, when the limiter is not told otherwise. */
+export const DEFAULT_HOLD_TTL_MS = 30_000;
+
 export interface KeyRef {
   readonly poolId: string;
   readonly keyId: string;
@@ -162,6 +185,8 @@ export type AcquireDecision =
       readonly keyId: string;
       /** The reservation's id in the key's token log; "" when the key has no token windows. */
       readonly admissionId: string;
+      /** On a key with a concurrency cap: the hold this admission took (see release). */
+      readonly holdId?: string;
     }
   | {
       readonly granted: false;

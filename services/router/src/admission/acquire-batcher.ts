@@ -10,6 +10,8 @@ export type Admission = (
       keyId: string;
       /** Set when the grant reserved tokens on the key: names the reservation to settle. */
       admissionId?: string;
+      /** Set on a key with a concurrency limit: the hold to release when the request ends (see HoldKeeper). */
+      hold?: { readonly holdId: string; readonly ttlMs: number };
     }
   | { granted: false; retryAfterMs: number | undefined; reason: string }
 ) & {
@@ -126,14 +128,22 @@ export class AcquireBatcher {
   }
 }
 
+/** Only a limiter that predates hold_ttl leaves it out: assume the limiter's default. */
+const DEFAULT_HOLD_TTL_MS = 30_000;
+
+function msOf(duration: { seconds: bigint; nanos: number } | undefined): number | undefined {
+  return duration ? Number(duration.seconds) * 1000 + duration.nanos / 1e6 : undefined;
+}
+
 function admissionOf(response: AcquireResponse | undefined, decidedBy: SpanContext): Admission {
   if (response?.outcome === AcquireOutcome.GRANTED) {
-    return response.admissionId === '' ? { granted: true, keyId: response.keyId, decidedBy } : { granted: true, keyId: response.keyId, admissionId: response.admissionId, decidedBy };
+    const granted: Admission = response.admissionId === '' ? { granted: true, keyId: response.keyId, decidedBy } : { granted: true, keyId: response.keyId, admissionId: response.admissionId, decidedBy };
+    if (response.holdId !== '' && granted.granted) granted.hold = { holdId: response.holdId, ttlMs: msOf(response.holdTtl) ?? DEFAULT_HOLD_TTL_MS };
+    return granted;
   }
-  const retry = response?.retryAfter;
   return {
     granted: false,
-    retryAfterMs: retry ? Number(retry.seconds) * 1000 + retry.nanos / 1e6 : undefined,
+    retryAfterMs: msOf(response?.retryAfter),
     reason: response?.reason || Reason.KEY_POOL_EXHAUSTED,
     decidedBy,
   };

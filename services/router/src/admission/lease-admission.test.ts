@@ -143,7 +143,7 @@ describe('admission from capacity leases', () => {
         acquires.push(request);
         return {
           responses: request.requests.map((r) =>
-            r.priority === Priority.HIGH ? { outcome: AcquireOutcome.GRANTED, keyId: 'k1', admissionId: '' } : { outcome: AcquireOutcome.DENIED, reason: 'KEY_POOL_EXHAUSTED' },
+            r.priority === Priority.HIGH ? { outcome: AcquireOutcome.GRANTED, keyId: 'k1', admissionId: '', holdId: '' } : { outcome: AcquireOutcome.DENIED, reason: 'KEY_POOL_EXHAUSTED' },
           ),
         };
       },

@@ -151,6 +151,21 @@ export class LeaseAdmission {
   }
 
   /**
+   * Per request through the batched Acquire (one call per turn), never from
+   * a lease: for pools with a concurrency limit. A leased slot says "one
+   * request may start before the lease ends", not "one may be in flight":
+   * spent, it frees nothing when its request ends, so leases could never
+   * count requests in flight exactly across replicas, and slicing free holds
+   * into leases would park them idle in routers that don't need them. The
+   * trade-off: such pools pay an Acquire per event-loop turn (and a Release
+   * per turn) instead of none, which their providers' low concurrency caps
+   * make small next to the requests themselves.
+   */
+  admitExact(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context, estimatedTokens?: number, high = false): Promise<Admission> {
+    return this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens, high);
+  }
+
+  /**
    * Stops admitting to a key the provider just refused, until `untilMs`
    * (its retry-after; Infinity for a key that was rejected outright). The
    * limiter cools or parks it too, but a grant sent before it heard may still

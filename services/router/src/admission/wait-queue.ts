@@ -96,6 +96,18 @@ export class WaitQueue {
     };
   }
 
+  /**
+   * Capacity came back before the last denial's retry-after said it would
+   * (a concurrency slot was released: the retry-after was its hold's expiry,
+   * the latest it could free): the first waiter tries now.
+   */
+  wake(lineId: string): void {
+    const line = this.lines.get(lineId);
+    if (line === undefined) return;
+    line.readyAtMs = Math.min(line.readyAtMs, this.timers.nowMs());
+    this.schedule(lineId, line);
+  }
+
   /** For a caller turned away from a full line. */
   retryAfterMs(lineId: string): number {
     const line = this.lines.get(lineId);

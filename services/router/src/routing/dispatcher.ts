@@ -8,6 +8,7 @@ import type { Admission } from '../admission/acquire-batcher';
 import type { LeaseAdmission } from '../admission/lease-admission';
 import type { RequestTokens } from '../admission/request-tokens';
 import type { KeyMaterialCache } from '../keys/key-material';
+import { HoldKeeper, type HeldSlot } from '../admission/hold-keeper';
 import { KeyProbes } from '../admission/key-probe';
 import { isScopeSlot, ScopeAdmission, scopeDenied, scopeMessage, type ScopeDenial, type ScopeGate, type ScopeSlot } from '../admission/scope-admission';
 import { LimitLearner, type LimitReport } from '../admission/limit-learner';
@@ -31,6 +32,12 @@ export interface RequestScope {
   readonly traceContext: Context;
   /** Token accounting, for targets whose pool has token limits; none: nothing is reserved. */
   readonly tokens?: RequestTokens;
+  /**
+   * The concurrency hold of the key the request is on, while it has one
+   * (pools with a concurrency limit only): released by Dispatcher.releaseHold
+   * when the request ends or moves to another key.
+   */
+  hold?: HeldSlot;
 }
 
 export interface Attempt {
@@ -91,6 +98,8 @@ export interface DispatcherDeps {
   probes?: KeyProbes;
   /** The lines requests wait in when every key of their route is momentarily full; this router's own when not given. */
   waits?: WaitQueue;
+  /** Concurrency holds of requests in flight; this router's own when not given. */
+  holds?: HoldKeeper;
   /** Admission on tenants, routes and pool totals with limits; settles given-back tokens with the limiter directly when not given. */
   scopes?: ScopeAdmission;
 }
@@ -163,6 +172,7 @@ export class Dispatcher {
   readonly probes: KeyProbes;
   readonly waits: WaitQueue;
   private readonly scopes: ScopeAdmission;
+  readonly holds: HoldKeeper;
   /** A request's place in its route's line, while it has one. */
   private readonly tickets = new WeakMap<RequestScope, WaitTicket>();
 
@@ -178,6 +188,28 @@ export class Dispatcher {
       new ScopeAdmission(deps.admission, (settlement) =>
         deps.limiter.settle({ settlements: [settlement] }, { timeoutMs: 2_000 }).catch((err: unknown) => deps.logger.warn('could not give tokens back to a scope', { error: err as Error })),
       );
+    this.holds = deps.holds ?? new HoldKeeper(deps.limiter, deps.logger, (poolIds) => this.slotsReturned(poolIds));
+  }
+
+  /** Lines of routes on pools whose concurrency slots were just given back get their turn now. */
+  private slotsReturned(poolIds: ReadonlySet<string>): void {
+    for (const route of this.deps.table().routes.values()) {
+      if (this.waits.size(route.alias) === 0) continue;
+      const degraded = route.degraded?.kind === 'target' ? route.degraded.target : undefined;
+      if (route.targets.some((t) => poolIds.has(t.poolId)) || (degraded !== undefined && poolIds.has(degraded.poolId))) this.waits.wake(route.alias);
+    }
+  }
+
+  /**
+   * Gives back the request's concurrency hold, if it has one: at its end
+   * (both edges), when it moves to another key, and before it waits for a
+   * retry. Its abort (caller gone, deadline) releases it at once as well.
+   */
+  releaseHold(scope: RequestScope): void {
+    const hold = scope.hold;
+    if (hold === undefined) return;
+    scope.hold = undefined;
+    this.holds.release(hold);
   }
 
   /**
@@ -249,6 +281,8 @@ export class Dispatcher {
       try {
         return await this.round(scope, targets, attempt, counter);
       } catch (err) {
+        // No slot is held while waiting for a turn or a retry.
+        if (scope.hold !== undefined) this.releaseHold(scope);
         if (scope.route.maxWaitMs > 0 && err instanceof KeymeshError && err.reason === Reason.KEY_POOL_EXHAUSTED && !breakerRefusals.has(err)) {
           // Every key is momentarily full: wait in line for a turn rather than fail
           // (a turn spends no retry round), within max_wait and the deadline.
@@ -379,6 +413,8 @@ export class Dispatcher {
         this.throwIfDone(scope);
         if (totalSlot !== undefined) this.scopes.giveBack(totalSlot);
         totalSlot = undefined;
+        // The key this request failed on gets its slot back before another key is asked for.
+        if (scope.hold !== undefined) this.releaseHold(scope);
         let admission: Admission;
         if (poolTotal === undefined) admission = await this.admit(scope, target, excluded);
         else {
@@ -678,10 +714,14 @@ export class Dispatcher {
   private admit(scope: RequestScope, target: PolicyTarget, excluded: string[]) {
     const route = trace.getSpan(scope.traceContext);
     // Tokenized only for pools with token limits: everywhere else admission stays a slot count.
-    const estimatedTokens = this.deps.table().tokenLimitedPools.has(target.poolId) ? (scope.tokens?.estimated(scope.route.defaultMaxTokens) ?? 0) : undefined;
+    const table = this.deps.table();
+    const estimatedTokens = table.tokenLimitedPools.has(target.poolId) ? (scope.tokens?.estimated(scope.route.defaultMaxTokens) ?? 0) : undefined;
+    const high = scope.priority === 'high';
     const admission = this.admitted(
       scope,
-      this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, estimatedTokens, scope.priority === 'high'),
+      table.heldPools.has(target.poolId)
+        ? this.holding(scope, target.poolId, this.deps.admission.admitExact(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, estimatedTokens, high))
+        : this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, estimatedTokens, high),
     );
     if (admission instanceof Promise) {
       // A lease grant may outlast the caller's deadline (it has its own timeout); the caller must not wait for it.
@@ -693,6 +733,18 @@ export class Dispatcher {
     if (!route) return admission;
     route.addLink({ context: admission.decidedBy });
     return admission;
+  }
+
+  /**
+   * Keeps the hold a grant on a capped key took. Kept even when the grant
+   * arrives after the caller stopped waiting (deadline, hang-up): the hold
+   * keeper then gives it back at once rather than leave it to its TTL.
+   */
+  private holding(scope: RequestScope, poolId: string, admission: Promise<Admission>): Promise<Admission> {
+    return admission.then((a) => {
+      if (a.granted && a.hold !== undefined) scope.hold = this.holds.hold(poolId, a.keyId, a.hold.holdId, a.hold.ttlMs, scope.signal);
+      return a;
+    });
   }
 
   /** A request admitted while holding the line's turn hands it on at once: the capacity that served it may serve the next. */

@@ -115,6 +115,7 @@ export class Gateway {
 
   /** The end of every request on both edges: its usage event, and the settle of its token reservation. */
   recordUsage(scope: RequestScope, startedMs: number, record: UsageRecord): void {
+    if (scope.hold !== undefined) this.deps.dispatcher.releaseHold(scope);
     this.settle(scope, record.usage);
     const latencyMs = Date.now() - startedMs;
     this.deps.usage.record({

@@ -32,6 +32,12 @@ export interface RouteTable {
   readonly tokenLimitedPools: ReadonlySet<string>;
   /** Tenants, routes and pool totals with limits of their own (admitted like keys, on pools of their own). */
   readonly scopes: ScopeTable;
+  /**
+   * Pools with a key that has a concurrency limit: their requests are
+   * admitted per request (never from a lease) and hold their key's slot
+   * until they end (see HoldKeeper).
+   */
+  readonly heldPools: ReadonlySet<string>;
 }
 
 export const EMPTY_ROUTE_TABLE: RouteTable = {
@@ -43,6 +49,7 @@ export const EMPTY_ROUTE_TABLE: RouteTable = {
   leaseHoldMs: new Map(),
   tokenLimitedPools: new Set(),
   scopes: EMPTY_SCOPE_TABLE,
+  heldPools: new Set(),
 };
 
 const MAX_LEASE_HOLD_MS = 1_000;
@@ -111,5 +118,6 @@ export function buildRouteTable(policy: Policy, version: bigint, previous: Route
       .map((pool) => pool.id),
   );
   if (tokenLimitedPools.size > 0 || hasTokenLimitedScope(scopes)) loadTokenizer();
-  return { table: { version, routes, tenantByKeyHash, providers, modelsBody, leaseHoldMs, tokenLimitedPools, scopes }, retired };
+  const heldPools = new Set(Object.values(policy.pools).filter((pool) => pool.keyIds.some((keyId) => (policy.keys[keyId]?.concurrency ?? null) !== null)).map((pool) => pool.id));
+  return { table: { version, routes, tenantByKeyHash, providers, modelsBody, leaseHoldMs, tokenLimitedPools, scopes, heldPools }, retired };
 }

@@ -83,7 +83,8 @@ return conditionOf(k, nowMs)
  * keyId, condition, reason, coolingUntilMs or "", window count w, then w
  * (requests, perMs, remaining, resetInMs), then token window count t and t
  * (tokens, perMs, remaining, resetInMs), then quota count q and q (unit "r"
- * or "t", limit, calendarId, used, resetAtMs or "" when its period is unknown).
+ * or "t", limit, calendarId, used, resetAtMs or "" when its period is unknown),
+ * then the concurrency cap ("" for none) and the holds in flight.
  */
 export const SNAPSHOT_LUA = `${KEY_STATE_LUA}
 local nowMs = readNow(ARGV[2])
@@ -126,6 +127,15 @@ for _, k in ipairs(keys) do
     out[#out + 1] = q.cal
     out[#out + 1] = fmt(used or 0)
     if endMs then out[#out + 1] = fmt(endMs - skewMs) else out[#out + 1] = '' end
+  end
+  -- Concurrency cap ("" for none) and holds in flight.
+  local cap = concurrencyOf(k)
+  if cap == nil then
+    out[#out + 1] = ''
+    out[#out + 1] = '0'
+  else
+    out[#out + 1] = fmt(cap)
+    out[#out + 1] = tostring(holdsInFlight(k, nowMs))
   end
 end
 return out

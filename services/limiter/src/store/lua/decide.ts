@@ -1,18 +1,20 @@
 import { KEY_STATE_LUA } from './key-state';
 
 /**
- * acquire for one pool. ARGV: base, nowMs, calendars, "<keySelection>:<reserveShare>",
+ * acquire for one pool. ARGV: base, nowMs, calendars, "<keySelection>:<reserveShare>", holdTtlMs,
  * then per request: its tokens, "1" when it may use the reserve ("0" else), the
  * candidate count m and m keyIds. Returns one string per request:
- * "+<admissionId>|<keyId>" granted (admissionId "" for a key without token
- * windows), "-<waitMs>" denied with a retry-after, "" denied with none.
+ * "+<admissionId>|<holdId>|<keyId>" granted (admissionId "" for a key without token
+ * windows, holdId "" for a key without a concurrency cap), "-<waitMs>" denied
+ * with a retry-after, "" denied with none.
  */
 export const ACQUIRE_LUA = `${KEY_STATE_LUA}
 local nowMs = readNow(ARGV[2])
 readCalendars(ARGV[3])
 local selection = readChoice(ARGV[4])
+local holdTtlMs = tonumber(ARGV[5])
 local out = {}
-local i = 5
+local i = 6
 while i <= #ARGV do
   local tokens = tonumber(ARGV[i])
   local normal = ARGV[i + 1] ~= '1'
@@ -44,12 +46,13 @@ while i <= #ARGV do
   if best then
     record(best, nowMs, nowMs, 1)
     recordQuotas(best, nowMs, nowMs, 1, tokens)
+    local holdId = takeHold(best, nowMs, holdTtlMs)
     if best.carriesTokens then
       local admissionId = admissionIdOf(best, nowMs)
       if #best.tokenWindows > 0 then recordTokens(best, nowMs, best.last, tokens, admissionId) end
-      out[#out + 1] = '+' .. admissionId .. '|' .. best.id
+      out[#out + 1] = '+' .. admissionId .. '|' .. holdId .. '|' .. best.id
     else
-      out[#out + 1] = '+|' .. best.id
+      out[#out + 1] = '+|' .. holdId .. '|' .. best.id
     end
   elseif earliest == INF then
     out[#out + 1] = ''
@@ -171,8 +174,8 @@ while i <= #ARGV do
   local earliest = INF
   for j = i + 4, i + 3 + m do
     local k = loadKey(ARGV[j])
-    -- Slots without a token budget would spend tokens no window counts.
-    if k and (not k.carriesTokens or wantedTokens > 0) then
+    -- Slots without a token budget would spend tokens no window counts; capped keys are never leased.
+    if k and (not k.carriesTokens or wantedTokens > 0) and concurrencyOf(k) == nil then
       local need = 0
       if k.carriesTokens then need = 1 end
       local waitMs, headroom, available = roomOf(k, nowMs, need, stampMs, normal)

@@ -1,3 +1,5 @@
+import { HOLD_STATE_LUA } from './holds';
+
 /**
  * Lua shared by every limiter script (prepended to each). One script call
  * works on one pool: KEYS[1] is the pool's config hash `<base>:cfg` and
@@ -21,6 +23,7 @@
  *                      admission id (the grant's seq), score = time; kept while
  *                      the longest token window can see them
  *   <base>:tw:<keyId>  hash admission id -> tokens it weighs (shrunk by refunds)
+ *   <base>:cc, <base>:h:<keyId>  concurrency caps and holds (see lua/holds.ts)
  *   <base>:q:<keyId>:<r|t>:<calendarId>:<periodStartMs>
  *                      a calendar quota's count of requests (r) or tokens (t) in
  *                      one period; expires QUOTA_SLACK_MS after the period ends
@@ -304,6 +307,7 @@ local function quotaRemaining(k, q, nowMs, stampMs)
   return remaining
 end
 
+${HOLD_STATE_LUA}
 -- As memory.ts roomOf: nil when parked or when tokens exceed a token limit; else wait, headroom, available.
 -- normal: the request may not use the reserve_for_high share (every window's cap is its limit less reservedOf).
 local function roomOf(k, nowMs, tokens, stampMs, normal)
@@ -342,9 +346,12 @@ local function roomOf(k, nowMs, tokens, stampMs, normal)
       if wt > waitMs then waitMs = wt end
     end
     if coolingMs > waitMs then waitMs = coolingMs end
+    local holdWaitMs = holdRoom(k, nowMs)
+    if holdWaitMs > waitMs then waitMs = holdWaitMs end
     return waitMs, 0, 0
   end
-  local headroom, available, waitMs = INF, INF, 0
+  local waitMs, headroom = holdRoom(k, nowMs)
+  local available = INF
   for j, w in ipairs(k.windows) do
     local head = headMs(k, w.n - held[j])
     if head <= nowMs - w.p then

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/limiter/v1/limiter.proto.
  */
 export const file_keymesh_limiter_v1_limiter: GenFile = /*@__PURE__*/
-  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxIpkBCg5BY3F1aXJlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhgKEGV4Y2x1ZGVkX2tleV9pZHMYAiADKAkSEgoKcmVxdWVzdF9pZBgDIAEoCRIYChBlc3RpbWF0ZWRfdG9rZW5zGAQgASgNEi4KCHByaW9yaXR5GAogASgOMhwua2V5bWVzaC5saW1pdGVyLnYxLlByaW9yaXR5IqwBCg9BY3F1aXJlUmVzcG9uc2USMwoHb3V0Y29tZRgBIAEoDjIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlT3V0Y29tZRIOCgZrZXlfaWQYAiABKAkSLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGcmVhc29uGAQgASgJEhQKDGFkbWlzc2lvbl9pZBgFIAEoCSJLChNBY3F1aXJlQmF0Y2hSZXF1ZXN0EjQKCHJlcXVlc3RzGAEgAygLMiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXF1ZXN0Ik4KFEFjcXVpcmVCYXRjaFJlc3BvbnNlEjYKCXJlc3BvbnNlcxgBIAMoCzIjLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVzcG9uc2UilgEKDExlYXNlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhQKDHdhbnRlZF9zbG90cxgCIAEoDRIYChBleGNsdWRlZF9rZXlfaWRzGAMgAygJEhUKDXdhbnRlZF90b2tlbnMYBCABKA0SLgoIcHJpb3JpdHkYCiABKA4yHC5rZXltZXNoLmxpbWl0ZXIudjEuUHJpb3JpdHkicQoSR3JhbnRMZWFzZXNSZXF1ZXN0EjIKCHJlcXVlc3RzGAEgAygLMiAua2V5bWVzaC5saW1pdGVyLnYxLkxlYXNlUmVxdWVzdBInCgRob2xkGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkwKBUxlYXNlEg4KBmtleV9pZBgBIAEoCRINCgVzbG90cxgCIAEoDRIOCgZ0b2tlbnMYAyABKA0SFAoMYWRtaXNzaW9uX2lkGAQgASgJIogBCgpQb29sTGVhc2VzEg8KB3Bvb2xfaWQYASABKAkSKQoGbGVhc2VzGAIgAygLMhkua2V5bWVzaC5saW1pdGVyLnYxLkxlYXNlEi4KC3JldHJ5X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgEIAEoCSJEChNHcmFudExlYXNlc1Jlc3BvbnNlEi0KBXBvb2xzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlBvb2xMZWFzZXMicQoKU2V0dGxlbWVudBIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIUCgxhZG1pc3Npb25faWQYAyABKAkSFwoPcmVzZXJ2ZWRfdG9rZW5zGAQgASgNEhMKC3VzZWRfdG9rZW5zGAUgASgNIkQKDVNldHRsZVJlcXVlc3QSMwoLc2V0dGxlbWVudHMYASADKAsyHi5rZXltZXNoLmxpbWl0ZXIudjEuU2V0dGxlbWVudCIQCg5TZXR0bGVSZXNwb25zZSKgAgoUUmVwb3J0T3V0Y29tZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEwoLaHR0cF9zdGF0dXMYAyABKA0SLgoLcmV0cnlfYWZ0ZXIYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHgoWbGVhcm5lZF9saW1pdF9yZXF1ZXN0cxgFIAEoDRIxCg5sZWFybmVkX3dpbmRvdxgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIfChJyZW1haW5pbmdfcmVxdWVzdHMYByABKA1IAIgBARIXCg9xdW90YV9leGhhdXN0ZWQYCCABKAhCFQoTX3JlbWFpbmluZ19yZXF1ZXN0cyKFAQoOS2V5UGFya2VkRXZlbnQSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEwoLaHR0cF9zdGF0dXMYAyABKA0SDgoGcmVhc29uGAQgASgJEi0KCXBhcmtlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTAoVUmVwb3J0T3V0Y29tZVJlc3BvbnNlEjMKCWNvbmRpdGlvbhgBIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24iJQoSR2V0S2V5U3RhdGVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAki9AMKCEtleVN0YXRlEg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEjMKCWNvbmRpdGlvbhgDIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24SGgoScmVtYWluaW5nX3JlcXVlc3RzGAQgASgNEhYKDmxpbWl0X3JlcXVlc3RzGAUgASgNEikKBndpbmRvdxgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg1jb29saW5nX3VudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjb25kaXRpb25fcmVhc29uGAggASgJEjsKDXRva2VuX3dpbmRvd3MYCSADKAsyJC5rZXltZXNoLmxpbWl0ZXIudjEuVG9rZW5XaW5kb3dTdGF0ZRI/Cg9jYWxlbmRhcl9xdW90YXMYCiADKAsyJi5rZXltZXNoLmxpbWl0ZXIudjEuQ2FsZW5kYXJRdW90YVN0YXRlEisKCHJlc2V0X2luGAsgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjsKDWJ1cnN0X3dpbmRvd3MYFCADKAsyJC5rZXltZXNoLmxpbWl0ZXIudjEuQnVyc3RXaW5kb3dTdGF0ZSJxChBCdXJzdFdpbmRvd1N0YXRlEhoKEnJlbWFpbmluZ19yZXF1ZXN0cxgBIAEoDRIWCg5saW1pdF9yZXF1ZXN0cxgCIAEoDRIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i0QEKEkNhbGVuZGFyUXVvdGFTdGF0ZRIrCgR1bml0GAEgASgOMh0ua2V5bWVzaC5saW1pdGVyLnYxLlF1b3RhVW5pdBINCgVsaW1pdBgCIAEoBBIvCgZwZXJpb2QYAyABKA4yHy5rZXltZXNoLmxpbWl0ZXIudjEuUXVvdGFQZXJpb2QSEQoJdGltZV96b25lGAQgASgJEgwKBHVzZWQYBSABKAQSLQoJcmVzZXRzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKaAQoQVG9rZW5XaW5kb3dTdGF0ZRIYChByZW1haW5pbmdfdG9rZW5zGAEgASgEEhQKDGxpbWl0X3Rva2VucxgCIAEoBBIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKwoIcmVzZXRfaW4YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iQQoTR2V0S2V5U3RhdGVSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwua2V5bWVzaC5saW1pdGVyLnYxLktleVN0YXRlKmoKDkFjcXVpcmVPdXRjb21lEh8KG0FDUVVJUkVfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhsKF0FDUVVJUkVfT1VUQ09NRV9HUkFOVEVEEAESGgoWQUNRVUlSRV9PVVRDT01FX0RFTklFRBACKl4KCFByaW9yaXR5EhgKFFBSSU9SSVRZX1VOU1BFQ0lGSUVEEAASEAoMUFJJT1JJVFlfTE9XEAESEwoPUFJJT1JJVFlfTk9STUFMEAISEQoNUFJJT1JJVFlfSElHSBADKnsKDEtleUNvbmRpdGlvbhIdChlLRVlfQ09ORElUSU9OX1VOU1BFQ0lGSUVEEAASFwoTS0VZX0NPTkRJVElPTl9SRUFEWRABEhkKFUtFWV9DT05ESVRJT05fQ09PTElORxACEhgKFEtFWV9DT05ESVRJT05fUEFSS0VEEAMqVwoJUXVvdGFVbml0EhoKFlFVT1RBX1VOSVRfVU5TUEVDSUZJRUQQABIXChNRVU9UQV9VTklUX1JFUVVFU1RTEAESFQoRUVVPVEFfVU5JVF9UT0tFTlMQAipZCgtRdW90YVBlcmlvZBIcChhRVU9UQV9QRVJJT0RfVU5TUEVDSUZJRUQQABIUChBRVU9UQV9QRVJJT0RfREFZEAESFgoSUVVPVEFfUEVSSU9EX01PTlRIEAIyvgQKDkxpbWl0ZXJTZXJ2aWNlElIKB0FjcXVpcmUSIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QaIy5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlc3BvbnNlEmEKDEFjcXVpcmVCYXRjaBInLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlQmF0Y2hSZXF1ZXN0Gigua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlc3BvbnNlEl4KC0dyYW50TGVhc2VzEiYua2V5bWVzaC5saW1pdGVyLnYxLkdyYW50TGVhc2VzUmVxdWVzdBonLmtleW1lc2gubGltaXRlci52MS5HcmFudExlYXNlc1Jlc3BvbnNlEk8KBlNldHRsZRIhLmtleW1lc2gubGltaXRlci52MS5TZXR0bGVSZXF1ZXN0GiIua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZVJlc3BvbnNlEmQKDVJlcG9ydE91dGNvbWUSKC5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlcXVlc3QaKS5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlc3BvbnNlEl4KC0dldEtleVN0YXRlEiYua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVxdWVzdBonLmtleW1lc2gubGltaXRlci52MS5HZXRLZXlTdGF0ZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxIpkBCg5BY3F1aXJlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhgKEGV4Y2x1ZGVkX2tleV9pZHMYAiADKAkSEgoKcmVxdWVzdF9pZBgDIAEoCRIYChBlc3RpbWF0ZWRfdG9rZW5zGAQgASgNEi4KCHByaW9yaXR5GAogASgOMhwua2V5bWVzaC5saW1pdGVyLnYxLlByaW9yaXR5IuoBCg9BY3F1aXJlUmVzcG9uc2USMwoHb3V0Y29tZRgBIAEoDjIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlT3V0Y29tZRIOCgZrZXlfaWQYAiABKAkSLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGcmVhc29uGAQgASgJEhQKDGFkbWlzc2lvbl9pZBgFIAEoCRIPCgdob2xkX2lkGAYgASgJEisKCGhvbGRfdHRsGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSKWAQoMTGVhc2VSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSFAoMd2FudGVkX3Nsb3RzGAIgASgNEhgKEGV4Y2x1ZGVkX2tleV9pZHMYAyADKAkSFQoNd2FudGVkX3Rva2VucxgEIAEoDRIuCghwcmlvcml0eRgKIAEoDjIcLmtleW1lc2gubGltaXRlci52MS5Qcmlvcml0eSJxChJHcmFudExlYXNlc1JlcXVlc3QSMgoIcmVxdWVzdHMYASADKAsyIC5rZXltZXNoLmxpbWl0ZXIudjEuTGVhc2VSZXF1ZXN0EicKBGhvbGQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iTAoFTGVhc2USDgoGa2V5X2lkGAEgASgJEg0KBXNsb3RzGAIgASgNEg4KBnRva2VucxgDIAEoDRIUCgxhZG1pc3Npb25faWQYBCABKAkiiAEKClBvb2xMZWFzZXMSDwoHcG9vbF9pZBgBIAEoCRIpCgZsZWFzZXMYAiADKAsyGS5rZXltZXNoLmxpbWl0ZXIudjEuTGVhc2USLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGcmVhc29uGAQgASgJIkQKE0dyYW50TGVhc2VzUmVzcG9uc2USLQoFcG9vbHMYASADKAsyHi5rZXltZXNoLmxpbWl0ZXIudjEuUG9vbExlYXNlcyJxCgpTZXR0bGVtZW50Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhQKDGFkbWlzc2lvbl9pZBgDIAEoCRIXCg9yZXNlcnZlZF90b2tlbnMYBCABKA0SEwoLdXNlZF90b2tlbnMYBSABKA0iRAoNU2V0dGxlUmVxdWVzdBIzCgtzZXR0bGVtZW50cxgBIAMoCzIeLmtleW1lc2gubGltaXRlci52MS5TZXR0bGVtZW50IhAKDlNldHRsZVJlc3BvbnNlIkMKD0NvbmN1cnJlbmN5SG9sZBIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIPCgdob2xkX2lkGAMgASgJIn4KDlJlbGVhc2VSZXF1ZXN0EjUKCHJlbGVhc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkNvbmN1cnJlbmN5SG9sZBI1CghyZW5ld2FscxgCIAMoCzIjLmtleW1lc2gubGltaXRlci52MS5Db25jdXJyZW5jeUhvbGQifQoPUmVsZWFzZVJlc3BvbnNlEj0KEGV4cGlyZWRfcmVuZXdhbHMYASADKAsyIy5rZXltZXNoLmxpbWl0ZXIudjEuQ29uY3VycmVuY3lIb2xkEisKCGhvbGRfdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIqACChRSZXBvcnRPdXRjb21lUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRITCgtodHRwX3N0YXR1cxgDIAEoDRIuCgtyZXRyeV9hZnRlchgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIeChZsZWFybmVkX2xpbWl0X3JlcXVlc3RzGAUgASgNEjEKDmxlYXJuZWRfd2luZG93GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh8KEnJlbWFpbmluZ19yZXF1ZXN0cxgHIAEoDUgAiAEBEhcKD3F1b3RhX2V4aGF1c3RlZBgIIAEoCEIVChNfcmVtYWluaW5nX3JlcXVlc3RzIoUBCg5LZXlQYXJrZWRFdmVudBIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRITCgtodHRwX3N0YXR1cxgDIAEoDRIOCgZyZWFzb24YBCABKAkSLQoJcGFya2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJMChVSZXBvcnRPdXRjb21lUmVzcG9uc2USMwoJY29uZGl0aW9uGAEgASgOMiAua2V5bWVzaC5saW1pdGVyLnYxLktleUNvbmRpdGlvbiIlChJHZXRLZXlTdGF0ZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCSKoBAoIS2V5U3RhdGUSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSMwoJY29uZGl0aW9uGAMgASgOMiAua2V5bWVzaC5saW1pdGVyLnYxLktleUNvbmRpdGlvbhIaChJyZW1haW5pbmdfcmVxdWVzdHMYBCABKA0SFgoObGltaXRfcmVxdWVzdHMYBSABKA0SKQoGd2luZG93GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjEKDWNvb2xpbmdfdW50aWwYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNvbmRpdGlvbl9yZWFzb24YCCABKAkSOwoNdG9rZW5fd2luZG93cxgJIAMoCzIkLmtleW1lc2gubGltaXRlci52MS5Ub2tlbldpbmRvd1N0YXRlEj8KD2NhbGVuZGFyX3F1b3RhcxgKIAMoCzImLmtleW1lc2gubGltaXRlci52MS5DYWxlbmRhclF1b3RhU3RhdGUSKwoIcmVzZXRfaW4YCyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGQoRY29uY3VycmVuY3lfbGltaXQYDCABKA0SFwoPaG9sZHNfaW5fZmxpZ2h0GA0gASgNEjsKDWJ1cnN0X3dpbmRvd3MYFCADKAsyJC5rZXltZXNoLmxpbWl0ZXIudjEuQnVyc3RXaW5kb3dTdGF0ZSJxChBCdXJzdFdpbmRvd1N0YXRlEhoKEnJlbWFpbmluZ19yZXF1ZXN0cxgBIAEoDRIWCg5saW1pdF9yZXF1ZXN0cxgCIAEoDRIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i0QEKEkNhbGVuZGFyUXVvdGFTdGF0ZRIrCgR1bml0GAEgASgOMh0ua2V5bWVzaC5saW1pdGVyLnYxLlF1b3RhVW5pdBINCgVsaW1pdBgCIAEoBBIvCgZwZXJpb2QYAyABKA4yHy5rZXltZXNoLmxpbWl0ZXIudjEuUXVvdGFQZXJpb2QSEQoJdGltZV96b25lGAQgASgJEgwKBHVzZWQYBSABKAQSLQoJcmVzZXRzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKaAQoQVG9rZW5XaW5kb3dTdGF0ZRIYChByZW1haW5pbmdfdG9rZW5zGAEgASgEEhQKDGxpbWl0X3Rva2VucxgCIAEoBBIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKwoIcmVzZXRfaW4YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iQQoTR2V0S2V5U3RhdGVSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwua2V5bWVzaC5saW1pdGVyLnYxLktleVN0YXRlKmoKDkFjcXVpcmVPdXRjb21lEh8KG0FDUVVJUkVfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhsKF0FDUVVJUkVfT1VUQ09NRV9HUkFOVEVEEAESGgoWQUNRVUlSRV9PVVRDT01FX0RFTklFRBACKl4KCFByaW9yaXR5EhgKFFBSSU9SSVRZX1VOU1BFQ0lGSUVEEAASEAoMUFJJT1JJVFlfTE9XEAESEwoPUFJJT1JJVFlfTk9STUFMEAISEQoNUFJJT1JJVFlfSElHSBADKnsKDEtleUNvbmRpdGlvbhIdChlLRVlfQ09ORElUSU9OX1VOU1BFQ0lGSUVEEAASFwoTS0VZX0NPTkRJVElPTl9SRUFEWRABEhkKFUtFWV9DT05ESVRJT05fQ09PTElORxACEhgKFEtFWV9DT05ESVRJT05fUEFSS0VEEAMqVwoJUXVvdGFVbml0EhoKFlFVT1RBX1VOSVRfVU5TUEVDSUZJRUQQABIXChNRVU9UQV9VTklUX1JFUVVFU1RTEAESFQoRUVVPVEFfVU5JVF9UT0tFTlMQAipZCgtRdW90YVBlcmlvZBIcChhRVU9UQV9QRVJJT0RfVU5TUEVDSUZJRUQQABIUChBRVU9UQV9QRVJJT0RfREFZEAESFgoSUVVPVEFfUEVSSU9EX01PTlRIEAIykgUKDkxpbWl0ZXJTZXJ2aWNlElIKB0FjcXVpcmUSIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QaIy5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlc3BvbnNlEmEKDEFjcXVpcmVCYXRjaBInLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlQmF0Y2hSZXF1ZXN0Gigua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlc3BvbnNlEl4KC0dyYW50TGVhc2VzEiYua2V5bWVzaC5saW1pdGVyLnYxLkdyYW50TGVhc2VzUmVxdWVzdBonLmtleW1lc2gubGltaXRlci52MS5HcmFudExlYXNlc1Jlc3BvbnNlEk8KBlNldHRsZRIhLmtleW1lc2gubGltaXRlci52MS5TZXR0bGVSZXF1ZXN0GiIua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZVJlc3BvbnNlEmQKDVJlcG9ydE91dGNvbWUSKC5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlcXVlc3QaKS5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlc3BvbnNlElIKB1JlbGVhc2USIi5rZXltZXNoLmxpbWl0ZXIudjEuUmVsZWFzZVJlcXVlc3QaIy5rZXltZXNoLmxpbWl0ZXIudjEuUmVsZWFzZVJlc3BvbnNlEl4KC0dldEtleVN0YXRlEiYua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVxdWVzdBonLmtleW1lc2gubGltaXRlci52MS5HZXRLZXlTdGF0ZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keymesh.limiter.v1.AcquireRequest
@@ -99,6 +99,21 @@ export type AcquireResponse = Message<"keymesh.limiter.v1.AcquireResponse"> & {
    * @generated from field: string admission_id = 5;
    */
   admissionId: string;
+
+  /**
+   * When GRANTED on a key with a concurrency limit: the request holds one of
+   * the key's slots until it is released (Release) or hold_ttl passes
+   * without a renewal, so a holder that dies frees its slot at the latest
+   * then. Empty on a key without a concurrency limit.
+   *
+   * @generated from field: string hold_id = 6;
+   */
+  holdId: string;
+
+  /**
+   * @generated from field: google.protobuf.Duration hold_ttl = 7;
+   */
+  holdTtl?: Duration | undefined;
 };
 
 /**
@@ -386,6 +401,93 @@ export const SettleResponseSchema: GenMessage<SettleResponse> = /*@__PURE__*/
   messageDesc(file_keymesh_limiter_v1_limiter, 11);
 
 /**
+ * One request's hold on a slot of a key with a concurrency limit.
+ *
+ * @generated from message keymesh.limiter.v1.ConcurrencyHold
+ */
+export type ConcurrencyHold = Message<"keymesh.limiter.v1.ConcurrencyHold"> & {
+  /**
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+
+  /**
+   * AcquireResponse.hold_id.
+   *
+   * @generated from field: string hold_id = 3;
+   */
+  holdId: string;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.ConcurrencyHold.
+ * Use `create(ConcurrencyHoldSchema)` to create a new message.
+ */
+export const ConcurrencyHoldSchema: GenMessage<ConcurrencyHold> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 12);
+
+/**
+ * @generated from message keymesh.limiter.v1.ReleaseRequest
+ */
+export type ReleaseRequest = Message<"keymesh.limiter.v1.ReleaseRequest"> & {
+  /**
+   * Holds of requests that ended (answered, failed, moved to another key,
+   * cancelled, past their deadline): their slots free at once. A hold
+   * already released or expired is skipped.
+   *
+   * @generated from field: repeated keymesh.limiter.v1.ConcurrencyHold releases = 1;
+   */
+  releases: ConcurrencyHold[];
+
+  /**
+   * Holds of requests still running (long streams): each is extended to
+   * hold_ttl from now. Renew well before the TTL runs out.
+   *
+   * @generated from field: repeated keymesh.limiter.v1.ConcurrencyHold renewals = 2;
+   */
+  renewals: ConcurrencyHold[];
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.ReleaseRequest.
+ * Use `create(ReleaseRequestSchema)` to create a new message.
+ */
+export const ReleaseRequestSchema: GenMessage<ReleaseRequest> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 13);
+
+/**
+ * @generated from message keymesh.limiter.v1.ReleaseResponse
+ */
+export type ReleaseResponse = Message<"keymesh.limiter.v1.ReleaseResponse"> & {
+  /**
+   * Renewals that came too late: the hold had expired (or was released), so
+   * its slot may already be someone else's; it is not brought back.
+   *
+   * @generated from field: repeated keymesh.limiter.v1.ConcurrencyHold expired_renewals = 1;
+   */
+  expiredRenewals: ConcurrencyHold[];
+
+  /**
+   * How long a hold lasts from a renewal.
+   *
+   * @generated from field: google.protobuf.Duration hold_ttl = 2;
+   */
+  holdTtl?: Duration | undefined;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.ReleaseResponse.
+ * Use `create(ReleaseResponseSchema)` to create a new message.
+ */
+export const ReleaseResponseSchema: GenMessage<ReleaseResponse> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 14);
+
+/**
  * @generated from message keymesh.limiter.v1.ReportOutcomeRequest
  */
 export type ReportOutcomeRequest = Message<"keymesh.limiter.v1.ReportOutcomeRequest"> & {
@@ -455,7 +557,7 @@ export type ReportOutcomeRequest = Message<"keymesh.limiter.v1.ReportOutcomeRequ
  * Use `create(ReportOutcomeRequestSchema)` to create a new message.
  */
 export const ReportOutcomeRequestSchema: GenMessage<ReportOutcomeRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 12);
+  messageDesc(file_keymesh_limiter_v1_limiter, 15);
 
 /**
  * Published on keymesh.keys.parked when the limiter parks a key because the
@@ -500,7 +602,7 @@ export type KeyParkedEvent = Message<"keymesh.limiter.v1.KeyParkedEvent"> & {
  * Use `create(KeyParkedEventSchema)` to create a new message.
  */
 export const KeyParkedEventSchema: GenMessage<KeyParkedEvent> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 13);
+  messageDesc(file_keymesh_limiter_v1_limiter, 16);
 
 /**
  * @generated from message keymesh.limiter.v1.ReportOutcomeResponse
@@ -517,7 +619,7 @@ export type ReportOutcomeResponse = Message<"keymesh.limiter.v1.ReportOutcomeRes
  * Use `create(ReportOutcomeResponseSchema)` to create a new message.
  */
 export const ReportOutcomeResponseSchema: GenMessage<ReportOutcomeResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 14);
+  messageDesc(file_keymesh_limiter_v1_limiter, 17);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateRequest
@@ -536,7 +638,7 @@ export type GetKeyStateRequest = Message<"keymesh.limiter.v1.GetKeyStateRequest"
  * Use `create(GetKeyStateRequestSchema)` to create a new message.
  */
 export const GetKeyStateRequestSchema: GenMessage<GetKeyStateRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 15);
+  messageDesc(file_keymesh_limiter_v1_limiter, 18);
 
 /**
  * @generated from message keymesh.limiter.v1.KeyState
@@ -610,6 +712,21 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
   resetIn?: Duration | undefined;
 
   /**
+   * The key's concurrency limit (requests in flight at once across every
+   * router); 0 when it has none.
+   *
+   * @generated from field: uint32 concurrency_limit = 12;
+   */
+  concurrencyLimit: number;
+
+  /**
+   * Holds in flight on the key now (expired ones not counted).
+   *
+   * @generated from field: uint32 holds_in_flight = 13;
+   */
+  holdsInFlight: number;
+
+  /**
    * Windows derived from a limit's burst (at most limit_requests at once:
    * that many per window = per × burst / N). remaining_requests and
    * limit_requests above never show one of these.
@@ -624,7 +741,7 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
  * Use `create(KeyStateSchema)` to create a new message.
  */
 export const KeyStateSchema: GenMessage<KeyState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 16);
+  messageDesc(file_keymesh_limiter_v1_limiter, 19);
 
 /**
  * @generated from message keymesh.limiter.v1.BurstWindowState
@@ -651,7 +768,7 @@ export type BurstWindowState = Message<"keymesh.limiter.v1.BurstWindowState"> & 
  * Use `create(BurstWindowStateSchema)` to create a new message.
  */
 export const BurstWindowStateSchema: GenMessage<BurstWindowState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 17);
+  messageDesc(file_keymesh_limiter_v1_limiter, 20);
 
 /**
  * A quota keymesh enforces over calendar periods: at most limit requests (or
@@ -704,7 +821,7 @@ export type CalendarQuotaState = Message<"keymesh.limiter.v1.CalendarQuotaState"
  * Use `create(CalendarQuotaStateSchema)` to create a new message.
  */
 export const CalendarQuotaStateSchema: GenMessage<CalendarQuotaState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 18);
+  messageDesc(file_keymesh_limiter_v1_limiter, 21);
 
 /**
  * @generated from message keymesh.limiter.v1.TokenWindowState
@@ -740,7 +857,7 @@ export type TokenWindowState = Message<"keymesh.limiter.v1.TokenWindowState"> & 
  * Use `create(TokenWindowStateSchema)` to create a new message.
  */
 export const TokenWindowStateSchema: GenMessage<TokenWindowState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 19);
+  messageDesc(file_keymesh_limiter_v1_limiter, 22);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateResponse
@@ -757,7 +874,7 @@ export type GetKeyStateResponse = Message<"keymesh.limiter.v1.GetKeyStateRespons
  * Use `create(GetKeyStateResponseSchema)` to create a new message.
  */
 export const GetKeyStateResponseSchema: GenMessage<GetKeyStateResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 20);
+  messageDesc(file_keymesh_limiter_v1_limiter, 23);
 
 /**
  * @generated from enum keymesh.limiter.v1.AcquireOutcome
@@ -984,6 +1101,20 @@ export const LimiterService: GenService<{
     methodKind: "unary";
     input: typeof ReportOutcomeRequestSchema;
     output: typeof ReportOutcomeResponseSchema;
+  },
+  /**
+   * Release frees concurrency holds (AcquireResponse.hold_id) of requests
+   * that ended, and extends the holds of requests still running, in one
+   * call: a router sends every release and renewal of one event-loop turn
+   * together, and renewals ride on the releases it sends anyway, so a
+   * separate Renew RPC would only add calls (the cost the hot path pays).
+   *
+   * @generated from rpc keymesh.limiter.v1.LimiterService.Release
+   */
+  release: {
+    methodKind: "unary";
+    input: typeof ReleaseRequestSchema;
+    output: typeof ReleaseResponseSchema;
   },
   /**
    * GetKeyState shows each key's headroom and health, for the CLI and dashboard.
