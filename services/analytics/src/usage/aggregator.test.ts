@@ -92,6 +92,7 @@ describe('UsageAggregator', () => {
       cached: 1,
       promptTokens: 22,
       completionTokens: 8,
+      costMicroUsd: 0,
       attempts: 3,
       latencySeconds: 2,
       latencyNanos: 100_000_000,

@@ -36,6 +36,11 @@ export interface ScopeTable {
 
 export const EMPTY_SCOPE_TABLE: ScopeTable = { tenants: new Map(), routes: new Map(), pools: new Map(), tenantCosts: new Map(), routeCosts: new Map(), poolCosts: new Map() };
 
+/** Every gate map of the table, cost gates included. */
+export function gateMapsOf(scopes: ScopeTable): ReadonlyMap<string, ScopeGate>[] {
+  return [scopes.tenants, scopes.routes, scopes.pools, scopes.tenantCosts, scopes.routeCosts, scopes.poolCosts];
+}
+
 export function buildScopeTable(policy: Policy): ScopeTable {
   const table = {
     tenants: new Map<string, ScopeGate>(),
