@@ -772,8 +772,8 @@ export const BurstWindowStateSchema: GenMessage<BurstWindowState> = /*@__PURE__*
 
 /**
  * A quota keymesh enforces over calendar periods: at most limit requests (or
- * tokens, estimates corrected by settles) admitted per day or month of
- * time_zone. Not a provider's quota learned from its errors.
+ * tokens, or micro-USD of cost; estimates corrected by settles) admitted per
+ * day or month of time_zone. Not a provider's quota learned from its errors.
  *
  * @generated from message keymesh.limiter.v1.CalendarQuotaState
  */
