@@ -29,6 +29,11 @@ function durationOf(ms: number): MessageInitShape<typeof import('@bufbuild/proto
   return { seconds: BigInt(whole), nanos: Math.round((ms - whole * 1000) * 1e6) };
 }
 
+/** Store times may carry fractions of a ms (Redis TIME has microseconds); a Timestamp's nanos must be whole. */
+function timestampOf(ms: number): ReturnType<typeof timestampFromMs> {
+  return timestampFromMs(Math.round(ms));
+}
+
 function msOf(duration: Duration | undefined): number | undefined {
   return duration ? Number(duration.seconds) * 1000 + duration.nanos / 1e6 : undefined;
 }
@@ -204,7 +209,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
             remainingRequests: tightest?.remaining ?? 0,
             limitRequests: tightest?.requests ?? 0,
             ...(tightest ? { window: durationOf(tightest.perMs), resetIn: durationOf(tightest.resetInMs) } : {}),
-            ...(s.coolingUntilMs === undefined ? {} : { coolingUntil: timestampFromMs(s.coolingUntilMs) }),
+            ...(s.coolingUntilMs === undefined ? {} : { coolingUntil: timestampOf(s.coolingUntilMs) }),
             burstWindows: s.windows
               .filter((w) => w.burst === true)
               .map((w) => ({ remainingRequests: w.remaining, limitRequests: w.requests, window: durationOf(w.perMs) })),
@@ -220,7 +225,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
               period: QUOTA_PERIODS[q.period],
               timeZone: q.timeZone,
               used: BigInt(Math.floor(q.used)),
-              resetsAt: timestampFromMs(q.resetAtMs),
+              resetsAt: timestampOf(q.resetAtMs),
             })),
             concurrencyLimit: s.concurrency?.limit ?? 0,
             holdsInFlight: s.concurrency?.inFlight ?? 0,

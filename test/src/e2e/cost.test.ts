@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import { main } from '@keymesh/cli';
 import { startMockProvider, type MockProvider } from '@keymesh/mock-provider';
 import { LimiterService, QuotaPeriod, QuotaUnit } from '@keymesh/proto/limiter/v1/limiter';
 import { closeRpcClient, createRpcClient, type RpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
-import { waitFor } from '@keymesh/testing';
+import { redisForTests, waitFor, type ExternalServer } from '@keymesh/testing';
 import { startTestMesh, type TestMesh } from './harness';
 
 const SPENDER = 'sk-keymesh-spender';
@@ -58,15 +59,18 @@ async function usageOf(t: TestMesh, virtualKey: string): Promise<UsageJson> {
 
 const costOf = (totals: { costMicroUsd?: string } | undefined): number => Number(totals?.costMicroUsd ?? 0);
 
-describe('cost per request and cost quotas', function () {
+for (const store of ['memory', 'redis'] as const) describe(`cost per request and cost quotas (${store} limiter store)`, function () {
   let t: TestMesh | undefined;
   let limiter: RpcClient<typeof LimiterService> | undefined;
   let other: MockProvider | undefined;
+  let redis: ExternalServer | undefined;
 
   before(async function () {
+    if (store === 'redis') redis = await redisForTests();
     // A second provider for a pool of its own, whose total has a cost quota.
     other = await startMockProvider({ keys: [{ secret: 'other-secret' }] });
     t = await startTestMesh({
+      env: redis === undefined ? {} : { REDIS_URL: redis.url, KEYMESH_REDIS_PREFIX: `e2e-cost-${randomBytes(6).toString('hex')}` },
       mockKeys: [{}, {}],
       declaredLimits: ['{ rpm: 6000 }', '{ rpm: 6000 }'],
       extraRoutes: [
@@ -101,6 +105,7 @@ describe('cost per request and cost quotas', function () {
     if (limiter) closeRpcClient(limiter);
     await t?.stop();
     await other?.close();
+    await redis?.stop();
   });
 
   it('costs each served request from the provider\'s usage at its target\'s price, totals it exactly per tenant, key and route, and a cache hit costs 0', async function () {
@@ -108,19 +113,27 @@ describe('cost per request and cost quotas', function () {
     for (let i = 0; i < 7; i++) answers.push(await ask(t!, PAYER, 'priced'));
     answers.push(await ask(t!, PAYER, 'priced-cached'), await ask(t!, PAYER, 'priced-cached'));
     assert.deepEqual(answers.map((a) => a.status), Array(9).fill(200));
-    // 7 priced requests and one cached route's first answer; its second came from the cache.
-    const served = 8;
+    // A stream is costed from the usage of its last chunk.
+    const stream = await fetch(`${t!.baseUrl}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${PAYER}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'priced', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: CONTENT }] }),
+    });
+    assert.equal(stream.status, 200);
+    assert.match(await stream.text(), /"completion_tokens":6/);
+    // 7 priced requests, a stream, and the cached route's first answer; its second came from the cache.
+    const served = 9;
     const usage = await waitFor(
       async () => {
         const found = await usageOf(t!, PAYER);
-        return Number(found.totals?.requests ?? 0) === 9 ? found : undefined;
+        return Number(found.totals?.requests ?? 0) === 10 ? found : undefined;
       },
-      { timeoutMs: 10_000, what: 'the payer\'s 9 usage events' },
+      { timeoutMs: 10_000, what: 'the payer\'s 10 usage events' },
     );
     assert.equal(costOf(usage.totals), served * PRICED_COST);
     assert.deepEqual(usage.tenants?.map((g) => [g.name, costOf(g.totals)]), [['payer', served * PRICED_COST]]);
     assert.deepEqual(usage.routes?.map((g) => [g.name, costOf(g.totals)]), [
-      ['priced', 7 * PRICED_COST],
+      ['priced', 8 * PRICED_COST],
       ['priced-cached', PRICED_COST],
     ]);
     // Each key's cost is its served requests' (the cache hit names no key).
@@ -148,7 +161,8 @@ describe('cost per request and cost quotas', function () {
       { unit: quota.unit, limit: quota.limit, period: quota.period, timeZone: quota.timeZone, used: quota.used },
       { unit: QuotaUnit.COST_MICRO_USD, limit: BigInt(3 * QUOTA_COST), period: QuotaPeriod.DAY, timeZone: 'UTC', used: BigInt(3 * QUOTA_COST) },
     );
-    assert.equal(timestampMs(quota.resetsAt!), nextUtcMidnightMs);
+    // The Redis store maps Redis's clock to the limiter's, so its midnight may be off by that skew (a ms or so).
+    assert.ok(Math.abs(timestampMs(quota.resetsAt!) - nextUtcMidnightMs) <= 5, `resets at ${timestampMs(quota.resetsAt!)}, midnight is ${nextUtcMidnightMs}`);
     const usage = await waitFor(
       async () => {
         const found = await usageOf(t!, SPENDER);
