@@ -57,6 +57,20 @@ async function usageOf(t: TestMesh, virtualKey: string): Promise<UsageJson> {
   return (await response.json()) as UsageJson;
 }
 
+/** What a `keymesh` command prints, parsed; it talks to this mesh's services. */
+async function cliJson(t: TestMesh, ...argv: string[]): Promise<unknown> {
+  const env = Object.fromEntries(t.mesh.parts.map((p) => [`KEYMESH_${p.name.toUpperCase()}_ADDR`, p.where]));
+  let out = '';
+  const write = process.stdout.write;
+  process.stdout.write = ((chunk: string) => ((out += chunk), true)) as typeof process.stdout.write;
+  try {
+    assert.equal(await main(argv, env), 0);
+  } finally {
+    process.stdout.write = write;
+  }
+  return JSON.parse(out);
+}
+
 const costOf = (totals: { costMicroUsd?: string } | undefined): number => Number(totals?.costMicroUsd ?? 0);
 
 for (const store of ['memory', 'redis'] as const) describe(`cost per request and cost quotas (${store} limiter store)`, function () {
@@ -141,6 +155,9 @@ for (const store of ['memory', 'redis'] as const) describe(`cost per request and
     assert.ok(keys.length >= 1);
     for (const key of keys) assert.equal(costOf(key.totals), Number(key.totals?.requests) * PRICED_COST, key.name);
     assert.equal(keys.reduce((sum, key) => sum + costOf(key.totals), 0), served * PRICED_COST);
+    // `keymesh usage` prints the same totals (GetUsage over gRPC).
+    const printed = (await cliJson(t!, 'usage', '--tenant', 'payer')) as UsageJson;
+    assert.equal(costOf(printed.totals), served * PRICED_COST);
   });
 
   it('serves a tenant with a daily cost quota until its spend reaches it exactly, then answers 429 until midnight naming the quota; the settled spend is the real costs\' sum', async function () {
@@ -173,15 +190,7 @@ for (const store of ['memory', 'redis'] as const) describe(`cost per request and
     assert.equal(costOf(usage.totals), 3 * QUOTA_COST, 'denied requests cost nothing');
 
     // `keymesh limits --tenant` shows the cost quota's pool with the tenant's.
-    let out = '';
-    const write = process.stdout.write;
-    process.stdout.write = ((chunk: string) => ((out += chunk), true)) as typeof process.stdout.write;
-    try {
-      assert.equal(await main(['limits', '--tenant', 'spender'], { KEYMESH_LIMITER_ADDR: t!.mesh.parts.find((p) => p.name === 'limiter')!.where }), 0);
-    } finally {
-      process.stdout.write = write;
-    }
-    const printed = JSON.parse(out) as { keys: { poolId: string; calendarQuotas: { unit: string; used: string; limit: string }[] }[] };
+    const printed = (await cliJson(t!, 'limits', '--tenant', 'spender')) as { keys: { poolId: string; calendarQuotas: { unit: string; used: string; limit: string }[] }[] };
     assert.deepEqual(
       printed.keys.map((k) => [k.poolId, k.calendarQuotas.map((q) => [q.unit, q.used, q.limit])]),
       [['tenant/spender/cost', [['QUOTA_UNIT_COST_MICRO_USD', String(3 * QUOTA_COST), String(3 * QUOTA_COST)]]]],
