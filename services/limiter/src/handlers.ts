@@ -93,11 +93,12 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
           request.requests.map((r) => ({ poolId: r.poolId, wantedSlots: r.wantedSlots, wantedTokens: r.wantedTokens, excludedKeyIds: r.excludedKeyIds })),
           clock.nowMs(),
           holdMs,
+          request.returns.map((r) => ({ poolId: r.poolId, keyId: r.keyId, leaseId: r.leaseId, slots: r.slots, tokens: r.tokens })),
         );
         return {
           pools: results.map((result, i) => ({
             poolId: request.requests[i].poolId,
-            leases: result.grants.map((g) => ({ keyId: g.keyId, slots: g.slots, tokens: g.tokens ?? 0, admissionId: g.admissionId ?? '' })),
+            leases: result.grants.map((g) => ({ keyId: g.keyId, slots: g.slots, tokens: g.tokens ?? 0, admissionId: g.admissionId ?? '', leaseId: g.leaseId })),
             reason: result.reason ?? '',
             ...(result.retryAfterMs === undefined ? {} : { retryAfter: durationOf(result.retryAfterMs) }),
           })),

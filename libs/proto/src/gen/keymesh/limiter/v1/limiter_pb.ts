@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/limiter/v1/limiter.proto.
  */
 export const file_keymesh_limiter_v1_limiter: GenFile = /*@__PURE__*/
-  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxImkKDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJEhgKEGVzdGltYXRlZF90b2tlbnMYBCABKA0irAEKD0FjcXVpcmVSZXNwb25zZRIzCgdvdXRjb21lGAEgASgOMiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVPdXRjb21lEg4KBmtleV9pZBgCIAEoCRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkSFAoMYWRtaXNzaW9uX2lkGAUgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJmCgxMZWFzZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgx3YW50ZWRfc2xvdHMYAiABKA0SGAoQZXhjbHVkZWRfa2V5X2lkcxgDIAMoCRIVCg13YW50ZWRfdG9rZW5zGAQgASgNInEKEkdyYW50TGVhc2VzUmVxdWVzdBIyCghyZXF1ZXN0cxgBIAMoCzIgLmtleW1lc2gubGltaXRlci52MS5MZWFzZVJlcXVlc3QSJwoEaG9sZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJMCgVMZWFzZRIOCgZrZXlfaWQYASABKAkSDQoFc2xvdHMYAiABKA0SDgoGdG9rZW5zGAMgASgNEhQKDGFkbWlzc2lvbl9pZBgEIAEoCSKIAQoKUG9vbExlYXNlcxIPCgdwb29sX2lkGAEgASgJEikKBmxlYXNlcxgCIAMoCzIZLmtleW1lc2gubGltaXRlci52MS5MZWFzZRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkiRAoTR3JhbnRMZWFzZXNSZXNwb25zZRItCgVwb29scxgBIAMoCzIeLmtleW1lc2gubGltaXRlci52MS5Qb29sTGVhc2VzInEKClNldHRsZW1lbnQSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSFAoMYWRtaXNzaW9uX2lkGAMgASgJEhcKD3Jlc2VydmVkX3Rva2VucxgEIAEoDRITCgt1c2VkX3Rva2VucxgFIAEoDSJECg1TZXR0bGVSZXF1ZXN0EjMKC3NldHRsZW1lbnRzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZW1lbnQiEAoOU2V0dGxlUmVzcG9uc2UioAIKFFJlcG9ydE91dGNvbWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2h0dHBfc3RhdHVzGAMgASgNEi4KC3JldHJ5X2FmdGVyGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh4KFmxlYXJuZWRfbGltaXRfcmVxdWVzdHMYBSABKA0SMQoObGVhcm5lZF93aW5kb3cYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHwoScmVtYWluaW5nX3JlcXVlc3RzGAcgASgNSACIAQESFwoPcXVvdGFfZXhoYXVzdGVkGAggASgIQhUKE19yZW1haW5pbmdfcmVxdWVzdHMihQEKDktleVBhcmtlZEV2ZW50Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2h0dHBfc3RhdHVzGAMgASgNEg4KBnJlYXNvbhgEIAEoCRItCglwYXJrZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkwKFVJlcG9ydE91dGNvbWVSZXNwb25zZRIzCgljb25kaXRpb24YASABKA4yIC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5Q29uZGl0aW9uIiUKEkdldEtleVN0YXRlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJIooDCghLZXlTdGF0ZRIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIzCgljb25kaXRpb24YAyABKA4yIC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5Q29uZGl0aW9uEhoKEnJlbWFpbmluZ19yZXF1ZXN0cxgEIAEoDRIWCg5saW1pdF9yZXF1ZXN0cxgFIAEoDRIpCgZ3aW5kb3cYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMQoNY29vbGluZ191bnRpbBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY29uZGl0aW9uX3JlYXNvbhgIIAEoCRI7Cg10b2tlbl93aW5kb3dzGAkgAygLMiQua2V5bWVzaC5saW1pdGVyLnYxLlRva2VuV2luZG93U3RhdGUSPwoPY2FsZW5kYXJfcXVvdGFzGAogAygLMiYua2V5bWVzaC5saW1pdGVyLnYxLkNhbGVuZGFyUXVvdGFTdGF0ZSLRAQoSQ2FsZW5kYXJRdW90YVN0YXRlEisKBHVuaXQYASABKA4yHS5rZXltZXNoLmxpbWl0ZXIudjEuUXVvdGFVbml0Eg0KBWxpbWl0GAIgASgEEi8KBnBlcmlvZBgDIAEoDjIfLmtleW1lc2gubGltaXRlci52MS5RdW90YVBlcmlvZBIRCgl0aW1lX3pvbmUYBCABKAkSDAoEdXNlZBgFIAEoBBItCglyZXNldHNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpoBChBUb2tlbldpbmRvd1N0YXRlEhgKEHJlbWFpbmluZ190b2tlbnMYASABKAQSFAoMbGltaXRfdG9rZW5zGAIgASgEEikKBndpbmRvdxgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCghyZXNldF9pbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJBChNHZXRLZXlTdGF0ZVJlc3BvbnNlEioKBGtleXMYASADKAsyHC5rZXltZXNoLmxpbWl0ZXIudjEuS2V5U3RhdGUqagoOQWNxdWlyZU91dGNvbWUSHwobQUNRVUlSRV9PVVRDT01FX1VOU1BFQ0lGSUVEEAASGwoXQUNRVUlSRV9PVVRDT01FX0dSQU5URUQQARIaChZBQ1FVSVJFX09VVENPTUVfREVOSUVEEAIqewoMS2V5Q29uZGl0aW9uEh0KGUtFWV9DT05ESVRJT05fVU5TUEVDSUZJRUQQABIXChNLRVlfQ09ORElUSU9OX1JFQURZEAESGQoVS0VZX0NPTkRJVElPTl9DT09MSU5HEAISGAoUS0VZX0NPTkRJVElPTl9QQVJLRUQQAypXCglRdW90YVVuaXQSGgoWUVVPVEFfVU5JVF9VTlNQRUNJRklFRBAAEhcKE1FVT1RBX1VOSVRfUkVRVUVTVFMQARIVChFRVU9UQV9VTklUX1RPS0VOUxACKlkKC1F1b3RhUGVyaW9kEhwKGFFVT1RBX1BFUklPRF9VTlNQRUNJRklFRBAAEhQKEFFVT1RBX1BFUklPRF9EQVkQARIWChJRVU9UQV9QRVJJT0RfTU9OVEgQAjK+BAoOTGltaXRlclNlcnZpY2USUgoHQWNxdWlyZRIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVxdWVzdBojLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVzcG9uc2USYQoMQWNxdWlyZUJhdGNoEicua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlcXVlc3QaKC5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZUJhdGNoUmVzcG9uc2USXgoLR3JhbnRMZWFzZXMSJi5rZXltZXNoLmxpbWl0ZXIudjEuR3JhbnRMZWFzZXNSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdyYW50TGVhc2VzUmVzcG9uc2USTwoGU2V0dGxlEiEua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZVJlcXVlc3QaIi5rZXltZXNoLmxpbWl0ZXIudjEuU2V0dGxlUmVzcG9uc2USZAoNUmVwb3J0T3V0Y29tZRIoLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVxdWVzdBopLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVzcG9uc2USXgoLR2V0S2V5U3RhdGUSJi5rZXltZXNoLmxpbWl0ZXIudjEuR2V0S2V5U3RhdGVSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxImkKDkFjcXVpcmVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSGAoQZXhjbHVkZWRfa2V5X2lkcxgCIAMoCRISCgpyZXF1ZXN0X2lkGAMgASgJEhgKEGVzdGltYXRlZF90b2tlbnMYBCABKA0irAEKD0FjcXVpcmVSZXNwb25zZRIzCgdvdXRjb21lGAEgASgOMiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVPdXRjb21lEg4KBmtleV9pZBgCIAEoCRIuCgtyZXRyeV9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZyZWFzb24YBCABKAkSFAoMYWRtaXNzaW9uX2lkGAUgASgJIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSJmCgxMZWFzZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIUCgx3YW50ZWRfc2xvdHMYAiABKA0SGAoQZXhjbHVkZWRfa2V5X2lkcxgDIAMoCRIVCg13YW50ZWRfdG9rZW5zGAQgASgNIl8KC0xlYXNlUmV0dXJuEg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhAKCGxlYXNlX2lkGAMgASgJEg0KBXNsb3RzGAQgASgNEg4KBnRva2VucxgFIAEoDSKjAQoSR3JhbnRMZWFzZXNSZXF1ZXN0EjIKCHJlcXVlc3RzGAEgAygLMiAua2V5bWVzaC5saW1pdGVyLnYxLkxlYXNlUmVxdWVzdBInCgRob2xkGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKB3JldHVybnMYAyADKAsyHy5rZXltZXNoLmxpbWl0ZXIudjEuTGVhc2VSZXR1cm4iXgoFTGVhc2USDgoGa2V5X2lkGAEgASgJEg0KBXNsb3RzGAIgASgNEg4KBnRva2VucxgDIAEoDRIUCgxhZG1pc3Npb25faWQYBCABKAkSEAoIbGVhc2VfaWQYBSABKAkiiAEKClBvb2xMZWFzZXMSDwoHcG9vbF9pZBgBIAEoCRIpCgZsZWFzZXMYAiADKAsyGS5rZXltZXNoLmxpbWl0ZXIudjEuTGVhc2USLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGcmVhc29uGAQgASgJIkQKE0dyYW50TGVhc2VzUmVzcG9uc2USLQoFcG9vbHMYASADKAsyHi5rZXltZXNoLmxpbWl0ZXIudjEuUG9vbExlYXNlcyJxCgpTZXR0bGVtZW50Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhQKDGFkbWlzc2lvbl9pZBgDIAEoCRIXCg9yZXNlcnZlZF90b2tlbnMYBCABKA0SEwoLdXNlZF90b2tlbnMYBSABKA0iRAoNU2V0dGxlUmVxdWVzdBIzCgtzZXR0bGVtZW50cxgBIAMoCzIeLmtleW1lc2gubGltaXRlci52MS5TZXR0bGVtZW50IhAKDlNldHRsZVJlc3BvbnNlIqACChRSZXBvcnRPdXRjb21lUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRITCgtodHRwX3N0YXR1cxgDIAEoDRIuCgtyZXRyeV9hZnRlchgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIeChZsZWFybmVkX2xpbWl0X3JlcXVlc3RzGAUgASgNEjEKDmxlYXJuZWRfd2luZG93GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh8KEnJlbWFpbmluZ19yZXF1ZXN0cxgHIAEoDUgAiAEBEhcKD3F1b3RhX2V4aGF1c3RlZBgIIAEoCEIVChNfcmVtYWluaW5nX3JlcXVlc3RzIoUBCg5LZXlQYXJrZWRFdmVudBIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRITCgtodHRwX3N0YXR1cxgDIAEoDRIOCgZyZWFzb24YBCABKAkSLQoJcGFya2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJMChVSZXBvcnRPdXRjb21lUmVzcG9uc2USMwoJY29uZGl0aW9uGAEgASgOMiAua2V5bWVzaC5saW1pdGVyLnYxLktleUNvbmRpdGlvbiIlChJHZXRLZXlTdGF0ZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCSKKAwoIS2V5U3RhdGUSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSMwoJY29uZGl0aW9uGAMgASgOMiAua2V5bWVzaC5saW1pdGVyLnYxLktleUNvbmRpdGlvbhIaChJyZW1haW5pbmdfcmVxdWVzdHMYBCABKA0SFgoObGltaXRfcmVxdWVzdHMYBSABKA0SKQoGd2luZG93GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjEKDWNvb2xpbmdfdW50aWwYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNvbmRpdGlvbl9yZWFzb24YCCABKAkSOwoNdG9rZW5fd2luZG93cxgJIAMoCzIkLmtleW1lc2gubGltaXRlci52MS5Ub2tlbldpbmRvd1N0YXRlEj8KD2NhbGVuZGFyX3F1b3RhcxgKIAMoCzImLmtleW1lc2gubGltaXRlci52MS5DYWxlbmRhclF1b3RhU3RhdGUi0QEKEkNhbGVuZGFyUXVvdGFTdGF0ZRIrCgR1bml0GAEgASgOMh0ua2V5bWVzaC5saW1pdGVyLnYxLlF1b3RhVW5pdBINCgVsaW1pdBgCIAEoBBIvCgZwZXJpb2QYAyABKA4yHy5rZXltZXNoLmxpbWl0ZXIudjEuUXVvdGFQZXJpb2QSEQoJdGltZV96b25lGAQgASgJEgwKBHVzZWQYBSABKAQSLQoJcmVzZXRzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKaAQoQVG9rZW5XaW5kb3dTdGF0ZRIYChByZW1haW5pbmdfdG9rZW5zGAEgASgEEhQKDGxpbWl0X3Rva2VucxgCIAEoBBIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKwoIcmVzZXRfaW4YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iQQoTR2V0S2V5U3RhdGVSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwua2V5bWVzaC5saW1pdGVyLnYxLktleVN0YXRlKmoKDkFjcXVpcmVPdXRjb21lEh8KG0FDUVVJUkVfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhsKF0FDUVVJUkVfT1VUQ09NRV9HUkFOVEVEEAESGgoWQUNRVUlSRV9PVVRDT01FX0RFTklFRBACKnsKDEtleUNvbmRpdGlvbhIdChlLRVlfQ09ORElUSU9OX1VOU1BFQ0lGSUVEEAASFwoTS0VZX0NPTkRJVElPTl9SRUFEWRABEhkKFUtFWV9DT05ESVRJT05fQ09PTElORxACEhgKFEtFWV9DT05ESVRJT05fUEFSS0VEEAMqVwoJUXVvdGFVbml0EhoKFlFVT1RBX1VOSVRfVU5TUEVDSUZJRUQQABIXChNRVU9UQV9VTklUX1JFUVVFU1RTEAESFQoRUVVPVEFfVU5JVF9UT0tFTlMQAipZCgtRdW90YVBlcmlvZBIcChhRVU9UQV9QRVJJT0RfVU5TUEVDSUZJRUQQABIUChBRVU9UQV9QRVJJT0RfREFZEAESFgoSUVVPVEFfUEVSSU9EX01PTlRIEAIyvgQKDkxpbWl0ZXJTZXJ2aWNlElIKB0FjcXVpcmUSIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QaIy5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlc3BvbnNlEmEKDEFjcXVpcmVCYXRjaBInLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlQmF0Y2hSZXF1ZXN0Gigua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlc3BvbnNlEl4KC0dyYW50TGVhc2VzEiYua2V5bWVzaC5saW1pdGVyLnYxLkdyYW50TGVhc2VzUmVxdWVzdBonLmtleW1lc2gubGltaXRlci52MS5HcmFudExlYXNlc1Jlc3BvbnNlEk8KBlNldHRsZRIhLmtleW1lc2gubGltaXRlci52MS5TZXR0bGVSZXF1ZXN0GiIua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZVJlc3BvbnNlEmQKDVJlcG9ydE91dGNvbWUSKC5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlcXVlc3QaKS5rZXltZXNoLmxpbWl0ZXIudjEuUmVwb3J0T3V0Y29tZVJlc3BvbnNlEl4KC0dldEtleVN0YXRlEiYua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVxdWVzdBonLmtleW1lc2gubGltaXRlci52MS5HZXRLZXlTdGF0ZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keymesh.limiter.v1.AcquireRequest
@@ -173,6 +173,54 @@ export const LeaseRequestSchema: GenMessage<LeaseRequest> = /*@__PURE__*/
   messageDesc(file_keymesh_limiter_v1_limiter, 4);
 
 /**
+ * What a router did not spend of a lease it no longer holds (expired,
+ * replaced, its key or pool gone from the config, the router stopping).
+ *
+ * @generated from message keymesh.limiter.v1.LeaseReturn
+ */
+export type LeaseReturn = Message<"keymesh.limiter.v1.LeaseReturn"> & {
+  /**
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+
+  /**
+   * Lease.lease_id of the lease.
+   *
+   * @generated from field: string lease_id = 3;
+   */
+  leaseId: string;
+
+  /**
+   * Slots left unspent: that many of the lease's admissions leave the key's
+   * windows, and its request quotas count them no more.
+   *
+   * @generated from field: uint32 slots = 4;
+   */
+  slots: number;
+
+  /**
+   * Token budget left unspent: given back to the key's token windows and
+   * token quotas, as a Settle of the budget's reservation would.
+   *
+   * @generated from field: uint32 tokens = 5;
+   */
+  tokens: number;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.LeaseReturn.
+ * Use `create(LeaseReturnSchema)` to create a new message.
+ */
+export const LeaseReturnSchema: GenMessage<LeaseReturn> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 5);
+
+/**
  * @generated from message keymesh.limiter.v1.GrantLeasesRequest
  */
 export type GrantLeasesRequest = Message<"keymesh.limiter.v1.GrantLeasesRequest"> & {
@@ -187,6 +235,17 @@ export type GrantLeasesRequest = Message<"keymesh.limiter.v1.GrantLeasesRequest"
    * @generated from field: google.protobuf.Duration hold = 2;
    */
   hold?: Duration | undefined;
+
+  /**
+   * Returns ride on the next grant call (a router sends one with no requests
+   * only when it has nothing to ask for, e.g. on shutdown), and are applied
+   * before its requests are decided. Each lease is given back at most once
+   * and never beyond what it was granted, so a replayed call frees nothing
+   * more; a lease already out of every window and quota period frees nothing.
+   *
+   * @generated from field: repeated keymesh.limiter.v1.LeaseReturn returns = 3;
+   */
+  returns: LeaseReturn[];
 };
 
 /**
@@ -194,7 +253,7 @@ export type GrantLeasesRequest = Message<"keymesh.limiter.v1.GrantLeasesRequest"
  * Use `create(GrantLeasesRequestSchema)` to create a new message.
  */
 export const GrantLeasesRequestSchema: GenMessage<GrantLeasesRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 5);
+  messageDesc(file_keymesh_limiter_v1_limiter, 6);
 
 /**
  * @generated from message keymesh.limiter.v1.Lease
@@ -228,6 +287,13 @@ export type Lease = Message<"keymesh.limiter.v1.Lease"> & {
    * @generated from field: string admission_id = 4;
    */
   admissionId: string;
+
+  /**
+   * Names the lease in a LeaseReturn.
+   *
+   * @generated from field: string lease_id = 5;
+   */
+  leaseId: string;
 };
 
 /**
@@ -235,7 +301,7 @@ export type Lease = Message<"keymesh.limiter.v1.Lease"> & {
  * Use `create(LeaseSchema)` to create a new message.
  */
 export const LeaseSchema: GenMessage<Lease> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 6);
+  messageDesc(file_keymesh_limiter_v1_limiter, 7);
 
 /**
  * @generated from message keymesh.limiter.v1.PoolLeases
@@ -270,7 +336,7 @@ export type PoolLeases = Message<"keymesh.limiter.v1.PoolLeases"> & {
  * Use `create(PoolLeasesSchema)` to create a new message.
  */
 export const PoolLeasesSchema: GenMessage<PoolLeases> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 7);
+  messageDesc(file_keymesh_limiter_v1_limiter, 8);
 
 /**
  * @generated from message keymesh.limiter.v1.GrantLeasesResponse
@@ -289,7 +355,7 @@ export type GrantLeasesResponse = Message<"keymesh.limiter.v1.GrantLeasesRespons
  * Use `create(GrantLeasesResponseSchema)` to create a new message.
  */
 export const GrantLeasesResponseSchema: GenMessage<GrantLeasesResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 8);
+  messageDesc(file_keymesh_limiter_v1_limiter, 9);
 
 /**
  * @generated from message keymesh.limiter.v1.Settlement
@@ -335,7 +401,7 @@ export type Settlement = Message<"keymesh.limiter.v1.Settlement"> & {
  * Use `create(SettlementSchema)` to create a new message.
  */
 export const SettlementSchema: GenMessage<Settlement> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 9);
+  messageDesc(file_keymesh_limiter_v1_limiter, 10);
 
 /**
  * @generated from message keymesh.limiter.v1.SettleRequest
@@ -352,7 +418,7 @@ export type SettleRequest = Message<"keymesh.limiter.v1.SettleRequest"> & {
  * Use `create(SettleRequestSchema)` to create a new message.
  */
 export const SettleRequestSchema: GenMessage<SettleRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 10);
+  messageDesc(file_keymesh_limiter_v1_limiter, 11);
 
 /**
  * @generated from message keymesh.limiter.v1.SettleResponse
@@ -365,7 +431,7 @@ export type SettleResponse = Message<"keymesh.limiter.v1.SettleResponse"> & {
  * Use `create(SettleResponseSchema)` to create a new message.
  */
 export const SettleResponseSchema: GenMessage<SettleResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 11);
+  messageDesc(file_keymesh_limiter_v1_limiter, 12);
 
 /**
  * @generated from message keymesh.limiter.v1.ReportOutcomeRequest
@@ -437,7 +503,7 @@ export type ReportOutcomeRequest = Message<"keymesh.limiter.v1.ReportOutcomeRequ
  * Use `create(ReportOutcomeRequestSchema)` to create a new message.
  */
 export const ReportOutcomeRequestSchema: GenMessage<ReportOutcomeRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 12);
+  messageDesc(file_keymesh_limiter_v1_limiter, 13);
 
 /**
  * Published on keymesh.keys.parked when the limiter parks a key because the
@@ -482,7 +548,7 @@ export type KeyParkedEvent = Message<"keymesh.limiter.v1.KeyParkedEvent"> & {
  * Use `create(KeyParkedEventSchema)` to create a new message.
  */
 export const KeyParkedEventSchema: GenMessage<KeyParkedEvent> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 13);
+  messageDesc(file_keymesh_limiter_v1_limiter, 14);
 
 /**
  * @generated from message keymesh.limiter.v1.ReportOutcomeResponse
@@ -499,7 +565,7 @@ export type ReportOutcomeResponse = Message<"keymesh.limiter.v1.ReportOutcomeRes
  * Use `create(ReportOutcomeResponseSchema)` to create a new message.
  */
 export const ReportOutcomeResponseSchema: GenMessage<ReportOutcomeResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 14);
+  messageDesc(file_keymesh_limiter_v1_limiter, 15);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateRequest
@@ -518,7 +584,7 @@ export type GetKeyStateRequest = Message<"keymesh.limiter.v1.GetKeyStateRequest"
  * Use `create(GetKeyStateRequestSchema)` to create a new message.
  */
 export const GetKeyStateRequestSchema: GenMessage<GetKeyStateRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 15);
+  messageDesc(file_keymesh_limiter_v1_limiter, 16);
 
 /**
  * @generated from message keymesh.limiter.v1.KeyState
@@ -589,7 +655,7 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
  * Use `create(KeyStateSchema)` to create a new message.
  */
 export const KeyStateSchema: GenMessage<KeyState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 16);
+  messageDesc(file_keymesh_limiter_v1_limiter, 17);
 
 /**
  * A quota keymesh enforces over calendar periods: at most limit requests (or
@@ -642,7 +708,7 @@ export type CalendarQuotaState = Message<"keymesh.limiter.v1.CalendarQuotaState"
  * Use `create(CalendarQuotaStateSchema)` to create a new message.
  */
 export const CalendarQuotaStateSchema: GenMessage<CalendarQuotaState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 17);
+  messageDesc(file_keymesh_limiter_v1_limiter, 18);
 
 /**
  * @generated from message keymesh.limiter.v1.TokenWindowState
@@ -678,7 +744,7 @@ export type TokenWindowState = Message<"keymesh.limiter.v1.TokenWindowState"> & 
  * Use `create(TokenWindowStateSchema)` to create a new message.
  */
 export const TokenWindowStateSchema: GenMessage<TokenWindowState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 18);
+  messageDesc(file_keymesh_limiter_v1_limiter, 19);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateResponse
@@ -695,7 +761,7 @@ export type GetKeyStateResponse = Message<"keymesh.limiter.v1.GetKeyStateRespons
  * Use `create(GetKeyStateResponseSchema)` to create a new message.
  */
 export const GetKeyStateResponseSchema: GenMessage<GetKeyStateResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 19);
+  messageDesc(file_keymesh_limiter_v1_limiter, 20);
 
 /**
  * @generated from enum keymesh.limiter.v1.AcquireOutcome
