@@ -28,6 +28,8 @@ const SWEEP_SLACK = 256;
  */
 export class LeaseLedger {
   private readonly records = new Map<string, LeaseRecord>();
+  /** Per key, the last grant seq when the provider's count last corrected its windows. */
+  private readonly correctedAtSeq = new Map<string, number>();
   private sweepAtSize = SWEEP_SLACK;
 
   keep(poolId: string, keyId: string, leaseId: string, record: LeaseRecord, nowMs: number): void {
@@ -36,6 +38,21 @@ export class LeaseLedger {
       this.sweepAtSize = this.records.size * 2 + SWEEP_SLACK;
     }
     this.records.set(ledgerId(poolId, keyId, leaseId), record);
+  }
+
+  /**
+   * The provider's remaining count just topped up the key's windows with
+   * admissions it saw and this store did not, reckoned with the slots
+   * leased so far as spent: giving those slots back would free room the
+   * provider no longer has, so they stay in the windows.
+   */
+  corrected(poolId: string, keyId: string, seq: number): void {
+    this.correctedAtSeq.set(ledgerId(poolId, keyId, ''), seq);
+  }
+
+  /** Whether the lease's slots may leave the windows (see corrected). */
+  windowsReturnable(poolId: string, keyId: string, record: LeaseRecord): boolean {
+    return record.seq > (this.correctedAtSeq.get(ledgerId(poolId, keyId, '')) ?? 0);
   }
 
   /** The lease's record, removed; undefined when unknown, already returned or no longer counted anywhere. */

@@ -90,6 +90,7 @@ export class MemoryLimiterStore implements LimiterStore {
         for (const window of key.windows) for (let s = 0; s < Math.min(unseen, window.requests); s++) window.record(admittedMs);
         key.lastAdmittedMs = admittedMs;
         key.lastGrantSeq = ++this.grantSeq;
+        this.leases.corrected(ref.poolId, ref.keyId, key.lastGrantSeq);
       }
     }
     return conditionOf(key, nowMs);
@@ -244,7 +245,7 @@ export class MemoryLimiterStore implements LimiterStore {
       if (lease === undefined || key === undefined) continue;
       const slots = Math.min(Math.max(0, Math.floor(given.slots)), lease.slots);
       const tokens = Math.min(Math.max(0, Math.floor(given.tokens)), lease.tokens);
-      if (key.windows === lease.windows) {
+      if (key.windows === lease.windows && this.leases.windowsReturnable(given.poolId, given.keyId, lease)) {
         for (const window of key.windows) if (lease.admittedMs > nowMs - window.perMs) window.forget(lease.admittedMs, slots);
       }
       if (tokens > 0) key.tokenLog?.refund(lease.seq, tokens);

@@ -9,6 +9,10 @@
  *                      given back at most once. <limits> is the key's
  *                      config at the grant, less its index: a config change
  *                      may have rebuilt the windows the lease was in.
+ *   <base>:st:<keyId> field cs: the seq of the last admissions recorded
+ *                      because the provider's remaining count said so
+ *                      (learn.ts). That count reckoned the leases granted
+ *                      before it as spent, so their slots stay in the windows.
  *
  * Returns in ARGV, from index i: the count r, then r × (keyId, leaseId, unspent slots, unspent tokens).
  */
@@ -70,7 +74,8 @@ local function returnLeases(i, nowMs)
       local slots = clampTo(ARGV[j + 2], tonumber(leased))
       local tokens = clampTo(ARGV[j + 3], tonumber(budget))
       -- Admissions at one time are interchangeable, as in sliding-log.ts forget.
-      if slots > 0 and k.maxN > 0 and admittedMs > nowMs - k.maxP and limits == limitsOf(k) then
+      local correctedAt = tonumber(redis.call('HGET', k.stKey, 'cs')) or 0
+      if slots > 0 and k.maxN > 0 and admittedMs > nowMs - k.maxP and limits == limitsOf(k) and tonumber(ARGV[j + 1]) > correctedAt then
         local ids = redis.call('ZRANGEBYSCORE', k.logKey, fmt(admittedMs), fmt(admittedMs), 'LIMIT', 0, slots)
         if #ids > 0 then redis.call('ZREM', k.logKey, unpack(ids)) end
       end
