@@ -1,5 +1,5 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import type { Duration } from '@bufbuild/protobuf/wkt';
+import type { Duration, Timestamp } from '@bufbuild/protobuf/wkt';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import {
@@ -25,6 +25,15 @@ const MAX_HOLD_MS = 10_000;
 function durationOf(ms: number): MessageInitShape<typeof import('@bufbuild/protobuf/wkt').DurationSchema> {
   const whole = Math.floor(ms / 1000);
   return { seconds: BigInt(whole), nanos: Math.round((ms - whole * 1000) * 1e6) };
+}
+
+/**
+ * Whole milliseconds: times the Redis store converts from its clock to the
+ * caller's (cooling ends, quota resets) carry fractions, which a Timestamp's
+ * integer nanos can't hold.
+ */
+function timestampOf(ms: number): Timestamp {
+  return timestampFromMs(Math.round(ms));
 }
 
 function msOf(duration: Duration | undefined): number | undefined {
@@ -174,7 +183,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
             remainingRequests: tightest?.remaining ?? 0,
             limitRequests: tightest?.requests ?? 0,
             ...(tightest ? { window: durationOf(tightest.perMs) } : {}),
-            ...(s.coolingUntilMs === undefined ? {} : { coolingUntil: timestampFromMs(s.coolingUntilMs) }),
+            ...(s.coolingUntilMs === undefined ? {} : { coolingUntil: timestampOf(s.coolingUntilMs) }),
             tokenWindows: s.tokenWindows.map((w) => ({
               remainingTokens: BigInt(Math.floor(w.remaining)),
               limitTokens: BigInt(w.tokens),
@@ -187,7 +196,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
               period: QUOTA_PERIODS[q.period],
               timeZone: q.timeZone,
               used: BigInt(Math.floor(q.used)),
-              resetsAt: timestampFromMs(q.resetAtMs),
+              resetsAt: timestampOf(q.resetAtMs),
             })),
           };
         }),
