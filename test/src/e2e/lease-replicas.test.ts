@@ -109,7 +109,7 @@ describe('capacity leases of three router replicas on one Redis', function () {
       if (keys.length === 0) continue;
       for (const value of await inspect.mget(...keys)) {
         if (value === null) continue;
-        const [grantMs, stampMs, , slots] = value.split('|');
+        const [grantMs, stampMs, , , slots] = value.split('|');
         records.push({ grantMs: Number(grantMs), stampMs: Number(stampMs), slots: Number(slots) });
       }
     }

@@ -17,6 +17,13 @@ export interface LeaseRecord {
   readonly keptUntilMs: number;
 }
 
+/**
+ * A router gives a lease back within moments of its end (or retries a failed
+ * call soon after); keeping records longer, for a quota until its period
+ * ends, would keep one per grant all day. A later return frees nothing.
+ */
+export const LEASE_RETURN_GRACE_MS = 600_000;
+
 /** Sweep expired records once the ledger has grown this much past its size after the last sweep. */
 const SWEEP_SLACK = 256;
 

@@ -1,5 +1,5 @@
 import type { CalendarQuota, KeyConditionState, KeySpec, KeyState, LeaseGrant, LeaseReturn, PoolSpec, Settlement, TokenWindowLimit, WindowLimit } from '../domain/types';
-import { LeaseLedger } from './lease-ledger';
+import { LEASE_RETURN_GRACE_MS, LeaseLedger } from './lease-ledger';
 import { admissionIdOf, parseAdmissionId, QuotaCounter } from './quota-counter';
 import { SlidingLog } from './sliding-log';
 import { TokenLog } from './token-log';
@@ -230,6 +230,7 @@ export class MemoryLimiterStore implements LimiterStore {
     for (const window of key.windows) keptUntilMs = Math.max(keptUntilMs, admittedMs + window.perMs);
     for (const limit of key.tokenLimits) keptUntilMs = Math.max(keptUntilMs, admittedMs + limit.perMs);
     for (const counter of key.quotas) keptUntilMs = Math.max(keptUntilMs, counter.periodAt(stampMs).endMs);
+    keptUntilMs = Math.min(keptUntilMs, stampMs + LEASE_RETURN_GRACE_MS);
     if (keptUntilMs > nowMs) {
       const record = { windows: key.windows, grantMs: nowMs, stampMs, admittedMs, slots, tokens, seq: key.lastGrantSeq, keptUntilMs };
       this.leases.keep(key.poolId, key.keyId, leaseId, record, nowMs);

@@ -806,6 +806,16 @@ export function describeLimiterStore(
         const [tomorrow] = await store.snapshot('p', clock.nowMs());
         assert.deepEqual(tomorrow!.quotas.map((q) => q.used), [2, 80]);
       });
+
+      it('frees nothing of a quota for a lease given back long after its end', async () => {
+        clock.set(Date.parse('2026-03-10T10:00:00Z'));
+        await store.configure([{ poolId: 'p', keys: [quotaKey(perDay(20, 'UTC'))] }]);
+        const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 5 }], clock.nowMs(), 1000);
+        const grant = decision!.grants[0]!;
+        clock.set(Date.parse('2026-03-10T10:10:01Z'));
+        await store.lease([], clock.nowMs(), 1000, [{ poolId: 'p', keyId: 'a', leaseId: grant.leaseId, slots: grant.slots, tokens: 0 }]);
+        assert.equal((await quotaState()).used, grant.slots);
+      });
     });
 
     describe('leases', () => {

@@ -1,11 +1,15 @@
+import { LEASE_RETURN_GRACE_MS } from '../lease-ledger';
+
 /**
  * Lease records and returns, as memory.ts keepLease / returnLeases; appended
  * to KEY_STATE_LUA in LEASE_LUA, whose returns run before its grants.
  *
- *   <base>:ls:<keyId>:<leaseId>  "<grantMs>|<stampMs>|<admittedMs>|<slots>|<tokens>|<admissionId>|<limits>"
+ *   <base>:ls:<keyId>:<leaseId>  "<grantMs>|<stampMs>|<admittedMs>|<keptUntilMs>|<slots>|<tokens>|<admissionId>|<limits>"
  *                      what one lease counted (leaseId: the grant's seq);
- *                      expires once the lease is in no window or quota
- *                      period, and a return deletes it, so each lease is
+ *                      counts until keptUntilMs, once the lease is in no
+ *                      window or quota period (at most LEASE_RETURN_GRACE_MS
+ *                      after its end; the key expires then too, by Redis's
+ *                      clock), and a return deletes it, so each lease is
  *                      given back at most once. <limits> is the key's
  *                      config at the grant, less its index: a config change
  *                      may have rebuilt the windows the lease was in.
@@ -17,6 +21,8 @@
  * Returns in ARGV, from index i: the count r, then r × (keyId, leaseId, unspent slots, unspent tokens).
  */
 export const LEASE_RETURN_LUA = `
+local RETURN_GRACE_MS = ${LEASE_RETURN_GRACE_MS}
+
 local function leaseRecordKey(k, leaseId)
   return base .. ':ls:' .. k.id .. ':' .. leaseId
 end
@@ -35,8 +41,9 @@ local function keepLease(k, nowMs, stampMs, slots, tokens, admissionId)
     local _, endMs = periodAt(q.cal, stampMs)
     if endMs ~= nil and endMs > keptUntil then keptUntil = endMs end
   end
+  if keptUntil > stampMs + RETURN_GRACE_MS then keptUntil = stampMs + RETURN_GRACE_MS end
   if keptUntil <= nowMs then return end
-  local record = table.concat({ fmt(nowMs), fmt(stampMs), fmt(k.last), fmt(slots), fmt(tokens), admissionId, limitsOf(k) }, '|')
+  local record = table.concat({ fmt(nowMs), fmt(stampMs), fmt(k.last), fmt(keptUntil), fmt(slots), fmt(tokens), admissionId, limitsOf(k) }, '|')
   redis.call('SET', leaseRecordKey(k, fmt(k.seq)), record, 'PX', fmt(math.ceil(keptUntil - nowMs)))
 end
 
@@ -68,11 +75,14 @@ local function returnLeases(i, nowMs)
     local record = recordKey and redis.call('GET', recordKey)
     if record then
       redis.call('DEL', recordKey)
-      local grantMs, stampMs, admittedMs, leased, budget, admissionId, limits =
-        string.match(record, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+      local grantMs, stampMs, admittedMs, keptUntil, leased, budget, admissionId, limits =
+        string.match(record, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
       grantMs, stampMs, admittedMs = tonumber(grantMs), tonumber(stampMs), tonumber(admittedMs)
-      local slots = clampTo(ARGV[j + 2], tonumber(leased))
-      local tokens = clampTo(ARGV[j + 3], tonumber(budget))
+      local slots, tokens = 0, 0
+      if tonumber(keptUntil) > nowMs then
+        slots = clampTo(ARGV[j + 2], tonumber(leased))
+        tokens = clampTo(ARGV[j + 3], tonumber(budget))
+      end
       -- Admissions at one time are interchangeable, as in sliding-log.ts forget.
       local correctedAt = tonumber(redis.call('HGET', k.stKey, 'cs')) or 0
       if slots > 0 and k.maxN > 0 and admittedMs > nowMs - k.maxP and limits == limitsOf(k) and tonumber(ARGV[j + 1]) > correctedAt then
