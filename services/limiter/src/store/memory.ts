@@ -241,9 +241,9 @@ export class MemoryLimiterStore implements LimiterStore {
   /** See LimiterStore.lease: each return frees at most what its lease recorded, once. */
   private returnLeases(returns: readonly LeaseReturn[], nowMs: number): void {
     for (const given of returns) {
-      const lease = this.leases.take(given.poolId, given.keyId, given.leaseId, nowMs);
       const key = this.find(given);
-      if (lease === undefined || key === undefined) continue;
+      const lease = key && this.leases.take(given.poolId, given.keyId, given.leaseId, nowMs);
+      if (key === undefined || lease === undefined) continue;
       const slots = Math.min(Math.max(0, Math.floor(given.slots)), lease.slots);
       const tokens = Math.min(Math.max(0, Math.floor(given.tokens)), lease.tokens);
       if (key.windows === lease.windows && this.leases.windowsReturnable(given.poolId, given.keyId, lease)) {

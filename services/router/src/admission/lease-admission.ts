@@ -82,6 +82,8 @@ const EXPIRY_MARGIN_MS = 5;
  *
  * Slices are sized from this router's own recent demand; the limiter caps
  * them at a share of each key's headroom, down to one slot near the limit.
+ * What a lease did not spend when it is dropped goes back with the next
+ * grant call, so an unspent slot costs its key only until then.
  * Requests that must avoid particular keys (a retry after a failure) take the
  * exact per-request path instead.
  */
