@@ -1,5 +1,5 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import type { Duration } from '@bufbuild/protobuf/wkt';
+import type { Duration, Timestamp } from '@bufbuild/protobuf/wkt';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import {
@@ -26,6 +26,15 @@ const MAX_HOLD_MS = 10_000;
 function durationOf(ms: number): MessageInitShape<typeof import('@bufbuild/protobuf/wkt').DurationSchema> {
   const whole = Math.floor(ms / 1000);
   return { seconds: BigInt(whole), nanos: Math.round((ms - whole * 1000) * 1e6) };
+}
+
+/**
+ * Whole milliseconds: times the Redis store converts from its clock to the
+ * caller's (cooling ends, quota resets) carry fractions, which a Timestamp's
+ * integer nanos can't hold.
+ */
+function timestampOf(ms: number): Timestamp {
+  return timestampFromMs(Math.round(ms));
 }
 
 function msOf(duration: Duration | undefined): number | undefined {
@@ -109,11 +118,12 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
           })),
           clock.nowMs(),
           holdMs,
+          request.returns.map((r) => ({ poolId: r.poolId, keyId: r.keyId, leaseId: r.leaseId, slots: r.slots, tokens: r.tokens })),
         );
         return {
           pools: results.map((result, i) => ({
             poolId: request.requests[i].poolId,
-            leases: result.grants.map((g) => ({ keyId: g.keyId, slots: g.slots, tokens: g.tokens ?? 0, admissionId: g.admissionId ?? '' })),
+            leases: result.grants.map((g) => ({ keyId: g.keyId, slots: g.slots, tokens: g.tokens ?? 0, admissionId: g.admissionId ?? '', leaseId: g.leaseId })),
             reason: result.reason ?? '',
             ...(result.retryAfterMs === undefined ? {} : { retryAfter: durationOf(result.retryAfterMs) }),
           })),
@@ -201,7 +211,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
             remainingRequests: tightest?.remaining ?? 0,
             limitRequests: tightest?.requests ?? 0,
             ...(tightest ? { window: durationOf(tightest.perMs), resetIn: durationOf(tightest.resetInMs) } : {}),
-            ...(s.coolingUntilMs === undefined ? {} : { coolingUntil: timestampFromMs(s.coolingUntilMs) }),
+            ...(s.coolingUntilMs === undefined ? {} : { coolingUntil: timestampOf(s.coolingUntilMs) }),
             burstWindows: s.windows
               .filter((w) => w.burst === true)
               .map((w) => ({ remainingRequests: w.remaining, limitRequests: w.requests, window: durationOf(w.perMs) })),
@@ -217,7 +227,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
               period: QUOTA_PERIODS[q.period],
               timeZone: q.timeZone,
               used: BigInt(Math.floor(q.used)),
-              resetsAt: timestampFromMs(q.resetAtMs),
+              resetsAt: timestampOf(q.resetAtMs),
             })),
             concurrencyLimit: s.concurrency?.limit ?? 0,
             holdsInFlight: s.concurrency?.inFlight ?? 0,

@@ -3,6 +3,7 @@ import { InvalidPoolSpecError, UnknownKeyError, UnknownPoolError } from './error
 import { findPoolSpecProblems, freezePoolSpecs, MAX_WINDOW_REQUESTS } from './pool-spec';
 import { DEFAULT_QUOTA_RESETS, nextQuotaResetMs, type QuotaResets } from './quota-period';
 import type {
+  LeaseReturn,
   LeaseRequest,
   LeaseResult,
   AcquireRequest,
@@ -123,7 +124,8 @@ export class KeyPoolLimiter {
    * Leases slices of the pools' capacity (see LimiterStore.lease). An unknown
    * pool fails the whole call before anything is granted.
    */
-  async grantLeases(requests: readonly LeaseRequest[], nowMs: number, holdMs: number): Promise<LeaseResult[]> {
+  /** `returns` (see LimiterStore.lease) are applied first; those for pools or keys no longer configured free nothing. */
+  async grantLeases(requests: readonly LeaseRequest[], nowMs: number, holdMs: number, returns: readonly LeaseReturn[] = []): Promise<LeaseResult[]> {
     const candidates: LeaseCandidates[] = requests.map((request) => {
       const pool = this.requirePool(request.poolId);
       const excluded = request.excludedKeyIds;
@@ -135,7 +137,8 @@ export class KeyPoolLimiter {
         keyIds: excluded === undefined || excluded.length === 0 ? pool.keyIds : pool.keyIds.filter((keyId) => !excluded.includes(keyId)),
       };
     });
-    const decisions = await this.store.lease(candidates, nowMs, holdMs);
+    const known = returns.filter((r) => this.pools.get(r.poolId)?.keyIdSet.has(r.keyId) === true);
+    const decisions = await this.store.lease(candidates, nowMs, holdMs, known);
     return decisions.map((decision) =>
       decision.grants.length > 0
         ? { grants: decision.grants, retryAfterMs: undefined, reason: undefined }
