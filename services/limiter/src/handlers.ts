@@ -12,7 +12,7 @@ import {
   type AcquireResponseSchema,
   type LimiterService,
 } from '@keymesh/proto/limiter/v1/limiter';
-import type { ServiceImpl } from '@keymesh/rpc';
+import { durationOfMs, type ServiceImpl } from '@keymesh/rpc';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { Subjects, type Bus } from '@keymesh/bus';
 import { LimiterError, UnknownKeyError, UnknownPoolError } from './domain/errors';
@@ -22,11 +22,6 @@ import type { Clock } from '@keymesh/clock';
 
 const DEFAULT_HOLD_MS = 1_000;
 const MAX_HOLD_MS = 10_000;
-
-function durationOf(ms: number): MessageInitShape<typeof import('@bufbuild/protobuf/wkt').DurationSchema> {
-  const whole = Math.floor(ms / 1000);
-  return { seconds: BigInt(whole), nanos: Math.round((ms - whole * 1000) * 1e6) };
-}
 
 /**
  * Whole milliseconds: times the Redis store converts from its clock to the
@@ -58,7 +53,7 @@ function responseOf(result: AcquireResult, holdTtl: MessageInitShape<typeof impo
   return {
     outcome: AcquireOutcome.DENIED,
     reason: result.reason,
-    ...(result.retryAfterMs === undefined ? {} : { retryAfter: durationOf(result.retryAfterMs) }),
+    ...(result.retryAfterMs === undefined ? {} : { retryAfter: durationOfMs(result.retryAfterMs) }),
   };
 }
 
@@ -78,7 +73,7 @@ function statusOf(err: unknown): unknown {
  * so operators and dashboards learn of a revoked key without polling.
  */
 export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus): ServiceImpl<typeof LimiterService> {
-  const holdTtl = durationOf(limiter.holdTtlMs);
+  const holdTtl = durationOfMs(limiter.holdTtlMs);
   const grantedResponse = (result: AcquireResult): MessageInitShape<typeof AcquireResponseSchema> => responseOf(result, holdTtl);
   return {
     async acquire(request) {
@@ -125,7 +120,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
             poolId: request.requests[i].poolId,
             leases: result.grants.map((g) => ({ keyId: g.keyId, slots: g.slots, tokens: g.tokens ?? 0, admissionId: g.admissionId ?? '', leaseId: g.leaseId })),
             reason: result.reason ?? '',
-            ...(result.retryAfterMs === undefined ? {} : { retryAfter: durationOf(result.retryAfterMs) }),
+            ...(result.retryAfterMs === undefined ? {} : { retryAfter: durationOfMs(result.retryAfterMs) }),
           })),
         };
       } catch (err) {
@@ -210,16 +205,16 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
             conditionReason: s.conditionReason,
             remainingRequests: tightest?.remaining ?? 0,
             limitRequests: tightest?.requests ?? 0,
-            ...(tightest ? { window: durationOf(tightest.perMs), resetIn: durationOf(tightest.resetInMs) } : {}),
+            ...(tightest ? { window: durationOfMs(tightest.perMs), resetIn: durationOfMs(tightest.resetInMs) } : {}),
             ...(s.coolingUntilMs === undefined ? {} : { coolingUntil: timestampOf(s.coolingUntilMs) }),
             burstWindows: s.windows
               .filter((w) => w.burst === true)
-              .map((w) => ({ remainingRequests: w.remaining, limitRequests: w.requests, window: durationOf(w.perMs) })),
+              .map((w) => ({ remainingRequests: w.remaining, limitRequests: w.requests, window: durationOfMs(w.perMs) })),
             tokenWindows: s.tokenWindows.map((w) => ({
               remainingTokens: BigInt(Math.floor(w.remaining)),
               limitTokens: BigInt(w.tokens),
-              window: durationOf(w.perMs),
-              resetIn: durationOf(w.resetInMs),
+              window: durationOfMs(w.perMs),
+              resetIn: durationOfMs(w.resetInMs),
             })),
             calendarQuotas: s.quotas.map((q) => ({
               unit: QUOTA_UNITS[q.unit],
