@@ -90,13 +90,13 @@ describe('KeyPoolLimiter', () => {
       ]);
     });
 
-    it('rejects an unknown pool with UnknownPoolError and admits nothing from its batch', async () => {
+    it('rejects an unknown pool asked alone with UnknownPoolError, and in a batch denies it briefly while deciding the others', async () => {
       await assert.rejects(acquire([], 'nope'), (err: unknown) => err instanceof UnknownPoolError && err.poolId === 'nope');
-      await assert.rejects(
-        limiter.acquireBatch([{ poolId: 'anthropic' }, { poolId: 'nope' }], clock.nowMs()),
-        UnknownPoolError,
-      );
-      assert.deepEqual(await acquire([], 'anthropic'), { granted: true, keyId: 'k1', admissionId: '' });
+      // A policy that adds a pool reaches the router and the limiter a moment apart.
+      assert.deepEqual(await limiter.acquireBatch([{ poolId: 'anthropic' }, { poolId: 'nope' }], clock.nowMs()), [
+        { granted: true, keyId: 'k1', admissionId: '' },
+        { granted: false, retryAfterMs: 250, reason: 'KEY_POOL_EXHAUSTED' },
+      ]);
     });
   });
 
@@ -354,11 +354,11 @@ describe('KeyPoolLimiter', () => {
       assert.deepEqual(await lease(4, ['k2']), { grants: [], retryAfterMs: 60_000 + HOLD_MS, reason: 'KEY_POOL_EXHAUSTED' });
     });
 
-    it('decides a batch in order, and rejects an unknown pool before leasing anything', async () => {
-      await assert.rejects(
-        limiter.grantLeases([{ poolId: 'anthropic', wantedSlots: 1 }, { poolId: 'nope', wantedSlots: 1 }], clock.nowMs(), HOLD_MS),
-        (err: unknown) => err instanceof UnknownPoolError && err.poolId === 'nope',
-      );
+    it('decides a batch in order, and denies a pool it does not know yet briefly without failing the others', async () => {
+      const [granted, unknown] = await limiter.grantLeases([{ poolId: 'anthropic', wantedSlots: 1 }, { poolId: 'nope', wantedSlots: 1 }], clock.nowMs(), HOLD_MS);
+      assert.equal(granted!.grants.length, 1);
+      assert.deepEqual(unknown, { grants: [], retryAfterMs: 250, reason: 'KEY_POOL_EXHAUSTED' });
+      clock.advance(60_000 + HOLD_MS);
       const results = await limiter.grantLeases(
         [
           { poolId: 'anthropic', wantedSlots: 1 },
