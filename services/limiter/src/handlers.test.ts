@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { create, fromBinary } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { createMemoryBus, Subjects } from '@keymesh/bus';
 import { FakeClock } from '@keymesh/clock';
 import {
@@ -7,6 +7,7 @@ import {
   AcquireOutcome,
   AcquireRequestSchema,
   GetKeyStateRequestSchema,
+  GetKeyStateResponseSchema,
   GrantLeasesRequestSchema,
   KeyParkedEventSchema,
   Priority,
@@ -98,5 +99,23 @@ describe('limiter handlers', () => {
     const { keys } = await handlers.getKeyState(create(GetKeyStateRequestSchema, { poolId: 'main' }), ctx);
     assert.equal(keys?.[0]?.concurrencyLimit, 1);
     assert.equal(keys?.[0]?.holdsInFlight, 0);
+  });
+
+  it('answers GetKeyState with whole-millisecond times when the store keeps fractions (the Redis clock)', async () => {
+    const clock = new FakeClock();
+    clock.set(1_700_000_000_000.25);
+    const limiter = new KeyPoolLimiter(new MemoryLimiterStore());
+    await limiter.applyPools([
+      { poolId: 'main', keys: [{ keyId: 'k1', limits: [], quotas: [{ unit: 'requests', limit: 5, period: 'day', timeZone: 'UTC' }] }] },
+    ]);
+    const handlers = limiterHandlers(limiter, clock);
+    const ctx = {} as CallContext;
+    await handlers.reportOutcome(
+      { $typeName: 'keymesh.limiter.v1.ReportOutcomeRequest', poolId: 'main', keyId: 'k1', httpStatus: 429, learnedLimitRequests: 0, quotaExhausted: false },
+      ctx,
+    );
+    const response = create(GetKeyStateResponseSchema, await handlers.getKeyState({ $typeName: 'keymesh.limiter.v1.GetKeyStateRequest', poolId: '' }, ctx));
+    const decoded = fromBinary(GetKeyStateResponseSchema, toBinary(GetKeyStateResponseSchema, response));
+    assert.equal(decoded.keys[0]!.coolingUntil!.nanos % 1_000_000, 0);
   });
 });

@@ -1,5 +1,5 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import type { Duration } from '@bufbuild/protobuf/wkt';
+import type { Duration, Timestamp } from '@bufbuild/protobuf/wkt';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { isCostScopePoolId } from '@keymesh/config';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
@@ -13,7 +13,7 @@ import {
   type AcquireResponseSchema,
   type LimiterService,
 } from '@keymesh/proto/limiter/v1/limiter';
-import type { ServiceImpl } from '@keymesh/rpc';
+import { durationOfMs, type ServiceImpl } from '@keymesh/rpc';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { Subjects, type Bus } from '@keymesh/bus';
 import { LimiterError, UnknownKeyError, UnknownPoolError } from './domain/errors';
@@ -24,13 +24,12 @@ import type { Clock } from '@keymesh/clock';
 const DEFAULT_HOLD_MS = 1_000;
 const MAX_HOLD_MS = 10_000;
 
-function durationOf(ms: number): MessageInitShape<typeof import('@bufbuild/protobuf/wkt').DurationSchema> {
-  const whole = Math.floor(ms / 1000);
-  return { seconds: BigInt(whole), nanos: Math.round((ms - whole * 1000) * 1e6) };
-}
-
-/** Store times may carry fractions of a ms (Redis TIME has microseconds); a Timestamp's nanos must be whole. */
-function timestampOf(ms: number): ReturnType<typeof timestampFromMs> {
+/**
+ * Whole milliseconds: times the Redis store converts from its clock to the
+ * caller's (cooling ends, quota resets) carry fractions, which a Timestamp's
+ * integer nanos can't hold.
+ */
+function timestampOf(ms: number): Timestamp {
   return timestampFromMs(Math.round(ms));
 }
 
@@ -55,7 +54,7 @@ function responseOf(result: AcquireResult, holdTtl: MessageInitShape<typeof impo
   return {
     outcome: AcquireOutcome.DENIED,
     reason: result.reason,
-    ...(result.retryAfterMs === undefined ? {} : { retryAfter: durationOf(result.retryAfterMs) }),
+    ...(result.retryAfterMs === undefined ? {} : { retryAfter: durationOfMs(result.retryAfterMs) }),
   };
 }
 
@@ -75,7 +74,7 @@ function statusOf(err: unknown): unknown {
  * so operators and dashboards learn of a revoked key without polling.
  */
 export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus): ServiceImpl<typeof LimiterService> {
-  const holdTtl = durationOf(limiter.holdTtlMs);
+  const holdTtl = durationOfMs(limiter.holdTtlMs);
   const grantedResponse = (result: AcquireResult): MessageInitShape<typeof AcquireResponseSchema> => responseOf(result, holdTtl);
   return {
     async acquire(request) {
@@ -115,13 +114,14 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
           })),
           clock.nowMs(),
           holdMs,
+          request.returns.map((r) => ({ poolId: r.poolId, keyId: r.keyId, leaseId: r.leaseId, slots: r.slots, tokens: r.tokens })),
         );
         return {
           pools: results.map((result, i) => ({
             poolId: request.requests[i].poolId,
-            leases: result.grants.map((g) => ({ keyId: g.keyId, slots: g.slots, tokens: g.tokens ?? 0, admissionId: g.admissionId ?? '' })),
+            leases: result.grants.map((g) => ({ keyId: g.keyId, slots: g.slots, tokens: g.tokens ?? 0, admissionId: g.admissionId ?? '', leaseId: g.leaseId })),
             reason: result.reason ?? '',
-            ...(result.retryAfterMs === undefined ? {} : { retryAfter: durationOf(result.retryAfterMs) }),
+            ...(result.retryAfterMs === undefined ? {} : { retryAfter: durationOfMs(result.retryAfterMs) }),
           })),
         };
       } catch (err) {
@@ -208,16 +208,16 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
             conditionReason: s.conditionReason,
             remainingRequests: tightest?.remaining ?? 0,
             limitRequests: tightest?.requests ?? 0,
-            ...(tightest ? { window: durationOf(tightest.perMs), resetIn: durationOf(tightest.resetInMs) } : {}),
+            ...(tightest ? { window: durationOfMs(tightest.perMs), resetIn: durationOfMs(tightest.resetInMs) } : {}),
             ...(s.coolingUntilMs === undefined ? {} : { coolingUntil: timestampOf(s.coolingUntilMs) }),
             burstWindows: s.windows
               .filter((w) => w.burst === true)
-              .map((w) => ({ remainingRequests: w.remaining, limitRequests: w.requests, window: durationOf(w.perMs) })),
+              .map((w) => ({ remainingRequests: w.remaining, limitRequests: w.requests, window: durationOfMs(w.perMs) })),
             tokenWindows: s.tokenWindows.map((w) => ({
               remainingTokens: BigInt(Math.floor(w.remaining)),
               limitTokens: BigInt(w.tokens),
-              window: durationOf(w.perMs),
-              resetIn: durationOf(w.resetInMs),
+              window: durationOfMs(w.perMs),
+              resetIn: durationOfMs(w.resetInMs),
             })),
             calendarQuotas: s.quotas.map((q) => ({
               unit: costPool ? ProtoQuotaUnit.COST_MICRO_USD : QUOTA_UNITS[q.unit],

@@ -76,7 +76,6 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   const exact = new AcquireBatcher(limiter, telemetry);
   const settles = new SettleBatcher(limiter, logger);
   const admission = new LeaseAdmission(limiter, telemetry, exact, {
-    returnTokens: (poolId, keyId, admissionId, unspentTokens) => settles.settle({ poolId, keyId, admissionId, reservedTokens: unspentTokens, usedTokens: 0 }),
     // Windows learned from the provider's headers count like declared ones.
     holdMs: (poolId) => Math.min(table.leaseHoldMs.get(poolId) ?? 1_000, leaseHoldForWindow(learner.shortestWindowMs(poolId))),
   });
@@ -171,8 +170,9 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
       follower.close();
       keyEvents.unsubscribe();
       await Promise.all([edge.close(), rpcServer.shutdown()]);
-      // Requests still held past the grace period give their keys' slots back now, not at their TTL.
-      await Promise.all([settles.drain(), dispatcher.holds.drain()]);
+      // Requests still held past the grace period give their keys' slots back now, not at their TTL,
+      // and nothing is admitted any more: what is still leased goes back to the shared budget.
+      await Promise.all([settles.drain(), dispatcher.holds.drain(), admission.close()]);
       await Promise.all([...table.providers.values()].map((p) => p.upstream.close()));
       for (const client of [limiter, keyVault, cache, analytics, control]) closeRpcClient(client);
       await idempotency.close();

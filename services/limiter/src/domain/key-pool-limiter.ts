@@ -3,6 +3,8 @@ import { InvalidPoolSpecError, UnknownKeyError, UnknownPoolError } from './error
 import { findPoolSpecProblems, freezePoolSpecs, MAX_WINDOW_REQUESTS } from './pool-spec';
 import { DEFAULT_QUOTA_RESETS, nextQuotaResetMs, type QuotaResets } from './quota-period';
 import type {
+
+  LeaseReturn,
   LeaseRequest,
   LeaseResult,
   AcquireRequest,
@@ -15,6 +17,15 @@ import type {
   Settlement,
   WindowLimit,
 } from './types';
+
+/**
+ * A batch may name a pool this limiter has not applied yet: the router and the
+ * limiter follow the same policy update, but not in the same instant (adding a
+ * tenant's limit adds a pool). That request is denied briefly, as a full pool
+ * would be, instead of failing every other pool of its batch.
+ */
+const NOT_YET_KNOWN_RETRY_MS = 250;
+const NOT_YET_KNOWN: AcquireResult = Object.freeze({ granted: false, retryAfterMs: NOT_YET_KNOWN_RETRY_MS, reason: 'KEY_POOL_EXHAUSTED' });
 
 /** The condition reason of a key whose provider quota is spent until its next period. */
 export const QUOTA_EXHAUSTED_REASON = 'quota exhausted';
@@ -79,21 +90,27 @@ export class KeyPoolLimiter {
   }
 
   async acquire(request: AcquireRequest, nowMs: number): Promise<AcquireResult> {
+    // Asked alone, a pool this limiter does not know is the caller's mistake (NOT_FOUND).
+    this.requirePool(request.poolId);
     const [result] = await this.acquireBatch([request], nowMs);
     return result!;
   }
 
   /**
    * Decides many requests in one store call, in order, each exactly as acquire
-   * would. An unknown pool fails the whole batch before anything is admitted.
+   * would. A request for a pool this limiter does not know yet is denied on its
+   * own (see NOT_YET_KNOWN_RETRY_MS); the others are decided as usual.
    */
   async acquireBatch(requests: readonly AcquireRequest[], nowMs: number): Promise<AcquireResult[]> {
-    const candidates: KeyCandidates[] = new Array(requests.length);
+    const candidates: KeyCandidates[] = [];
+    const known: number[] = [];
     for (let i = 0; i < requests.length; i++) {
       const request = requests[i]!;
-      const pool = this.requirePool(request.poolId);
+      const pool = this.pools.get(request.poolId);
+      if (pool === undefined) continue;
       const excluded = request.excludedKeyIds;
-      candidates[i] = {
+      known.push(i);
+      candidates.push({
         poolId: request.poolId,
         tokens: tokensOf(request.estimatedTokens),
         high: request.high === true,
@@ -101,10 +118,12 @@ export class KeyPoolLimiter {
           excluded === undefined || excluded.length === 0
             ? pool.keyIds
             : pool.keyIds.filter((keyId) => !excluded.includes(keyId)),
-      };
+      });
     }
-    const decisions = await this.store.acquire(candidates, nowMs, this.holdTtlMs);
-    return decisions.map(toAcquireResult);
+    const decisions = candidates.length === 0 ? [] : await this.store.acquire(candidates, nowMs, this.holdTtlMs);
+    const results: AcquireResult[] = requests.map(() => NOT_YET_KNOWN);
+    known.forEach((i, k) => (results[i] = toAcquireResult(decisions[k]!)));
+    return results;
   }
 
   /** Frees holds at once (see LimiterStore.release); holds of pools a config swap removed are dropped. */
@@ -123,28 +142,38 @@ export class KeyPoolLimiter {
    * Leases slices of the pools' capacity (see LimiterStore.lease). An unknown
    * pool fails the whole call before anything is granted.
    */
-  async grantLeases(requests: readonly LeaseRequest[], nowMs: number, holdMs: number): Promise<LeaseResult[]> {
-    const candidates: LeaseCandidates[] = requests.map((request) => {
-      const pool = this.requirePool(request.poolId);
+  /** `returns` (see LimiterStore.lease) are applied first; those for pools or keys no longer configured free nothing. */
+  async grantLeases(requests: readonly LeaseRequest[], nowMs: number, holdMs: number, returns: readonly LeaseReturn[] = []): Promise<LeaseResult[]> {
+    const candidates: LeaseCandidates[] = [];
+    const known: number[] = [];
+    requests.forEach((request, i) => {
+      const pool = this.pools.get(request.poolId);
+      if (pool === undefined) return;
       const excluded = request.excludedKeyIds;
-      return {
+      known.push(i);
+      candidates.push({
         poolId: request.poolId,
         wantedSlots: request.wantedSlots,
         wantedTokens: tokensOf(request.wantedTokens),
         high: request.high === true,
         keyIds: excluded === undefined || excluded.length === 0 ? pool.keyIds : pool.keyIds.filter((keyId) => !excluded.includes(keyId)),
-      };
+      });
     });
-    const decisions = await this.store.lease(candidates, nowMs, holdMs);
-    return decisions.map((decision) =>
-      decision.grants.length > 0
-        ? { grants: decision.grants, retryAfterMs: undefined, reason: undefined }
-        : {
-            grants: [],
-            retryAfterMs: decision.retryAfterMs,
-            reason: decision.retryAfterMs === undefined ? 'KEY_POOL_UNAVAILABLE' : 'KEY_POOL_EXHAUSTED',
-          },
-    );
+    const knownReturns = returns.filter((r) => this.pools.get(r.poolId)?.keyIdSet.has(r.keyId) === true);
+    const decisions = candidates.length === 0 && knownReturns.length === 0 ? [] : await this.store.lease(candidates, nowMs, holdMs, knownReturns);
+    const results: LeaseResult[] = requests.map(() => ({ grants: [], retryAfterMs: NOT_YET_KNOWN_RETRY_MS, reason: 'KEY_POOL_EXHAUSTED' }));
+    known.forEach((i, k) => {
+      const decision = decisions[k]!;
+      results[i] =
+        decision.grants.length > 0
+          ? { grants: decision.grants, retryAfterMs: undefined, reason: undefined }
+          : {
+              grants: [],
+              retryAfterMs: decision.retryAfterMs,
+              reason: decision.retryAfterMs === undefined ? 'KEY_POOL_UNAVAILABLE' : 'KEY_POOL_EXHAUSTED',
+            };
+    });
+    return results;
   }
 
   /**

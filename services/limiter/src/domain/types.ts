@@ -220,10 +220,26 @@ export interface LeaseRequest {
 export interface LeaseGrant {
   readonly keyId: string;
   readonly slots: number;
+  /** Names the lease in a LeaseReturn; unique per key while the lease counts in any window or quota. */
+  readonly leaseId: string;
   /** Keys with token windows only: the token budget carved with the slots... */
   readonly tokens?: number;
   /** ...and its reservation's id, for settles of the requests spent from it. */
   readonly admissionId?: string;
+}
+
+/**
+ * What a router did not spend of a lease it dropped (expired, replaced,
+ * its key removed, the router shutting down): given back to the key's
+ * windows, token budget and quotas. The store frees at most what the lease
+ * recorded, once: a replayed return frees nothing.
+ */
+export interface LeaseReturn {
+  readonly poolId: string;
+  readonly keyId: string;
+  readonly leaseId: string;
+  readonly slots: number;
+  readonly tokens: number;
 }
 
 /**

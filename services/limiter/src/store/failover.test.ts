@@ -96,4 +96,21 @@ describe('the limiter while Redis is down', function () {
     await store.release([ref], nowMs);
     assert.equal((await store.acquire(candidates, nowMs, 10_000))[0]!.granted, true);
   });
+
+  it('gives a lease back to the store that granted it: a local one to the local share while Redis is away', async () => {
+    await start({ kind: 'open', replicas: 2 });
+    await redis.kill();
+    const nowMs = Date.now();
+    const [leased] = await store.lease([{ ...candidates[0], wantedSlots: 1 }], nowMs, 1_000);
+    const grant = leased.grants[0]!;
+    assert.match(grant.leaseId, /^local-/);
+    assert.equal((await store.acquire(candidates, nowMs))[0].granted, true);
+    assert.equal((await store.acquire(candidates, nowMs))[0].granted, false);
+    // Without its mark the id would name a lease of the shared store: the local share must not free it.
+    const given = { poolId: 'main', keyId: 'k1', leaseId: grant.leaseId, slots: 1, tokens: 0 };
+    await store.lease([], nowMs, 1_000, [{ ...given, leaseId: grant.leaseId.slice('local-'.length) }]);
+    assert.equal((await store.acquire(candidates, nowMs))[0].granted, false);
+    await store.lease([], nowMs, 1_000, [given]);
+    assert.equal((await store.acquire(candidates, nowMs))[0].granted, true);
+  });
 });

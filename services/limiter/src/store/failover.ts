@@ -1,4 +1,4 @@
-import type { HoldRef, KeyConditionState, KeyState, PoolSpec, Settlement } from '../domain/types';
+import type { HoldRef, KeyConditionState, KeyState, LeaseReturn, PoolSpec, Settlement } from '../domain/types';
 import { MemoryLimiterStore } from './memory';
 import type { AcquireDecision, KeyCandidates, KeyRef, ObservedLimits, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
 
@@ -22,6 +22,8 @@ export interface FailoverOptions {
 }
 
 const DENIAL_RETRY_MS = 1_000;
+/** Marks the lease ids of the local store (the shared store's are digits). */
+const LOCAL_LEASE = 'local-';
 
 class SharedStoreDown extends Error {
   constructor(cause: unknown) {
@@ -64,10 +66,22 @@ export class FailoverLimiterStore implements LimiterStore {
     );
   }
 
-  lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number): Promise<LeaseDecision[]> {
+  /**
+   * The two stores number leases independently, so the local store's lease
+   * ids carry LOCAL_LEASE: a return goes to the store that granted it, and
+   * one naming a shared lease while Redis is away is dropped (its slots stay
+   * counted until they leave the windows, as without returns).
+   */
+  async lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number, returns: readonly LeaseReturn[] = []): Promise<LeaseDecision[]> {
+    const local = returns.filter((r) => r.leaseId.startsWith(LOCAL_LEASE)).map((r) => ({ ...r, leaseId: r.leaseId.slice(LOCAL_LEASE.length) }));
+    const shared = returns.filter((r) => !r.leaseId.startsWith(LOCAL_LEASE));
+    if (local.length > 0 && this.options.mode.kind === 'open') await this.local.lease([], nowMs, holdMs, local);
     return this.viaShared(
-      () => this.shared.lease(requests, nowMs, holdMs),
-      () => (this.options.mode.kind === 'open' ? this.local.lease(requests, nowMs, holdMs) : requests.map(() => ({ grants: [], retryAfterMs: DENIAL_RETRY_MS }))),
+      () => this.shared.lease(requests, nowMs, holdMs, shared),
+      async () =>
+        this.options.mode.kind === 'open'
+          ? (await this.local.lease(requests, nowMs, holdMs)).map((d) => ({ ...d, grants: d.grants.map((g) => ({ ...g, leaseId: LOCAL_LEASE + g.leaseId })) }))
+          : requests.map(() => ({ grants: [], retryAfterMs: DENIAL_RETRY_MS })),
     );
   }
 

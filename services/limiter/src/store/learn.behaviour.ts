@@ -115,6 +115,17 @@ export function describeLearning(
       assert.equal(leased, 2);
     });
 
+    it('keeps a returned lease\'s slots counted once the provider\'s remaining count, which reckoned them spent, corrected the windows', async () => {
+      await store.configure([pool({ a: [{ requests: 10, perMs: 1000 }] })]);
+      const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 2 }], clock.nowMs(), 50);
+      const grant = decision!.grants[0]!;
+      assert.equal(grant.slots, 2);
+      // The provider saw 6 requests this store did not: 2 remain, and the 2 leased slots were counted as used.
+      await store.learn({ poolId: 'p', keyId: 'a' }, { limit: undefined, remainingRequests: 2 }, clock.nowMs());
+      await store.lease([], clock.nowMs(), 50, [{ poolId: 'p', keyId: 'a', leaseId: grant.leaseId, slots: 2, tokens: 0 }]);
+      assert.equal(await grants(store, 10), 2);
+    });
+
     it('answers undefined for a key it does not know', async () => {
       await store.configure([pool({ a: [] })]);
       assert.equal(await store.learn({ poolId: 'p', keyId: 'zz' }, { limit: { requests: 1, perMs: 1 }, remainingRequests: 0 }, clock.nowMs()), undefined);

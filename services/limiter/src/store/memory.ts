@@ -1,6 +1,7 @@
 import { DEFAULT_KEY_SELECTION, reservedOf } from '../domain/key-choice';
-import type { CalendarQuota, HoldRef, KeyConditionState, KeySelection, KeySpec, KeyState, LeaseGrant, PoolSpec, Settlement, TokenWindowLimit, WindowLimit } from '../domain/types';
+import type { CalendarQuota, HoldRef, KeyConditionState, KeySelection, KeySpec, KeyState, LeaseGrant, LeaseReturn, PoolSpec, Settlement, TokenWindowLimit, WindowLimit } from '../domain/types';
 import { HoldSet } from './hold-set';
+import { LEASE_RETURN_GRACE_MS, LeaseLedger } from './lease-ledger';
 import { admissionIdOf, parseAdmissionId, QuotaCounter } from './quota-counter';
 import { SlidingLog } from './sliding-log';
 import { TokenLog } from './token-log';
@@ -66,6 +67,7 @@ export class MemoryLimiterStore implements LimiterStore {
   /** Limits learned from the provider for keys declared without any, by learnedId. */
   private learned = new Map<string, WindowLimit>();
   private choices: ReadonlyMap<string, PoolChoice> = new Map();
+  private readonly leases = new LeaseLedger();
 
   async configure(pools: readonly PoolSpec[]): Promise<void> {
     const next = new Map<string, Map<string, KeyRecord>>();
@@ -132,6 +134,7 @@ export class MemoryLimiterStore implements LimiterStore {
         for (const window of key.windows) for (let s = 0; s < Math.min(unseen, window.requests); s++) window.record(admittedMs);
         key.lastAdmittedMs = admittedMs;
         key.lastGrantSeq = ++this.grantSeq;
+        this.leases.corrected(ref.poolId, ref.keyId, key.lastGrantSeq);
       }
     }
     return conditionOf(key, nowMs);
@@ -225,7 +228,8 @@ export class MemoryLimiterStore implements LimiterStore {
     }
   }
 
-  async lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number): Promise<LeaseDecision[]> {
+  async lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number, returns: readonly LeaseReturn[] = []): Promise<LeaseDecision[]> {
+    this.returnLeases(returns, nowMs);
     const decisions: LeaseDecision[] = new Array(requests.length);
     for (let i = 0; i < requests.length; i++) decisions[i] = this.leaseOne(requests[i], nowMs, holdMs);
     return decisions;
@@ -271,16 +275,47 @@ export class MemoryLimiterStore implements LimiterStore {
       key.lastGrantSeq = ++this.grantSeq;
       if (!key.carriesTokens) {
         recordQuotas(key, nowMs, stampMs, slots, 0);
-        grants.push({ keyId: key.keyId, slots });
+        grants.push({ keyId: key.keyId, slots, leaseId: this.keepLease(key, nowMs, stampMs, admittedMs, slots, 0) });
         continue;
       }
       const tokens = leaseTokens(unassignedTokens, keysLeft, tokensPerSlot, tokensAvailable);
       unassignedTokens = Math.max(0, unassignedTokens - tokens);
       key.tokenLog?.record(admittedMs, tokens, key.lastGrantSeq);
       recordQuotas(key, nowMs, stampMs, slots, tokens);
-      grants.push({ keyId: key.keyId, slots, tokens, admissionId: admissionIdOf(key.lastGrantSeq, key.hasTokenQuota ? stampMs : undefined) });
+      grants.push({ keyId: key.keyId, slots, leaseId: this.keepLease(key, nowMs, stampMs, admittedMs, slots, tokens), tokens, admissionId: admissionIdOf(key.lastGrantSeq, key.hasTokenQuota ? stampMs : undefined) });
     }
     return { grants, retryAfterMs: undefined };
+  }
+
+  /** Records what a lease just granted on `key` counted; its id is the grant's seq. */
+  private keepLease(key: KeyRecord, nowMs: number, stampMs: number, admittedMs: number, slots: number, tokens: number): string {
+    const leaseId = String(key.lastGrantSeq);
+    let keptUntilMs = Number.NEGATIVE_INFINITY;
+    for (const window of key.windows) keptUntilMs = Math.max(keptUntilMs, admittedMs + window.perMs);
+    for (const limit of key.tokenLimits) keptUntilMs = Math.max(keptUntilMs, admittedMs + limit.perMs);
+    for (const counter of key.quotas) keptUntilMs = Math.max(keptUntilMs, counter.periodAt(stampMs).endMs);
+    keptUntilMs = Math.min(keptUntilMs, stampMs + LEASE_RETURN_GRACE_MS);
+    if (keptUntilMs > nowMs) {
+      const record = { windows: key.windows, grantMs: nowMs, stampMs, admittedMs, slots, tokens, seq: key.lastGrantSeq, keptUntilMs };
+      this.leases.keep(key.poolId, key.keyId, leaseId, record, nowMs);
+    }
+    return leaseId;
+  }
+
+  /** See LimiterStore.lease: each return frees at most what its lease recorded, once. */
+  private returnLeases(returns: readonly LeaseReturn[], nowMs: number): void {
+    for (const given of returns) {
+      const key = this.find(given);
+      const lease = key && this.leases.take(given.poolId, given.keyId, given.leaseId, nowMs);
+      if (key === undefined || lease === undefined) continue;
+      const slots = Math.min(Math.max(0, Math.floor(given.slots)), lease.slots);
+      const tokens = Math.min(Math.max(0, Math.floor(given.tokens)), lease.tokens);
+      if (key.windows === lease.windows && this.leases.windowsReturnable(given.poolId, given.keyId, lease)) {
+        for (const window of key.windows) if (lease.admittedMs > nowMs - window.perMs) window.forget(lease.admittedMs, slots);
+      }
+      if (tokens > 0) key.tokenLog?.refund(lease.seq, tokens);
+      returnQuotas(key, lease.grantMs, lease.stampMs, slots, tokens);
+    }
   }
 
   async cool(ref: KeyRef, untilMs: number, reason: string, nowMs: number): Promise<KeyConditionState | undefined> {
@@ -535,6 +570,16 @@ function recordQuotas(key: KeyRecord, nowMs: number, stampMs: number, slots: num
     if (amount <= 0) continue;
     counter.add(nowMs, nowMs, amount);
     if (counter.periodAt(stampMs).startMs !== counter.periodAt(nowMs).startMs) counter.add(nowMs, stampMs, amount);
+  }
+}
+
+/** Takes back from each quota what recordQuotas counted for a lease's unspent slots and budget. */
+function returnQuotas(key: KeyRecord, grantMs: number, stampMs: number, slots: number, tokens: number): void {
+  for (const counter of key.quotas) {
+    const amount = counter.quota.unit === 'requests' ? slots : tokens;
+    if (amount <= 0) continue;
+    counter.refund(grantMs, amount);
+    if (counter.periodAt(stampMs).startMs !== counter.periodAt(grantMs).startMs) counter.refund(stampMs, amount);
   }
 }
 

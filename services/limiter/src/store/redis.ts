@@ -9,6 +9,7 @@ import type {
   KeyConditionState,
   KeyState,
   LeaseGrant,
+  LeaseReturn,
   PoolSpec,
   QuotaPeriod,
   QuotaState,
@@ -182,24 +183,27 @@ export class RedisLimiterStore implements LimiterStore {
     return decisions;
   }
 
-  async lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number): Promise<LeaseDecision[]> {
+  async lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number, returns: readonly LeaseReturn[] = []): Promise<LeaseDecision[]> {
     const groups = groupByPool(requests);
-    const calls: Call[] = [];
-    for (const [poolId, indexes] of groups) {
-      const args: Arg[] = [...this.header(poolId, nowMs), holdMs, this.choiceOf(poolId)];
-      for (const i of indexes) {
+    const returnsByPool = groupByPool(returns);
+    // A pool with only returns (a router shutting down) still takes its script call.
+    const poolIds = [...new Set([...groups.keys(), ...returnsByPool.keys()])];
+    const calls: Call[] = poolIds.map((poolId) => {
+      const given = returnsByPool.get(poolId) ?? [];
+      const args: Arg[] = [...this.header(poolId, nowMs), holdMs, this.choiceOf(poolId), given.length];
+      for (const i of given) args.push(returns[i]!.keyId, returns[i]!.leaseId, returns[i]!.slots, returns[i]!.tokens);
+      for (const i of groups.get(poolId) ?? []) {
         const request = requests[i]!;
         args.push(request.wantedSlots, request.wantedTokens ?? 0, request.high === true ? 1 : 0, request.keyIds.length, ...request.keyIds);
       }
-      calls.push({ script: LEASE, cfgKey: this.cfgKey(poolId), args });
-    }
+      return { script: LEASE, cfgKey: this.cfgKey(poolId), args };
+    });
     const replies = await this.run(calls);
     const decisions: LeaseDecision[] = new Array(requests.length);
-    let g = 0;
-    for (const indexes of groups.values()) {
-      const reply = replies[g++] as string[];
+    poolIds.forEach((poolId, p) => {
+      const reply = replies[p] as string[];
       let at = 0;
-      for (const requestIndex of indexes) {
+      for (const requestIndex of groups.get(poolId) ?? []) {
         const count = Number(reply[at++]);
         if (count === 0) {
           const wait = reply[at++]!;
@@ -208,17 +212,17 @@ export class RedisLimiterStore implements LimiterStore {
         }
         const grants: LeaseGrant[] = [];
         for (let n = 0; n < count; n++) {
-          const admissionId = reply[at + 3]!;
+          const [keyId, slots, leaseId, tokens, admissionId] = reply.slice(at, at + 5) as [string, string, string, string, string];
           grants.push(
             admissionId === ''
-              ? { keyId: reply[at]!, slots: Number(reply[at + 1]) }
-              : { keyId: reply[at]!, slots: Number(reply[at + 1]), tokens: Number(reply[at + 2]), admissionId },
+              ? { keyId, slots: Number(slots), leaseId }
+              : { keyId, slots: Number(slots), leaseId, tokens: Number(tokens), admissionId },
           );
-          at += 4;
+          at += 5;
         }
         decisions[requestIndex] = { grants, retryAfterMs: undefined };
       }
-    }
+    });
     return decisions;
   }
 

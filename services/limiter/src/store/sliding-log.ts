@@ -71,6 +71,27 @@ export class SlidingLog {
   }
 
   /**
+   * Removes up to `count` admissions recorded at exactly atMs (a lease's
+   * unspent slots), returning how many; the ring's oldest slots become
+   * empty. Admissions recorded at the same time are interchangeable, and
+   * none that was overwritten to make room could still be in the window
+   * (every admission needs the oldest one out of it), so the emptied slots
+   * hide nothing this window would count.
+   */
+  forget(atMs: number, count: number): number {
+    const times = Array.from({ length: this.requests }, (_, i) => this.at(i));
+    const first = times.indexOf(atMs);
+    if (first < 0 || count <= 0) return 0;
+    let removed = 0;
+    while (removed < count && first + removed < times.length && times[first + removed] === atMs) removed++;
+    times.splice(first, removed);
+    this.times.fill(Number.NEGATIVE_INFINITY, 0, removed);
+    this.times.set(times, removed);
+    this.head = 0;
+    return removed;
+  }
+
+  /**
    * Seeds an empty log with the newest admissions of `source` (as many as fit in
    * both). Every window of a key records every admission, so the log with the
    * most slots holds the key's longest recent history.

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import type { CalendarQuota, PoolSpec, QuotaState, WindowLimit } from '../domain/types';
+import type { CalendarQuota, LeaseGrant, PoolSpec, QuotaState, WindowLimit } from '../domain/types';
 import type { FakeClock } from '@keymesh/clock';
 import { countInWindow, maxInAnyInterval, seededRandom } from './interval-check';
 import type { AcquireDecision, LeaseDecision, LimiterStore } from './store';
@@ -44,6 +44,11 @@ function worstCaseInAnyInterval(admittedMs: readonly number[], leases: readonly 
     if (count > max) max = count;
   }
   return max;
+}
+
+/** Lease ids are the store's to choose; tests that compare grants leave them out. */
+function withoutLeaseIds(decision: LeaseDecision): LeaseDecision {
+  return { ...decision, grants: decision.grants.map(({ leaseId: _leaseId, ...grant }) => grant as LeaseGrant) };
 }
 
 /** The most tokens any half-open interval [t, t + perMs) holds; deliberately naive. */
@@ -292,7 +297,7 @@ export function describeLimiterStore(
 
       async function leaseAs(keyIds: readonly string[], wantedSlots: number, high: boolean, holdMs = 0): Promise<LeaseDecision> {
         const [decision] = await store.lease([{ poolId: 'p', keyIds, wantedSlots, high }], clock.nowMs(), holdMs);
-        return decision!;
+        return withoutLeaseIds(decision!);
       }
 
       it('spreads a weighted pool\'s grants exactly by weight (3:1 over 40 acquires), each run of four a, a, b, a', async () => {
@@ -422,10 +427,10 @@ export function describeLimiterStore(
           { keyId: 'b', slots: 2 },
         ]);
         const [cheapest] = await store.lease([{ poolId: 'q', keyIds: ['dear', 'cheap'], wantedSlots: 5 }], clock.nowMs(), 0);
-        assert.deepEqual(cheapest!.grants, [{ keyId: 'cheap', slots: 5 }]);
+        assert.deepEqual(withoutLeaseIds(cheapest!).grants, [{ keyId: 'cheap', slots: 5 }]);
         const [spill] = await store.lease([{ poolId: 'q', keyIds: ['dear', 'cheap'], wantedSlots: 100 }], clock.nowMs(), 0);
         // cheap has 35 left: 8 (a quarter); dear gets the next 10 (a quarter of 40).
-        assert.deepEqual(spill!.grants, [
+        assert.deepEqual(withoutLeaseIds(spill!).grants, [
           { keyId: 'cheap', slots: 8 },
           { keyId: 'dear', slots: 10 },
         ]);
@@ -782,6 +787,28 @@ export function describeLimiterStore(
         assert.ok(worst > limit / 2, `only ${worst}: the callers should have pressed against the limit`);
       });
 
+      it('gives back a lease\'s unspent token budget, at most what it was granted, once', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 60_000)] }]);
+        const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 2, wantedTokens: 200 }], clock.nowMs(), 1000);
+        const grant = decision!.grants[0]!;
+        assert.equal(grant.tokens, 200);
+        const given = { poolId: 'p', keyId: 'a', leaseId: grant.leaseId, slots: 0, tokens: 150 };
+        await store.lease([], clock.nowMs(), 1000, [given]);
+        await store.lease([], clock.nowMs(), 1000, [given]);
+        await reserved(950);
+        assert.equal(await tokenRetryAfterMs(1), 61_000);
+      });
+
+      it('never gives back more of a lease\'s budget than it was granted', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 60_000)] }]);
+        const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 2, wantedTokens: 200 }], clock.nowMs(), 1000);
+        await reserved(800);
+        await store.lease([], clock.nowMs(), 1000, [{ poolId: 'p', keyId: 'a', leaseId: decision!.grants[0]!.leaseId, slots: 5, tokens: 900 }]);
+        await reserved(200);
+        // Reservations after the lease are recorded at its stamp (+1 s), so the log stays in time order.
+        assert.equal(await tokenRetryAfterMs(1), 61_000);
+      });
+
       it('keeps spent tokens when the token limit changes', async () => {
         await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 60_000)] }]);
         await reserved(700);
@@ -921,12 +948,40 @@ export function describeLimiterStore(
         clock.set(Date.parse('2026-03-12T00:00:00Z'));
         assert.equal((await quotaState()).used, 1);
       });
+
+      it('takes a returned lease\'s unspent slots and budget back from every day it counted them in', async () => {
+        clock.set(Date.parse('2026-03-10T23:59:59.500Z'));
+        await store.configure([{ poolId: 'p', keys: [quotaKey(perDay(20, 'UTC'), perDay(1000, 'UTC', 'tokens'))] }]);
+        const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 5, wantedTokens: 200 }], clock.nowMs(), 1000);
+        const grant = decision!.grants[0]!;
+        assert.deepEqual([grant.slots, grant.tokens], [5, 200]);
+        // Two slots and 80 tokens were spent; the hold reached into the 11th, which counted the lease too.
+        clock.set(Date.parse('2026-03-10T23:59:59.800Z'));
+        const given = { poolId: 'p', keyId: 'a', leaseId: grant.leaseId, slots: 3, tokens: 120 };
+        await store.lease([], clock.nowMs(), 1000, [given]);
+        const [today] = await store.snapshot('p', clock.nowMs());
+        assert.deepEqual(today!.quotas.map((q) => q.used), [2, 80]);
+        clock.set(Date.parse('2026-03-11T00:00:00Z'));
+        await store.lease([], clock.nowMs(), 1000, [given]);
+        const [tomorrow] = await store.snapshot('p', clock.nowMs());
+        assert.deepEqual(tomorrow!.quotas.map((q) => q.used), [2, 80]);
+      });
+
+      it('frees nothing of a quota for a lease given back long after its end', async () => {
+        clock.set(Date.parse('2026-03-10T10:00:00Z'));
+        await store.configure([{ poolId: 'p', keys: [quotaKey(perDay(20, 'UTC'))] }]);
+        const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 5 }], clock.nowMs(), 1000);
+        const grant = decision!.grants[0]!;
+        clock.set(Date.parse('2026-03-10T10:10:01Z'));
+        await store.lease([], clock.nowMs(), 1000, [{ poolId: 'p', keyId: 'a', leaseId: grant.leaseId, slots: grant.slots, tokens: 0 }]);
+        assert.equal((await quotaState()).used, grant.slots);
+      });
     });
 
     describe('leases', () => {
       async function lease(keyIds: readonly string[], wantedSlots: number, holdMs: number): Promise<LeaseDecision> {
         const [decision] = await store.lease([{ poolId: 'p', keyIds, wantedSlots }], clock.nowMs(), holdMs);
-        return decision!;
+        return withoutLeaseIds(decision!);
       }
 
       async function remaining(keyId: string): Promise<number[]> {
@@ -1051,12 +1106,72 @@ export function describeLimiterStore(
         assert.deepEqual((await lease(['cooling', 'parked'], 5, 0)).grants, [{ keyId: 'cooling', slots: 1 }]);
       });
 
+      describe('returns', () => {
+        const returnOf = (grant: LeaseGrant, slots: number) => ({ poolId: 'p', keyId: grant.keyId, leaseId: grant.leaseId, slots, tokens: 0 });
+
+        async function fullWindowWithLease(): Promise<LeaseGrant> {
+          await store.configure([pool('p', { a: [{ requests: 12, perMs: 1000 }] })]);
+          const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 3 }], clock.nowMs(), 500);
+          const grant = decision!.grants[0]!;
+          assert.equal(grant.slots, 3);
+          for (let i = 0; i < 9; i++) await grantedKey('p', ['a']);
+          // Admissions after the lease are recorded at its stamp, so the log stays in time order.
+          assert.equal(await retryAfterMs('p', ['a']), 1500);
+          return grant;
+        }
+
+        it('frees exactly the slots given back: at the limit, returning one admits exactly one more', async () => {
+          const grant = await fullWindowWithLease();
+          clock.advance(100);
+          await store.lease([], clock.nowMs(), 500, [returnOf(grant, 1)]);
+          await grantedKey('p', ['a']);
+          assert.equal(await retryAfterMs('p', ['a']), 1400);
+          clock.set(T0 + 1499);
+          assert.deepEqual(await remaining('a'), [0]);
+          clock.set(T0 + 1500);
+          assert.deepEqual(await remaining('a'), [12]);
+        });
+
+        it('frees the returned slots for the grant it rides with', async () => {
+          const grant = await fullWindowWithLease();
+          const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 1 }], clock.nowMs(), 500, [returnOf(grant, 1)]);
+          assert.equal(decision!.grants[0]!.slots, 1);
+          assert.equal(await retryAfterMs('p', ['a']), 1500);
+        });
+
+        it('frees a lease once, and never more than it was granted', async () => {
+          const grant = await fullWindowWithLease();
+          await store.lease([], clock.nowMs(), 500, [returnOf(grant, 10)]);
+          await store.lease([], clock.nowMs(), 500, [returnOf(grant, 10), returnOf(grant, 1)]);
+          for (let i = 0; i < 3; i++) await grantedKey('p', ['a']);
+          assert.equal(await retryAfterMs('p', ['a']), 1500);
+        });
+
+        it('frees nothing for a lease already out of its window, nor for a lease id it never granted', async () => {
+          await store.configure([pool('p', { a: [{ requests: 4, perMs: 1000 }] })]);
+          const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 1 }], clock.nowMs(), 500);
+          const grant = decision!.grants[0]!;
+          clock.set(T0 + 1500);
+          for (let i = 0; i < 4; i++) await grantedKey('p', ['a']);
+          await store.lease([], clock.nowMs(), 500, [returnOf(grant, 1), { ...returnOf(grant, 1), leaseId: `${grant.leaseId}9` }]);
+          assert.equal(await retryAfterMs('p', ['a']), 1000);
+        });
+
+        it('frees no window slots after the key\'s limits changed, as its windows were rebuilt', async () => {
+          const grant = await fullWindowWithLease();
+          await store.configure([pool('p', { a: [{ requests: 13, perMs: 1000 }] })]);
+          await grantedKey('p', ['a']);
+          await store.lease([], clock.nowMs(), 500, [returnOf(grant, 3)]);
+          assert.equal(await retryAfterMs('p', ['a']), 1500);
+        });
+      });
+
       it('decides a batch of leases in order, each seeing the slots granted before it', async () => {
         await store.configure([pool('p', { a: [{ requests: 8, perMs: 1000 }] })]);
         const request = { poolId: 'p', keyIds: ['a'], wantedSlots: 100 };
         const decisions = await store.lease([request, request, request], clock.nowMs(), 0);
         assert.deepEqual(
-          decisions.map((d) => d.grants),
+          decisions.map((d) => withoutLeaseIds(d).grants),
           [[{ keyId: 'a', slots: 2 }], [{ keyId: 'a', slots: 1 }], [{ keyId: 'a', slots: 1 }]],
         );
         assert.deepEqual(await remaining('a'), [4]);

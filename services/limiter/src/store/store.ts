@@ -1,4 +1,4 @@
-import type { HoldRef, KeyConditionState, KeyState, LeaseGrant, PoolSpec, Settlement, WindowLimit } from '../domain/types';
+import type { HoldRef, KeyConditionState, KeyState, LeaseGrant, LeaseReturn, PoolSpec, Settlement, WindowLimit } from '../domain/types';
 
 /**
  * Per-key limiter state (sliding windows, conditions) behind one small interface,
@@ -76,8 +76,20 @@ export interface LimiterStore {
    * lease ends. Calendar quotas count the slots (and
    * budget) in the period of nowMs, and also in the next one when nowMs +
    * holdMs lies past its end: the slots may be spent on either side.
+   *
+   * `returns` are applied first, in the same atomic step, so a router's
+   * unspent slots are free for the grants it asks for with them. A return
+   * removes up to its slots of the lease's admissions (those at the lease's
+   * stamp) from the key's windows, shrinks the lease's token budget by up
+   * to its tokens, and takes both back from the quota periods the lease
+   * counted them in; never more than the lease recorded, and only once (the
+   * lease's record is consumed). A return for a lease no longer in any
+   * window or quota period, for an unknown key, or for a key whose limits
+   * changed since the grant (its windows were rebuilt: the lease's
+   * admissions may not be there) frees no window slots; the last still
+   * gives back tokens and quotas.
    */
-  lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number): Promise<LeaseDecision[]>;
+  lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number, returns?: readonly LeaseReturn[]): Promise<LeaseDecision[]>;
 
   /**
    * Corrects reservations to the provider's reported usage, in one atomic

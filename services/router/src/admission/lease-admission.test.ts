@@ -183,3 +183,79 @@ describe('giving back a slot admitted from a lease', () => {
     assert.equal(a.giveBack('main', { ...second, decidedBy: first.decidedBy }, 0), false, 'not granted by a lease still held');
   });
 });
+
+describe('giving back unspent leases', () => {
+  const leased = (keyId: string, slots: number, leaseId: string) =>
+    create(GrantLeasesResponseSchema, { pools: [{ poolId: 'main', leases: [{ keyId, slots, leaseId }] }] });
+  const returnsOf = (request: GrantLeasesRequest) => request.returns.map((r) => ({ poolId: r.poolId, keyId: r.keyId, leaseId: r.leaseId, slots: r.slots, tokens: r.tokens }));
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  it('sends the unspent slots of a dropped lease with the grant call that follows, not in a call of their own', async () => {
+    const limiter = fakeLimiter(() => (limiter.calls.length === 1 ? leased('k1', 5, 'L1') : leased('k2', 5, 'L2')));
+    const a = admissionWith(limiter);
+    assert.ok((await admit(a)).granted);
+    a.forgetKey('main', 'k1', Number.POSITIVE_INFINITY);
+    const next = await admit(a);
+    assert.ok(next.granted && next.keyId === 'k2');
+    await sleep(100);
+    assert.equal(limiter.calls.length, 2);
+    assert.deepEqual(returnsOf(limiter.calls[1]!), [{ poolId: 'main', keyId: 'k1', leaseId: 'L1', slots: 4, tokens: 0 }]);
+    assert.equal(limiter.calls[1]!.requests.length, 1);
+  });
+
+  it('gives back an idle pool\'s expired lease on its own, shortly after it expires', async () => {
+    const limiter = fakeLimiter(() => leased('k1', 5, 'L1'));
+    const a = admissionWith(limiter, 100);
+    assert.ok((await admit(a)).granted);
+    await sleep(250);
+    assert.equal(limiter.calls.length, 2);
+    assert.deepEqual(limiter.calls[1]!.requests, []);
+    assert.deepEqual(returnsOf(limiter.calls[1]!), [{ poolId: 'main', keyId: 'k1', leaseId: 'L1', slots: 4, tokens: 0 }]);
+  });
+
+  it('gives back every lease it holds, and those of grants still on their way, when it closes', async () => {
+    const limiter = fakeLimiter(() => (limiter.calls.length === 1 ? leased('k1', 5, 'L1') : leased('k2', 3, 'L2')));
+    const a = new LeaseAdmission(limiter.client, telemetry, new AcquireBatcher(limiter.client, telemetry), {
+      holdMs: (poolId) => (poolId === 'main' ? 1_000 : 2_000),
+    });
+    assert.ok((await admit(a)).granted);
+    limiter.hold();
+    const pending = Promise.resolve(a.admit('other', [], 'r', Date.now() + 5_000, ROOT_CONTEXT));
+    await new Promise((resolve) => setImmediate(resolve));
+    const closing = a.close();
+    limiter.release();
+    await pending;
+    await closing;
+    assert.equal(limiter.calls.length, 3);
+    assert.deepEqual(returnsOf(limiter.calls[2]!).sort((x, y) => x.leaseId.localeCompare(y.leaseId)), [
+      { poolId: 'main', keyId: 'k1', leaseId: 'L1', slots: 4, tokens: 0 },
+      { poolId: 'other', keyId: 'k2', leaseId: 'L2', slots: 3, tokens: 0 },
+    ]);
+  });
+
+  it('keeps slots counted once the provider\'s remaining count capped them', async () => {
+    const limiter = fakeLimiter(() => leased('k1', 5, 'L1'));
+    const a = admissionWith(limiter);
+    assert.ok((await admit(a)).granted);
+    a.capKey('main', 'k1', 2);
+    await a.close();
+    assert.equal(limiter.calls.length, 1);
+  });
+
+  it('puts back the returns of a call that failed, for the next one (the limiter frees each lease once)', async () => {
+    let failing = false;
+    const limiter = fakeLimiter(() => {
+      if (failing) throw new Error('limiter down');
+      return leased('k1', 5, `L${limiter.calls.length}`);
+    });
+    const a = admissionWith(limiter, 100);
+    assert.ok((await admit(a)).granted);
+    failing = true;
+    await sleep(250);
+    failing = false;
+    await a.close();
+    const sent = limiter.calls.slice(1).map(returnsOf);
+    assert.ok(sent.length >= 2);
+    assert.deepEqual(sent.at(-1), [{ poolId: 'main', keyId: 'k1', leaseId: 'L1', slots: 4, tokens: 0 }]);
+  });
+});

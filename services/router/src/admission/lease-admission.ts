@@ -7,7 +7,14 @@ import type { AcquireBatcher, Admission } from './acquire-batcher';
 
 interface Lease {
   readonly keyId: string;
+  /** Names the lease when its unspent slots and budget go back. */
+  readonly leaseId: string;
   slots: number;
+  /**
+   * False once the provider's count capped the lease (capKey): the limiter
+   * reckoned its slots as spent when it heard that count, so they stay spent.
+   */
+  slotsReturnable: boolean;
   /** Token budget left; Infinity on a key without token limits. */
   tokens: number;
   /** The budget's reservation, for settles; undefined on a key without token limits. */
@@ -43,16 +50,26 @@ export interface LeaseAdmissionOptions {
    * capacity parked in an idle router.
    */
   holdMs?: number | ((poolId: string) => number);
-  /**
-   * Gives a dropped lease's unspent token budget back to its key (a settle
-   * of the budget's reservation). Exact: the budget is stamped at the lease's
-   * end, after every moment it could have been spent, and what was spent
-   * stays in it. Without it, unspent budgets count for a whole window.
-   */
-  returnTokens?: (poolId: string, keyId: string, admissionId: string, unspentTokens: number) => void;
+}
+
+/** What this router did not spend of a lease it dropped, for GrantLeasesRequest.returns. */
+interface UnspentLease {
+  readonly poolId: string;
+  readonly keyId: string;
+  readonly leaseId: string;
+  readonly slots: number;
+  readonly tokens: number;
 }
 
 const DEFAULT_HOLD_MS = 1_000;
+/**
+ * Returns wait this long for a grant call to ride on before going alone: a
+ * busy router asks for leases far more often, an idle one sends at most one
+ * call per this interval.
+ */
+const RETURN_DELAY_MS = 50;
+/** Returns kept for a limiter that does not answer; a return older than the longest window frees nothing anyway. */
+const MAX_PENDING_RETURNS = 10_000;
 // Leases end this much before the limiter's stamp, for the time the grant took to arrive.
 const EXPIRY_MARGIN_MS = 5;
 
@@ -65,6 +82,8 @@ const EXPIRY_MARGIN_MS = 5;
  *
  * Slices are sized from this router's own recent demand; the limiter caps
  * them at a share of each key's headroom, down to one slot near the limit.
+ * What a lease did not spend when it is dropped goes back with the next
+ * grant call, so an unspent slot costs its key only until then.
  * Requests that must avoid particular keys (a retry after a failure) take the
  * exact per-request path instead.
  */
@@ -82,7 +101,12 @@ export class LeaseAdmission {
   private readonly pendingRefills = new Set<string>();
   private refillScheduled = false;
   private readonly holdOf: (poolId: string) => number;
-  private readonly returnTokens: LeaseAdmissionOptions['returnTokens'];
+  /** Unspent leases to give back with the next GrantLeases call. */
+  private unspent: UnspentLease[] = [];
+  private returnTimer: NodeJS.Timeout | undefined;
+  /** GrantLeases calls not answered yet: their leases must go back too when the router stops. */
+  private readonly inFlight = new Set<Promise<void>>();
+  private closed = false;
 
   constructor(
     private readonly limiter: RpcClient<typeof LimiterService>,
@@ -92,7 +116,6 @@ export class LeaseAdmission {
   ) {
     const hold = options.holdMs ?? DEFAULT_HOLD_MS;
     this.holdOf = typeof hold === 'number' ? () => hold : hold;
-    this.returnTokens = options.returnTokens;
   }
 
   /**
@@ -204,6 +227,7 @@ export class LeaseAdmission {
     for (const lease of pool.leases) {
       if (lease.keyId !== keyId) continue;
       lease.slots = Math.min(lease.slots, allowed);
+      lease.slotsReturnable = false;
       allowed -= lease.slots;
     }
   }
@@ -229,6 +253,22 @@ export class LeaseAdmission {
     return false;
   }
 
+  /**
+   * Stops admitting and gives back every lease still held, and those of
+   * grants still on their way, in one last GrantLeases call; waits at most
+   * `timeoutMs` for it all (a limiter that does not answer keeps the slots
+   * counted until they leave its windows, as if they had been spent).
+   */
+  async close(timeoutMs = 1_000): Promise<void> {
+    const deadlineMs = Date.now() + timeoutMs;
+    this.closed = true;
+    if (this.inFlight.size > 0) await Promise.race([Promise.all(this.inFlight), delay(timeoutMs)]);
+    for (const [poolId, pool] of this.pools) pool.leases = this.keepLeases(poolId, pool.leases, () => false);
+    clearTimeout(this.returnTimer);
+    this.returnTimer = undefined;
+    await this.sendReturns(Math.max(1, deadlineMs - Date.now()));
+  }
+
   /** A new policy may have moved keys between pools or replaced them: start afresh. */
   reset(): void {
     for (const [poolId, pool] of this.pools) pool.leases = this.keepLeases(poolId, pool.leases, () => false);
@@ -243,14 +283,51 @@ export class LeaseAdmission {
     pool.leases = this.keepLeases(poolId, pool.leases, (l) => l.expiresAtMs > nowMs);
   }
 
-  /** The leases that pass `keep`; the others are dropped, and their unspent token budgets given back. */
+  /** The leases that pass `keep`; the others are dropped, and what they did not spend is given back. */
   private keepLeases(poolId: string, leases: Lease[], keep: (lease: Lease) => boolean): Lease[] {
     const kept: Lease[] = [];
     for (const lease of leases) {
       if (keep(lease)) kept.push(lease);
-      else if (lease.admissionId !== undefined && lease.tokens > 0) this.returnTokens?.(poolId, lease.keyId, lease.admissionId, lease.tokens);
+      else this.returnUnspent(poolId, lease);
     }
     return kept;
+  }
+
+  /** Queues what a dropped lease did not spend for the limiter, on the next GrantLeases call. */
+  private returnUnspent(poolId: string, lease: Lease): void {
+    const slots = lease.slotsReturnable ? lease.slots : 0;
+    const tokens = lease.admissionId !== undefined ? lease.tokens : 0;
+    if (slots <= 0 && tokens <= 0) return;
+    this.unspent.push({ poolId, keyId: lease.keyId, leaseId: lease.leaseId, slots, tokens });
+    if (this.unspent.length > MAX_PENDING_RETURNS) this.unspent.splice(0, this.unspent.length - MAX_PENDING_RETURNS);
+    if (this.returnTimer === undefined && !this.closed) {
+      this.returnTimer = setTimeout(() => {
+        this.returnTimer = undefined;
+        void this.sendReturns(2_000);
+      }, RETURN_DELAY_MS);
+      this.returnTimer.unref();
+    }
+  }
+
+  /** The returns for the next GrantLeases call, which puts them back if it fails (a replayed return frees nothing twice). */
+  private takeReturns(): UnspentLease[] {
+    const returns = this.unspent;
+    this.unspent = [];
+    return returns;
+  }
+
+  private keepUnsent(returns: UnspentLease[]): void {
+    if (!this.closed) this.unspent = returns.concat(this.unspent).slice(-MAX_PENDING_RETURNS);
+  }
+
+  /** A GrantLeases call with returns only: no grant call came to carry them. */
+  private sendReturns(timeoutMs: number): Promise<void> {
+    const returns = this.takeReturns();
+    if (returns.length === 0) return Promise.resolve();
+    return this.limiter.grantLeases({ requests: [], returns }, { timeoutMs }).then(
+      () => undefined,
+      () => this.keepUnsent(returns),
+    );
   }
 
   private isRefused(poolId: string, keyId: string, nowMs: number): boolean {
@@ -356,9 +433,10 @@ export class LeaseAdmission {
     );
     const decidedBy = span.spanContext();
     const grantNo = ++this.grantsSent;
-    this.limiter
+    const returns = this.takeReturns();
+    const call = this.limiter
       .grantLeases(
-        { requests, hold: { seconds: BigInt(Math.floor(holdMs / 1000)), nanos: (holdMs % 1000) * 1e6 } },
+        { requests, hold: { seconds: BigInt(Math.floor(holdMs / 1000)), nanos: (holdMs % 1000) * 1e6 }, returns },
         { timeoutMs: 2_000, parent: trace.setSpan(parent, span) },
       )
       .then(
@@ -368,9 +446,12 @@ export class LeaseAdmission {
         },
         (err: unknown) => {
           span.end();
+          this.keepUnsent(returns);
           this.fail(poolIds, err);
         },
-      );
+      )
+      .finally(() => this.inFlight.delete(call));
+    this.inFlight.add(call);
   }
 
   private apply(poolIds: string[], response: GrantLeasesResponse, expiresAtMs: number, decidedBy: SpanContext, holdMs: number, grantNo: number): void {
@@ -384,26 +465,35 @@ export class LeaseAdmission {
       let budgeted = false;
       let unheard = false;
       for (const lease of granted?.leases ?? []) {
-        if (lease.slots === 0 || this.isRefused(poolIds[i], lease.keyId, nowMs)) continue;
-        if (this.isUnheard(poolIds[i], lease.keyId, grantNo)) {
-          unheard = true;
-          continue;
-        }
+        if (lease.slots === 0) continue;
         const hasBudget = lease.admissionId !== '';
-        budgeted ||= hasBudget;
-        pool.leases.push({
+        const held: Lease = {
           keyId: lease.keyId,
+          leaseId: lease.leaseId,
           slots: lease.slots,
+          slotsReturnable: true,
           tokens: hasBudget ? lease.tokens : Number.POSITIVE_INFINITY,
           admissionId: hasBudget ? lease.admissionId : undefined,
           expiresAtMs,
           decidedBy,
-        });
+        };
+        // Slots this router won't spend go straight back.
+        if (this.closed || this.isRefused(poolIds[i], lease.keyId, nowMs)) {
+          this.returnUnspent(poolIds[i], held);
+          continue;
+        }
+        if (this.isUnheard(poolIds[i], lease.keyId, grantNo)) {
+          unheard = true;
+          this.returnUnspent(poolIds[i], held);
+          continue;
+        }
+        budgeted ||= hasBudget;
+        pool.leases.push(held);
         total += lease.slots;
       }
       pool.lastGrantedSlots = total;
-      // An unspent budget goes back when its lease ends, not at the next refill, which an idle pool never sends.
-      if (budgeted && this.returnTokens) setTimeout(() => this.dropExpired(poolIds[i]), Math.max(0, expiresAtMs - nowMs) + 1).unref();
+      // Unspent slots and budget go back when their lease ends, not at the next refill, which an idle pool never sends.
+      if (total > 0) setTimeout(() => this.dropExpired(poolIds[i]), Math.max(0, expiresAtMs - nowMs) + 1).unref();
       pool.renewAtMs = expiresAtMs - holdMs / 5;
       const waiters = pool.waiters;
       pool.waiters = [];
@@ -464,6 +554,10 @@ function remainingTokens(pool: PoolState, nowMs: number): number {
   let total = 0;
   for (const lease of pool.leases) if (lease.expiresAtMs > nowMs && lease.admissionId !== undefined) total += lease.tokens;
   return total;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 function remainingSlots(pool: PoolState, nowMs: number): number {

@@ -1,7 +1,7 @@
 import type { PolicyRoute, PolicyTarget, TokenPrice } from '@keymesh/config';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import type { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
-import type { RpcClient } from '@keymesh/rpc';
+import { durationOfMs, type RpcClient } from '@keymesh/rpc';
 import { attr, type Logger, type Telemetry } from '@keymesh/telemetry';
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import type { Admission } from '../admission/acquire-batcher';
@@ -825,10 +825,10 @@ export class Dispatcher {
           poolId: target.poolId,
           keyId,
           httpStatus: failure.status,
-          ...(failure.retryAfterMs === undefined ? {} : { retryAfter: durationOf(failure.retryAfterMs) }),
+          ...(failure.retryAfterMs === undefined ? {} : { retryAfter: durationOfMs(failure.retryAfterMs) }),
           ...(learned?.learnedLimit === undefined
             ? {}
-            : { learnedLimitRequests: learned.learnedLimit.requests, learnedWindow: durationOf(learned.learnedLimit.perMs) }),
+            : { learnedLimitRequests: learned.learnedLimit.requests, learnedWindow: durationOfMs(learned.learnedLimit.perMs) }),
           ...(learned?.remainingRequests === undefined ? {} : { remainingRequests: learned.remainingRequests }),
           ...(failure.kind === 'quota_exhausted' ? { quotaExhausted: true } : {}),
         },
@@ -879,7 +879,3 @@ export class Dispatcher {
   }
 }
 
-function durationOf(ms: number): { seconds: bigint; nanos: number } {
-  const whole = Math.floor(ms / 1000);
-  return { seconds: BigInt(whole), nanos: Math.round((ms - whole * 1000) * 1e6) };
-}

@@ -1,4 +1,5 @@
 import { KEY_STATE_LUA } from './key-state';
+import { LEASE_RETURN_LUA } from './lease-return';
 
 /**
  * acquire for one pool. ARGV: base, nowMs, calendars, "<keySelection>:<reserveShare>", holdTtlMs,
@@ -66,13 +67,13 @@ return out
 
 /**
  * lease for one pool, as memory.ts leaseOne and planLease. ARGV: base, nowMs, calendars, holdMs,
- * "<keySelection>:<reserveShare>", then per request: wantedSlots, wantedTokens, "1" when the
- * slots may use the reserve ("0" else), the candidate count m and m keyIds.
- * Returns per request the grant count n, then n (keyId, slots, tokens,
- * admissionId) tuples (tokens "0" and admissionId "" for a key without token
- * windows), or when n is 0 one wait ("" = none).
+ * "<keySelection>:<reserveShare>", the returns (see lua/lease-return.ts), then per request:
+ * wantedSlots, wantedTokens, "1" when the slots may use the reserve ("0" else), the candidate
+ * count m and m keyIds. Returns per request the grant count n, then n (keyId, slots, leaseId,
+ * tokens, admissionId) tuples (tokens "0" and admissionId "" for a key without token windows),
+ * or when n is 0 one wait ("" = none).
  */
-export const LEASE_LUA = `${KEY_STATE_LUA}
+export const LEASE_LUA = `${KEY_STATE_LUA}${LEASE_RETURN_LUA}
 local nowMs = readNow(ARGV[2])
 readCalendars(ARGV[3])
 local holdMs = tonumber(ARGV[4])
@@ -164,7 +165,7 @@ local function planLease(eligible, wanted)
 end
 
 local out = {}
-local i = 6
+local i = returnLeases(6, nowMs)
 while i <= #ARGV do
   local wanted = tonumber(ARGV[i])
   local wantedTokens = tonumber(ARGV[i + 1])
@@ -208,8 +209,10 @@ while i <= #ARGV do
       record(e.k, nowMs, stampMs, slots)
       grants[#grants + 1] = e.k.id
       grants[#grants + 1] = fmt(slots)
+      grants[#grants + 1] = fmt(e.k.seq)
       if not e.k.carriesTokens then
         recordQuotas(e.k, nowMs, stampMs, slots, 0)
+        keepLease(e.k, nowMs, stampMs, slots, 0, '')
         grants[#grants + 1] = '0'
         grants[#grants + 1] = ''
       else
@@ -223,11 +226,12 @@ while i <= #ARGV do
         local admissionId = admissionIdOf(e.k, stampMs)
         if #e.k.tokenWindows > 0 then recordTokens(e.k, nowMs, e.k.last, tokens, admissionId) end
         recordQuotas(e.k, nowMs, stampMs, slots, tokens)
+        keepLease(e.k, nowMs, stampMs, slots, tokens, admissionId)
         grants[#grants + 1] = fmt(tokens)
         grants[#grants + 1] = admissionId
       end
     end
-    out[#out + 1] = tostring(#grants / 4)
+    out[#out + 1] = tostring(#grants / 5)
     for _, v in ipairs(grants) do out[#out + 1] = v end
   end
 end
@@ -249,13 +253,7 @@ for i = 4, #ARGV, 3 do
   local delta = tonumber(ARGV[i + 2])
   if k and k.carriesTokens then
     if delta < 0 then
-      local weight = nil
-      if #k.tokenWindows > 0 then weight = tonumber(redis.call('HGET', k.twKey, ARGV[i + 1])) end
-      if weight then
-        weight = weight + delta
-        if weight < 0 then weight = 0 end
-        redis.call('HSET', k.twKey, ARGV[i + 1], fmt(weight))
-      end
+      shrinkTokens(k, ARGV[i + 1], -delta)
       -- Refunds trust reservedTokens, as the token log does; a period no longer kept is left as it was.
       local at = string.find(ARGV[i + 1], '@', 1, true)
       if at then refundQuotas(k, tonumber(string.sub(ARGV[i + 1], at + 1)), -delta) end

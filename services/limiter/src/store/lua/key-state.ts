@@ -462,21 +462,33 @@ local function recordQuotas(k, nowMs, stampMs, slots, tokens)
   end
 end
 
--- Gives back up to amount of a token quota's count in the period of stampMs, if that count is still kept.
+-- Shrinks a token admission's weight by up to amount, if a token window still sees it.
+local function shrinkTokens(k, admissionId, amount)
+  if #k.tokenWindows == 0 then return end
+  local weight = tonumber(redis.call('HGET', k.twKey, admissionId))
+  if weight == nil then return end
+  weight = weight - amount
+  if weight < 0 then weight = 0 end
+  redis.call('HSET', k.twKey, admissionId, fmt(weight))
+end
+
+-- Gives back up to amount of a quota's count in the period of atMs, if that count is still kept.
+local function takeQuota(k, q, atMs, amount)
+  local startMs = periodAt(q.cal, atMs)
+  if startMs == nil then return end
+  local key = quotaKey(k, q, startMs)
+  local used = tonumber(redis.call('GET', key))
+  if used ~= nil then
+    used = used - amount
+    if used < 0 then used = 0 end
+    redis.call('SET', key, fmt(used), 'KEEPTTL')
+  end
+end
+
+-- Gives back up to amount of a token quota's count in the period of stampMs.
 local function refundQuotas(k, stampMs, amount)
   for _, q in ipairs(k.quotas) do
-    if q.unit == 't' then
-      local startMs = periodAt(q.cal, stampMs)
-      if startMs ~= nil then
-        local key = quotaKey(k, q, startMs)
-        local used = tonumber(redis.call('GET', key))
-        if used ~= nil then
-          used = used - amount
-          if used < 0 then used = 0 end
-          redis.call('SET', key, fmt(used), 'KEEPTTL')
-        end
-      end
-    end
+    if q.unit == 't' then takeQuota(k, q, stampMs, amount) end
   end
 end
 

@@ -52,7 +52,11 @@ if remaining then
     end
     if r < ours then ours = r end
   end
-  if ours ~= INF and ours > remaining then record(k, nowMs, nowMs, ours - remaining) end
+  if ours ~= INF and ours > remaining then
+    record(k, nowMs, nowMs, ours - remaining)
+    -- Leases granted so far were reckoned as spent: see lease-return.ts.
+    redis.call('HSET', k.stKey, 'cs', fmt(k.seq))
+  end
 end
 flushSeq()
 return conditionOf(k, nowMs)

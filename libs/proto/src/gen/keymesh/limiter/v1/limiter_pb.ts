@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/limiter/v1/limiter.proto.
  */
 export const file_keymesh_limiter_v1_limiter: GenFile = /*@__PURE__*/
-  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxIpkBCg5BY3F1aXJlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhgKEGV4Y2x1ZGVkX2tleV9pZHMYAiADKAkSEgoKcmVxdWVzdF9pZBgDIAEoCRIYChBlc3RpbWF0ZWRfdG9rZW5zGAQgASgNEi4KCHByaW9yaXR5GAogASgOMhwua2V5bWVzaC5saW1pdGVyLnYxLlByaW9yaXR5IuoBCg9BY3F1aXJlUmVzcG9uc2USMwoHb3V0Y29tZRgBIAEoDjIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlT3V0Y29tZRIOCgZrZXlfaWQYAiABKAkSLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGcmVhc29uGAQgASgJEhQKDGFkbWlzc2lvbl9pZBgFIAEoCRIPCgdob2xkX2lkGAYgASgJEisKCGhvbGRfdHRsGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSKWAQoMTGVhc2VSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSFAoMd2FudGVkX3Nsb3RzGAIgASgNEhgKEGV4Y2x1ZGVkX2tleV9pZHMYAyADKAkSFQoNd2FudGVkX3Rva2VucxgEIAEoDRIuCghwcmlvcml0eRgKIAEoDjIcLmtleW1lc2gubGltaXRlci52MS5Qcmlvcml0eSJxChJHcmFudExlYXNlc1JlcXVlc3QSMgoIcmVxdWVzdHMYASADKAsyIC5rZXltZXNoLmxpbWl0ZXIudjEuTGVhc2VSZXF1ZXN0EicKBGhvbGQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iTAoFTGVhc2USDgoGa2V5X2lkGAEgASgJEg0KBXNsb3RzGAIgASgNEg4KBnRva2VucxgDIAEoDRIUCgxhZG1pc3Npb25faWQYBCABKAkiiAEKClBvb2xMZWFzZXMSDwoHcG9vbF9pZBgBIAEoCRIpCgZsZWFzZXMYAiADKAsyGS5rZXltZXNoLmxpbWl0ZXIudjEuTGVhc2USLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGcmVhc29uGAQgASgJIkQKE0dyYW50TGVhc2VzUmVzcG9uc2USLQoFcG9vbHMYASADKAsyHi5rZXltZXNoLmxpbWl0ZXIudjEuUG9vbExlYXNlcyJxCgpTZXR0bGVtZW50Eg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhQKDGFkbWlzc2lvbl9pZBgDIAEoCRIXCg9yZXNlcnZlZF90b2tlbnMYBCABKA0SEwoLdXNlZF90b2tlbnMYBSABKA0iRAoNU2V0dGxlUmVxdWVzdBIzCgtzZXR0bGVtZW50cxgBIAMoCzIeLmtleW1lc2gubGltaXRlci52MS5TZXR0bGVtZW50IhAKDlNldHRsZVJlc3BvbnNlIkMKD0NvbmN1cnJlbmN5SG9sZBIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIPCgdob2xkX2lkGAMgASgJIn4KDlJlbGVhc2VSZXF1ZXN0EjUKCHJlbGVhc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkNvbmN1cnJlbmN5SG9sZBI1CghyZW5ld2FscxgCIAMoCzIjLmtleW1lc2gubGltaXRlci52MS5Db25jdXJyZW5jeUhvbGQifQoPUmVsZWFzZVJlc3BvbnNlEj0KEGV4cGlyZWRfcmVuZXdhbHMYASADKAsyIy5rZXltZXNoLmxpbWl0ZXIudjEuQ29uY3VycmVuY3lIb2xkEisKCGhvbGRfdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIqACChRSZXBvcnRPdXRjb21lUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRITCgtodHRwX3N0YXR1cxgDIAEoDRIuCgtyZXRyeV9hZnRlchgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIeChZsZWFybmVkX2xpbWl0X3JlcXVlc3RzGAUgASgNEjEKDmxlYXJuZWRfd2luZG93GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh8KEnJlbWFpbmluZ19yZXF1ZXN0cxgHIAEoDUgAiAEBEhcKD3F1b3RhX2V4aGF1c3RlZBgIIAEoCEIVChNfcmVtYWluaW5nX3JlcXVlc3RzIoUBCg5LZXlQYXJrZWRFdmVudBIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRITCgtodHRwX3N0YXR1cxgDIAEoDRIOCgZyZWFzb24YBCABKAkSLQoJcGFya2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJMChVSZXBvcnRPdXRjb21lUmVzcG9uc2USMwoJY29uZGl0aW9uGAEgASgOMiAua2V5bWVzaC5saW1pdGVyLnYxLktleUNvbmRpdGlvbiIlChJHZXRLZXlTdGF0ZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCSKoBAoIS2V5U3RhdGUSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSMwoJY29uZGl0aW9uGAMgASgOMiAua2V5bWVzaC5saW1pdGVyLnYxLktleUNvbmRpdGlvbhIaChJyZW1haW5pbmdfcmVxdWVzdHMYBCABKA0SFgoObGltaXRfcmVxdWVzdHMYBSABKA0SKQoGd2luZG93GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjEKDWNvb2xpbmdfdW50aWwYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNvbmRpdGlvbl9yZWFzb24YCCABKAkSOwoNdG9rZW5fd2luZG93cxgJIAMoCzIkLmtleW1lc2gubGltaXRlci52MS5Ub2tlbldpbmRvd1N0YXRlEj8KD2NhbGVuZGFyX3F1b3RhcxgKIAMoCzImLmtleW1lc2gubGltaXRlci52MS5DYWxlbmRhclF1b3RhU3RhdGUSKwoIcmVzZXRfaW4YCyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGQoRY29uY3VycmVuY3lfbGltaXQYDCABKA0SFwoPaG9sZHNfaW5fZmxpZ2h0GA0gASgNEjsKDWJ1cnN0X3dpbmRvd3MYFCADKAsyJC5rZXltZXNoLmxpbWl0ZXIudjEuQnVyc3RXaW5kb3dTdGF0ZSJxChBCdXJzdFdpbmRvd1N0YXRlEhoKEnJlbWFpbmluZ19yZXF1ZXN0cxgBIAEoDRIWCg5saW1pdF9yZXF1ZXN0cxgCIAEoDRIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i0QEKEkNhbGVuZGFyUXVvdGFTdGF0ZRIrCgR1bml0GAEgASgOMh0ua2V5bWVzaC5saW1pdGVyLnYxLlF1b3RhVW5pdBINCgVsaW1pdBgCIAEoBBIvCgZwZXJpb2QYAyABKA4yHy5rZXltZXNoLmxpbWl0ZXIudjEuUXVvdGFQZXJpb2QSEQoJdGltZV96b25lGAQgASgJEgwKBHVzZWQYBSABKAQSLQoJcmVzZXRzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKaAQoQVG9rZW5XaW5kb3dTdGF0ZRIYChByZW1haW5pbmdfdG9rZW5zGAEgASgEEhQKDGxpbWl0X3Rva2VucxgCIAEoBBIpCgZ3aW5kb3cYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKwoIcmVzZXRfaW4YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iQQoTR2V0S2V5U3RhdGVSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwua2V5bWVzaC5saW1pdGVyLnYxLktleVN0YXRlKmoKDkFjcXVpcmVPdXRjb21lEh8KG0FDUVVJUkVfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhsKF0FDUVVJUkVfT1VUQ09NRV9HUkFOVEVEEAESGgoWQUNRVUlSRV9PVVRDT01FX0RFTklFRBACKl4KCFByaW9yaXR5EhgKFFBSSU9SSVRZX1VOU1BFQ0lGSUVEEAASEAoMUFJJT1JJVFlfTE9XEAESEwoPUFJJT1JJVFlfTk9STUFMEAISEQoNUFJJT1JJVFlfSElHSBADKnsKDEtleUNvbmRpdGlvbhIdChlLRVlfQ09ORElUSU9OX1VOU1BFQ0lGSUVEEAASFwoTS0VZX0NPTkRJVElPTl9SRUFEWRABEhkKFUtFWV9DT05ESVRJT05fQ09PTElORxACEhgKFEtFWV9DT05ESVRJT05fUEFSS0VEEAMqdgoJUXVvdGFVbml0EhoKFlFVT1RBX1VOSVRfVU5TUEVDSUZJRUQQABIXChNRVU9UQV9VTklUX1JFUVVFU1RTEAESFQoRUVVPVEFfVU5JVF9UT0tFTlMQAhIdChlRVU9UQV9VTklUX0NPU1RfTUlDUk9fVVNEEAMqWQoLUXVvdGFQZXJpb2QSHAoYUVVPVEFfUEVSSU9EX1VOU1BFQ0lGSUVEEAASFAoQUVVPVEFfUEVSSU9EX0RBWRABEhYKElFVT1RBX1BFUklPRF9NT05USBACMpIFCg5MaW1pdGVyU2VydmljZRJSCgdBY3F1aXJlEiIua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXF1ZXN0GiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZRJhCgxBY3F1aXJlQmF0Y2gSJy5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZUJhdGNoUmVxdWVzdBooLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlQmF0Y2hSZXNwb25zZRJeCgtHcmFudExlYXNlcxImLmtleW1lc2gubGltaXRlci52MS5HcmFudExlYXNlc1JlcXVlc3QaJy5rZXltZXNoLmxpbWl0ZXIudjEuR3JhbnRMZWFzZXNSZXNwb25zZRJPCgZTZXR0bGUSIS5rZXltZXNoLmxpbWl0ZXIudjEuU2V0dGxlUmVxdWVzdBoiLmtleW1lc2gubGltaXRlci52MS5TZXR0bGVSZXNwb25zZRJkCg1SZXBvcnRPdXRjb21lEigua2V5bWVzaC5saW1pdGVyLnYxLlJlcG9ydE91dGNvbWVSZXF1ZXN0Gikua2V5bWVzaC5saW1pdGVyLnYxLlJlcG9ydE91dGNvbWVSZXNwb25zZRJSCgdSZWxlYXNlEiIua2V5bWVzaC5saW1pdGVyLnYxLlJlbGVhc2VSZXF1ZXN0GiMua2V5bWVzaC5saW1pdGVyLnYxLlJlbGVhc2VSZXNwb25zZRJeCgtHZXRLZXlTdGF0ZRImLmtleW1lc2gubGltaXRlci52MS5HZXRLZXlTdGF0ZVJlcXVlc3QaJy5rZXltZXNoLmxpbWl0ZXIudjEuR2V0S2V5U3RhdGVSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiBrZXltZXNoL2xpbWl0ZXIvdjEvbGltaXRlci5wcm90bxISa2V5bWVzaC5saW1pdGVyLnYxIpkBCg5BY3F1aXJlUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhgKEGV4Y2x1ZGVkX2tleV9pZHMYAiADKAkSEgoKcmVxdWVzdF9pZBgDIAEoCRIYChBlc3RpbWF0ZWRfdG9rZW5zGAQgASgNEi4KCHByaW9yaXR5GAogASgOMhwua2V5bWVzaC5saW1pdGVyLnYxLlByaW9yaXR5IuoBCg9BY3F1aXJlUmVzcG9uc2USMwoHb3V0Y29tZRgBIAEoDjIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlT3V0Y29tZRIOCgZrZXlfaWQYAiABKAkSLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGcmVhc29uGAQgASgJEhQKDGFkbWlzc2lvbl9pZBgFIAEoCRIPCgdob2xkX2lkGAYgASgJEisKCGhvbGRfdHRsGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIksKE0FjcXVpcmVCYXRjaFJlcXVlc3QSNAoIcmVxdWVzdHMYASADKAsyIi5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZVJlcXVlc3QiTgoUQWNxdWlyZUJhdGNoUmVzcG9uc2USNgoJcmVzcG9uc2VzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVSZXNwb25zZSKWAQoMTGVhc2VSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSFAoMd2FudGVkX3Nsb3RzGAIgASgNEhgKEGV4Y2x1ZGVkX2tleV9pZHMYAyADKAkSFQoNd2FudGVkX3Rva2VucxgEIAEoDRIuCghwcmlvcml0eRgKIAEoDjIcLmtleW1lc2gubGltaXRlci52MS5Qcmlvcml0eSJfCgtMZWFzZVJldHVybhIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIQCghsZWFzZV9pZBgDIAEoCRINCgVzbG90cxgEIAEoDRIOCgZ0b2tlbnMYBSABKA0iowEKEkdyYW50TGVhc2VzUmVxdWVzdBIyCghyZXF1ZXN0cxgBIAMoCzIgLmtleW1lc2gubGltaXRlci52MS5MZWFzZVJlcXVlc3QSJwoEaG9sZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIwCgdyZXR1cm5zGAMgAygLMh8ua2V5bWVzaC5saW1pdGVyLnYxLkxlYXNlUmV0dXJuIl4KBUxlYXNlEg4KBmtleV9pZBgBIAEoCRINCgVzbG90cxgCIAEoDRIOCgZ0b2tlbnMYAyABKA0SFAoMYWRtaXNzaW9uX2lkGAQgASgJEhAKCGxlYXNlX2lkGAUgASgJIogBCgpQb29sTGVhc2VzEg8KB3Bvb2xfaWQYASABKAkSKQoGbGVhc2VzGAIgAygLMhkua2V5bWVzaC5saW1pdGVyLnYxLkxlYXNlEi4KC3JldHJ5X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgEIAEoCSJEChNHcmFudExlYXNlc1Jlc3BvbnNlEi0KBXBvb2xzGAEgAygLMh4ua2V5bWVzaC5saW1pdGVyLnYxLlBvb2xMZWFzZXMicQoKU2V0dGxlbWVudBIPCgdwb29sX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIUCgxhZG1pc3Npb25faWQYAyABKAkSFwoPcmVzZXJ2ZWRfdG9rZW5zGAQgASgNEhMKC3VzZWRfdG9rZW5zGAUgASgNIkQKDVNldHRsZVJlcXVlc3QSMwoLc2V0dGxlbWVudHMYASADKAsyHi5rZXltZXNoLmxpbWl0ZXIudjEuU2V0dGxlbWVudCIQCg5TZXR0bGVSZXNwb25zZSJDCg9Db25jdXJyZW5jeUhvbGQSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSDwoHaG9sZF9pZBgDIAEoCSJ+Cg5SZWxlYXNlUmVxdWVzdBI1CghyZWxlYXNlcxgBIAMoCzIjLmtleW1lc2gubGltaXRlci52MS5Db25jdXJyZW5jeUhvbGQSNQoIcmVuZXdhbHMYAiADKAsyIy5rZXltZXNoLmxpbWl0ZXIudjEuQ29uY3VycmVuY3lIb2xkIn0KD1JlbGVhc2VSZXNwb25zZRI9ChBleHBpcmVkX3JlbmV3YWxzGAEgAygLMiMua2V5bWVzaC5saW1pdGVyLnYxLkNvbmN1cnJlbmN5SG9sZBIrCghob2xkX3R0bBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKgAgoUUmVwb3J0T3V0Y29tZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEwoLaHR0cF9zdGF0dXMYAyABKA0SLgoLcmV0cnlfYWZ0ZXIYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHgoWbGVhcm5lZF9saW1pdF9yZXF1ZXN0cxgFIAEoDRIxCg5sZWFybmVkX3dpbmRvdxgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIfChJyZW1haW5pbmdfcmVxdWVzdHMYByABKA1IAIgBARIXCg9xdW90YV9leGhhdXN0ZWQYCCABKAhCFQoTX3JlbWFpbmluZ19yZXF1ZXN0cyKFAQoOS2V5UGFya2VkRXZlbnQSDwoHcG9vbF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEwoLaHR0cF9zdGF0dXMYAyABKA0SDgoGcmVhc29uGAQgASgJEi0KCXBhcmtlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTAoVUmVwb3J0T3V0Y29tZVJlc3BvbnNlEjMKCWNvbmRpdGlvbhgBIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24iJQoSR2V0S2V5U3RhdGVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiqAQKCEtleVN0YXRlEg8KB3Bvb2xfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEjMKCWNvbmRpdGlvbhgDIAEoDjIgLmtleW1lc2gubGltaXRlci52MS5LZXlDb25kaXRpb24SGgoScmVtYWluaW5nX3JlcXVlc3RzGAQgASgNEhYKDmxpbWl0X3JlcXVlc3RzGAUgASgNEikKBndpbmRvdxgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg1jb29saW5nX3VudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjb25kaXRpb25fcmVhc29uGAggASgJEjsKDXRva2VuX3dpbmRvd3MYCSADKAsyJC5rZXltZXNoLmxpbWl0ZXIudjEuVG9rZW5XaW5kb3dTdGF0ZRI/Cg9jYWxlbmRhcl9xdW90YXMYCiADKAsyJi5rZXltZXNoLmxpbWl0ZXIudjEuQ2FsZW5kYXJRdW90YVN0YXRlEisKCHJlc2V0X2luGAsgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhkKEWNvbmN1cnJlbmN5X2xpbWl0GAwgASgNEhcKD2hvbGRzX2luX2ZsaWdodBgNIAEoDRI7Cg1idXJzdF93aW5kb3dzGBQgAygLMiQua2V5bWVzaC5saW1pdGVyLnYxLkJ1cnN0V2luZG93U3RhdGUicQoQQnVyc3RXaW5kb3dTdGF0ZRIaChJyZW1haW5pbmdfcmVxdWVzdHMYASABKA0SFgoObGltaXRfcmVxdWVzdHMYAiABKA0SKQoGd2luZG93GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uItEBChJDYWxlbmRhclF1b3RhU3RhdGUSKwoEdW5pdBgBIAEoDjIdLmtleW1lc2gubGltaXRlci52MS5RdW90YVVuaXQSDQoFbGltaXQYAiABKAQSLwoGcGVyaW9kGAMgASgOMh8ua2V5bWVzaC5saW1pdGVyLnYxLlF1b3RhUGVyaW9kEhEKCXRpbWVfem9uZRgEIAEoCRIMCgR1c2VkGAUgASgEEi0KCXJlc2V0c19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAimgEKEFRva2VuV2luZG93U3RhdGUSGAoQcmVtYWluaW5nX3Rva2VucxgBIAEoBBIUCgxsaW1pdF90b2tlbnMYAiABKAQSKQoGd2luZG93GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEisKCHJlc2V0X2luGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkEKE0dldEtleVN0YXRlUmVzcG9uc2USKgoEa2V5cxgBIAMoCzIcLmtleW1lc2gubGltaXRlci52MS5LZXlTdGF0ZSpqCg5BY3F1aXJlT3V0Y29tZRIfChtBQ1FVSVJFX09VVENPTUVfVU5TUEVDSUZJRUQQABIbChdBQ1FVSVJFX09VVENPTUVfR1JBTlRFRBABEhoKFkFDUVVJUkVfT1VUQ09NRV9ERU5JRUQQAipeCghQcmlvcml0eRIYChRQUklPUklUWV9VTlNQRUNJRklFRBAAEhAKDFBSSU9SSVRZX0xPVxABEhMKD1BSSU9SSVRZX05PUk1BTBACEhEKDVBSSU9SSVRZX0hJR0gQAyp7CgxLZXlDb25kaXRpb24SHQoZS0VZX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEhcKE0tFWV9DT05ESVRJT05fUkVBRFkQARIZChVLRVlfQ09ORElUSU9OX0NPT0xJTkcQAhIYChRLRVlfQ09ORElUSU9OX1BBUktFRBADKnYKCVF1b3RhVW5pdBIaChZRVU9UQV9VTklUX1VOU1BFQ0lGSUVEEAASFwoTUVVPVEFfVU5JVF9SRVFVRVNUUxABEhUKEVFVT1RBX1VOSVRfVE9LRU5TEAISHQoZUVVPVEFfVU5JVF9DT1NUX01JQ1JPX1VTRBADKlkKC1F1b3RhUGVyaW9kEhwKGFFVT1RBX1BFUklPRF9VTlNQRUNJRklFRBAAEhQKEFFVT1RBX1BFUklPRF9EQVkQARIWChJRVU9UQV9QRVJJT0RfTU9OVEgQAjKSBQoOTGltaXRlclNlcnZpY2USUgoHQWNxdWlyZRIiLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVxdWVzdBojLmtleW1lc2gubGltaXRlci52MS5BY3F1aXJlUmVzcG9uc2USYQoMQWNxdWlyZUJhdGNoEicua2V5bWVzaC5saW1pdGVyLnYxLkFjcXVpcmVCYXRjaFJlcXVlc3QaKC5rZXltZXNoLmxpbWl0ZXIudjEuQWNxdWlyZUJhdGNoUmVzcG9uc2USXgoLR3JhbnRMZWFzZXMSJi5rZXltZXNoLmxpbWl0ZXIudjEuR3JhbnRMZWFzZXNSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdyYW50TGVhc2VzUmVzcG9uc2USTwoGU2V0dGxlEiEua2V5bWVzaC5saW1pdGVyLnYxLlNldHRsZVJlcXVlc3QaIi5rZXltZXNoLmxpbWl0ZXIudjEuU2V0dGxlUmVzcG9uc2USZAoNUmVwb3J0T3V0Y29tZRIoLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVxdWVzdBopLmtleW1lc2gubGltaXRlci52MS5SZXBvcnRPdXRjb21lUmVzcG9uc2USUgoHUmVsZWFzZRIiLmtleW1lc2gubGltaXRlci52MS5SZWxlYXNlUmVxdWVzdBojLmtleW1lc2gubGltaXRlci52MS5SZWxlYXNlUmVzcG9uc2USXgoLR2V0S2V5U3RhdGUSJi5rZXltZXNoLmxpbWl0ZXIudjEuR2V0S2V5U3RhdGVSZXF1ZXN0Gicua2V5bWVzaC5saW1pdGVyLnYxLkdldEtleVN0YXRlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message keymesh.limiter.v1.AcquireRequest
@@ -206,6 +206,54 @@ export const LeaseRequestSchema: GenMessage<LeaseRequest> = /*@__PURE__*/
   messageDesc(file_keymesh_limiter_v1_limiter, 4);
 
 /**
+ * What a router did not spend of a lease it no longer holds (expired,
+ * replaced, its key or pool gone from the config, the router stopping).
+ *
+ * @generated from message keymesh.limiter.v1.LeaseReturn
+ */
+export type LeaseReturn = Message<"keymesh.limiter.v1.LeaseReturn"> & {
+  /**
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+
+  /**
+   * Lease.lease_id of the lease.
+   *
+   * @generated from field: string lease_id = 3;
+   */
+  leaseId: string;
+
+  /**
+   * Slots left unspent: that many of the lease's admissions leave the key's
+   * windows, and its request quotas count them no more.
+   *
+   * @generated from field: uint32 slots = 4;
+   */
+  slots: number;
+
+  /**
+   * Token budget left unspent: given back to the key's token windows and
+   * token quotas, as a Settle of the budget's reservation would.
+   *
+   * @generated from field: uint32 tokens = 5;
+   */
+  tokens: number;
+};
+
+/**
+ * Describes the message keymesh.limiter.v1.LeaseReturn.
+ * Use `create(LeaseReturnSchema)` to create a new message.
+ */
+export const LeaseReturnSchema: GenMessage<LeaseReturn> = /*@__PURE__*/
+  messageDesc(file_keymesh_limiter_v1_limiter, 5);
+
+/**
  * @generated from message keymesh.limiter.v1.GrantLeasesRequest
  */
 export type GrantLeasesRequest = Message<"keymesh.limiter.v1.GrantLeasesRequest"> & {
@@ -220,6 +268,17 @@ export type GrantLeasesRequest = Message<"keymesh.limiter.v1.GrantLeasesRequest"
    * @generated from field: google.protobuf.Duration hold = 2;
    */
   hold?: Duration | undefined;
+
+  /**
+   * Returns ride on the next grant call (a router sends one with no requests
+   * only when it has nothing to ask for, e.g. on shutdown), and are applied
+   * before its requests are decided. Each lease is given back at most once
+   * and never beyond what it was granted, so a replayed call frees nothing
+   * more; a lease already out of every window and quota period frees nothing.
+   *
+   * @generated from field: repeated keymesh.limiter.v1.LeaseReturn returns = 3;
+   */
+  returns: LeaseReturn[];
 };
 
 /**
@@ -227,7 +286,7 @@ export type GrantLeasesRequest = Message<"keymesh.limiter.v1.GrantLeasesRequest"
  * Use `create(GrantLeasesRequestSchema)` to create a new message.
  */
 export const GrantLeasesRequestSchema: GenMessage<GrantLeasesRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 5);
+  messageDesc(file_keymesh_limiter_v1_limiter, 6);
 
 /**
  * @generated from message keymesh.limiter.v1.Lease
@@ -261,6 +320,13 @@ export type Lease = Message<"keymesh.limiter.v1.Lease"> & {
    * @generated from field: string admission_id = 4;
    */
   admissionId: string;
+
+  /**
+   * Names the lease in a LeaseReturn.
+   *
+   * @generated from field: string lease_id = 5;
+   */
+  leaseId: string;
 };
 
 /**
@@ -268,7 +334,7 @@ export type Lease = Message<"keymesh.limiter.v1.Lease"> & {
  * Use `create(LeaseSchema)` to create a new message.
  */
 export const LeaseSchema: GenMessage<Lease> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 6);
+  messageDesc(file_keymesh_limiter_v1_limiter, 7);
 
 /**
  * @generated from message keymesh.limiter.v1.PoolLeases
@@ -303,7 +369,7 @@ export type PoolLeases = Message<"keymesh.limiter.v1.PoolLeases"> & {
  * Use `create(PoolLeasesSchema)` to create a new message.
  */
 export const PoolLeasesSchema: GenMessage<PoolLeases> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 7);
+  messageDesc(file_keymesh_limiter_v1_limiter, 8);
 
 /**
  * @generated from message keymesh.limiter.v1.GrantLeasesResponse
@@ -322,7 +388,7 @@ export type GrantLeasesResponse = Message<"keymesh.limiter.v1.GrantLeasesRespons
  * Use `create(GrantLeasesResponseSchema)` to create a new message.
  */
 export const GrantLeasesResponseSchema: GenMessage<GrantLeasesResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 8);
+  messageDesc(file_keymesh_limiter_v1_limiter, 9);
 
 /**
  * @generated from message keymesh.limiter.v1.Settlement
@@ -368,7 +434,7 @@ export type Settlement = Message<"keymesh.limiter.v1.Settlement"> & {
  * Use `create(SettlementSchema)` to create a new message.
  */
 export const SettlementSchema: GenMessage<Settlement> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 9);
+  messageDesc(file_keymesh_limiter_v1_limiter, 10);
 
 /**
  * @generated from message keymesh.limiter.v1.SettleRequest
@@ -385,7 +451,7 @@ export type SettleRequest = Message<"keymesh.limiter.v1.SettleRequest"> & {
  * Use `create(SettleRequestSchema)` to create a new message.
  */
 export const SettleRequestSchema: GenMessage<SettleRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 10);
+  messageDesc(file_keymesh_limiter_v1_limiter, 11);
 
 /**
  * @generated from message keymesh.limiter.v1.SettleResponse
@@ -398,7 +464,7 @@ export type SettleResponse = Message<"keymesh.limiter.v1.SettleResponse"> & {
  * Use `create(SettleResponseSchema)` to create a new message.
  */
 export const SettleResponseSchema: GenMessage<SettleResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 11);
+  messageDesc(file_keymesh_limiter_v1_limiter, 12);
 
 /**
  * One request's hold on a slot of a key with a concurrency limit.
@@ -429,7 +495,7 @@ export type ConcurrencyHold = Message<"keymesh.limiter.v1.ConcurrencyHold"> & {
  * Use `create(ConcurrencyHoldSchema)` to create a new message.
  */
 export const ConcurrencyHoldSchema: GenMessage<ConcurrencyHold> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 12);
+  messageDesc(file_keymesh_limiter_v1_limiter, 13);
 
 /**
  * @generated from message keymesh.limiter.v1.ReleaseRequest
@@ -458,7 +524,7 @@ export type ReleaseRequest = Message<"keymesh.limiter.v1.ReleaseRequest"> & {
  * Use `create(ReleaseRequestSchema)` to create a new message.
  */
 export const ReleaseRequestSchema: GenMessage<ReleaseRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 13);
+  messageDesc(file_keymesh_limiter_v1_limiter, 14);
 
 /**
  * @generated from message keymesh.limiter.v1.ReleaseResponse
@@ -485,7 +551,7 @@ export type ReleaseResponse = Message<"keymesh.limiter.v1.ReleaseResponse"> & {
  * Use `create(ReleaseResponseSchema)` to create a new message.
  */
 export const ReleaseResponseSchema: GenMessage<ReleaseResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 14);
+  messageDesc(file_keymesh_limiter_v1_limiter, 15);
 
 /**
  * @generated from message keymesh.limiter.v1.ReportOutcomeRequest
@@ -557,7 +623,7 @@ export type ReportOutcomeRequest = Message<"keymesh.limiter.v1.ReportOutcomeRequ
  * Use `create(ReportOutcomeRequestSchema)` to create a new message.
  */
 export const ReportOutcomeRequestSchema: GenMessage<ReportOutcomeRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 15);
+  messageDesc(file_keymesh_limiter_v1_limiter, 16);
 
 /**
  * Published on keymesh.keys.parked when the limiter parks a key because the
@@ -602,7 +668,7 @@ export type KeyParkedEvent = Message<"keymesh.limiter.v1.KeyParkedEvent"> & {
  * Use `create(KeyParkedEventSchema)` to create a new message.
  */
 export const KeyParkedEventSchema: GenMessage<KeyParkedEvent> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 16);
+  messageDesc(file_keymesh_limiter_v1_limiter, 17);
 
 /**
  * @generated from message keymesh.limiter.v1.ReportOutcomeResponse
@@ -619,7 +685,7 @@ export type ReportOutcomeResponse = Message<"keymesh.limiter.v1.ReportOutcomeRes
  * Use `create(ReportOutcomeResponseSchema)` to create a new message.
  */
 export const ReportOutcomeResponseSchema: GenMessage<ReportOutcomeResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 17);
+  messageDesc(file_keymesh_limiter_v1_limiter, 18);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateRequest
@@ -638,7 +704,7 @@ export type GetKeyStateRequest = Message<"keymesh.limiter.v1.GetKeyStateRequest"
  * Use `create(GetKeyStateRequestSchema)` to create a new message.
  */
 export const GetKeyStateRequestSchema: GenMessage<GetKeyStateRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 18);
+  messageDesc(file_keymesh_limiter_v1_limiter, 19);
 
 /**
  * @generated from message keymesh.limiter.v1.KeyState
@@ -741,7 +807,7 @@ export type KeyState = Message<"keymesh.limiter.v1.KeyState"> & {
  * Use `create(KeyStateSchema)` to create a new message.
  */
 export const KeyStateSchema: GenMessage<KeyState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 19);
+  messageDesc(file_keymesh_limiter_v1_limiter, 20);
 
 /**
  * @generated from message keymesh.limiter.v1.BurstWindowState
@@ -768,7 +834,7 @@ export type BurstWindowState = Message<"keymesh.limiter.v1.BurstWindowState"> & 
  * Use `create(BurstWindowStateSchema)` to create a new message.
  */
 export const BurstWindowStateSchema: GenMessage<BurstWindowState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 20);
+  messageDesc(file_keymesh_limiter_v1_limiter, 21);
 
 /**
  * A quota keymesh enforces over calendar periods: at most limit requests (or
@@ -821,7 +887,7 @@ export type CalendarQuotaState = Message<"keymesh.limiter.v1.CalendarQuotaState"
  * Use `create(CalendarQuotaStateSchema)` to create a new message.
  */
 export const CalendarQuotaStateSchema: GenMessage<CalendarQuotaState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 21);
+  messageDesc(file_keymesh_limiter_v1_limiter, 22);
 
 /**
  * @generated from message keymesh.limiter.v1.TokenWindowState
@@ -857,7 +923,7 @@ export type TokenWindowState = Message<"keymesh.limiter.v1.TokenWindowState"> & 
  * Use `create(TokenWindowStateSchema)` to create a new message.
  */
 export const TokenWindowStateSchema: GenMessage<TokenWindowState> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 22);
+  messageDesc(file_keymesh_limiter_v1_limiter, 23);
 
 /**
  * @generated from message keymesh.limiter.v1.GetKeyStateResponse
@@ -874,7 +940,7 @@ export type GetKeyStateResponse = Message<"keymesh.limiter.v1.GetKeyStateRespons
  * Use `create(GetKeyStateResponseSchema)` to create a new message.
  */
 export const GetKeyStateResponseSchema: GenMessage<GetKeyStateResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_limiter_v1_limiter, 23);
+  messageDesc(file_keymesh_limiter_v1_limiter, 24);
 
 /**
  * @generated from enum keymesh.limiter.v1.AcquireOutcome
