@@ -13,6 +13,7 @@ const SPENDER = 'sk-keymesh-spender';
 const PAYER = 'sk-keymesh-payer';
 const SETTLER = 'sk-keymesh-settler';
 const FRUGAL = 'sk-keymesh-frugal';
+const TINY = 'sk-keymesh-tiny';
 const DAY_MS = 86_400_000;
 
 // The mock's usage is fixed by the request: "abcdefgh" is 2 prompt tokens
@@ -106,6 +107,7 @@ for (const store of ['memory', 'redis'] as const) describe(`cost per request and
         `  payer: { virtual_keys: [ ${PAYER} ] }`,
         `  spender: { virtual_keys: [ ${SPENDER} ], limits: { quota: { cost: ${(3 * QUOTA_COST) / 1e6}, per: day } } }`,
         `  settler: { virtual_keys: [ ${SETTLER} ], limits: { quota: { cost: 1, per: month } } }`,
+        `  tiny: { virtual_keys: [ ${TINY} ], limits: { quota: { cost: ${(3 * QUOTA_COST) / 1e6}, per: day } } }`,
         `  frugal: { virtual_keys: [ ${FRUGAL} ], limits: { quota: { cost: ${(COMPLETION_TOKENS * 4) / 1e6}, per: day } } }`,
       ].join('\n'),
       // A tenant's cost quota reaches every route, so every target needs a price.
@@ -229,5 +231,14 @@ for (const store of ['memory', 'redis'] as const) describe(`cost per request and
     assert.equal(answers[2]!.message?.startsWith('The daily cost quota of $0.000024 (UTC) for the total of pool "capped" is spent.'), true, answers[2]!.message);
     const { keys } = await limiter!.getKeyState({ poolId: 'pool/capped/cost' });
     assert.equal(keys[0]!.calendarQuotas[0]!.used, BigInt(2 * QUOTA_COST));
+  });
+
+  it('turns away a request whose completion allowance alone could cost more than the whole quota, saying so', async function () {
+    // No max_tokens: the route's default of 1024 at output 2 reserves 2048 micro-USD, more than the quota of 36.
+    const answer = await ask(t!, TINY, 'metered');
+    assert.equal(answer.status, 429);
+    assert.equal(answer.message, 'This request may cost more than the whole daily cost quota of $0.000036 (UTC) for tenant "tiny"; lower its max_tokens.');
+    // With an allowance that fits, it is served.
+    assert.equal((await ask(t!, TINY, 'metered', { max_tokens: COMPLETION_TOKENS })).status, 200);
   });
 });

@@ -180,7 +180,11 @@ export function scopeDenied(gate: ScopeGate, denial: ScopeDenial): KeymeshError 
 export function scopeMessage(gate: ScopeGate, retryAfterMs: number | undefined): string {
   const name = gate.kind === 'pool' ? `the total of pool "${gate.id}"` : `${gate.kind} "${gate.id}"`;
   const retry = retryAfterMs === undefined ? '' : ` Please try again in ${Math.max(0.001, retryAfterMs / 1000).toFixed(3).replace(/\.?0+$/, '')}s.`;
-  if (gate.measure === 'cost') return `The ${gate.described} for ${name} is spent.${retry}`;
+  if (gate.measure === 'cost') {
+    // No time to come back: the limiter found the reservation larger than the quota itself, spent or not.
+    if (retryAfterMs === undefined) return `This request may cost more than the whole ${gate.described} for ${name}; lower its max_tokens.`;
+    return `The ${gate.described} for ${name} is spent.${retry}`;
+  }
   return `Rate limit reached for ${name} (limit: ${gate.described}).${retry}`;
 }
 
