@@ -30,5 +30,6 @@ export {
   type KeymeshConfig,
   type MockProviderConfig,
 } from './schema';
-export { describeLimitSet, limitedScopesOf, SCOPE_KEY_ID, scopePoolId, type LimitedScope, type ScopeKind } from './scopes';
+export { costScopePoolId, isCostScopePoolId, describeCostQuota, describeLimitSet, limitedScopesOf, SCOPE_KEY_ID, scopePoolId, type LimitedScope, type ScopeKind, type ScopeMeasure } from './scopes';
+export { costMicroUsd, formatUsd, type TokenPrice } from './price';
 export type { CalendarQuota, ConfigSecret, DeepReadonly, LimitSet, TokenWindowLimit, WindowLimit } from './types';

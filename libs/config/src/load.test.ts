@@ -156,14 +156,14 @@ describe('parseConfig', () => {
     );
     assert.equal(config.routes['w']!.strategy, 'weighted');
     assert.deepEqual(config.routes['w']!.targets.map((t) => t.weight), [3, 0.5]);
-    assert.deepEqual(config.routes['w']!.degraded, { kind: 'target', target: { poolId: 'main', model: 'cheap' } });
+    assert.deepEqual(config.routes['w']!.degraded, { kind: 'target', target: { poolId: 'main', model: 'cheap', price: null } });
     assert.deepEqual(config.routes['c']!.targets[0]!.price, { input: 0.15, output: 0.6 });
     assert.deepEqual(config.routes['c']!.degraded, { kind: 'answer', answer: 'Sorry, try later.' });
     assert.equal(config.routes['l']!.strategy, 'latency');
     assert.equal(config.routes['b']!.strategy, 'least-busy');
   });
 
-  it('rejects unknown strategies, weights and prices outside their strategy, and missing or non-positive ones', () => {
+  it('rejects unknown strategies, weights outside their strategy, and missing or non-positive weights and prices', () => {
     const problems = problemsOf(
       withSection(
         'routes',
@@ -180,11 +180,77 @@ describe('parseConfig', () => {
       'keymesh.yaml: routes.w.targets[1].weight: missing: every target of a "weighted" route needs a weight',
       'keymesh.yaml: routes.w.targets[2].weight: must be greater than 0 (leave the target out to send it nothing)',
       'keymesh.yaml: routes.f.targets[0].weight: only allowed with strategy: weighted (this route\'s strategy is "fallback")',
-      'keymesh.yaml: routes.f.targets[0].price: only allowed with strategy: cost (this route\'s strategy is "fallback")',
       'keymesh.yaml: routes.c.targets[0].price: missing: every target of a "cost" route needs a price like { input: 0.15, output: 0.6 }',
       'keymesh.yaml: routes.c.targets[1].price.input: must be 0 or more',
     ]);
     assert.ok(problems.some((p) => p.startsWith('keymesh.yaml: routes.c.targets[1].price: unknown key "cached"')), problems.join('\n'));
+  });
+
+  it('takes a price on a target of any strategy, and on a degraded target', () => {
+    const config = parseConfig(
+      withSection(
+        'routes',
+        `routes:
+  f: { targets: [ { pool: main, model: a, price: { input: 0.15, output: 0.6 } } ], degraded: { target: { pool: main, model: b, price: { input: 0.01, output: 0.02 } } } }
+  w: { strategy: weighted, targets: [ { pool: main, model: a, weight: 1, price: { input: 2.5, output: 10 } } ] }`,
+      ),
+      'keymesh.yaml',
+    );
+    assert.deepEqual(config.routes['f']!.targets[0]!.price, { input: 0.15, output: 0.6 });
+    assert.deepEqual(config.routes['f']!.degraded, { kind: 'target', target: { poolId: 'main', model: 'b', price: { input: 0.01, output: 0.02 } } });
+    assert.deepEqual(config.routes['w']!.targets[0]!.price, { input: 2.5, output: 10 });
+  });
+
+  it('reads a cost quota in USD as micro-USD on tenants, routes and pool totals', () => {
+    const yaml = withSection(
+      'tenants',
+      `tenants:
+  demo: { virtual_keys: [ sk-keymesh-demo ], limits: { quota: { cost: 100, per: month, time_zone: Europe/Berlin } } }`,
+    )
+      .replace(
+        'gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini } ] }',
+        'gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini, price: { input: 0.15, output: 0.6 } } ], limits: { quota: { cost: 0.000123, tokens: 5000, per: day } } }',
+      )
+      .replace('    provider: mock\n', '    provider: mock\n    limits: { quota: { cost: 2.5, per: day } }\n');
+    const config = parseConfig(yaml, 'keymesh.yaml');
+    assert.deepEqual(config.tenants['demo']!.limits!.quotas, [{ unit: 'cost', limit: 100_000_000, period: 'month', timeZone: 'Europe/Berlin' }]);
+    assert.deepEqual(config.routes['gpt-4o-mini']!.limits!.quotas, [
+      { unit: 'tokens', limit: 5000, period: 'day', timeZone: 'UTC' },
+      { unit: 'cost', limit: 123, period: 'day', timeZone: 'UTC' },
+    ]);
+    assert.deepEqual(config.pools['main']!.limits!.quotas, [{ unit: 'cost', limit: 2_500_000, period: 'day', timeZone: 'UTC' }]);
+  });
+
+  it('rejects a cost quota on a key, below one micro-USD, or with an unpriced target it could be spent on', () => {
+    const yaml = `providers:
+  mock: { kind: openai, base_url: http://127.0.0.1:9000/v1 }
+pools:
+  main:
+    provider: mock
+    keys:
+      - { id: k1, secret: sk-1, limits: { quota: { cost: 5, per: day } } }
+  other:
+    provider: mock
+    limits: { quota: { cost: 5, per: day } }
+    keys:
+      - { id: k2, secret: sk-2 }
+routes:
+  a: { targets: [ { pool: main, model: a, price: { input: 1, output: 1 } }, { pool: main, model: b } ], limits: { quota: { cost: 0.0000001, per: day } } }
+  b: { targets: [ { pool: main, model: a, price: { input: 1, output: 1 } }, { pool: other, model: b } ] }
+  c: { targets: [ { pool: main, model: a, price: { input: 1, output: 1 } } ], degraded: { target: { pool: main, model: z } }, limits: { quota: { cost: 1, per: day } } }
+tenants:
+  demo: { virtual_keys: [ sk-keymesh-demo ] }
+`;
+    assertHasProblems(problemsOf(yaml), [
+      "keymesh.yaml: pools.main.keys[0].limits.quota.cost: applies to tenants, routes and pool totals only (a key's spend is its provider's quota)",
+      'keymesh.yaml: routes.a.limits.quota.cost: must be at least 0.000001 (one micro-USD)',
+      'keymesh.yaml: routes.b.targets[1].price: missing: pool "other" has a cost quota, so every target it can be served by needs a price like { input: 0.15, output: 0.6 }',
+      'keymesh.yaml: routes.c.degraded.target.price: missing: this route has a cost quota, so every target it can be served by needs a price like { input: 0.15, output: 0.6 }',
+    ]);
+    const tenantYaml = withSection('tenants', `tenants:\n  demo: { virtual_keys: [ sk-keymesh-demo ], limits: { quota: { cost: 1, per: month } } }`);
+    assert.deepEqual(problemsOf(tenantYaml), [
+      'keymesh.yaml: routes.gpt-4o-mini.targets[0].price: missing: tenant "demo" has a cost quota, so every target it can be served by needs a price like { input: 0.15, output: 0.6 }',
+    ]);
   });
 
   it('reads key_selection, weights, costs, reserve_for_high and burst into the pool and its keys', () => {
@@ -495,7 +561,7 @@ tenants:
       'keymesh.yaml: pools.main.keys[0].limits.time_zone: unknown time zone "Mars/Olympus" (expected an IANA time zone like "Europe/Berlin" or "UTC")',
       'keymesh.yaml: pools.main.keys[1].limits.quota.time_zone: unknown time zone "Europe/Berln" (expected an IANA time zone like "Europe/Berlin" or "UTC")',
       'keymesh.yaml: pools.main.keys[2].limits.quota.per: expected "day" or "month"',
-      'keymesh.yaml: pools.main.keys[2].limits.quota.requests: missing: a quota needs "requests" or "tokens" (e.g. requests: 10000, per: day)',
+      'keymesh.yaml: pools.main.keys[2].limits.quota.requests: missing: a quota needs "requests", "tokens" or "cost" (e.g. requests: 10000, per: day)',
       'keymesh.yaml: pools.main.keys[3].limits.time_zone: applies to rpd and tpd only; give one, or set quota.time_zone',
       'keymesh.yaml: pools.main.keys[4].limits.rpd: must be at least 1',
     ]);

@@ -4,7 +4,8 @@ import { sha256Hex } from './hash';
 import { parseConfig } from './load';
 import { compilePolicy, parsePolicy, type Policy } from './policy';
 import { ID_PATTERN } from './schema';
-import { describeLimitSet, limitedScopesOf } from './scopes';
+import { costMicroUsd, formatUsd } from './price';
+import { describeLimitSet, isCostScopePoolId, limitedScopesOf } from './scopes';
 
 const CONFIG = parseConfig(
   `server: { http: { port: 8181 } }
@@ -178,6 +179,48 @@ describe('limitedScopesOf', () => {
     for (const scope of scopes) assert.ok(!ID_PATTERN.test(scope.poolId), `${scope.poolId} could be a configured id`);
     assert.equal(describeLimitSet(scopes[0]!.limits), '5 requests per 2s, 1000 requests per day (UTC)');
     assert.equal(describeLimitSet(scopes[1]!.limits), '5000 tokens per 10s');
+  });
+
+  it("puts a scope's cost quotas in a pool of their own, apart from its other limits, and survives a policy round trip", () => {
+    const config = parseConfig(
+      `providers:
+  mock: { kind: openai, base_url: http://127.0.0.1:9000/v1 }
+pools:
+  main: { provider: mock, keys: [ { id: k1, secret: sk-1 } ], limits: { quota: { cost: 0.5, per: day } } }
+routes:
+  r: { targets: [ { pool: main, model: m, price: { input: 1, output: 2 } } ] }
+tenants:
+  acme: { virtual_keys: [ vk-1 ], limits: { rpm: 10, quota: { cost: 100, per: month, time_zone: Europe/Berlin } } }
+`,
+      'keymesh.yaml',
+    );
+    const scopes = limitedScopesOf(parsePolicy(JSON.stringify(compilePolicy(config, seal))));
+    assert.deepEqual(
+      scopes.map((s) => [s.poolId, s.measure, s.limits.requests.length, s.limits.quotas.map((q) => `${q.unit}:${q.limit}`)]),
+      [
+        ['tenant/acme', 'tokens', 1, []],
+        ['tenant/acme/cost', 'cost', 0, ['cost:100000000']],
+        ['pool/main/cost', 'cost', 0, ['cost:500000']],
+      ],
+    );
+    for (const scope of scopes) {
+      assert.equal(isCostScopePoolId(scope.poolId), scope.measure === 'cost');
+      assert.ok(!ID_PATTERN.test(scope.poolId), `${scope.poolId} could be a configured id`);
+    }
+    assert.equal(isCostScopePoolId('pool/cost'), false, 'a scope named "cost" is not a cost pool');
+    assert.equal(describeLimitSet(scopes[1]!.limits), 'monthly cost quota of $100 (Europe/Berlin)');
+    assert.equal(describeLimitSet(scopes[2]!.limits), 'daily cost quota of $0.5 (UTC)');
+  });
+});
+
+describe('costMicroUsd', () => {
+  it('prices tokens in whole micro-USD, rounded up, without float noise adding one', () => {
+    assert.equal(costMicroUsd({ input: 0.15, output: 0.6 }, 20, 0), 3, '20 × 0.15 is 3.0000000000000004 in floats');
+    assert.equal(costMicroUsd({ input: 0.15, output: 0.6 }, 10, 1), 3, '1.5 + 0.6 rounds up to 3');
+    assert.equal(costMicroUsd({ input: 2.5, output: 10 }, 1_000_000, 1_000_000), 12_500_000);
+    assert.equal(costMicroUsd({ input: 0, output: 0 }, 500, 500), 0);
+    assert.equal(formatUsd(100_000_000), '$100');
+    assert.equal(formatUsd(123), '$0.000123');
   });
 });
 

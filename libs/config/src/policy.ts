@@ -9,7 +9,7 @@ import { ConfigError, describeIssue, problemAt, problemsFromIssues } from './con
 import { deepFreeze, findProtoKeys, hasOwn, isPlainRecord, toRecord } from './freeze';
 import { sha256Hex } from './hash';
 import { DEFAULT_MAX_TOKENS, ENV_NAME_PATTERN, ID_PATTERN, KEY_SELECTIONS, MAX_REQUESTS_PER_WINDOW, MAX_TOKENS_PER_WINDOW, ROUTE_STRATEGIES, type KeymeshConfig, type KeySelection, type RouteStrategy } from './schema';
-import type { CalendarQuota, DeepReadonly, LimitSet, TokenWindowLimit, WindowLimit } from './types';
+import type { CalendarQuota, DeepReadonly, KeyQuota, LimitSet, TokenWindowLimit, WindowLimit } from './types';
 
 export type { LimitSet, TokenWindowLimit, WindowLimit } from './types';
 export type { KeySelection, RouteStrategy } from './schema';
@@ -25,7 +25,7 @@ export interface PolicyKey {
   /** Empty when the provider limits no tokens for this key (or nobody declared it). */
   readonly tokenLimits: TokenWindowLimit[];
   /** Calendar quotas (per day or month of a time zone); empty when none was declared. */
-  readonly quotas: CalendarQuota[];
+  readonly quotas: KeyQuota[];
   /** Requests in flight at once on the key across every router (held and released through the limiter); null: no cap. */
   readonly concurrency: number | null;
   /** First 12 hex digits of sha256(secret) for literal secrets; "" for env-sourced ones (unknown to control). */
@@ -148,7 +148,8 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
           secret,
           limits: key.limits.map((w) => ({ ...w })),
           tokenLimits: key.tokenLimits.map((w) => ({ ...w })),
-          quotas: key.quotas.map((q) => ({ ...q })),
+          // The config rejects cost quotas on keys (keyLimitsSchema).
+          quotas: key.quotas.filter(isKeyQuota).map((q) => ({ ...q })),
           concurrency: key.concurrency,
           fingerprint,
           weight: key.weight,
@@ -206,7 +207,7 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
                           providerId: config.pools[r.degraded.target.poolId]!.providerId,
                           model: r.degraded.target.model,
                           weight: null,
-                          price: null,
+                          price: r.degraded.target.price === null ? null : { input: r.degraded.target.price.input, output: r.degraded.target.price.output },
                         },
                       },
               cacheTtlMs: r.cache === null ? null : r.cache.ttlMs,
@@ -245,11 +246,18 @@ const windowLimitSchema = z.strictObject({ requests: positiveInt.max(MAX_REQUEST
 const tokenWindowLimitSchema = z.strictObject({ tokens: positiveInt.max(MAX_TOKENS_PER_WINDOW), perMs: positiveInt });
 // The limiter validates the zone again when it applies the policy (a control plane may run another Intl).
 const quotaSchema = z.strictObject({
-  unit: z.enum(['requests', 'tokens']),
+  // "cost" counts micro-USD; only tenants, routes and pool totals have it.
+  unit: z.enum(['requests', 'tokens', 'cost']),
   limit: positiveInt.max(Number.MAX_SAFE_INTEGER),
   period: z.enum(['day', 'month']),
   timeZone: z.string().min(1),
 });
+
+const keyQuotaSchema = quotaSchema.extend({ unit: z.enum(['requests', 'tokens']) });
+
+function isKeyQuota(quota: CalendarQuota): quota is KeyQuota {
+  return quota.unit !== 'cost';
+}
 
 // Defaults to null: a policy from a control plane that predates scope limits still parses.
 const limitSetSchema = z
@@ -300,7 +308,7 @@ const policySchema = z
         limits: z.array(windowLimitSchema),
         // Defaults: a policy from a control plane that predates token limits still parses.
         tokenLimits: z.array(tokenWindowLimitSchema).default([]),
-        quotas: z.array(quotaSchema).default([]),
+        quotas: z.array(keyQuotaSchema).default([]),
         concurrency: positiveInt.nullable().default(null),
         fingerprint: z.string().regex(/^(?:[0-9a-f]{12})?$/, { error: 'expected 12 hex digits or ""' }),
         weight: z.number().gt(0).nullable().default(null),

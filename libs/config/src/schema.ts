@@ -161,11 +161,19 @@ const timeZoneSchema = z.string({ error: expecting(TIME_ZONE_WORDS) }).refine(
   { error: (issue) => `unknown time zone ${JSON.stringify(issue.input)} (expected ${TIME_ZONE_WORDS})` },
 );
 
+/** Cost quotas are kept in whole micro-USD (see costMicroUsd): the same counters as tokens. */
+const quotaCostSchema = z
+  .number({ error: expecting('an amount in USD, like 100 or 0.5') })
+  .min(0.000001, { error: 'must be at least 0.000001 (one micro-USD)' })
+  .max(Number.MAX_SAFE_INTEGER / 1e6, { error: `must be at most ${Math.floor(Number.MAX_SAFE_INTEGER / 1e6)}` })
+  .transform((usd) => Math.round(usd * 1e6));
+
 const quotaSchema = z
   .strictObject(
     {
       requests: quotaCountSchema.optional(),
       tokens: quotaCountSchema.optional(),
+      cost: quotaCostSchema.optional(),
       per: z.enum(['day', 'month'], { error: expecting('"day" or "month"') }),
       time_zone: timeZoneSchema.default('UTC'),
     },
@@ -173,8 +181,8 @@ const quotaSchema = z
   )
   .superRefine(
     (value: unknown, ctx) => {
-      if (isPlainRecord(value) && value['requests'] === undefined && value['tokens'] === undefined) {
-        ctx.addIssue({ code: 'custom', path: ['requests'], message: 'missing: a quota needs "requests" or "tokens" (e.g. requests: 10000, per: day)' });
+      if (isPlainRecord(value) && value['requests'] === undefined && value['tokens'] === undefined && value['cost'] === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['requests'], message: 'missing: a quota needs "requests", "tokens" or "cost" (e.g. requests: 10000, per: day)' });
       }
     },
     { when: () => true },
@@ -241,6 +249,7 @@ const limitsSchema = z
     const quota = limits.quota;
     if (quota?.requests !== undefined) quotas.push({ unit: 'requests', limit: quota.requests, period: quota.per, timeZone: quota.time_zone });
     if (quota?.tokens !== undefined) quotas.push({ unit: 'tokens', limit: quota.tokens, period: quota.per, timeZone: quota.time_zone });
+    if (quota?.cost !== undefined) quotas.push({ unit: 'cost', limit: quota.cost, period: quota.per, timeZone: quota.time_zone });
     if (limits.rpm !== undefined) requests.push({ requests: limits.rpm, perMs: 60_000 });
     if (limits.requests !== undefined && limits.per !== undefined) requests.push({ requests: limits.requests, perMs: limits.per });
     if (limits.tpm !== undefined) tokens.push({ tokens: limits.tpm, perMs: 60_000 });
@@ -282,18 +291,29 @@ const scopeLimitsSchema = limitsSchema
 
 const exactlyOneSecret = exactlyOneOf('secret', 'secret_env');
 
+/**
+ * A provider key's limits. A cost quota counts what keymesh's prices say a
+ * tenant, route or pool spent; a key's own spend is its provider's quota
+ * (quota_resets parks a key whose quota ran out).
+ */
+const keyLimitsSchema = limitsSchema.superRefine((limits, ctx) => {
+  if (limits.quotas.some((q) => q.unit === 'cost')) {
+    ctx.addIssue({ code: 'custom', path: ['quota', 'cost'], message: 'applies to tenants, routes and pool totals only (a key\'s spend is its provider\'s quota)' });
+  }
+});
+
 const poolKeySchema = z
   .strictObject({
     id: idSchema,
     ...secretFields,
-    limits: limitsSchema.optional(),
+    limits: keyLimitsSchema.optional(),
     weight: z.number({ error: expecting('a weight, like 3') }).gt(0, { error: 'must be greater than 0 (leave the key out to send it nothing)' }).optional(),
     cost: z.number({ error: expecting('a price per 1M tokens (or any relative number), like 0.15') }).min(0, { error: 'must be 0 or more' }).optional(),
   })
   .superRefine(exactlyOneSecret, { when: () => true });
 
 const mockKeySchema = z
-  .strictObject({ ...secretFields, limits: limitsSchema.optional() })
+  .strictObject({ ...secretFields, limits: keyLimitsSchema.optional() })
   .superRefine((key, ctx) => {
     // The mock counts whole-ms windows; a burst's derived window may not be one.
     if (key.limits?.requests.some((w) => w.burst === true) === true) {
@@ -366,6 +386,11 @@ const pricePerMillionSchema = z
   .number({ error: expecting('a price per 1M tokens, like 0.15') })
   .min(0, { error: 'must be 0 or more' });
 
+const priceSchema = z.strictObject(
+  { input: pricePerMillionSchema, output: pricePerMillionSchema },
+  { error: expecting('a mapping like { input: 0.15, output: 0.6 } (USD per 1M tokens)') },
+);
+
 const targetSchema = z.strictObject({
   pool: idSchema,
   model: modelNameSchema,
@@ -373,18 +398,14 @@ const targetSchema = z.strictObject({
     .number({ error: expecting('a weight, like 3') })
     .gt(0, { error: 'must be greater than 0 (leave the target out to send it nothing)' })
     .optional(),
-  price: z
-    .strictObject(
-      { input: pricePerMillionSchema, output: pricePerMillionSchema },
-      { error: expecting('a mapping like { input: 0.15, output: 0.6 } (prices per 1M tokens)') },
-    )
-    .optional(),
+  // What the target's provider charges: a "cost" route orders targets by it, and every request served by it is costed with it.
+  price: priceSchema.optional(),
 });
 
 const degradedSchema = z
   .strictObject(
     {
-      target: z.strictObject({ pool: idSchema, model: modelNameSchema }).optional(),
+      target: z.strictObject({ pool: idSchema, model: modelNameSchema, price: priceSchema.optional() }).optional(),
       answer: z.string({ error: expecting('the text of a static answer') }).min(1, { error: 'must not be empty' }).optional(),
     },
     { error: expecting('a mapping like { target: { pool: cheap, model: m } } or { answer: "..." }') },
@@ -392,8 +413,9 @@ const degradedSchema = z
   .superRefine(exactlyOneOf('target', 'answer'), { when: () => true });
 
 /**
- * `weight` belongs to `weighted` and `price` to `cost`: a weight on a fallback
- * route would silently do nothing, so it is an error rather than a surprise.
+ * `weight` belongs to `weighted`: a weight on a fallback route would silently
+ * do nothing, so it is an error rather than a surprise. A price means
+ * something on every route (requests are costed with it); `cost` needs one.
  */
 function checkStrategyFields(value: unknown, ctx: z.RefinementCtx): void {
   if (!isPlainRecord(value) || !Array.isArray(value['targets'])) return;
@@ -405,7 +427,6 @@ function checkStrategyFields(value: unknown, ctx: z.RefinementCtx): void {
     if (strategy === 'weighted' && target['weight'] === undefined) issue('weight', 'missing: every target of a "weighted" route needs a weight');
     if (strategy !== 'weighted' && target['weight'] !== undefined) issue('weight', `only allowed with strategy: weighted (this route's strategy is "${strategy}")`);
     if (strategy === 'cost' && target['price'] === undefined) issue('price', 'missing: every target of a "cost" route needs a price like { input: 0.15, output: 0.6 }');
-    if (strategy !== 'cost' && target['price'] !== undefined) issue('price', `only allowed with strategy: cost (this route's strategy is "${strategy}")`);
   });
 }
 
@@ -544,6 +565,8 @@ function checkReferences(value: unknown, ctx: z.RefinementCtx): void {
     }
   }
 
+  checkCostQuotaPrices(routes, tenants, pools, issue);
+
   if (isPlainRecord(tenants)) {
     const ownerAt = new Map<string, string>();
     for (const [tenantId, tenant] of Object.entries(tenants)) {
@@ -560,6 +583,45 @@ function checkReferences(value: unknown, ctx: z.RefinementCtx): void {
   }
 }
 
+/** Reads the limits as written (`quota.cost`) or, once they parsed, as normalized (a quota of unit "cost"). */
+function hasCostQuota(scope: unknown): boolean {
+  const limits = isPlainRecord(scope) ? scope['limits'] : undefined;
+  if (!isPlainRecord(limits)) return false;
+  const { quota, quotas } = limits;
+  if (Array.isArray(quotas)) return quotas.some((q: unknown) => isPlainRecord(q) && q['unit'] === 'cost');
+  return isPlainRecord(quota) && quota['cost'] !== undefined;
+}
+
+/**
+ * A cost quota counts requests at their targets' prices, so every target a
+ * cost-limited request can be served by needs one: an unpriced target would
+ * spend without counting. A tenant reaches every route; a route its own
+ * targets; a pool total every target on that pool.
+ */
+function checkCostQuotaPrices(routes: unknown, tenants: unknown, pools: unknown, issue: (path: PropertyKey[], message: string) => void): void {
+  if (!isPlainRecord(routes)) return;
+  const costTenant = isPlainRecord(tenants) ? Object.keys(tenants).find((id) => hasCostQuota(tenants[id])) : undefined;
+  const costPools = new Set(isPlainRecord(pools) ? Object.keys(pools).filter((id) => hasCostQuota(pools[id])) : []);
+  for (const [alias, route] of Object.entries(routes)) {
+    if (!isPlainRecord(route)) continue;
+    const targets: [PropertyKey[], unknown][] = Array.isArray(route['targets']) ? route['targets'].map((t: unknown, i) => [['targets', i], t]) : [];
+    const degraded = route['degraded'];
+    if (isPlainRecord(degraded) && degraded['target'] !== undefined) targets.push([['degraded', 'target'], degraded['target']]);
+    for (const [at, target] of targets) {
+      if (!isPlainRecord(target) || target['price'] !== undefined) continue;
+      const why =
+        costTenant !== undefined
+          ? `tenant "${costTenant}" has a cost quota`
+          : hasCostQuota(route)
+            ? 'this route has a cost quota'
+            : typeof target['pool'] === 'string' && costPools.has(target['pool'])
+              ? `pool "${target['pool']}" has a cost quota`
+              : undefined;
+      if (why !== undefined) issue(['routes', alias, ...at, 'price'], `missing: ${why}, so every target it can be served by needs a price like { input: 0.15, output: 0.6 }`);
+    }
+  }
+}
+
 // ---- normalization -------------------------------------------------------
 
 function mapRecord<In, Out>(record: Record<string, In>, make: (id: string, value: In) => Out): Record<string, Out> {
@@ -570,11 +632,16 @@ function secretOf(key: { secret?: string | undefined; secret_env?: string | unde
   return key.secret !== undefined ? { kind: 'literal', value: key.secret } : { kind: 'env', name: key.secret_env! };
 }
 
-type ConfigDegraded = { kind: 'target'; target: { poolId: string; model: string } } | { kind: 'answer'; answer: string };
+type Price = { input: number; output: number };
+type ConfigDegraded = { kind: 'target'; target: { poolId: string; model: string; price: Price | null } } | { kind: 'answer'; answer: string };
 
-function degradedOf(degraded: { target?: { pool: string; model: string } | undefined; answer?: string | undefined } | undefined): ConfigDegraded | null {
+function degradedOf(
+  degraded: { target?: { pool: string; model: string; price?: Price | undefined } | undefined; answer?: string | undefined } | undefined,
+): ConfigDegraded | null {
   if (degraded === undefined) return null;
-  if (degraded.target !== undefined) return { kind: 'target', target: { poolId: degraded.target.pool, model: degraded.target.model } };
+  if (degraded.target !== undefined) {
+    return { kind: 'target', target: { poolId: degraded.target.pool, model: degraded.target.model, price: degraded.target.price ?? null } };
+  }
   return { kind: 'answer', answer: degraded.answer! };
 }
 

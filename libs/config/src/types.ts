@@ -14,15 +14,19 @@ export interface TokenWindowLimit {
 }
 
 /**
- * A calendar quota: at most `limit` requests (or tokens) admitted within each
- * day or month of `timeZone` (IANA), resetting at that zone's midnight.
+ * A calendar quota: at most `limit` requests (or tokens, or micro-USD of
+ * cost) admitted within each day or month of `timeZone` (IANA), resetting at
+ * that zone's midnight. Cost quotas belong to tenants, routes and pool totals.
  */
 export interface CalendarQuota {
-  readonly unit: 'requests' | 'tokens';
+  readonly unit: 'requests' | 'tokens' | 'cost';
   readonly limit: number;
   readonly period: 'day' | 'month';
   readonly timeZone: string;
 }
+
+/** A provider key's quotas: requests or tokens (cost quotas belong to tenants, routes and pool totals). */
+export type KeyQuota = CalendarQuota & { readonly unit: 'requests' | 'tokens' };
 
 /**
  * One `limits` block, normalized: its windows, token windows and calendar

@@ -12,6 +12,7 @@ function totalsOf(totals: UsageTotals): MessageInitShape<typeof UsageTotalsSchem
     promptTokens: BigInt(totals.promptTokens),
     completionTokens: BigInt(totals.completionTokens),
     attempts: BigInt(totals.attempts),
+    costMicroUsd: BigInt(totals.costMicroUsd),
     totalLatency: { seconds: BigInt(totals.latencySeconds), nanos: totals.latencyNanos },
   };
 }
@@ -29,6 +30,7 @@ export function analyticsHandlers(usage: UsageAggregator): ServiceImpl<typeof An
         tenants: report.tenants.map(groupOf),
         models: report.models.map(groupOf),
         keys: report.keys.map(groupOf),
+        routes: report.routes.map(groupOf),
       };
     },
   };

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { toJson } from '@bufbuild/protobuf';
-import { ConfigError, DEMO_CONFIG_YAML, loadConfigFile, parseConfig, scopePoolId, type ScopeKind } from '@keymesh/config';
+import { ConfigError, costScopePoolId, DEMO_CONFIG_YAML, loadConfigFile, parseConfig, scopePoolId, type ScopeKind } from '@keymesh/config';
 import { KeymeshError } from '@keymesh/errors';
 import { GetUsageResponseSchema, AnalyticsService } from '@keymesh/proto/analytics/v1/analytics';
 import { ControlService } from '@keymesh/proto/control/v1/control';
@@ -157,9 +157,14 @@ async function limits(args: ParsedArgs, env: NodeJS.ProcessEnv): Promise<number>
   const kind = SCOPE_KINDS.find((k) => stringFlag(args, k) !== undefined);
   const limiter = cliClient(LimiterService, peerAddress('limiter', env));
   try {
-    const state = await limiter.getKeyState({ poolId: kind === undefined ? '' : scopePoolId(kind, stringFlag(args, kind)!) });
-    // Without a flag: every scope, and none of the provider keys `keys state` lists.
-    if (kind === undefined) state.keys = state.keys.filter((key) => SCOPE_KINDS.some((k) => key.poolId.startsWith(scopePoolId(k, ''))));
+    const state = await limiter.getKeyState({ poolId: '' });
+    const wanted =
+      kind === undefined
+        ? (poolId: string) => SCOPE_KINDS.some((k) => poolId.startsWith(scopePoolId(k, '')))
+        : // A scope's cost quotas are a pool of their own (costScopePoolId); it may have only those.
+          (poolId: string) => poolId === scopePoolId(kind, stringFlag(args, kind)!) || poolId === costScopePoolId(kind, stringFlag(args, kind)!);
+    // Every scope (or the one asked for), and none of the provider keys `keys state` lists.
+    state.keys = state.keys.filter((key) => wanted(key.poolId));
     process.stdout.write(`${JSON.stringify(toJson(GetKeyStateResponseSchema, state), null, 2)}\n`);
     return 0;
   } finally {

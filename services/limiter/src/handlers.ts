@@ -1,6 +1,7 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { Duration, Timestamp } from '@bufbuild/protobuf/wkt';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { isCostScopePoolId } from '@keymesh/config';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import {
   AcquireOutcome,
@@ -193,6 +194,8 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
       const states = await limiter.keyStates(request.poolId ? { poolId: request.poolId } : {}, nowMs);
       return {
         keys: states.map((s) => {
+          // A cost quota is kept as its own pool's token quota (see limiterQuotaOf in server.ts): shown as what it counts.
+          const costPool = isCostScopePoolId(s.poolId);
           // The tightest declared window is what the caller runs into first; burst windows are listed apart.
           const tightest = s.windows.filter((w) => w.burst !== true).reduce<(typeof s.windows)[number] | undefined>(
             (min, w) => (min === undefined || w.remaining / w.requests < min.remaining / min.requests ? w : min),
@@ -217,7 +220,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
               resetIn: durationOfMs(w.resetInMs),
             })),
             calendarQuotas: s.quotas.map((q) => ({
-              unit: QUOTA_UNITS[q.unit],
+              unit: costPool ? ProtoQuotaUnit.COST_MICRO_USD : QUOTA_UNITS[q.unit],
               limit: BigInt(q.limit),
               period: QUOTA_PERIODS[q.period],
               timeZone: q.timeZone,

@@ -1,12 +1,12 @@
 import type { Bus } from '@keymesh/bus';
-import { limitedScopesOf, SCOPE_KEY_ID, type Policy } from '@keymesh/config';
+import { limitedScopesOf, SCOPE_KEY_ID, type LimitedScope, type Policy } from '@keymesh/config';
 import { followPolicy } from '@keymesh/policy';
 import { ControlService } from '@keymesh/proto/control/v1/control';
 import { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import { closeRpcClient, createRpcClient, createRpcServer } from '@keymesh/rpc';
 import { createLogger, type Telemetry } from '@keymesh/telemetry';
 import { KeyPoolLimiter } from './domain/key-pool-limiter';
-import type { PoolSpec } from './domain/types';
+import type { CalendarQuota, PoolSpec } from './domain/types';
 import { limiterHandlers } from './handlers';
 import { systemClock, type Clock } from '@keymesh/clock';
 import { MemoryLimiterStore } from './store/memory';
@@ -64,9 +64,17 @@ export function poolSpecsOf(policy: Policy): PoolSpec[] {
   }));
   const scopePools: PoolSpec[] = limitedScopesOf(policy).map((scope) => ({
     poolId: scope.poolId,
-    keys: [{ keyId: SCOPE_KEY_ID, limits: scope.limits.requests, tokenLimits: scope.limits.tokens, quotas: scope.limits.quotas }],
+    keys: [{ keyId: SCOPE_KEY_ID, limits: scope.limits.requests, tokenLimits: scope.limits.tokens, quotas: scope.limits.quotas.map(limiterQuotaOf) }],
   }));
   return keyPools.concat(scopePools);
+}
+
+/**
+ * A cost quota is a token quota of its scope's own pool (see costScopePoolId)
+ * whose tokens are micro-USD: the router reserves and settles costs on it.
+ */
+function limiterQuotaOf(quota: LimitedScope['limits']['quotas'][number]): CalendarQuota {
+  return quota.unit === 'cost' ? { ...quota, unit: 'tokens' } : { ...quota, unit: quota.unit };
 }
 
 const REDIS_CONNECT_WAIT_MS = 5_000;

@@ -31,6 +31,8 @@ export interface TestMeshOptions {
   mainPoolSettings?: string[];
   /** YAML for the main pool's `limits:` (its total over all its keys). */
   poolLimits?: string;
+  /** A `price` for the targets of the standard routes (needed once a tenant has a cost quota). */
+  defaultTargetPrice?: string;
   /** Extra YAML appended under `tenants:`. */
   extraTenants?: string;
   /** The provider's per-attempt timeout, e.g. "200ms". */
@@ -50,6 +52,7 @@ export function configYaml(mockUrl: string, options: TestMeshOptions = {}): stri
     const limits = options.declaredLimits?.[i];
     return `      - { id: k${i + 1}, secret: ${secretOf(i)}${limits ? `, limits: ${limits}` : ''} }`;
   });
+  const price = options.defaultTargetPrice === undefined ? '' : `, price: ${options.defaultTargetPrice}`;
   return `
 providers:
   mock: { kind: openai, base_url: ${mockUrl}${options.providerTimeout ? `, timeout: ${options.providerTimeout}` : ''} }
@@ -61,9 +64,9 @@ ${(options.mainPoolSettings ?? []).map((line) => `    ${line}\n`).join('')}    k
 ${keys.join('\n')}
 ${options.extraPools ?? ''}
 routes:
-  gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini } ] }
-  gpt-4o-mini-cached: { targets: [ { pool: main, model: gpt-4o-mini } ], cache: { ttl: 5m } }
-  text-embedding-3-small: { targets: [ { pool: main, model: text-embedding-3-small } ] }
+  gpt-4o-mini: { targets: [ { pool: main, model: gpt-4o-mini${price} } ] }
+  gpt-4o-mini-cached: { targets: [ { pool: main, model: gpt-4o-mini${price} } ], cache: { ttl: 5m } }
+  text-embedding-3-small: { targets: [ { pool: main, model: text-embedding-3-small${price} } ] }
 ${options.extraRoutes ?? ''}
 tenants:
   e2e: { virtual_keys: [ ${VIRTUAL_KEY} ] }

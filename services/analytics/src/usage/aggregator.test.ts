@@ -9,10 +9,12 @@ function event(overrides: Partial<UsageRecord> = {}): UsageRecord {
   return {
     requestId: `req-${++nextId}`,
     tenantId: 'acme',
+    route: 'chat',
     model: 'gpt-4o-mini',
     keyId: 'key-1',
     promptTokens: 10,
     completionTokens: 5,
+    costMicroUsd: 0n,
     latency: { seconds: 0n, nanos: 250_000_000 },
     status: 200,
     attempts: 1,
@@ -27,6 +29,21 @@ function counts(totals: UsageTotals): Record<string, number> {
 }
 
 describe('UsageAggregator', () => {
+  it('sums cost exactly per tenant, model, key and route', () => {
+    const usage = new UsageAggregator();
+    usage.record(event({ tenantId: 'acme', route: 'chat', keyId: 'key-1', costMicroUsd: 150n }));
+    usage.record(event({ tenantId: 'acme', route: 'fast', keyId: 'key-2', costMicroUsd: 7n }));
+    usage.record(event({ tenantId: 'globex', route: 'chat', keyId: 'key-1', costMicroUsd: 1_000_001n }));
+    usage.record(event({ tenantId: 'globex', route: 'chat', keyId: 'key-1', cached: true }));
+    const report = usage.report();
+    const costs = (groups: { name: string; totals: UsageTotals }[]) => Object.fromEntries(groups.map((g) => [g.name, g.totals.costMicroUsd]));
+    assert.equal(report.totals.costMicroUsd, 1_000_158);
+    assert.deepEqual(costs(report.tenants), { acme: 157, globex: 1_000_001 });
+    assert.deepEqual(costs(report.keys), { 'key-1': 1_000_151, 'key-2': 7 });
+    assert.deepEqual(costs(report.routes), { chat: 1_000_151, fast: 7 });
+    assert.deepEqual(costs(usage.report('acme').routes), { chat: 150, fast: 7 });
+  });
+
   it('counts a request once when its event is delivered twice', () => {
     const usage = new UsageAggregator();
     const once = event({ requestId: 'req-dup' });
@@ -75,6 +92,7 @@ describe('UsageAggregator', () => {
       cached: 1,
       promptTokens: 22,
       completionTokens: 8,
+      costMicroUsd: 0,
       attempts: 3,
       latencySeconds: 2,
       latencyNanos: 100_000_000,

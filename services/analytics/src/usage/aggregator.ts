@@ -6,7 +6,7 @@ import type { UsageRecord } from './types';
 export const DEFAULT_REMEMBERED_REQUEST_IDS = 100_000;
 
 export interface UsageGroup {
-  /** The tenant id, model or key id. */
+  /** The tenant id, model, key id or route. */
   readonly name: string;
   readonly totals: UsageTotals;
 }
@@ -17,13 +17,15 @@ export interface UsageReport {
   readonly tenants: UsageGroup[];
   readonly models: UsageGroup[];
   readonly keys: UsageGroup[];
+  readonly routes: UsageGroup[];
 }
 
-/** One tenant's sums, broken down by model and key so reports can be filtered to it. */
+/** One tenant's sums, broken down by model, key and route so reports can be filtered to it. */
 class TenantUsage {
   readonly totals = new UsageTotals();
   readonly models = new Map<string, UsageTotals>();
   readonly keys = new Map<string, UsageTotals>();
+  readonly routes = new Map<string, UsageTotals>();
 }
 
 export interface UsageAggregatorOptions {
@@ -31,8 +33,8 @@ export interface UsageAggregatorOptions {
 }
 
 /**
- * Sums usage per tenant, and within each tenant per model and key. Recording
- * touches only the event's tenant (three sums, three map lookups); overall
+ * Sums usage per tenant, and within each tenant per model, key and route.
+ * Recording touches only the event's tenant (four sums, four map lookups); overall
  * figures and cross-tenant model/key groups are merged when a report is asked
  * for, which is rare next to one record per gateway request. Tenants, models
  * and keys are bounded by the policy, so the maps are too.
@@ -65,6 +67,7 @@ export class UsageAggregator {
     tenant.totals.add(record);
     if (record.model !== '') totalsOf(tenant.models, record.model).add(record);
     if (record.keyId !== '') totalsOf(tenant.keys, record.keyId).add(record);
+    if (record.route !== '') totalsOf(tenant.routes, record.route).add(record);
     return true;
   }
 
@@ -86,13 +89,15 @@ export class UsageAggregator {
     const tenants: UsageGroup[] = [];
     const models = new Map<string, UsageTotals>();
     const keys = new Map<string, UsageTotals>();
+    const routes = new Map<string, UsageTotals>();
     for (const [name, tenant] of selected) {
       totals.merge(tenant.totals);
       if (name !== '') tenants.push({ name, totals: tenant.totals.copy() });
       for (const [model, sums] of tenant.models) totalsOf(models, model).merge(sums);
       for (const [keyId, sums] of tenant.keys) totalsOf(keys, keyId).merge(sums);
+      for (const [route, sums] of tenant.routes) totalsOf(routes, route).merge(sums);
     }
-    return { totals, tenants: tenants.sort(byName), models: groupsOf(models), keys: groupsOf(keys) };
+    return { totals, tenants: tenants.sort(byName), models: groupsOf(models), keys: groupsOf(keys), routes: groupsOf(routes) };
   }
 }
 

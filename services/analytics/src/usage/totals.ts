@@ -13,6 +13,8 @@ export class UsageTotals {
   cached = 0;
   promptTokens = 0;
   completionTokens = 0;
+  /** micro-USD: a number stays exact to 2^53 micro-USD, about 9 billion USD. */
+  costMicroUsd = 0;
   attempts = 0;
   latencySeconds = 0;
   latencyNanos = 0;
@@ -23,6 +25,7 @@ export class UsageTotals {
     if (record.cached) this.cached++;
     this.promptTokens += record.promptTokens;
     this.completionTokens += record.completionTokens;
+    this.costMicroUsd += Number(record.costMicroUsd);
     this.attempts += record.attempts;
     const latency = record.latency;
     if (latency !== undefined) this.addLatency(Number(latency.seconds), latency.nanos);
@@ -34,6 +37,7 @@ export class UsageTotals {
     this.cached += other.cached;
     this.promptTokens += other.promptTokens;
     this.completionTokens += other.completionTokens;
+    this.costMicroUsd += other.costMicroUsd;
     this.attempts += other.attempts;
     this.addLatency(other.latencySeconds, other.latencyNanos);
   }

@@ -7,10 +7,14 @@
 export interface UsageRecord {
   readonly requestId: string;
   readonly tenantId: string;
+  /** The route (model alias) the caller asked for. */
+  readonly route: string;
   readonly model: string;
   readonly keyId: string;
   readonly promptTokens: number;
   readonly completionTokens: number;
+  /** Whole micro-USD (1e-6 USD); 0 when nothing priced answered. */
+  readonly costMicroUsd: bigint;
   /** As google.protobuf.Duration carries it; undefined when not reported. */
   readonly latency?: { readonly seconds: bigint; readonly nanos: number } | undefined;
   /** The HTTP status the caller saw. */

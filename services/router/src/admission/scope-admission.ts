@@ -1,4 +1,4 @@
-import { describeLimitSet, limitedScopesOf, SCOPE_KEY_ID, type Policy, type ScopeKind } from '@keymesh/config';
+import { describeLimitSet, limitedScopesOf, SCOPE_KEY_ID, type Policy, type PolicyRoute, type ScopeKind, type ScopeMeasure, type TokenPrice } from '@keymesh/config';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import type { Context } from '@opentelemetry/api';
 import type { Admission } from './acquire-batcher';
@@ -10,7 +10,9 @@ export interface ScopeGate {
   readonly kind: ScopeKind;
   readonly id: string;
   readonly poolId: string;
-  /** Requests on it reserve their token estimate. */
+  /** What its pool's token windows and quotas count: tokens, or (a cost quota's pool) micro-USD. */
+  readonly measure: ScopeMeasure;
+  /** Requests on it reserve their token (or cost) estimate. */
   readonly tokenLimited: boolean;
   /** The shortest request window, for the lease hold; Infinity when it has none. */
   readonly shortestWindowMs: number;
@@ -18,25 +20,48 @@ export interface ScopeGate {
   readonly described: string;
 }
 
-/** The limited scopes of one policy, by id; empty maps when nothing but keys is limited. */
+/**
+ * The limited scopes of one policy, by id; empty maps when nothing but keys
+ * is limited. A scope's cost quotas are a gate of their own (in the *Costs
+ * maps), since their pool counts micro-USD.
+ */
 export interface ScopeTable {
   readonly tenants: ReadonlyMap<string, ScopeGate>;
   readonly routes: ReadonlyMap<string, ScopeGate>;
   readonly pools: ReadonlyMap<string, ScopeGate>;
+  readonly tenantCosts: ReadonlyMap<string, ScopeGate>;
+  readonly routeCosts: ReadonlyMap<string, ScopeGate>;
+  readonly poolCosts: ReadonlyMap<string, ScopeGate>;
 }
 
-export const EMPTY_SCOPE_TABLE: ScopeTable = { tenants: new Map(), routes: new Map(), pools: new Map() };
+export const EMPTY_SCOPE_TABLE: ScopeTable = { tenants: new Map(), routes: new Map(), pools: new Map(), tenantCosts: new Map(), routeCosts: new Map(), poolCosts: new Map() };
+
+/** Every gate map of the table, cost gates included. */
+export function gateMapsOf(scopes: ScopeTable): ReadonlyMap<string, ScopeGate>[] {
+  return [scopes.tenants, scopes.routes, scopes.pools, scopes.tenantCosts, scopes.routeCosts, scopes.poolCosts];
+}
 
 export function buildScopeTable(policy: Policy): ScopeTable {
-  const table = { tenants: new Map<string, ScopeGate>(), routes: new Map<string, ScopeGate>(), pools: new Map<string, ScopeGate>() };
-  const byKind = { tenant: table.tenants, route: table.routes, pool: table.pools };
+  const table = {
+    tenants: new Map<string, ScopeGate>(),
+    routes: new Map<string, ScopeGate>(),
+    pools: new Map<string, ScopeGate>(),
+    tenantCosts: new Map<string, ScopeGate>(),
+    routeCosts: new Map<string, ScopeGate>(),
+    poolCosts: new Map<string, ScopeGate>(),
+  };
+  const byKind = {
+    tokens: { tenant: table.tenants, route: table.routes, pool: table.pools },
+    cost: { tenant: table.tenantCosts, route: table.routeCosts, pool: table.poolCosts },
+  };
   for (const scope of limitedScopesOf(policy)) {
     const { limits } = scope;
-    byKind[scope.kind].set(scope.id, {
+    byKind[scope.measure][scope.kind].set(scope.id, {
       kind: scope.kind,
       id: scope.id,
       poolId: scope.poolId,
-      tokenLimited: limits.tokens.length > 0 || limits.quotas.some((q) => q.unit === 'tokens'),
+      measure: scope.measure,
+      tokenLimited: scope.measure === 'cost' || limits.tokens.length > 0 || limits.quotas.some((q) => q.unit === 'tokens'),
       shortestWindowMs: Math.min(...limits.requests.map((w) => w.perMs), ...limits.tokens.map((w) => w.perMs)),
       described: describeLimitSet(limits),
     });
@@ -48,7 +73,7 @@ export function buildScopeTable(policy: Policy): ScopeTable {
 export interface ScopeSlot {
   readonly gate: ScopeGate;
   readonly admission: Extract<Admission, { granted: true }>;
-  /** Tokens reserved with it (its estimate); 0 on scopes without token limits. */
+  /** Tokens (micro-USD on a cost gate) reserved with it, its estimate; 0 on scopes without token limits. */
   readonly tokens: number;
 }
 
@@ -82,9 +107,19 @@ export class ScopeAdmission {
     private readonly settle: (reservation: TokenReservation & { usedTokens: number }) => void,
   ) {}
 
-  /** A slot on the gate's scope, or its denial. */
-  take(gate: ScopeGate, request: ScopeRequest): ScopeSlot | ScopeDenial | Promise<ScopeSlot | ScopeDenial> {
-    const tokens = gate.tokenLimited ? (request.tokens?.estimated(request.route.defaultMaxTokens) ?? 0) : 0;
+  /**
+   * A slot on the gate's scope, or its denial. A cost gate reserves the
+   * request's estimated cost at `price`: the price of the target about to be
+   * tried (pool totals), or the highest of its route (tenants, routes).
+   */
+  take(gate: ScopeGate, request: ScopeRequest, price: TokenPrice | null): ScopeSlot | ScopeDenial | Promise<ScopeSlot | ScopeDenial> {
+    const tokens = !gate.tokenLimited
+      ? 0
+      : gate.measure === 'cost'
+        ? price === null
+          ? 0
+          : (request.tokens?.estimatedCost(price, request.route.defaultMaxTokens) ?? 0)
+        : (request.tokens?.estimated(request.route.defaultMaxTokens) ?? 0);
     const admission = this.leases.admit(
       gate.poolId,
       NO_EXCLUDED_KEYS,
@@ -109,7 +144,10 @@ export class ScopeAdmission {
   reserve(tokens: RequestTokens | undefined, slot: ScopeSlot): void {
     const { admissionId } = slot.admission;
     if (tokens === undefined || admissionId === undefined || slot.tokens === 0) return;
-    const reservation = { poolId: slot.gate.poolId, keyId: SCOPE_KEY_ID, admissionId, reservedTokens: slot.tokens };
+    const reservation: TokenReservation =
+      slot.gate.measure === 'cost'
+        ? { poolId: slot.gate.poolId, keyId: SCOPE_KEY_ID, admissionId, reservedTokens: slot.tokens, cost: true }
+        : { poolId: slot.gate.poolId, keyId: SCOPE_KEY_ID, admissionId, reservedTokens: slot.tokens };
     if (tokens.scopeReservations === undefined) tokens.scopeReservations = [reservation];
     else tokens.scopeReservations.push(reservation);
   }
@@ -142,5 +180,32 @@ export function scopeDenied(gate: ScopeGate, denial: ScopeDenial): KeymeshError 
 export function scopeMessage(gate: ScopeGate, retryAfterMs: number | undefined): string {
   const name = gate.kind === 'pool' ? `the total of pool "${gate.id}"` : `${gate.kind} "${gate.id}"`;
   const retry = retryAfterMs === undefined ? '' : ` Please try again in ${Math.max(0.001, retryAfterMs / 1000).toFixed(3).replace(/\.?0+$/, '')}s.`;
+  if (gate.measure === 'cost') {
+    // No time to come back: the limiter found the reservation larger than the quota itself, spent or not.
+    if (retryAfterMs === undefined) return `This request may cost more than the whole ${gate.described} for ${name}; lower its max_tokens.`;
+    return `The ${gate.described} for ${name} is spent.${retry}`;
+  }
   return `Rate limit reached for ${name} (limit: ${gate.described}).${retry}`;
+}
+
+/**
+ * The price a tenant's or route's cost gate reserves at: the highest input
+ * and output prices among the route's targets (its degraded target too), so
+ * whichever target serves, the quota is never overrun; the settle corrects
+ * to the real cost. Null when no target is priced (nothing to count).
+ */
+export function highestPriceOf(route: PolicyRoute): TokenPrice | null {
+  let input = -1;
+  let output = -1;
+  for (const target of route.targets) {
+    if (target.price === null) continue;
+    input = Math.max(input, target.price.input);
+    output = Math.max(output, target.price.output);
+  }
+  const degraded = route.degraded?.kind === 'target' ? route.degraded.target.price : null;
+  if (degraded !== null && degraded !== undefined) {
+    input = Math.max(input, degraded.input);
+    output = Math.max(output, degraded.output);
+  }
+  return input < 0 ? null : { input, output };
 }

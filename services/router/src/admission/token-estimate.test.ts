@@ -1,7 +1,15 @@
 import assert from 'node:assert/strict';
 import { encodeChat } from 'gpt-tokenizer/encoding/o200k_base';
-import { countPromptTokens, estimateChatTokens, estimateEmbeddingTokens } from './token-estimate';
+import { countPromptTokens, estimateEmbeddingTokens } from './token-estimate';
+import type { OpenAiChatRequest } from '../providers/openai/types';
 import { RequestTokens } from './request-tokens';
+
+/** What a chat request reserves, as the dispatcher asks for it. */
+function estimateChatTokens(req: OpenAiChatRequest, defaultMaxTokens: number): number {
+  const tokens = new RequestTokens();
+  tokens.forChat(req);
+  return tokens.estimated(defaultMaxTokens);
+}
 
 describe('token estimates', () => {
   it('counts prompt tokens with o200k_base: known values for short texts plus the chat framing', () => {
@@ -38,6 +46,13 @@ describe('token estimates', () => {
     assert.equal(estimateChatTokens({ model: 'm', messages, max_completion_tokens: 50, max_tokens: 10 }, 1024), 9 + 50);
     assert.equal(estimateChatTokens({ model: 'm', messages, max_tokens: 10 }, 1024), 9 + 10);
     assert.equal(estimateChatTokens({ model: 'm', messages }, 1024), 9 + 1024);
+  });
+
+  it('prices the estimate: the counted prompt at the input price, the completion allowance at the output price', () => {
+    const tokens = new RequestTokens();
+    tokens.forChat({ model: 'm', messages: [{ role: 'user', content: 'hello world' }], max_tokens: 10 });
+    assert.equal(tokens.estimatedCost({ input: 3, output: 5 }, 1024), 9 * 3 + 10 * 5);
+    assert.equal(tokens.estimated(1024), 19);
   });
 
   it('counts embedding inputs: texts by the tokenizer, token ids as they are', () => {

@@ -64,11 +64,6 @@ export function explicitMaxTokensOf(req: OpenAiChatRequest): number | undefined 
   return typeof value === 'number' && Number.isInteger(value) && value > 0 ? value : undefined;
 }
 
-/** What a chat request may use at most: its prompt plus its completion allowance. */
-export function estimateChatTokens(req: OpenAiChatRequest, defaultMaxTokens: number): number {
-  return countPromptTokens(Array.isArray(req.messages) ? req.messages : []) + completionAllowanceOf(req, defaultMaxTokens);
-}
-
 /** An embeddings request uses only its input: text is counted, token ids are already tokens. */
 export function estimateEmbeddingTokens(req: OpenAiEmbeddingRequest): number {
   const input = req.input;

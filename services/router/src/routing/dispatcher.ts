@@ -1,4 +1,4 @@
-import type { PolicyRoute, PolicyTarget } from '@keymesh/config';
+import type { PolicyRoute, PolicyTarget, TokenPrice } from '@keymesh/config';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import type { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import { durationOfMs, type RpcClient } from '@keymesh/rpc';
@@ -10,7 +10,7 @@ import type { RequestTokens } from '../admission/request-tokens';
 import type { KeyMaterialCache } from '../keys/key-material';
 import { HoldKeeper, type HeldSlot } from '../admission/hold-keeper';
 import { KeyProbes } from '../admission/key-probe';
-import { isScopeSlot, ScopeAdmission, scopeDenied, scopeMessage, type ScopeDenial, type ScopeGate, type ScopeSlot } from '../admission/scope-admission';
+import { highestPriceOf, isScopeSlot, ScopeAdmission, scopeDenied, scopeMessage, type ScopeDenial, type ScopeGate, type ScopeSlot } from '../admission/scope-admission';
 import { LimitLearner, type LimitReport } from '../admission/limit-learner';
 import { WaitQueue, type RequestPriority, type WaitTicket } from '../admission/wait-queue';
 import type { LimitSnapshot, ProviderFailure } from '../providers';
@@ -77,6 +77,9 @@ export interface Served<T> {
  * Who "served" a static degraded answer: keymesh itself, no provider and no
  * key, so headers and usage never name a provider that did not answer.
  */
+/** A later round of a request that holds its scope slots takes no new ones. */
+const NO_GATES: readonly (ScopeGate | undefined)[] = [];
+
 export const DEGRADED_ANSWER_TARGET: PolicyTarget = Object.freeze({ poolId: '', providerId: 'keymesh', model: 'degraded-answer', weight: null, price: null });
 
 export interface DispatcherDeps {
@@ -320,12 +323,16 @@ export class Dispatcher {
     counter: RequestProgress,
   ): Promise<Served<T>> {
     if (counter.scopeSlots === undefined && counter.attempts === 0) {
-      const { tenants, routes } = this.deps.table().scopes;
+      const { tenants, routes, tenantCosts, routeCosts } = this.deps.table().scopes;
       const tenant = tenants.size === 0 ? undefined : tenants.get(scope.tenantId);
       const route = routes.size === 0 ? undefined : routes.get(scope.route.alias);
-      if (tenant !== undefined || route !== undefined) return this.scopedRound(scope, targets, attempt, counter, tenant, route);
+      const tenantCost = tenantCosts.size === 0 ? undefined : tenantCosts.get(scope.tenantId);
+      const routeCost = routeCosts.size === 0 ? undefined : routeCosts.get(scope.route.alias);
+      if (tenant !== undefined || route !== undefined || tenantCost !== undefined || routeCost !== undefined) {
+        return this.scopedRound(scope, targets, attempt, counter, [tenant, route, tenantCost, routeCost]);
+      }
     } else if (counter.scopeSlots !== undefined) {
-      return this.scopedRound(scope, targets, attempt, counter, undefined, undefined);
+      return this.scopedRound(scope, targets, attempt, counter, NO_GATES);
     }
     return this.roundOverTargets(scope, targets, attempt, counter);
   }
@@ -335,10 +342,9 @@ export class Dispatcher {
     targets: readonly PolicyTarget[],
     attempt: (a: Attempt) => Promise<AttemptResult<T>>,
     counter: RequestProgress,
-    tenant: ScopeGate | undefined,
-    route: ScopeGate | undefined,
+    gates: readonly (ScopeGate | undefined)[],
   ): Promise<Served<T>> {
-    counter.scopeSlots ??= await this.admitScopes(scope, tenant, route);
+    counter.scopeSlots ??= await this.admitScopes(scope, gates);
     try {
       const served = await this.roundOverTargets(scope, targets, attempt, counter);
       for (const slot of counter.scopeSlots) this.scopes.reserve(scope.tokens, slot);
@@ -351,13 +357,16 @@ export class Dispatcher {
     }
   }
 
-  /** A slot on the tenant, then on the route; a denial gives back what was taken and is the caller's 429. */
-  private async admitScopes(scope: RequestScope, ...gates: (ScopeGate | undefined)[]): Promise<ScopeSlot[]> {
+  /**
+   * A slot on the tenant, then on the route, then on their cost quotas; a
+   * denial gives back what was taken and is the caller's 429.
+   */
+  private async admitScopes(scope: RequestScope, gates: readonly (ScopeGate | undefined)[]): Promise<ScopeSlot[]> {
     const slots: ScopeSlot[] = [];
     try {
       for (const gate of gates) {
         if (gate === undefined) continue;
-        const slot = await this.takeScope(scope, gate);
+        const slot = await this.takeScope(scope, gate, gate.measure === 'cost' ? highestPriceOf(scope.route) : null);
         if (!isScopeSlot(slot)) throw scopeDenied(gate, slot);
         slots.push(slot);
       }
@@ -406,26 +415,36 @@ export class Dispatcher {
       const excluded: string[] = [];
       let called = false;
       let broken = false;
-      // The pool's total, when it has one, is admitted with each key: a key that takes no call gives its slot back.
+      // The pool's total (and its cost quota), when it has one, is admitted with each key: a key that takes no call gives its slot back.
       const poolTotal = this.poolTotalOf(target.poolId);
+      const poolCost = this.poolCostOf(target.poolId);
       let totalSlot: ScopeSlot | undefined;
+      let costSlot: ScopeSlot | undefined;
       for (;;) {
         this.throwIfDone(scope);
         if (totalSlot !== undefined) this.scopes.giveBack(totalSlot);
+        if (costSlot !== undefined) this.scopes.giveBack(costSlot);
         totalSlot = undefined;
+        costSlot = undefined;
         // The key this request failed on gets its slot back before another key is asked for.
         if (scope.hold !== undefined) this.releaseHold(scope);
-        let admission: Admission;
-        if (poolTotal === undefined) admission = await this.admit(scope, target, excluded);
-        else {
-          const taken = await this.takeScope(scope, poolTotal);
+        let admission: Admission | undefined;
+        let deniedGate: ScopeGate | undefined;
+        if (poolTotal !== undefined) {
+          const taken = await this.takeScope(scope, poolTotal, null);
           if (isScopeSlot(taken)) totalSlot = taken;
-          admission = isScopeSlot(taken) ? await this.admit(scope, target, excluded) : taken;
+          else [admission, deniedGate] = [taken, poolTotal];
         }
+        if (poolCost !== undefined && admission === undefined) {
+          const taken = await this.takeScope(scope, poolCost, target.price);
+          if (isScopeSlot(taken)) costSlot = taken;
+          else [admission, deniedGate] = [taken, poolCost];
+        }
+        admission ??= await this.admit(scope, target, excluded);
         if (!admission.granted) {
           denied = true;
           lastDenialReason = admission.reason;
-          deniedByTotal = totalSlot === undefined ? poolTotal : undefined;
+          deniedByTotal = deniedGate;
           if (admission.retryAfterMs !== undefined) {
             soonestRetryMs = soonestRetryMs === undefined ? admission.retryAfterMs : Math.min(soonestRetryMs, admission.retryAfterMs);
           }
@@ -483,7 +502,9 @@ export class Dispatcher {
         called = true;
         // Spent: the pool's total counts this call whatever its outcome.
         const spentTotal = totalSlot;
+        const spentCost = costSlot;
         totalSlot = undefined;
+        costSlot = undefined;
         const attempts = ++counter.attempts;
         const span = tracer.startSpan(`chat ${target.model}`, {
           kind: SpanKind.CLIENT,
@@ -555,6 +576,8 @@ export class Dispatcher {
             scope.tokens.reservation = { poolId: target.poolId, keyId, admissionId: admission.admissionId, reservedTokens: scope.tokens.estimated(scope.route.defaultMaxTokens) };
           }
           if (spentTotal !== undefined) this.scopes.reserve(scope.tokens, spentTotal);
+          if (spentCost !== undefined) this.scopes.reserve(scope.tokens, spentCost);
+          if (scope.tokens !== undefined) scope.tokens.servedPrice = target.price;
           return { value: result.value, target, keyId, attempts };
         }
         const failure = result.failure;
@@ -601,6 +624,7 @@ export class Dispatcher {
         if (providerBreaker.blocks(Date.now())) break;
       }
       if (totalSlot !== undefined) this.scopes.giveBack(totalSlot);
+      if (costSlot !== undefined) this.scopes.giveBack(costSlot);
       if (broken && !called) targetsBroken++;
     }
 
@@ -640,14 +664,19 @@ export class Dispatcher {
     });
   }
 
-  private takeScope(scope: RequestScope, gate: ScopeGate): ScopeSlot | ScopeDenial | Promise<ScopeSlot | ScopeDenial> {
-    const taken = this.scopes.take(gate, scope);
+  private takeScope(scope: RequestScope, gate: ScopeGate, price: TokenPrice | null): ScopeSlot | ScopeDenial | Promise<ScopeSlot | ScopeDenial> {
+    const taken = this.scopes.take(gate, scope, price);
     return taken instanceof Promise ? this.untilDone(scope, taken) : taken;
   }
 
   private poolTotalOf(poolId: string): ScopeGate | undefined {
     const { pools } = this.deps.table().scopes;
     return pools.size === 0 ? undefined : pools.get(poolId);
+  }
+
+  private poolCostOf(poolId: string): ScopeGate | undefined {
+    const { poolCosts } = this.deps.table().scopes;
+    return poolCosts.size === 0 ? undefined : poolCosts.get(poolId);
   }
 
   /**

@@ -12,6 +12,7 @@ import type { Dispatcher, RequestScope, Served } from './dispatcher';
 import type { RouteTable } from './route-table';
 import type { UsageRecorder } from '../usage/usage-recorder';
 import type { SettleBatcher } from '../admission/settle-batcher';
+import { usageCostOf } from '../admission/request-tokens';
 
 export interface UsageRecord {
   model: string;
@@ -128,6 +129,8 @@ export class Gateway {
       keyId: record.keyId,
       promptTokens: record.usage?.prompt_tokens ?? 0,
       completionTokens: record.usage?.completion_tokens ?? 0,
+      // A cache hit never reached the dispatcher and a degraded answer has no price: both cost 0.
+      costMicroUsd: bigintOf(usageCostOf(scope.tokens?.servedPrice ?? null, record.usage)),
       latency: { seconds: BigInt(Math.floor(latencyMs / 1000)), nanos: (latencyMs % 1000) * 1e6 },
       status: record.status,
       attempts: record.attempts,
@@ -149,9 +152,10 @@ export class Gateway {
     // No usage (a stream cut short, a caller gone): the estimates stand, and nothing needs saying.
     if (usedTokens === undefined) return;
     if (reservation !== undefined && usedTokens !== reservation.reservedTokens) this.deps.settles.settle({ ...reservation, usedTokens });
-    // The tenant, route and pool total the request was admitted on are corrected like its key.
+    // The tenant, route and pool total the request was admitted on are corrected like its key; cost quotas to what it cost.
     for (const scoped of scopeReservations ?? []) {
-      if (usedTokens !== scoped.reservedTokens) this.deps.settles.settle({ ...scoped, usedTokens });
+      const used = scoped.cost === true ? usageCostOf(tokens.servedPrice, usage) : usedTokens;
+      if (used !== scoped.reservedTokens) this.deps.settles.settle({ ...scoped, usedTokens: used });
     }
   }
 
@@ -177,6 +181,11 @@ export class Gateway {
       )
       .catch((err: unknown) => this.deps.logger.warn('cache store failed', { error: err as Error }));
   }
+}
+
+/** Unpriced requests (most configs) share one 0n instead of allocating a bigint each. */
+function bigintOf(microUsd: number): bigint {
+  return microUsd === 0 ? 0n : BigInt(microUsd);
 }
 
 // Fields that change the answer; `user`, `stream` and friends do not.

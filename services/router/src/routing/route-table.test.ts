@@ -42,12 +42,22 @@ describe('scopes with limits', () => {
     const yaml = `providers:\n  p: { kind: openai, base_url: http://127.0.0.1:9/v1 }\npools:\n  main:\n    provider: p\n    limits: { rpd: 5000 }\n    keys: [ { id: k1, secret: s1 } ]\nroutes:\n  r: { targets: [ { pool: main, model: m } ], limits: { requests: 20, per: 2s } }\ntenants:\n  t: { virtual_keys: [ sk-keymesh-t ], limits: { tokens: 900, per: 400ms } }\n  free: { virtual_keys: [ sk-keymesh-free ] }\n`;
     const { table } = buildRouteTable(compilePolicy(parseConfig(yaml, 't.yaml'), (p) => `sealed:${p.length}`), 1n, EMPTY_ROUTE_TABLE);
     assert.deepEqual([...table.scopes.tenants.keys()], ['t']);
-    assert.deepEqual({ ...table.scopes.tenants.get('t')! }, { kind: 'tenant', id: 't', poolId: 'tenant/t', tokenLimited: true, shortestWindowMs: 400, described: '900 tokens per 400ms' });
+    assert.deepEqual({ ...table.scopes.tenants.get('t')! }, { kind: 'tenant', id: 't', poolId: 'tenant/t', measure: 'tokens', tokenLimited: true, shortestWindowMs: 400, described: '900 tokens per 400ms' });
     assert.equal(table.scopes.routes.get('r')!.tokenLimited, false);
     assert.equal(table.scopes.pools.get('main')!.described, '5000 requests per day (UTC)');
     assert.equal(table.leaseHoldMs.get('tenant/t'), 20);
     assert.equal(table.leaseHoldMs.get('route/r'), 100);
     assert.equal(table.leaseHoldMs.get('pool/main'), 1_000);
+  });
+
+  it('keep a scope\'s cost quota as a gate of its own that reserves an estimate, with a lease hold', () => {
+    const yaml = `providers:\n  p: { kind: openai, base_url: http://127.0.0.1:9/v1 }\npools:\n  main:\n    provider: p\n    keys: [ { id: k1, secret: s1 } ]\nroutes:\n  r: { targets: [ { pool: main, model: m, price: { input: 1, output: 2 } } ] }\ntenants:\n  t: { virtual_keys: [ sk-keymesh-t ], limits: { rpm: 60, quota: { cost: 5, per: month } } }\n`;
+    const { table } = buildRouteTable(compilePolicy(parseConfig(yaml, 't.yaml'), (p) => `sealed:${p.length}`), 1n, EMPTY_ROUTE_TABLE);
+    assert.equal(table.scopes.tenants.get('t')!.described, '60 requests per 1m');
+    const { shortestWindowMs, ...cost } = table.scopes.tenantCosts.get('t')!;
+    assert.deepEqual(cost, { kind: 'tenant', id: 't', poolId: 'tenant/t/cost', measure: 'cost', tokenLimited: true, described: 'monthly cost quota of $5 (UTC)' });
+    assert.equal(shortestWindowMs, Number.POSITIVE_INFINITY);
+    assert.equal(table.leaseHoldMs.get('tenant/t/cost'), 1_000);
   });
 });
 

@@ -2,7 +2,7 @@ import type { Policy, PolicyKey, PolicyProvider, PolicyRoute } from '@keymesh/co
 import { loadTokenizer } from '../admission/token-estimate';
 import { adapterFor, type ProviderAdapter } from '../providers';
 import { Upstream } from '../providers/upstream';
-import { buildScopeTable, EMPTY_SCOPE_TABLE, type ScopeTable } from '../admission/scope-admission';
+import { buildScopeTable, EMPTY_SCOPE_TABLE, gateMapsOf, type ScopeTable } from '../admission/scope-admission';
 
 export interface ProviderBinding {
   readonly id: string;
@@ -67,7 +67,8 @@ function hasTokenLimit(key: PolicyKey | undefined): boolean {
 }
 
 function hasTokenLimitedScope(scopes: ScopeTable): boolean {
-  return [scopes.tenants, scopes.routes, scopes.pools].some((gates) => [...gates.values()].some((gate) => gate.tokenLimited));
+  // A cost gate counts the prompt's tokens too (its estimate prices them).
+  return gateMapsOf(scopes).some((gates) => [...gates.values()].some((gate) => gate.tokenLimited));
 }
 
 export function leaseHoldOf(policy: Policy, poolId: string): number {
@@ -109,7 +110,7 @@ export function buildRouteTable(policy: Policy, version: bigint, previous: Route
   );
   const leaseHoldMs = new Map(Object.keys(policy.pools).map((poolId) => [poolId, leaseHoldOf(policy, poolId)]));
   const scopes = buildScopeTable(policy);
-  for (const gates of [scopes.tenants, scopes.routes, scopes.pools]) {
+  for (const gates of gateMapsOf(scopes)) {
     for (const gate of gates.values()) leaseHoldMs.set(gate.poolId, leaseHoldForWindow(gate.shortestWindowMs));
   }
   const tokenLimitedPools = new Set(

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/analytics/v1/analytics.proto.
  */
 export const file_keymesh_analytics_v1_analytics: GenFile = /*@__PURE__*/
-  fileDesc("CiRrZXltZXNoL2FuYWx5dGljcy92MS9hbmFseXRpY3MucHJvdG8SFGtleW1lc2guYW5hbHl0aWNzLnYxIu4CCgpVc2FnZUV2ZW50EhIKCnJlcXVlc3RfaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJdGVuYW50X2lkGAMgASgJEg0KBXJvdXRlGAQgASgJEg0KBW1vZGVsGAUgASgJEhMKC3Byb3ZpZGVyX2lkGAYgASgJEg4KBmtleV9pZBgHIAEoCRIVCg1wcm9tcHRfdG9rZW5zGAggASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAkgASgNEioKB2xhdGVuY3kYCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGc3RhdHVzGAsgASgNEhAKCGF0dGVtcHRzGAwgASgNEg4KBmNhY2hlZBgNIAEoCBIQCghzdHJlYW1lZBgOIAEoCBIUCgxlcnJvcl9yZWFzb24YDyABKAkSFAoMdHJhY2VfcGFyZW50GBAgASgJIkMKD1VzYWdlRXZlbnRCYXRjaBIwCgZldmVudHMYASADKAsyIC5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZUV2ZW50IiQKD0dldFVzYWdlUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkitQEKC1VzYWdlVG90YWxzEhAKCHJlcXVlc3RzGAEgASgEEg4KBmVycm9ycxgCIAEoBBIOCgZjYWNoZWQYAyABKAQSFQoNcHJvbXB0X3Rva2VucxgEIAEoBBIZChFjb21wbGV0aW9uX3Rva2VucxgFIAEoBBIQCghhdHRlbXB0cxgGIAEoBBIwCg10b3RhbF9sYXRlbmN5GAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIk0KClVzYWdlR3JvdXASDAoEbmFtZRgBIAEoCRIxCgZ0b3RhbHMYAiABKAsyIS5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZVRvdGFscyLaAQoQR2V0VXNhZ2VSZXNwb25zZRIxCgZ0b3RhbHMYASABKAsyIS5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZVRvdGFscxIxCgd0ZW5hbnRzGAIgAygLMiAua2V5bWVzaC5hbmFseXRpY3MudjEuVXNhZ2VHcm91cBIwCgZtb2RlbHMYAyADKAsyIC5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZUdyb3VwEi4KBGtleXMYBCADKAsyIC5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZUdyb3VwMm0KEEFuYWx5dGljc1NlcnZpY2USWQoIR2V0VXNhZ2USJS5rZXltZXNoLmFuYWx5dGljcy52MS5HZXRVc2FnZVJlcXVlc3QaJi5rZXltZXNoLmFuYWx5dGljcy52MS5HZXRVc2FnZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiRrZXltZXNoL2FuYWx5dGljcy92MS9hbmFseXRpY3MucHJvdG8SFGtleW1lc2guYW5hbHl0aWNzLnYxIoYDCgpVc2FnZUV2ZW50EhIKCnJlcXVlc3RfaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJdGVuYW50X2lkGAMgASgJEg0KBXJvdXRlGAQgASgJEg0KBW1vZGVsGAUgASgJEhMKC3Byb3ZpZGVyX2lkGAYgASgJEg4KBmtleV9pZBgHIAEoCRIVCg1wcm9tcHRfdG9rZW5zGAggASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAkgASgNEioKB2xhdGVuY3kYCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDgoGc3RhdHVzGAsgASgNEhAKCGF0dGVtcHRzGAwgASgNEg4KBmNhY2hlZBgNIAEoCBIQCghzdHJlYW1lZBgOIAEoCBIUCgxlcnJvcl9yZWFzb24YDyABKAkSFAoMdHJhY2VfcGFyZW50GBAgASgJEhYKDmNvc3RfbWljcm9fdXNkGBEgASgEIkMKD1VzYWdlRXZlbnRCYXRjaBIwCgZldmVudHMYASADKAsyIC5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZUV2ZW50IiQKD0dldFVzYWdlUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkizQEKC1VzYWdlVG90YWxzEhAKCHJlcXVlc3RzGAEgASgEEg4KBmVycm9ycxgCIAEoBBIOCgZjYWNoZWQYAyABKAQSFQoNcHJvbXB0X3Rva2VucxgEIAEoBBIZChFjb21wbGV0aW9uX3Rva2VucxgFIAEoBBIQCghhdHRlbXB0cxgGIAEoBBIwCg10b3RhbF9sYXRlbmN5GAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhYKDmNvc3RfbWljcm9fdXNkGAggASgEIk0KClVzYWdlR3JvdXASDAoEbmFtZRgBIAEoCRIxCgZ0b3RhbHMYAiABKAsyIS5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZVRvdGFscyKMAgoQR2V0VXNhZ2VSZXNwb25zZRIxCgZ0b3RhbHMYASABKAsyIS5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZVRvdGFscxIxCgd0ZW5hbnRzGAIgAygLMiAua2V5bWVzaC5hbmFseXRpY3MudjEuVXNhZ2VHcm91cBIwCgZtb2RlbHMYAyADKAsyIC5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZUdyb3VwEi4KBGtleXMYBCADKAsyIC5rZXltZXNoLmFuYWx5dGljcy52MS5Vc2FnZUdyb3VwEjAKBnJvdXRlcxgFIAMoCzIgLmtleW1lc2guYW5hbHl0aWNzLnYxLlVzYWdlR3JvdXAybQoQQW5hbHl0aWNzU2VydmljZRJZCghHZXRVc2FnZRIlLmtleW1lc2guYW5hbHl0aWNzLnYxLkdldFVzYWdlUmVxdWVzdBomLmtleW1lc2guYW5hbHl0aWNzLnYxLkdldFVzYWdlUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * UsageEvent records one client request after it ended. It never carries a
@@ -110,6 +110,18 @@ export type UsageEvent = Message<"keymesh.analytics.v1.UsageEvent"> & {
    * @generated from field: string trace_parent = 16;
    */
   traceParent: string;
+
+  /**
+   * What the request cost, in whole micro-USD (1e-6 USD), rounded up:
+   * prompt_tokens x input price + completion_tokens x output price of the
+   * target that answered (prices are USD per 1M tokens, so micro-USD per
+   * token). An integer so that totals over millions of events add up
+   * exactly, as cost quotas count them; a double would drift. 0 for a cache
+   * hit, a degraded static answer, a failure or an unpriced target.
+   *
+   * @generated from field: uint64 cost_micro_usd = 17;
+   */
+  costMicroUsd: bigint;
 };
 
 /**
@@ -195,6 +207,13 @@ export type UsageTotals = Message<"keymesh.analytics.v1.UsageTotals"> & {
    * @generated from field: google.protobuf.Duration total_latency = 7;
    */
   totalLatency?: Duration | undefined;
+
+  /**
+   * The sum of the events' cost_micro_usd: micro-USD (1e-6 USD).
+   *
+   * @generated from field: uint64 cost_micro_usd = 8;
+   */
+  costMicroUsd: bigint;
 };
 
 /**
@@ -209,7 +228,7 @@ export const UsageTotalsSchema: GenMessage<UsageTotals> = /*@__PURE__*/
  */
 export type UsageGroup = Message<"keymesh.analytics.v1.UsageGroup"> & {
   /**
-   * The tenant id, model or key id the totals are for.
+   * The tenant id, model, key id or route the totals are for.
    *
    * @generated from field: string name = 1;
    */
@@ -251,6 +270,13 @@ export type GetUsageResponse = Message<"keymesh.analytics.v1.GetUsageResponse"> 
    * @generated from field: repeated keymesh.analytics.v1.UsageGroup keys = 4;
    */
   keys: UsageGroup[];
+
+  /**
+   * By the route (model alias) the callers asked for.
+   *
+   * @generated from field: repeated keymesh.analytics.v1.UsageGroup routes = 5;
+   */
+  routes: UsageGroup[];
 };
 
 /**
