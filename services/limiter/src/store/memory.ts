@@ -697,18 +697,13 @@ function planLease(eligible: LeaseEligible[], wantedSlots: number, selection: Ke
   }
   if (selection === 'cheapest') {
     eligible.sort((x, y) => x.key.cost - y.key.cost || y.headroom - x.headroom || x.key.lastGrantSeq - y.key.lastGrantSeq);
-    for (const entry of eligible) {
-      if (unassigned <= 0) break;
-      const slots = Math.min(unassigned, capOf(entry, unassigned));
-      unassigned -= slots;
-      plan.push({ entry, slots });
-    }
-    return plan;
+  } else {
+    // Least recently granted first, so small leases rotate over the keys.
+    eligible.sort((x, y) => x.key.lastGrantSeq - y.key.lastGrantSeq);
   }
-  // Least recently granted first, so small leases rotate over the keys.
-  eligible.sort((x, y) => x.key.lastGrantSeq - y.key.lastGrantSeq);
   for (let i = 0; i < eligible.length && unassigned > 0; i++) {
-    const share = Math.ceil(unassigned / (eligible.length - i));
+    // cheapest fills each key in turn; headroom spreads what is left over the keys left.
+    const share = selection === 'cheapest' ? unassigned : Math.ceil(unassigned / (eligible.length - i));
     const slots = Math.min(share, capOf(eligible[i]!, share));
     unassigned -= slots;
     plan.push({ entry: eligible[i]!, slots });

@@ -139,23 +139,18 @@ local function planLease(eligible, wanted)
       if x.k.seq ~= y.k.seq then return x.k.seq < y.k.seq end
       return x.idx < y.idx
     end)
-    for _, e in ipairs(eligible) do
-      if unassigned <= 0 then break end
-      local slots = capOf(e, unassigned)
-      if unassigned < slots then slots = unassigned end
-      unassigned = unassigned - slots
-      plan[#plan + 1] = { e = e, slots = slots }
-    end
-    return plan
+  else
+    -- Least recently granted first (stable on candidate order), so small leases rotate over the keys.
+    table.sort(eligible, function(x, y)
+      if x.k.seq ~= y.k.seq then return x.k.seq < y.k.seq end
+      return x.idx < y.idx
+    end)
   end
-  -- Least recently granted first (stable on candidate order), so small leases rotate over the keys.
-  table.sort(eligible, function(x, y)
-    if x.k.seq ~= y.k.seq then return x.k.seq < y.k.seq end
-    return x.idx < y.idx
-  end)
   for idx, e in ipairs(eligible) do
     if unassigned <= 0 then break end
-    local slots = math.ceil(unassigned / (#eligible - idx + 1))
+    -- cheapest fills each key in turn; headroom spreads what is left over the keys left.
+    local slots = unassigned
+    if selection ~= 'cheapest' then slots = math.ceil(unassigned / (#eligible - idx + 1)) end
     local cap = capOf(e, slots)
     if cap < slots then slots = cap end
     unassigned = unassigned - slots
