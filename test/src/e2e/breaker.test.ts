@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
 import { BreakerScope, BreakerState, RouterService } from '@keymesh/proto/router/v1/router';
-import { main } from '@keymesh/cli';
 import { closeRpcClient, createRpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
-import { startTestMesh, VIRTUAL_KEY, type TestMesh } from './harness';
+import { cliJson, startTestMesh, VIRTUAL_KEY, type TestMesh } from './harness';
 
 interface Answer {
   status: number;
@@ -90,18 +89,7 @@ describe('circuit breakers in front of a failing provider', function () {
     }
 
     // `keymesh breakers` prints the same answer.
-    const printed: string[] = [];
-    const write = process.stdout.write.bind(process.stdout);
-    process.stdout.write = ((chunk: string | Uint8Array): boolean => {
-      printed.push(String(chunk));
-      return true;
-    }) as typeof process.stdout.write;
-    try {
-      assert.equal(await main(['breakers'], { KEYMESH_ROUTER_ADDR: t.grpcAddress }), 0);
-    } finally {
-      process.stdout.write = write;
-    }
-    const cli = JSON.parse(printed.join('')) as { breakers: { scope: string; providerId: string; state: string }[] };
+    const cli = await cliJson<{ breakers: { scope: string; providerId: string; state: string }[] }>(t, 'breakers');
     const printedProvider = cli.breakers.find((b) => b.scope === 'BREAKER_SCOPE_PROVIDER');
     assert.equal(printedProvider?.providerId, 'mock');
     assert.equal(printedProvider?.state, 'BREAKER_STATE_OPEN');

@@ -8,7 +8,7 @@ import { RouterService } from '@keymesh/proto/router/v1/router';
 import { closeRpcClient, createRpcClient, type RpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
 import { freePort, redisForTests, spawnNode, waitFor, type ChildHandle, type ExternalServer } from '@keymesh/testing';
-import { configYaml, secretOf, startTestMesh, VIRTUAL_KEY, type TestMesh, type TestMeshOptions } from './harness';
+import { configYaml, limiterClient, secretOf, startTestMesh, VIRTUAL_KEY, type TestMesh, type TestMeshOptions } from './harness';
 
 const KEYMESH_BIN = resolve(__dirname, '../../../services/cli/bin/keymesh.js');
 const HOLD_TTL_MS = 3_000;
@@ -78,7 +78,7 @@ describe('per-key concurrency limits held across replicas', function () {
       ...options,
       env: { REDIS_URL: redis.url, KEYMESH_REDIS_PREFIX: prefix, KEYMESH_LIMITER_HOLD_TTL_MS: String(HOLD_TTL_MS) },
     });
-    limiter = createRpcClient(LimiterService, t.mesh.parts.find((p) => p.name === 'limiter')!.where, { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 5_000 });
+    limiter = limiterClient(t);
   });
 
   afterEach(async function () {
@@ -190,8 +190,6 @@ describe('per-key concurrency limits held across replicas', function () {
       });
       await up.waitForLine(/keymesh is up/, 30_000);
       const otherBaseUrl = `http://127.0.0.1:${edgePort}/v1`;
-      // Long enough to outlive the hold's TTL: the dead router would have renewed it, had it lived.
-      t.mock.setLatency(0);
       await openStream(otherBaseUrl);
       await openStream(otherBaseUrl);
       assert.equal(await holdsInFlight(), 2, 'the other replica holds both slots, in the shared store');
@@ -223,7 +221,7 @@ describe('a request that fails over holds one key at a time', function () {
 
   before(async function () {
     t = await startTestMesh({ mockKeys: [{}, {}], declaredLimits: ['{ concurrency: 1 }', '{ concurrency: 1 }'], streamChunkDelayMs: CHUNK_DELAY_MS });
-    limiter = createRpcClient(LimiterService, t.mesh.parts.find((p) => p.name === 'limiter')!.where, { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 5_000 });
+    limiter = limiterClient(t);
   });
 
   after(async function () {

@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { timestampMs } from '@bufbuild/protobuf/wkt';
-import { main } from '@keymesh/cli';
 import { startMockProvider, type MockProvider } from '@keymesh/mock-provider';
 import { LimiterService, QuotaPeriod, QuotaUnit } from '@keymesh/proto/limiter/v1/limiter';
-import { closeRpcClient, createRpcClient, type RpcClient } from '@keymesh/rpc';
-import { createTelemetry } from '@keymesh/telemetry';
+import { closeRpcClient, type RpcClient } from '@keymesh/rpc';
 import { redisForTests, waitFor, type ExternalServer } from '@keymesh/testing';
-import { startTestMesh, type TestMesh } from './harness';
+import { cliJson, limiterClient, startTestMesh, type TestMesh } from './harness';
 
 const SPENDER = 'sk-keymesh-spender';
 const PAYER = 'sk-keymesh-payer';
@@ -58,20 +56,6 @@ async function usageOf(t: TestMesh, virtualKey: string): Promise<UsageJson> {
   return (await response.json()) as UsageJson;
 }
 
-/** What a `keymesh` command prints, parsed; it talks to this mesh's services. */
-async function cliJson(t: TestMesh, ...argv: string[]): Promise<unknown> {
-  const env = Object.fromEntries(t.mesh.parts.map((p) => [`KEYMESH_${p.name.toUpperCase()}_ADDR`, p.where]));
-  let out = '';
-  const write = process.stdout.write;
-  process.stdout.write = ((chunk: string) => ((out += chunk), true)) as typeof process.stdout.write;
-  try {
-    assert.equal(await main(argv, env), 0);
-  } finally {
-    process.stdout.write = write;
-  }
-  return JSON.parse(out);
-}
-
 const costOf = (totals: { costMicroUsd?: string } | undefined): number => Number(totals?.costMicroUsd ?? 0);
 
 for (const store of ['memory', 'redis'] as const) describe(`cost per request and cost quotas (${store} limiter store)`, function () {
@@ -95,6 +79,7 @@ for (const store of ['memory', 'redis'] as const) describe(`cost per request and
         // Served by its first target (output 2), but a cost quota must reserve at its dearest (output 4).
         '  two-prices: { targets: [ { pool: main, model: gpt-4o-mini, price: { input: 0, output: 2 } }, { pool: main, model: gpt-4o-mini, price: { input: 0, output: 4 } } ], retry: { attempts: 1 } }',
         '  pooled: { targets: [ { pool: capped, model: gpt-4o-mini, price: { input: 0, output: 2 } } ], retry: { attempts: 1 } }',
+        '  pooled-too: { targets: [ { pool: capped, model: gpt-4o-mini, price: { input: 0, output: 2 } } ], retry: { attempts: 1 } }',
       ].join('\n'),
       extraProviders: `  other: { kind: openai, base_url: ${other.url} }`,
       extraPools: [
@@ -113,8 +98,7 @@ for (const store of ['memory', 'redis'] as const) describe(`cost per request and
       // A tenant's cost quota reaches every route, so every target needs a price.
       defaultTargetPrice: '{ input: 3, output: 5 }',
     });
-    const address = t.mesh.parts.find((p) => p.name === 'limiter')!.where;
-    limiter = createRpcClient(LimiterService, address, { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 5_000 });
+    limiter = limiterClient(t);
   });
 
   after(async function () {
@@ -158,7 +142,7 @@ for (const store of ['memory', 'redis'] as const) describe(`cost per request and
     for (const key of keys) assert.equal(costOf(key.totals), Number(key.totals?.requests) * PRICED_COST, key.name);
     assert.equal(keys.reduce((sum, key) => sum + costOf(key.totals), 0), served * PRICED_COST);
     // `keymesh usage` prints the same totals (GetUsage over gRPC).
-    const printed = (await cliJson(t!, 'usage', '--tenant', 'payer')) as UsageJson;
+    const printed = await cliJson<UsageJson>(t!, 'usage', '--tenant', 'payer');
     assert.equal(costOf(printed.totals), served * PRICED_COST);
   });
 
@@ -192,7 +176,7 @@ for (const store of ['memory', 'redis'] as const) describe(`cost per request and
     assert.equal(costOf(usage.totals), 3 * QUOTA_COST, 'denied requests cost nothing');
 
     // `keymesh limits --tenant` shows the cost quota's pool with the tenant's.
-    const printed = (await cliJson(t!, 'limits', '--tenant', 'spender')) as { keys: { poolId: string; calendarQuotas: { unit: string; used: string; limit: string }[] }[] };
+    const printed = await cliJson<{ keys: { poolId: string; calendarQuotas: { unit: string; used: string; limit: string }[] }[] }>(t!, 'limits', '--tenant', 'spender');
     assert.deepEqual(
       printed.keys.map((k) => [k.poolId, k.calendarQuotas.map((q) => [q.unit, q.used, q.limit])]),
       [['tenant/spender/cost', [['QUOTA_UNIT_COST_MICRO_USD', String(3 * QUOTA_COST), String(3 * QUOTA_COST)]]]],
@@ -226,7 +210,8 @@ for (const store of ['memory', 'redis'] as const) describe(`cost per request and
 
   it('holds a pool total\'s cost quota over every route on the pool, priced at the target tried', async function () {
     const answers: Answer[] = [];
-    for (let i = 0; i < 3; i++) answers.push(await ask(t!, PAYER, 'pooled', { max_tokens: COMPLETION_TOKENS }));
+    // Two routes on the pool spend its one quota: the third request is refused on either.
+    for (const route of ['pooled', 'pooled-too', 'pooled']) answers.push(await ask(t!, PAYER, route, { max_tokens: COMPLETION_TOKENS }));
     assert.deepEqual(answers.map((a) => a.status), [200, 200, 429]);
     assert.equal(answers[2]!.message?.startsWith('The daily cost quota of $0.000024 (UTC) for the total of pool "capped" is spent.'), true, answers[2]!.message);
     const { keys } = await limiter!.getKeyState({ poolId: 'pool/capped/cost' });

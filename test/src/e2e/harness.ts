@@ -2,7 +2,10 @@
 process.env.KEYMESH_LOG_LEVEL ??= 'warn';
 
 import { parseConfig } from '@keymesh/config';
-import { startMesh, type Mesh } from '@keymesh/cli';
+import { main, startMesh, type Mesh } from '@keymesh/cli';
+import { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
+import { createRpcClient, type RpcClient } from '@keymesh/rpc';
+import { createTelemetry } from '@keymesh/telemetry';
 import { startMockProvider, type MockKeyOptions, type MockProvider } from '@keymesh/mock-provider';
 
 export const VIRTUAL_KEY = 'sk-keymesh-e2e-tenant';
@@ -29,8 +32,6 @@ export interface TestMeshOptions {
   extraPools?: string;
   /** Extra settings of the `main` pool, as `field: value` YAML lines (e.g. "reserve_for_high: 0.3"). */
   mainPoolSettings?: string[];
-  /** YAML for the main pool's `limits:` (its total over all its keys). */
-  poolLimits?: string;
   /** A `price` for the targets of the standard routes (needed once a tenant has a cost quota). */
   defaultTargetPrice?: string;
   /** Extra YAML appended under `tenants:`. */
@@ -59,7 +60,7 @@ providers:
 ${options.extraProviders ?? ''}
 pools:
   main:
-    provider: mock${options.poolLimits ? `\n    limits: ${options.poolLimits}` : ''}
+    provider: mock
 ${(options.mainPoolSettings ?? []).map((line) => `    ${line}\n`).join('')}    keys:
 ${keys.join('\n')}
 ${options.extraPools ?? ''}
@@ -98,4 +99,26 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     await mock.close();
     throw err;
   }
+}
+
+/** A LimiterService client on this mesh's limiter; the caller closes it (closeRpcClient). */
+export function limiterClient(t: TestMesh): RpcClient<typeof LimiterService> {
+  const address = t.mesh.parts.find((p) => p.name === 'limiter')!.where;
+  return createRpcClient(LimiterService, address, { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 5_000 });
+}
+
+/** What a `keymesh` command prints, parsed as JSON; it talks to this mesh's services. */
+export async function cliJson<T>(t: TestMesh, ...argv: string[]): Promise<T> {
+  const env: NodeJS.ProcessEnv = { KEYMESH_ROUTER_ADDR: t.grpcAddress };
+  // "key-vault" serves at KEYMESH_KEYVAULT_ADDR, as `keymesh serve` names it.
+  for (const part of t.mesh.parts) env[`KEYMESH_${part.name.toUpperCase().replace(/[^A-Z]/g, '')}_ADDR`] ??= part.where;
+  let out = '';
+  const write = process.stdout.write;
+  process.stdout.write = ((chunk: string | Uint8Array) => ((out += String(chunk)), true)) as typeof process.stdout.write;
+  try {
+    if ((await main(argv, env)) !== 0) throw new Error(`keymesh ${argv.join(' ')} failed`);
+  } finally {
+    process.stdout.write = write;
+  }
+  return JSON.parse(out) as T;
 }

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { timestampMs } from '@bufbuild/protobuf/wkt';
-import { KeyCondition, LimiterService } from '@keymesh/proto/limiter/v1/limiter';
-import { closeRpcClient, createRpcClient } from '@keymesh/rpc';
-import { createTelemetry } from '@keymesh/telemetry';
-import { secretOf, startTestMesh, VIRTUAL_KEY, type TestMesh } from './harness';
+import { KeyCondition } from '@keymesh/proto/limiter/v1/limiter';
+import { closeRpcClient } from '@keymesh/rpc';
+import { limiterClient, secretOf, startTestMesh, VIRTUAL_KEY, type TestMesh } from './harness';
 
 describe('a key whose quota is spent', function () {
   let t: TestMesh | undefined;
@@ -21,8 +20,7 @@ describe('a key whose quota is spent', function () {
     assert.equal(t.mock.stats(secretOf(0)).quotaExceeded, 1, 'one insufficient_quota, then the key is left alone');
 
     // Rested until the pool's quota period ends (monthly, UTC by default), not for a retry-after's seconds.
-    const address = t.mesh.parts.find((p) => p.name === 'limiter')!.where;
-    const limiter = createRpcClient(LimiterService, address, { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 5_000 });
+    const limiter = limiterClient(t);
     try {
       const { keys } = await limiter.getKeyState({ poolId: 'main' });
       const spent = keys.find((k) => k.keyId === 'k1')!;

@@ -8,8 +8,7 @@ import { closeRpcClient, createRpcClient, type RpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
 import { setTimeout as delay } from 'node:timers/promises';
 import { redisForTests, waitFor, type ExternalServer } from '@keymesh/testing';
-import { main } from '@keymesh/cli';
-import { startTestMesh, VIRTUAL_KEY, type TestMesh, type TestMeshOptions } from './harness';
+import { cliJson, limiterClient, startTestMesh, VIRTUAL_KEY, type TestMesh, type TestMeshOptions } from './harness';
 
 const CAPPED = 'sk-keymesh-capped';
 const FREE = 'sk-keymesh-free';
@@ -37,11 +36,6 @@ async function ask(t: TestMesh, virtualKey: string, model: string, content: stri
   return { status: response.status, retryAfter: response.headers.get('retry-after'), error: body.error };
 }
 
-function limiterOf(t: TestMesh): RpcClient<typeof LimiterService> {
-  const address = t.mesh.parts.find((p) => p.name === 'limiter')!.where;
-  return createRpcClient(LimiterService, address, { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 5_000 });
-}
-
 const statusesOf = (answers: Answer[]): string => answers.map((a) => a.status).join(' ');
 
 describe('limits per tenant and per route', function () {
@@ -65,7 +59,7 @@ describe('limits per tenant and per route', function () {
         `  grpc: { virtual_keys: [ ${GRPC} ], limits: { requests: 1, per: 10s } }`,
       ].join('\n'),
     });
-    limiter = limiterOf(t);
+    limiter = limiterClient(t);
   });
 
   after(async function () {
@@ -100,18 +94,8 @@ describe('limits per tenant and per route', function () {
   });
 
   it('shows a scope\'s remaining requests and reset with `keymesh limits`', async function () {
-    const limiterAddress = t!.mesh.parts.find((p) => p.name === 'limiter')!.where;
-    const printed = async (...argv: string[]): Promise<{ keys: { poolId: string; keyId: string; remainingRequests?: number; limitRequests?: number; window?: string; resetIn?: string }[] }> => {
-      let out = '';
-      const write = process.stdout.write;
-      process.stdout.write = ((chunk: string) => ((out += chunk), true)) as typeof process.stdout.write;
-      try {
-        assert.equal(await main(argv, { KEYMESH_LIMITER_ADDR: limiterAddress }), 0);
-      } finally {
-        process.stdout.write = write;
-      }
-      return JSON.parse(out) as Awaited<ReturnType<typeof printed>>;
-    };
+    type Printed = { keys: { poolId: string; keyId: string; remainingRequests?: number; limitRequests?: number; window?: string; resetIn?: string }[] };
+    const printed = (...argv: string[]): Promise<Printed> => cliJson<Printed>(t!, ...argv);
     const all = await printed('limits');
     assert.deepEqual(all.keys.map((k) => k.poolId).sort(), ['route/capped-route', 'route/shared', 'route/watched', 'tenant/capped', 'tenant/grpc', 'tenant/one', 'tenant/tokens']);
     for (let i = 0; i < 2; i++) assert.equal((await ask(t!, VIRTUAL_KEY, 'watched', `watched ${i}`)).status, 200);
@@ -189,7 +173,7 @@ describe('limits on a pool total', function () {
     side = await startMockProvider({ keys: [{ secret: SIDE_SECRET }] });
     t = await startTestMesh({
       ...ROOMY_KEYS,
-      poolLimits: '{ requests: 3, per: 10s }',
+      mainPoolSettings: ['limits: { requests: 3, per: 10s }'],
       extraProviders: `  side: { kind: openai, base_url: ${side.url} }`,
       extraPools: `  side:\n    provider: side\n    keys:\n      - { id: s1, secret: ${SIDE_SECRET}, limits: { rpm: 6000 } }`,
       extraRoutes: [
