@@ -1157,6 +1157,14 @@ export function describeLimiterStore(
           assert.equal(await retryAfterMs('p', ['a']), 1000);
         });
 
+        it('still frees the slots after a config change that kept the key\'s limits and changed only how keys are chosen', async () => {
+          const grant = await fullWindowWithLease();
+          await store.configure([{ poolId: 'p', keySelection: 'cheapest', keys: [{ keyId: 'a', limits: [{ requests: 12, perMs: 1000 }], cost: 5 }] }]);
+          await store.lease([], clock.nowMs(), 500, [returnOf(grant, 1)]);
+          await grantedKey('p', ['a']);
+          assert.equal(await retryAfterMs('p', ['a']), 1500);
+        });
+
         it('frees no window slots after the key\'s limits changed, as its windows were rebuilt', async () => {
           const grant = await fullWindowWithLease();
           await store.configure([pool('p', { a: [{ requests: 13, perMs: 1000 }] })]);

@@ -6,7 +6,7 @@ import { KEY_STATE_LUA } from './key-state';
  * and the newest admissions that fit (the log is trimmed to the new largest
  * window); new keys start afresh; keys not listed are deleted. ARGV: base,
  * "keep" | "drop" (drop also forgets the pool's grant counter), then
- * (keyId, "<requests>:<perMs>,...|<tokens>:<perMs>,...|<r|t>:<limit>:<calendarId>,...") pairs in config
+ * (keyId, "<requests>:<perMs>,...|<tokens>:<perMs>,...|<r|t>:<limit>:<calendarId>,...|<weight>:<cost>") pairs in config
  * order. A key's token log and quota counts are kept across limit changes:
  * what was spent stays spent. Quota counts of removed keys are left to expire
  * with their period (their names hold the period, so no list of them is kept).

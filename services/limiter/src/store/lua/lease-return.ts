@@ -27,9 +27,10 @@ local function leaseRecordKey(k, leaseId)
   return base .. ':ls:' .. k.id .. ':' .. leaseId
 end
 
+-- The key's limits in its config value "<index>|<requests>|<tokens>|<quotas>|<weight>:<cost>":
+-- only they decide whether its windows are still the lease's; its index, weight and cost don't.
 local function limitsOf(k)
-  local value = redis.call('HGET', cfgKey, k.id)
-  return string.sub(value, string.find(value, '|', 1, true) + 1)
+  return string.match(redis.call('HGET', cfgKey, k.id), '^[^|]*|(.*)|[^|]*$')
 end
 
 -- Called right after record(): k.seq names the lease and k.last is where its slots went.
