@@ -19,6 +19,7 @@ export {
   type SecretSource,
 } from './policy';
 export {
+  KEY_SELECTIONS,
   KeymeshConfigSchema,
   MAX_REQUESTS_PER_WINDOW,
   ROUTE_STRATEGIES,

@@ -75,7 +75,6 @@ function statusOf(err: unknown): unknown {
  */
 export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus): ServiceImpl<typeof LimiterService> {
   const holdTtl = durationOfMs(limiter.holdTtlMs);
-  const grantedResponse = (result: AcquireResult): MessageInitShape<typeof AcquireResponseSchema> => responseOf(result, holdTtl);
   return {
     async acquire(request) {
       try {
@@ -96,7 +95,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
           request.requests.map((r) => ({ poolId: r.poolId, excludedKeyIds: r.excludedKeyIds, estimatedTokens: r.estimatedTokens, high: r.priority === Priority.HIGH })),
           clock.nowMs(),
         );
-        return { responses: results.map(grantedResponse) };
+        return { responses: results.map((result) => responseOf(result, holdTtl)) };
       } catch (err) {
         throw statusOf(err);
       }

@@ -1,7 +1,6 @@
 import type { KeySelection } from './types';
 
 export const DEFAULT_KEY_SELECTION: KeySelection = 'headroom';
-export const KEY_SELECTIONS: readonly KeySelection[] = ['headroom', 'weighted', 'cheapest'];
 
 /**
  * The part of a window of `limit` (requests or tokens) that only high-priority

@@ -3,7 +3,6 @@ import { InvalidPoolSpecError, UnknownKeyError, UnknownPoolError } from './error
 import { findPoolSpecProblems, freezePoolSpecs, MAX_WINDOW_REQUESTS } from './pool-spec';
 import { DEFAULT_QUOTA_RESETS, nextQuotaResetMs, type QuotaResets } from './quota-period';
 import type {
-
   LeaseReturn,
   LeaseRequest,
   LeaseResult,
@@ -139,10 +138,10 @@ export class KeyPoolLimiter {
   }
 
   /**
-   * Leases slices of the pools' capacity (see LimiterStore.lease). An unknown
-   * pool fails the whole call before anything is granted.
+   * Leases slices of the pools' capacity (see LimiterStore.lease); a pool not
+   * known yet is denied briefly, as in acquireBatch. `returns` are applied
+   * first; those for pools or keys no longer configured free nothing.
    */
-  /** `returns` (see LimiterStore.lease) are applied first; those for pools or keys no longer configured free nothing. */
   async grantLeases(requests: readonly LeaseRequest[], nowMs: number, holdMs: number, returns: readonly LeaseReturn[] = []): Promise<LeaseResult[]> {
     const candidates: LeaseCandidates[] = [];
     const known: number[] = [];

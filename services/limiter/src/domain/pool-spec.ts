@@ -1,5 +1,6 @@
 import { isKnownTimeZone } from './calendar';
-import { KEY_SELECTIONS } from './key-choice';
+import { KEY_SELECTIONS } from '@keymesh/config';
+import { DEFAULT_KEY_SELECTION } from './key-choice';
 import type { CalendarQuota, PoolSpec, TokenWindowLimit, WindowLimit } from './types';
 
 /**
@@ -28,7 +29,7 @@ export function findPoolSpecProblems(pools: readonly PoolSpec[]): string[] {
       problems.push(`${poolPath}.keys: must be a list`);
       return;
     }
-    const selection = pool.keySelection ?? 'headroom';
+    const selection = pool.keySelection ?? DEFAULT_KEY_SELECTION;
     if (!KEY_SELECTIONS.includes(selection)) problems.push(`${poolPath}.keySelection: must be one of ${KEY_SELECTIONS.join(', ')}, got ${String(selection)}`);
     const reserve = pool.reserveForHigh ?? 0;
     if (typeof reserve !== 'number' || !(reserve >= 0 && reserve < 1)) problems.push(`${poolPath}.reserveForHigh: must be a number from 0 to below 1, got ${String(reserve)}`);
@@ -91,7 +92,7 @@ export function freezePoolSpecs(pools: readonly PoolSpec[]): readonly PoolSpec[]
     pools.map((pool) =>
       Object.freeze({
         poolId: pool.poolId,
-        keySelection: pool.keySelection ?? 'headroom',
+        keySelection: pool.keySelection ?? DEFAULT_KEY_SELECTION,
         reserveForHigh: pool.reserveForHigh ?? 0,
         keys: Object.freeze(
           pool.keys.map((key) =>

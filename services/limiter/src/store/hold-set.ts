@@ -16,17 +16,17 @@ export class HoldSet {
     return this.expiries.size;
   }
 
-  /** 0 when a hold is free at nowMs; else until the earliest hold expires. */
-  waitMs(nowMs: number): number {
-    if (this.inFlight(nowMs) < this.cap) return 0;
+  /**
+   * In one pass, as lua/holds.ts holdRoom: waitMs 0 when a hold is free at
+   * nowMs, else until the earliest hold expires; headroom the free holds'
+   * share of the cap.
+   */
+  room(nowMs: number): { waitMs: number; headroom: number } {
+    const free = this.cap - this.inFlight(nowMs);
+    if (free > 0) return { waitMs: 0, headroom: free / this.cap };
     let earliestMs = Number.POSITIVE_INFINITY;
     for (const expiresAtMs of this.expiries.values()) earliestMs = Math.min(earliestMs, expiresAtMs);
-    return earliestMs - nowMs;
-  }
-
-  /** Free holds over the cap, as a share: the key's concurrency headroom. */
-  headroom(nowMs: number): number {
-    return (this.cap - this.inFlight(nowMs)) / this.cap;
+    return { waitMs: earliestMs - nowMs, headroom: 0 };
   }
 
   take(holdId: string, expiresAtMs: number): void {

@@ -203,10 +203,12 @@ export class MemoryLimiterStore implements LimiterStore {
     best.lastGrantSeq = ++this.grantSeq;
     recordQuotas(best, nowMs, nowMs, 1, request.tokens ?? 0);
     const holdId = takeHold(best, nowMs, holdTtlMs);
-    if (!best.carriesTokens) return holdId === undefined ? { granted: true, keyId: best.keyId, admissionId: '' } : { granted: true, keyId: best.keyId, admissionId: '', holdId };
-    best.tokenLog?.record(admittedMs, request.tokens ?? 0, best.lastGrantSeq);
-    const admissionId = admissionIdOf(best.lastGrantSeq, best.hasTokenQuota ? nowMs : undefined);
-    return holdId === undefined ? { granted: true, keyId: best.keyId, admissionId } : { granted: true, keyId: best.keyId, admissionId, holdId };
+    let admissionId = '';
+    if (best.carriesTokens) {
+      best.tokenLog?.record(admittedMs, request.tokens ?? 0, best.lastGrantSeq);
+      admissionId = admissionIdOf(best.lastGrantSeq, best.hasTokenQuota ? nowMs : undefined);
+    }
+    return { granted: true, keyId: best.keyId, admissionId, ...(holdId === undefined ? {} : { holdId }) };
   }
 
   async settle(settlements: readonly Settlement[], nowMs: number): Promise<void> {
@@ -509,11 +511,12 @@ function roomOf(
   // A window wholly reserved is never this request's, whatever the wait.
   for (let w = 0; w < key.windows.length; w++) if (key.windows[w]!.requests - (reserved[w] ?? 0) < 1) return undefined;
   for (const counter of key.quotas) if (counter.quota.unit === 'tokens' && tokens > counter.quota.limit) return undefined;
+  const holdRoom = key.holds?.room(nowMs) ?? NO_CAP;
   const coolingMs = key.coolingUntilMs - nowMs;
-  if (coolingMs > 0) return { waitMs: Math.max(coolingMs, windowsWaitMs(key, nowMs, tokens, stampMs, high), key.holds?.waitMs(nowMs) ?? 0), headroom: 0, available: 0 };
-  let headroom = key.holds === undefined ? Number.POSITIVE_INFINITY : key.holds.headroom(nowMs);
+  if (coolingMs > 0) return { waitMs: Math.max(coolingMs, windowsWaitMs(key, nowMs, tokens, stampMs, high), holdRoom.waitMs), headroom: 0, available: 0 };
+  let headroom = holdRoom.headroom;
   let available = Number.POSITIVE_INFINITY;
-  let waitMs = key.holds?.waitMs(nowMs) ?? 0;
+  let waitMs = holdRoom.waitMs;
   for (let w = 0; w < key.windows.length; w++) {
     const window = key.windows[w]!;
     const held = reserved[w] ?? 0;
@@ -627,6 +630,8 @@ function windowsWaitMs(key: KeyRecord, nowMs: number, tokens: number, stampMs: n
   return waitMs;
 }
 
+/** A key without a concurrency cap: never waits for a hold, and holds don't limit its headroom. */
+const NO_CAP = Object.freeze({ waitMs: 0, headroom: Number.POSITIVE_INFINITY });
 const NONE_RESERVED: readonly number[] = Object.freeze([]);
 
 /** A token window as a request outside the high-priority reserve sees it. */

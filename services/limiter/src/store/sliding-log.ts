@@ -22,19 +22,9 @@ export class SlidingLog {
     this.times = new Float64Array(requests).fill(Number.NEGATIVE_INFINITY);
   }
 
-  hasRoom(nowMs: number): boolean {
-    return this.times[this.head] <= nowMs - this.perMs;
-  }
-
-  /** 0 when there is room; else exactly until the oldest admission leaves the window. */
-  waitMs(nowMs: number): number {
-    const waitMs = this.times[this.head] + this.perMs - nowMs;
-    return waitMs > 0 ? waitMs : 0;
-  }
-
   /**
    * Whether one more admission keeps the window at most `cap` (1 to requests)
-   * full: the admission `cap` ago has left it. cap = requests is hasRoom.
+   * full: the admission `cap` ago has left it. cap = requests: any room at all.
    */
   hasRoomUnder(nowMs: number, cap: number): boolean {
     return this.at(this.requests - cap) <= nowMs - this.perMs;
