@@ -101,8 +101,6 @@ export interface DispatcherDeps {
   probes?: KeyProbes;
   /** The lines requests wait in when every key of their route is momentarily full; this router's own when not given. */
   waits?: WaitQueue;
-  /** Concurrency holds of requests in flight; this router's own when not given. */
-  holds?: HoldKeeper;
   /** Admission on tenants, routes and pool totals with limits; settles given-back tokens with the limiter directly when not given. */
   scopes?: ScopeAdmission;
 }
@@ -191,7 +189,7 @@ export class Dispatcher {
       new ScopeAdmission(deps.admission, (settlement) =>
         deps.limiter.settle({ settlements: [settlement] }, { timeoutMs: 2_000 }).catch((err: unknown) => deps.logger.warn('could not give tokens back to a scope', { error: err as Error })),
       );
-    this.holds = deps.holds ?? new HoldKeeper(deps.limiter, deps.logger, (poolIds) => this.slotsReturned(poolIds));
+    this.holds = new HoldKeeper(deps.limiter, deps.logger, (poolIds) => this.slotsReturned(poolIds));
   }
 
   /** Lines of routes on pools whose concurrency slots were just given back get their turn now. */
@@ -285,7 +283,7 @@ export class Dispatcher {
         return await this.round(scope, targets, attempt, counter);
       } catch (err) {
         // No slot is held while waiting for a turn or a retry.
-        if (scope.hold !== undefined) this.releaseHold(scope);
+        this.releaseHold(scope);
         if (scope.route.maxWaitMs > 0 && err instanceof KeymeshError && err.reason === Reason.KEY_POOL_EXHAUSTED && !breakerRefusals.has(err)) {
           // Every key is momentarily full: wait in line for a turn rather than fail
           // (a turn spends no retry round), within max_wait and the deadline.
@@ -415,216 +413,217 @@ export class Dispatcher {
       const excluded: string[] = [];
       let called = false;
       let broken = false;
-      // The pool's total (and its cost quota), when it has one, is admitted with each key: a key that takes no call gives its slot back.
+      // The pool's total (and its cost quota), when it has one, is admitted before a key and counts each call made.
       const poolTotal = this.poolTotalOf(target.poolId);
       const poolCost = this.poolCostOf(target.poolId);
       let totalSlot: ScopeSlot | undefined;
       let costSlot: ScopeSlot | undefined;
-      for (;;) {
-        this.throwIfDone(scope);
-        if (totalSlot !== undefined) this.scopes.giveBack(totalSlot);
-        if (costSlot !== undefined) this.scopes.giveBack(costSlot);
-        totalSlot = undefined;
-        costSlot = undefined;
-        // The key this request failed on gets its slot back before another key is asked for.
-        if (scope.hold !== undefined) this.releaseHold(scope);
-        let admission: Admission | undefined;
-        let deniedGate: ScopeGate | undefined;
-        if (poolTotal !== undefined) {
-          const taken = await this.takeScope(scope, poolTotal, null);
-          if (isScopeSlot(taken)) totalSlot = taken;
-          else [admission, deniedGate] = [taken, poolTotal];
-        }
-        if (poolCost !== undefined && admission === undefined) {
-          const taken = await this.takeScope(scope, poolCost, target.price);
-          if (isScopeSlot(taken)) costSlot = taken;
-          else [admission, deniedGate] = [taken, poolCost];
-        }
-        admission ??= await this.admit(scope, target, excluded);
-        if (!admission.granted) {
-          denied = true;
-          lastDenialReason = admission.reason;
-          deniedByTotal = deniedGate;
-          if (admission.retryAfterMs !== undefined) {
-            soonestRetryMs = soonestRetryMs === undefined ? admission.retryAfterMs : Math.min(soonestRetryMs, admission.retryAfterMs);
+      try {
+        for (;;) {
+          this.throwIfDone(scope);
+          // The key this request failed on gets its slot back before another key is asked for.
+          this.releaseHold(scope);
+          let admission: Admission | undefined;
+          let deniedGate: ScopeGate | undefined;
+          // A pool slot no call spent serves the next key as well.
+          if (poolTotal !== undefined && totalSlot === undefined) {
+            const taken = await this.takeScope(scope, poolTotal, null);
+            if (isScopeSlot(taken)) totalSlot = taken;
+            else [admission, deniedGate] = [taken, poolTotal];
           }
-          break;
-        }
-        const { keyId } = admission;
-        const keyBreaker = this.breakers.key(target.poolId, keyId);
-        if (keyBreaker.blocks(Date.now())) {
-          // The slot admitted for this key simply goes unused; another key may serve.
-          this.keyBroken(target.poolId, keyId, keyBreaker);
-          breakerRefused(target, keyBreaker, keyId);
-          broken = true;
-          excluded.push(keyId);
-          continue;
-        }
-        const fetched = this.deps.keys.secretOf(target.poolId, keyId, scope.deadlineMs, scope.traceContext);
-        const secret = fetched instanceof Promise ? await this.untilDone(scope, fetched) : fetched;
-        if (secret === undefined) {
-          // The vault has no usable secret (e.g. its env var is unset): as good as revoked.
-          this.deps.logger.warn('key has no secret in the key-vault; skipping it', { keyId, poolId: target.poolId });
-          excluded.push(keyId);
-          continue;
-        }
-        // Taken only now, with nothing left to throw before the call, so that a probe is always given back.
-        const keyPermit = keyBreaker.acquire(Date.now());
-        const providerPermit = keyPermit === Permit.Denied ? Permit.Denied : providerBreaker.acquire(Date.now());
-        if (providerPermit === Permit.Denied) {
-          // Another request took the probe, or opened the provider's breaker, while this one was admitted.
-          keyBreaker.release(keyPermit);
-          const refusedBy = keyPermit === Permit.Denied ? keyBreaker : providerBreaker;
-          breakerRefused(target, refusedBy, refusedBy === keyBreaker ? keyId : undefined);
-          broken = true;
-          if (refusedBy === keyBreaker) {
+          if (poolCost !== undefined && costSlot === undefined && admission === undefined) {
+            const taken = await this.takeScope(scope, poolCost, target.price);
+            if (isScopeSlot(taken)) costSlot = taken;
+            else [admission, deniedGate] = [taken, poolCost];
+          }
+          admission ??= await this.admit(scope, target, excluded);
+          if (!admission.granted) {
+            denied = true;
+            lastDenialReason = admission.reason;
+            deniedByTotal = deniedGate;
+            if (admission.retryAfterMs !== undefined) {
+              soonestRetryMs = soonestRetryMs === undefined ? admission.retryAfterMs : Math.min(soonestRetryMs, admission.retryAfterMs);
+            }
+            break;
+          }
+          const { keyId } = admission;
+          const keyBreaker = this.breakers.key(target.poolId, keyId);
+          if (keyBreaker.blocks(Date.now())) {
+            // The slot admitted for this key simply goes unused; another key may serve.
+            this.keyBroken(target.poolId, keyId, keyBreaker);
+            breakerRefused(target, keyBreaker, keyId);
+            broken = true;
             excluded.push(keyId);
             continue;
           }
-          break;
-        }
-        // A key whose limit nobody stated yet takes one request until it answers
-        // (the gate comes last, so nothing between it and the call can leave a probe unsettled).
-        const gate = this.probes.gate(target.poolId, keyId);
-        const isProbe = gate === 'probe';
-        const answer = typeof gate === 'string' ? undefined : await gate;
-        if (answer !== undefined && answer.kind !== 'go') {
-          keyBreaker.release(keyPermit);
-          providerBreaker.release(providerPermit);
-          // Granted before the limiter knew the key's limit: ask it again, now that it knows.
-          if (answer.kind === 'readmit') continue;
-          // Full by the probe's own count: like a 429 nobody had to earn.
-          soonestRetryMs = soonestRetryMs === undefined ? answer.retryAfterMs : Math.min(soonestRetryMs, answer.retryAfterMs);
-          denied = true;
-          excluded.push(keyId);
-          continue;
-        }
-        called = true;
-        // Spent: the pool's total counts this call whatever its outcome.
-        const spentTotal = totalSlot;
-        const spentCost = costSlot;
-        totalSlot = undefined;
-        costSlot = undefined;
-        const attempts = ++counter.attempts;
-        const span = tracer.startSpan(`chat ${target.model}`, {
-          kind: SpanKind.CLIENT,
-          attributes: {
-            [attr.KEYMESH_COMPONENT]: 'provider',
-            [attr.KEYMESH_PROVIDER_ID]: provider.id,
-            [attr.KEYMESH_POOL_ID]: target.poolId,
-            [attr.KEYMESH_KEY_ID]: keyId,
-            [attr.KEYMESH_ATTEMPT]: attempts,
-            [attr.GEN_AI_REQUEST_MODEL]: target.model,
-          },
-        }, scope.traceContext);
-        if (keyPermit === Permit.Probe || providerPermit === Permit.Probe) span.setAttribute(KEYMESH_BREAKER_STATE, 'half_open');
-        let result: AttemptResult<T>;
-        const stats = this.targets.of(target);
-        this.targets.began(stats);
-        const callStartedMs = Date.now();
-        // Only answers and timeouts say how fast the target is; a quick refusal would flatter it.
-        let ttfbMs: number | undefined;
-        try {
-          result = await attempt({ target, provider, keyId, secret, number: attempts, signal: attemptSignal(scope, provider.timeoutMs), requestSignal: scope.signal, span });
-          if (result.ok) ttfbMs = Date.now() - callStartedMs;
-        } catch (err) {
-          span.setStatus({ code: SpanStatusCode.ERROR });
-          span.end();
-          if (scope.signal.aborted || err instanceof KeymeshError) {
-            // Not the provider's doing: the breakers learn nothing, but get their probes back.
+          const fetched = this.deps.keys.secretOf(target.poolId, keyId, scope.deadlineMs, scope.traceContext);
+          const secret = fetched instanceof Promise ? await this.untilDone(scope, fetched) : fetched;
+          if (secret === undefined) {
+            // The vault has no usable secret (e.g. its env var is unset): as good as revoked.
+            this.deps.logger.warn('key has no secret in the key-vault; skipping it', { keyId, poolId: target.poolId });
+            excluded.push(keyId);
+            continue;
+          }
+          // Taken only now, with nothing left to throw before the call, so that a probe is always given back.
+          const keyPermit = keyBreaker.acquire(Date.now());
+          const providerPermit = keyPermit === Permit.Denied ? Permit.Denied : providerBreaker.acquire(Date.now());
+          if (providerPermit === Permit.Denied) {
+            // Another request took the probe, or opened the provider's breaker, while this one was admitted.
+            keyBreaker.release(keyPermit);
+            const refusedBy = keyPermit === Permit.Denied ? keyBreaker : providerBreaker;
+            breakerRefused(target, refusedBy, refusedBy === keyBreaker ? keyId : undefined);
+            broken = true;
+            if (refusedBy === keyBreaker) {
+              excluded.push(keyId);
+              continue;
+            }
+            break;
+          }
+          // A key whose limit nobody stated yet takes one request until it answers
+          // (the gate comes last, so nothing between it and the call can leave a probe unsettled).
+          const gate = this.probes.gate(target.poolId, keyId);
+          const isProbe = gate === 'probe';
+          const answer = typeof gate === 'string' ? undefined : await gate;
+          if (answer !== undefined && answer.kind !== 'go') {
             keyBreaker.release(keyPermit);
             providerBreaker.release(providerPermit);
-            if (isProbe) this.probes.settle(target.poolId, keyId, undefined, false);
-            this.throwIfDone(scope);
-            throw err;
+            // Granted before the limiter knew the key's limit: ask it again, now that it knows.
+            if (answer.kind === 'readmit') continue;
+            // Full by the probe's own count: like a 429 nobody had to earn.
+            soonestRetryMs = soonestRetryMs === undefined ? answer.retryAfterMs : Math.min(soonestRetryMs, answer.retryAfterMs);
+            denied = true;
+            excluded.push(keyId);
+            continue;
           }
-          // Refused, reset, or silent past the provider's timeout: the provider, not the key, is unwell.
-          const timedOut = err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError');
-          if (timedOut) ttfbMs = Date.now() - callStartedMs;
-          result = {
-            ok: false,
-            failure: {
-              kind: 'unavailable',
-              status: timedOut ? 504 : 502,
-              message: timedOut ? 'the provider did not answer in time' : 'the provider could not be reached',
-              retryAfterMs: undefined,
+          called = true;
+          // Spent: the pool's total counts this call whatever its outcome.
+          const spentTotal = totalSlot;
+          const spentCost = costSlot;
+          totalSlot = undefined;
+          costSlot = undefined;
+          const attempts = ++counter.attempts;
+          const span = tracer.startSpan(`chat ${target.model}`, {
+            kind: SpanKind.CLIENT,
+            attributes: {
+              [attr.KEYMESH_COMPONENT]: 'provider',
+              [attr.KEYMESH_PROVIDER_ID]: provider.id,
+              [attr.KEYMESH_POOL_ID]: target.poolId,
+              [attr.KEYMESH_KEY_ID]: keyId,
+              [attr.KEYMESH_ATTEMPT]: attempts,
+              [attr.GEN_AI_REQUEST_MODEL]: target.model,
             },
-          };
-          this.deps.logger.warn('provider call failed', { providerId: provider.id, timedOut, error: err as Error });
-        } finally {
-          this.targets.ended(stats, ttfbMs);
-        }
-        const nowMs = Date.now();
-        let limits = result.limits;
-        if (isProbe) {
-          limits = this.probes.settle(target.poolId, keyId, limits, limits !== undefined);
-          // Slots leased before the limiter knew the key's limit are in no window: drop them, and those of grants in flight.
-          if (limits !== undefined) this.deps.admission.limitLearned(target.poolId, keyId);
-        }
-        const learned = this.learnLimits(target, keyId, limits, nowMs);
-        let reported: Promise<void> | undefined;
-        if (result.ok) {
-          keyBreaker.succeeded(keyPermit, nowMs);
-          providerBreaker.succeeded(providerPermit, nowMs);
-          span.end();
-          if (result.spentUntilMs !== undefined) reported = this.keySpent(scope, target, keyId, result.spentUntilMs, learned);
-          // A 2xx with no retry-after only teaches the limiter; it cools nothing.
-          else if (learned !== undefined) reported = this.report(scope, target, keyId, { kind: 'rate_limited', status: 200, message: '', retryAfterMs: undefined }, learned);
-          if (isProbe && limits !== undefined) this.confirmProbe(target, keyId, reported);
-          // Failed attempts keep their reservations: the provider may have counted them, so giving them back could overrun it.
-          if (admission.admissionId !== undefined && scope.tokens !== undefined) {
-            scope.tokens.reservation = { poolId: target.poolId, keyId, admissionId: admission.admissionId, reservedTokens: scope.tokens.estimated(scope.route.defaultMaxTokens) };
+          }, scope.traceContext);
+          if (keyPermit === Permit.Probe || providerPermit === Permit.Probe) span.setAttribute(KEYMESH_BREAKER_STATE, 'half_open');
+          let result: AttemptResult<T>;
+          const stats = this.targets.of(target);
+          this.targets.began(stats);
+          const callStartedMs = Date.now();
+          // Only answers and timeouts say how fast the target is; a quick refusal would flatter it.
+          let ttfbMs: number | undefined;
+          try {
+            result = await attempt({ target, provider, keyId, secret, number: attempts, signal: attemptSignal(scope, provider.timeoutMs), requestSignal: scope.signal, span });
+            if (result.ok) ttfbMs = Date.now() - callStartedMs;
+          } catch (err) {
+            span.setStatus({ code: SpanStatusCode.ERROR });
+            span.end();
+            if (scope.signal.aborted || err instanceof KeymeshError) {
+              // Not the provider's doing: the breakers learn nothing, but get their probes back.
+              keyBreaker.release(keyPermit);
+              providerBreaker.release(providerPermit);
+              if (isProbe) this.probes.settle(target.poolId, keyId, undefined, false);
+              this.throwIfDone(scope);
+              throw err;
+            }
+            // Refused, reset, or silent past the provider's timeout: the provider, not the key, is unwell.
+            const timedOut = err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError');
+            if (timedOut) ttfbMs = Date.now() - callStartedMs;
+            result = {
+              ok: false,
+              failure: {
+                kind: 'unavailable',
+                status: timedOut ? 504 : 502,
+                message: timedOut ? 'the provider did not answer in time' : 'the provider could not be reached',
+                retryAfterMs: undefined,
+              },
+            };
+            this.deps.logger.warn('provider call failed', { providerId: provider.id, timedOut, error: err as Error });
+          } finally {
+            this.targets.ended(stats, ttfbMs);
           }
-          if (spentTotal !== undefined) this.scopes.reserve(scope.tokens, spentTotal);
-          if (spentCost !== undefined) this.scopes.reserve(scope.tokens, spentCost);
-          if (scope.tokens !== undefined) scope.tokens.servedPrice = target.price;
-          return { value: result.value, target, keyId, attempts };
+          const nowMs = Date.now();
+          let limits = result.limits;
+          if (isProbe) {
+            limits = this.probes.settle(target.poolId, keyId, limits, limits !== undefined);
+            // Slots leased before the limiter knew the key's limit are in no window: drop them, and those of grants in flight.
+            if (limits !== undefined) this.deps.admission.limitLearned(target.poolId, keyId);
+          }
+          const learned = this.learnLimits(target, keyId, limits, nowMs);
+          let reported: Promise<void> | undefined;
+          if (result.ok) {
+            keyBreaker.succeeded(keyPermit, nowMs);
+            providerBreaker.succeeded(providerPermit, nowMs);
+            span.end();
+            if (result.spentUntilMs !== undefined) reported = this.keySpent(scope, target, keyId, result.spentUntilMs, learned);
+            // A 2xx with no retry-after only teaches the limiter; it cools nothing.
+            else if (learned !== undefined) reported = this.report(scope, target, keyId, { kind: 'rate_limited', status: 200, message: '', retryAfterMs: undefined }, learned);
+            if (isProbe && limits !== undefined) this.confirmProbe(target, keyId, reported);
+            // Failed attempts keep their reservations: the provider may have counted them, so giving them back could overrun it.
+            if (admission.admissionId !== undefined && scope.tokens !== undefined) {
+              scope.tokens.reservation = { poolId: target.poolId, keyId, admissionId: admission.admissionId, reservedTokens: scope.tokens.estimated(scope.route.defaultMaxTokens) };
+            }
+            if (spentTotal !== undefined) this.scopes.reserve(scope.tokens, spentTotal);
+            if (spentCost !== undefined) this.scopes.reserve(scope.tokens, spentCost);
+            if (scope.tokens !== undefined) scope.tokens.servedPrice = target.price;
+            return { value: result.value, target, keyId, attempts };
+          }
+          const failure = result.failure;
+          keyBreaker.failed(keyPermit, failure.kind, nowMs);
+          providerBreaker.failed(providerPermit, failure.kind, nowMs);
+          if (keyBreaker.state === 'open') this.keyBroken(target.poolId, keyId, keyBreaker);
+          lastFailure = failure;
+          span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, failure.status);
+          span.setAttribute(attr.KEYMESH_RETRY_REASON, failure.kind);
+          span.setStatus({ code: SpanStatusCode.ERROR, message: failure.kind });
+          span.end();
+          if (failure.kind === 'rejected') {
+            throw new KeymeshError({
+              code: failure.status === 404 ? Code.NotFound : Code.InvalidArgument,
+              reason: Reason.PROVIDER_REJECTED,
+              message: failure.message,
+              upstreamStatus: failure.status,
+            });
+          }
+          if (failure.kind !== 'unavailable') {
+            // A spent quota rests until its period ends, which the limiter knows: this router only
+            // stops asking for a while. A rejected key stays out until the policy changes.
+            const untilMs =
+              failure.kind === 'rate_limited'
+                ? Date.now() + (failure.retryAfterMs ?? 1_000)
+                : failure.kind === 'quota_exhausted'
+                  ? Date.now() + QUOTA_RECHECK_MS
+                  : Number.POSITIVE_INFINITY;
+            this.deps.admission.forgetKey(target.poolId, keyId, untilMs);
+            reported = this.report(scope, target, keyId, failure, learned);
+            await reported;
+          } else if (learned !== undefined) {
+            reported = this.report(scope, target, keyId, failure, learned);
+          }
+          if (isProbe && limits !== undefined) this.confirmProbe(target, keyId, reported);
+          if (failure.kind === 'rate_limited') {
+            // Keys this request excluded after a 429 are full, not gone: the caller
+            // hears "retry after", not "unavailable", when nothing else serves.
+            const retryMs = failure.retryAfterMs ?? 1_000;
+            soonestRetryMs = soonestRetryMs === undefined ? retryMs : Math.min(soonestRetryMs, retryMs);
+          }
+          excluded.push(keyId);
+          // This failure may have opened the provider's breaker: the next key would be refused anyway.
+          if (providerBreaker.blocks(Date.now())) break;
         }
-        const failure = result.failure;
-        keyBreaker.failed(keyPermit, failure.kind, nowMs);
-        providerBreaker.failed(providerPermit, failure.kind, nowMs);
-        if (keyBreaker.state === 'open') this.keyBroken(target.poolId, keyId, keyBreaker);
-        lastFailure = failure;
-        span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, failure.status);
-        span.setAttribute(attr.KEYMESH_RETRY_REASON, failure.kind);
-        span.setStatus({ code: SpanStatusCode.ERROR, message: failure.kind });
-        span.end();
-        if (failure.kind === 'rejected') {
-          throw new KeymeshError({
-            code: failure.status === 404 ? Code.NotFound : Code.InvalidArgument,
-            reason: Reason.PROVIDER_REJECTED,
-            message: failure.message,
-            upstreamStatus: failure.status,
-          });
-        }
-        if (failure.kind !== 'unavailable') {
-          // A spent quota rests until its period ends, which the limiter knows: this router only
-          // stops asking for a while. A rejected key stays out until the policy changes.
-          const untilMs =
-            failure.kind === 'rate_limited'
-              ? Date.now() + (failure.retryAfterMs ?? 1_000)
-              : failure.kind === 'quota_exhausted'
-                ? Date.now() + QUOTA_RECHECK_MS
-                : Number.POSITIVE_INFINITY;
-          this.deps.admission.forgetKey(target.poolId, keyId, untilMs);
-          reported = this.report(scope, target, keyId, failure, learned);
-          await reported;
-        } else if (learned !== undefined) {
-          reported = this.report(scope, target, keyId, failure, learned);
-        }
-        if (isProbe && limits !== undefined) this.confirmProbe(target, keyId, reported);
-        if (failure.kind === 'rate_limited') {
-          // Keys this request excluded after a 429 are full, not gone: the caller
-          // hears "retry after", not "unavailable", when nothing else serves.
-          const retryMs = failure.retryAfterMs ?? 1_000;
-          soonestRetryMs = soonestRetryMs === undefined ? retryMs : Math.min(soonestRetryMs, retryMs);
-        }
-        excluded.push(keyId);
-        // This failure may have opened the provider's breaker: the next key would be refused anyway.
-        if (providerBreaker.blocks(Date.now())) break;
+      } finally {
+        // What no call spent goes back: no key served, or the request ended while it waited.
+        if (totalSlot !== undefined) this.scopes.giveBack(totalSlot);
+        if (costSlot !== undefined) this.scopes.giveBack(costSlot);
       }
-      if (totalSlot !== undefined) this.scopes.giveBack(totalSlot);
-      if (costSlot !== undefined) this.scopes.giveBack(costSlot);
       if (broken && !called) targetsBroken++;
     }
 

@@ -3,7 +3,7 @@ import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import type { PolicyRoute } from '@keymesh/config';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import type { CacheService } from '@keymesh/proto/cache/v1/cache';
-import type { RpcClient } from '@keymesh/rpc';
+import { durationOfMs, type RpcClient } from '@keymesh/rpc';
 import type { Logger } from '@keymesh/telemetry';
 import type { OpenAiChatRequest, OpenAiChatResponse, OpenAiUsage } from '../providers/openai/types';
 import { chatAttempt, type JsonResult } from './attempts';
@@ -116,7 +116,7 @@ export class Gateway {
 
   /** The end of every request on both edges: its usage event, and the settle of its token reservation. */
   recordUsage(scope: RequestScope, startedMs: number, record: UsageRecord): void {
-    if (scope.hold !== undefined) this.deps.dispatcher.releaseHold(scope);
+    this.deps.dispatcher.releaseHold(scope);
     this.settle(scope, record.usage);
     const latencyMs = Date.now() - startedMs;
     this.deps.usage.record({
@@ -131,7 +131,7 @@ export class Gateway {
       completionTokens: record.usage?.completion_tokens ?? 0,
       // A cache hit never reached the dispatcher and a degraded answer has no price: both cost 0.
       costMicroUsd: bigintOf(usageCostOf(scope.tokens?.servedPrice ?? null, record.usage)),
-      latency: { seconds: BigInt(Math.floor(latencyMs / 1000)), nanos: (latencyMs % 1000) * 1e6 },
+      latency: durationOfMs(latencyMs),
       status: record.status,
       attempts: record.attempts,
       cached: record.cached,
@@ -176,7 +176,7 @@ export class Gateway {
   private store(scope: RequestScope, key: string, value: Buffer, ttlMs: number): void {
     this.deps.cache
       .store(
-        { namespace: scope.tenantId, key, value, ttl: { seconds: BigInt(Math.floor(ttlMs / 1000)), nanos: (ttlMs % 1000) * 1e6 } },
+        { namespace: scope.tenantId, key, value, ttl: durationOfMs(ttlMs) },
         { timeoutMs: 2_000, parent: scope.traceContext },
       )
       .catch((err: unknown) => this.deps.logger.warn('cache store failed', { error: err as Error }));

@@ -12,6 +12,7 @@ import { createLogger, createTelemetry } from '@keymesh/telemetry';
 import { ROOT_CONTEXT } from '@opentelemetry/api';
 import { AcquireBatcher } from '../admission/acquire-batcher';
 import { LeaseAdmission } from '../admission/lease-admission';
+import { EMPTY_SCOPE_TABLE, type ScopeAdmission, type ScopeGate, type ScopeSlot } from '../admission/scope-admission';
 import type { KeyMaterialCache } from '../keys/key-material';
 import { BreakerBoard, DEFAULT_BREAKER_OPTIONS, Permit } from '../resilience';
 import { Dispatcher, type AttemptResult, type RequestScope } from './dispatcher';
@@ -72,5 +73,33 @@ describe('an open key breaker and admission', () => {
     assert.deepEqual(calledWith, Array(10).fill('k2'));
     // The lease would hand out k1 every other request; only the first finds its breaker open and asks again.
     assert.ok(limiter.acquires.length <= 1, `${limiter.acquires.length} exact Acquires to get around k1`);
+  });
+});
+
+describe('a pool total\'s slot', () => {
+  it('goes back once when the request ends before any key was called, and is taken once for all the keys it tried', async () => {
+    const limiter = fakeLimiter();
+    const admission = new LeaseAdmission(limiter.client, telemetry, new AcquireBatcher(limiter.client, telemetry), { holdMs: 60_000 });
+    const provider = { id: 'mock', timeoutMs: 1_000 } as unknown as ProviderBinding;
+    const total: ScopeGate = { kind: 'pool', id: 'main', poolId: 'pool/main', measure: 'tokens', tokenLimited: false, shortestWindowMs: 1_000, described: '10 requests per 1s' };
+    const table: RouteTable = { ...EMPTY_ROUTE_TABLE, providers: new Map([['mock', provider]]), scopes: { ...EMPTY_SCOPE_TABLE, pools: new Map([['main', total]]) } };
+    // k1 has no secret (it is skipped), k2's never arrives: the request waits on it until it is aborted.
+    const keys = { secretOf: (_poolId: string, keyId: string) => (keyId === 'k1' ? undefined : new Promise<never>(() => {})) } as unknown as KeyMaterialCache;
+    let taken = 0;
+    const givenBack: ScopeSlot[] = [];
+    const scopes = {
+      take: (gate: ScopeGate): ScopeSlot => (taken++, { gate, admission: { granted: true, keyId: 'total' }, tokens: 0 } as unknown as ScopeSlot),
+      giveBack: (slot: ScopeSlot) => givenBack.push(slot),
+    } as unknown as ScopeAdmission;
+    const dispatcher = new Dispatcher({ table: () => table, admission, keys, limiter: limiter.client, telemetry, logger: createLogger('test', 'error'), scopes });
+
+    const controller = new AbortController();
+    const request = { ...scope(0), signal: controller.signal };
+    const served = dispatcher.run(request, async () => ({ ok: true, value: 'never' }));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    controller.abort(new Error('the client left'));
+    await assert.rejects(served);
+    assert.equal(taken, 1, 'one slot serves every key the request tries');
+    assert.equal(givenBack.length, 1, 'the slot no call spent goes back');
   });
 });
