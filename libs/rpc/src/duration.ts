@@ -11,3 +11,11 @@ export function durationOfMs(ms: number): Pick<Duration, 'seconds' | 'nanos'> {
   const nanos = Math.round((ms - seconds * 1000) * 1e6);
   return nanos >= 1e9 ? { seconds: BigInt(seconds + 1), nanos: nanos - 1e9 } : { seconds: BigInt(seconds), nanos };
 }
+
+/**
+ * A google.protobuf.Duration in milliseconds, fractions kept (protobuf-es's
+ * durationMs rounds them away); undefined when the field is absent.
+ */
+export function msOfDuration(duration: Pick<Duration, 'seconds' | 'nanos'> | undefined): number | undefined {
+  return duration ? Number(duration.seconds) * 1000 + duration.nanos / 1e6 : undefined;
+}

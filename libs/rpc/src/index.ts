@@ -3,4 +3,4 @@ export type { RpcServer, RpcServerOptions, CallContext, ServiceImpl } from './se
 export { createRpcClient, closeRpcClient } from './client';
 export type { RpcClient, RpcClientOptions, CallOptions } from './client';
 export { definitionOf } from './definition';
-export { durationOfMs } from './duration';
+export { durationOfMs, msOfDuration } from './duration';

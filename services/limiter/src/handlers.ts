@@ -1,5 +1,5 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import type { Duration, Timestamp } from '@bufbuild/protobuf/wkt';
+import type { Timestamp } from '@bufbuild/protobuf/wkt';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { isCostScopePoolId } from '@keymesh/config';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
@@ -13,7 +13,7 @@ import {
   type AcquireResponseSchema,
   type LimiterService,
 } from '@keymesh/proto/limiter/v1/limiter';
-import { durationOfMs, type ServiceImpl } from '@keymesh/rpc';
+import { durationOfMs, msOfDuration, type ServiceImpl } from '@keymesh/rpc';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { Subjects, type Bus } from '@keymesh/bus';
 import { LimiterError, UnknownKeyError, UnknownPoolError } from './domain/errors';
@@ -31,10 +31,6 @@ const MAX_HOLD_MS = 10_000;
  */
 function timestampOf(ms: number): Timestamp {
   return timestampFromMs(Math.round(ms));
-}
-
-function msOf(duration: Duration | undefined): number | undefined {
-  return duration ? Number(duration.seconds) * 1000 + duration.nanos / 1e6 : undefined;
 }
 
 const CONDITIONS: Record<KeyCondition, ProtoKeyCondition> = {
@@ -101,7 +97,7 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
       }
     },
     async grantLeases(request) {
-      const holdMs = Math.min(msOf(request.hold) ?? DEFAULT_HOLD_MS, MAX_HOLD_MS);
+      const holdMs = Math.min(msOfDuration(request.hold) ?? DEFAULT_HOLD_MS, MAX_HOLD_MS);
       try {
         const results = await limiter.grantLeases(
           request.requests.map((r) => ({
@@ -158,8 +154,8 @@ export function limiterHandlers(limiter: KeyPoolLimiter, clock: Clock, bus?: Bus
     },
     async reportOutcome(request) {
       try {
-        const retryAfterMs = msOf(request.retryAfter);
-        const windowMs = msOf(request.learnedWindow);
+        const retryAfterMs = msOfDuration(request.retryAfter);
+        const windowMs = msOfDuration(request.learnedWindow);
         const nowMs = clock.nowMs();
         const state = await limiter.reportOutcome(
           {

@@ -1,4 +1,4 @@
-import type { RpcClient } from '@keymesh/rpc';
+import { msOfDuration, type RpcClient } from '@keymesh/rpc';
 import { KeymeshError, Code, Reason } from '@keymesh/errors';
 import { AcquireOutcome, Priority, type AcquireResponse, type LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import { attr, spanLinkOf, type Telemetry } from '@keymesh/telemetry';
@@ -131,19 +131,15 @@ export class AcquireBatcher {
 /** Only a limiter that predates hold_ttl leaves it out: assume the limiter's default. */
 const DEFAULT_HOLD_TTL_MS = 30_000;
 
-function msOf(duration: { seconds: bigint; nanos: number } | undefined): number | undefined {
-  return duration ? Number(duration.seconds) * 1000 + duration.nanos / 1e6 : undefined;
-}
-
 function admissionOf(response: AcquireResponse | undefined, decidedBy: SpanContext): Admission {
   if (response?.outcome === AcquireOutcome.GRANTED) {
     const granted: Admission = response.admissionId === '' ? { granted: true, keyId: response.keyId, decidedBy } : { granted: true, keyId: response.keyId, admissionId: response.admissionId, decidedBy };
-    if (response.holdId !== '' && granted.granted) granted.hold = { holdId: response.holdId, ttlMs: msOf(response.holdTtl) ?? DEFAULT_HOLD_TTL_MS };
+    if (response.holdId !== '' && granted.granted) granted.hold = { holdId: response.holdId, ttlMs: msOfDuration(response.holdTtl) ?? DEFAULT_HOLD_TTL_MS };
     return granted;
   }
   return {
     granted: false,
-    retryAfterMs: msOf(response?.retryAfter),
+    retryAfterMs: msOfDuration(response?.retryAfter),
     reason: response?.reason || Reason.KEY_POOL_EXHAUSTED,
     decidedBy,
   };

@@ -1,6 +1,6 @@
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import type { GrantLeasesResponse, LimiterService, PoolLeases } from '@keymesh/proto/limiter/v1/limiter';
-import type { RpcClient } from '@keymesh/rpc';
+import { durationOfMs, msOfDuration, type RpcClient } from '@keymesh/rpc';
 import { attr, spanLinkOf, type Telemetry } from '@keymesh/telemetry';
 import { ROOT_CONTEXT, SpanKind, trace, type Context, type Link, type SpanContext } from '@opentelemetry/api';
 import type { AcquireBatcher, Admission } from './acquire-batcher';
@@ -436,7 +436,7 @@ export class LeaseAdmission {
     const returns = this.takeReturns();
     const call = this.limiter
       .grantLeases(
-        { requests, hold: { seconds: BigInt(Math.floor(holdMs / 1000)), nanos: (holdMs % 1000) * 1e6 }, returns },
+        { requests, hold: durationOfMs(holdMs), returns },
         { timeoutMs: 2_000, parent: trace.setSpan(parent, span) },
       )
       .then(
@@ -511,7 +511,7 @@ export class LeaseAdmission {
         const retry = granted?.retryAfter;
         const denial: Admission = {
           granted: false,
-          retryAfterMs: retry ? Number(retry.seconds) * 1000 + retry.nanos / 1e6 : undefined,
+          retryAfterMs: msOfDuration(retry),
           reason: granted?.reason || Reason.KEY_POOL_EXHAUSTED,
           decidedBy,
         };
