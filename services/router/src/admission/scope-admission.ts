@@ -165,7 +165,7 @@ function slotOf(gate: ScopeGate, admission: Admission, tokens: number): ScopeSlo
  * The caller's 429 when a tenant's or route's own limit is reached: which
  * scope, which limit, and when to come back, OpenAI-style. Pool totals are
  * reported like a pool's keys (the request may go to another target), with
- * poolTotalMessage.
+ * scopeMessage.
  */
 export function scopeDenied(gate: ScopeGate, denial: ScopeDenial): KeymeshError {
   return new KeymeshError({

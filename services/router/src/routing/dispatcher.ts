@@ -73,12 +73,13 @@ export interface Served<T> {
   readonly degraded?: 'target' | 'answer';
 }
 
+/** A later round of a request that holds its scope slots takes no new ones. */
+const NO_GATES: readonly (ScopeGate | undefined)[] = [];
+
 /**
  * Who "served" a static degraded answer: keymesh itself, no provider and no
  * key, so headers and usage never name a provider that did not answer.
  */
-/** A later round of a request that holds its scope slots takes no new ones. */
-const NO_GATES: readonly (ScopeGate | undefined)[] = [];
 
 export const DEGRADED_ANSWER_TARGET: PolicyTarget = Object.freeze({ poolId: '', providerId: 'keymesh', model: 'degraded-answer', weight: null, price: null });
 
@@ -320,7 +321,9 @@ export class Dispatcher {
     attempt: (a: Attempt) => Promise<AttemptResult<T>>,
     counter: RequestProgress,
   ): Promise<Served<T>> {
-    if (counter.scopeSlots === undefined && counter.attempts === 0) {
+    // A request holds scope slots only once a round called a provider (see scopedRound).
+    if (counter.scopeSlots !== undefined) return this.scopedRound(scope, targets, attempt, counter, NO_GATES);
+    if (counter.attempts === 0) {
       const { tenants, routes, tenantCosts, routeCosts } = this.deps.table().scopes;
       const tenant = tenants.size === 0 ? undefined : tenants.get(scope.tenantId);
       const route = routes.size === 0 ? undefined : routes.get(scope.route.alias);
@@ -329,8 +332,6 @@ export class Dispatcher {
       if (tenant !== undefined || route !== undefined || tenantCost !== undefined || routeCost !== undefined) {
         return this.scopedRound(scope, targets, attempt, counter, [tenant, route, tenantCost, routeCost]);
       }
-    } else if (counter.scopeSlots !== undefined) {
-      return this.scopedRound(scope, targets, attempt, counter, NO_GATES);
     }
     return this.roundOverTargets(scope, targets, attempt, counter);
   }
@@ -399,8 +400,10 @@ export class Dispatcher {
       if (soonestBreaker === undefined || breaker.retryAfterMs(nowMs) < soonestBreaker.retryAfterMs(nowMs)) soonestBreaker = breaker;
     };
 
+    // One policy for the whole round, read once.
+    const table = this.deps.table();
     for (const target of targets) {
-      const provider = this.deps.table().providers.get(target.providerId);
+      const provider = table.providers.get(target.providerId);
       if (!provider) continue;
       targetsTried++;
       const providerBreaker = this.breakers.provider(provider.id);
@@ -414,8 +417,8 @@ export class Dispatcher {
       let called = false;
       let broken = false;
       // The pool's total (and its cost quota), when it has one, is admitted before a key and counts each call made.
-      const poolTotal = this.poolTotalOf(target.poolId);
-      const poolCost = this.poolCostOf(target.poolId);
+      const poolTotal = table.scopes.pools.get(target.poolId);
+      const poolCost = table.scopes.poolCosts.get(target.poolId);
       let totalSlot: ScopeSlot | undefined;
       let costSlot: ScopeSlot | undefined;
       try {
@@ -436,7 +439,7 @@ export class Dispatcher {
             if (isScopeSlot(taken)) costSlot = taken;
             else [admission, deniedGate] = [taken, poolCost];
           }
-          admission ??= await this.admit(scope, target, excluded);
+          admission ??= await this.admit(scope, target, excluded, table);
           if (!admission.granted) {
             denied = true;
             lastDenialReason = admission.reason;
@@ -668,16 +671,6 @@ export class Dispatcher {
     return taken instanceof Promise ? this.untilDone(scope, taken) : taken;
   }
 
-  private poolTotalOf(poolId: string): ScopeGate | undefined {
-    const { pools } = this.deps.table().scopes;
-    return pools.size === 0 ? undefined : pools.get(poolId);
-  }
-
-  private poolCostOf(poolId: string): ScopeGate | undefined {
-    const { poolCosts } = this.deps.table().scopes;
-    return poolCosts.size === 0 ? undefined : poolCosts.get(poolId);
-  }
-
   /**
    * A key whose breaker is open is not worth admitting: admission stops
    * handing it out until the breaker half-opens, instead of each request
@@ -739,10 +732,9 @@ export class Dispatcher {
    * Admission is mostly served from this router's leases, so it gets no span of
    * its own: the route span links to the limiter call that granted the slot.
    */
-  private admit(scope: RequestScope, target: PolicyTarget, excluded: string[]) {
+  private admit(scope: RequestScope, target: PolicyTarget, excluded: string[], table: RouteTable) {
     const route = trace.getSpan(scope.traceContext);
     // Tokenized only for pools with token limits: everywhere else admission stays a slot count.
-    const table = this.deps.table();
     const estimatedTokens = table.tokenLimitedPools.has(target.poolId) ? (scope.tokens?.estimated(scope.route.defaultMaxTokens) ?? 0) : undefined;
     const high = scope.priority === 'high';
     const admission = this.admitted(
