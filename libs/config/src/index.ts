@@ -21,6 +21,7 @@ export {
 export {
   KEY_SELECTIONS,
   KeymeshConfigSchema,
+  MAX_KEY_CONCURRENCY,
   MAX_REQUESTS_PER_WINDOW,
   ROUTE_STRATEGIES,
   type ConfigKey,
@@ -31,6 +32,6 @@ export {
   type KeymeshConfig,
   type MockProviderConfig,
 } from './schema';
-export { costScopePoolId, isCostScopePoolId, describeCostQuota, describeLimitSet, limitedScopesOf, SCOPE_KEY_ID, scopePoolId, type LimitedScope, type ScopeKind, type ScopeMeasure } from './scopes';
+export { costScopePoolId, isCostScopePoolId, describeLimitSet, limitedScopesOf, SCOPE_KEY_ID, scopePoolId, SCOPE_KINDS, type LimitedScope, type ScopeKind, type ScopeMeasure } from './scopes';
 export { costMicroUsd, formatUsd, type TokenPrice } from './price';
 export type { CalendarQuota, ConfigSecret, DeepReadonly, LimitSet, TokenWindowLimit, WindowLimit } from './types';

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { ConfigError, describeIssue, problemAt, problemsFromIssues } from './config-error';
 import { deepFreeze, findProtoKeys, hasOwn, isPlainRecord, toRecord } from './freeze';
 import { sha256Hex } from './hash';
+import type { TokenPrice } from './price';
 import { DEFAULT_MAX_TOKENS, ENV_NAME_PATTERN, ID_PATTERN, KEY_SELECTIONS, MAX_REQUESTS_PER_WINDOW, MAX_TOKENS_PER_WINDOW, ROUTE_STRATEGIES, type KeymeshConfig, type KeySelection, type RouteStrategy } from './schema';
 import type { CalendarQuota, DeepReadonly, KeyQuota, LimitSet, TokenWindowLimit, WindowLimit } from './types';
 
@@ -61,7 +62,7 @@ export interface PolicyTarget {
   /** Relative share of first tries on a `weighted` route; null on other strategies. */
   readonly weight: number | null;
   /** Price per 1M tokens, which a `cost` route orders by; null on other strategies. */
-  readonly price: { readonly input: number; readonly output: number } | null;
+  readonly price: TokenPrice | null;
 }
 /** The last resort once every target and retry round failed: a cheaper target, or a static answer. */
 export type PolicyDegraded =
@@ -193,7 +194,7 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
                 providerId: config.pools[t.poolId]!.providerId,
                 model: t.model,
                 weight: t.weight,
-                price: t.price === null ? null : { input: t.price.input, output: t.price.output },
+                price: t.price === null ? null : { ...t.price },
               })),
               degraded:
                 r.degraded === null
@@ -207,7 +208,7 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
                           providerId: config.pools[r.degraded.target.poolId]!.providerId,
                           model: r.degraded.target.model,
                           weight: null,
-                          price: r.degraded.target.price === null ? null : { input: r.degraded.target.price.input, output: r.degraded.target.price.output },
+                          price: r.degraded.target.price === null ? null : { ...r.degraded.target.price },
                         },
                       },
               cacheTtlMs: r.cache === null ? null : r.cache.ttlMs,

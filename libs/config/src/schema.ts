@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { closestName, formatPath, describeKind } from './config-error';
 import { DURATION_EXAMPLES, formatDuration, parseDuration } from './duration';
 import { hasOwn, isPlainRecord, toRecord } from './freeze';
+import type { TokenPrice } from './price';
 import type { CalendarQuota, ConfigSecret, DeepReadonly, LimitSet, TokenWindowLimit, WindowLimit } from './types';
 
 type RawIssue = z.core.$ZodRawIssue;
@@ -113,7 +114,7 @@ const timeoutSchema = durationSchema({ maxMs: MAX_TIMER_MS, maxWhy: ' (longer ti
 /** Remembered responses cost router memory for as long as they live. */
 export const MAX_IDEMPOTENCY_TTL_MS = 86_400_000;
 
-/** Matches the limiter's MAX_CONCURRENCY: each hold in flight is one entry the limiter scans or stores. */
+/** Each hold in flight is one entry the limiter scans or stores; the limiter checks against this same bound. */
 export const MAX_KEY_CONCURRENCY = 100_000;
 
 const keyConcurrencySchema = z
@@ -632,11 +633,10 @@ function secretOf(key: { secret?: string | undefined; secret_env?: string | unde
   return key.secret !== undefined ? { kind: 'literal', value: key.secret } : { kind: 'env', name: key.secret_env! };
 }
 
-type Price = { input: number; output: number };
-type ConfigDegraded = { kind: 'target'; target: { poolId: string; model: string; price: Price | null } } | { kind: 'answer'; answer: string };
+type ConfigDegraded = { kind: 'target'; target: { poolId: string; model: string; price: TokenPrice | null } } | { kind: 'answer'; answer: string };
 
 function degradedOf(
-  degraded: { target?: { pool: string; model: string; price?: Price | undefined } | undefined; answer?: string | undefined } | undefined,
+  degraded: { target?: { pool: string; model: string; price?: TokenPrice | undefined } | undefined; answer?: string | undefined } | undefined,
 ): ConfigDegraded | null {
   if (degraded === undefined) return null;
   if (degraded.target !== undefined) {

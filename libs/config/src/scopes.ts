@@ -10,7 +10,8 @@ import type { Policy } from './policy';
 import { formatUsd } from './price';
 import type { CalendarQuota, LimitSet } from './types';
 
-export type ScopeKind = 'tenant' | 'route' | 'pool';
+export const SCOPE_KINDS = ['tenant', 'route', 'pool'] as const;
+export type ScopeKind = (typeof SCOPE_KINDS)[number];
 
 /** The one key of every scope's pool. */
 export const SCOPE_KEY_ID = 'total';
@@ -81,6 +82,6 @@ export function describeLimitSet(limits: LimitSet): string {
 }
 
 /** "monthly cost quota of $100 (Europe/Berlin)". */
-export function describeCostQuota(quota: CalendarQuota): string {
+function describeCostQuota(quota: CalendarQuota): string {
   return `${quota.period === 'day' ? 'daily' : 'monthly'} cost quota of ${formatUsd(quota.limit)} (${quota.timeZone})`;
 }

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { toJson } from '@bufbuild/protobuf';
-import { ConfigError, costScopePoolId, DEMO_CONFIG_YAML, loadConfigFile, parseConfig, scopePoolId, type ScopeKind } from '@keymesh/config';
+import { ConfigError, costScopePoolId, DEMO_CONFIG_YAML, loadConfigFile, parseConfig, scopePoolId, SCOPE_KINDS } from '@keymesh/config';
 import { KeymeshError } from '@keymesh/errors';
 import { GetUsageResponseSchema, AnalyticsService } from '@keymesh/proto/analytics/v1/analytics';
 import { ControlService } from '@keymesh/proto/control/v1/control';
@@ -16,7 +16,6 @@ import { configFrom, untilSignalled } from './lifecycle';
 import { startMesh } from './mesh';
 import { serveOne } from './serve';
 
-const SCOPE_KINDS: readonly ScopeKind[] = ['tenant', 'route', 'pool'];
 
 const USAGE = `keymesh — an LLM gateway that pools provider keys so callers never see "keys temporarily exhausted".
 

@@ -1,5 +1,5 @@
 import { isKnownTimeZone } from './calendar';
-import { KEY_SELECTIONS } from '@keymesh/config';
+import { KEY_SELECTIONS, MAX_KEY_CONCURRENCY } from '@keymesh/config';
 import { DEFAULT_KEY_SELECTION } from './key-choice';
 import type { CalendarQuota, PoolSpec, TokenWindowLimit, WindowLimit } from './types';
 
@@ -9,9 +9,6 @@ import type { CalendarQuota, PoolSpec, TokenWindowLimit, WindowLimit } from './t
  * monthly) belong to calendar quotas, not sliding logs.
  */
 export const MAX_WINDOW_REQUESTS = 1_000_000;
-
-/** Holds are scanned per decision (memory) and kept one ZSET entry each (Redis): far above any provider's cap. */
-export const MAX_CONCURRENCY = 100_000;
 
 /** Token windows store one entry per admission, not per token, so only sanity bounds them. */
 export const MAX_WINDOW_TOKENS = 1_000_000_000_000;
@@ -60,8 +57,8 @@ export function findPoolSpecProblems(pools: readonly PoolSpec[]): string[] {
         }
       });
       const concurrency: number | undefined = key.concurrency;
-      if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > MAX_CONCURRENCY)) {
-        problems.push(`${keyPath}.concurrency: must be an integer from 1 to ${MAX_CONCURRENCY}, got ${String(concurrency)}`);
+      if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > MAX_KEY_CONCURRENCY)) {
+        problems.push(`${keyPath}.concurrency: must be an integer from 1 to ${MAX_KEY_CONCURRENCY}, got ${String(concurrency)}`);
       }
       const quotas: readonly CalendarQuota[] | undefined = key.quotas;
       if (quotas !== undefined && !Array.isArray(quotas)) problems.push(`${keyPath}.quotas: must be a list`);
