@@ -2,6 +2,7 @@ import type { Dispatcher as UndiciDispatcher } from 'undici';
 import type { OpenAiChatRequest, OpenAiChatResponse, OpenAiEmbeddingRequest, OpenAiEmbeddingResponse, OpenAiUsage } from '../providers/openai/types';
 import { attr } from '@keymesh/telemetry';
 import type { LimitSnapshot } from '../providers';
+import type { UpstreamAnswer } from '../providers/upstream';
 import type { Attempt, AttemptResult } from './dispatcher';
 
 export interface JsonResult<T> {
@@ -15,10 +16,6 @@ export interface StreamStart {
   readonly body: AsyncIterable<Buffer>;
   /** Stops reading the provider (the caller left). */
   abort(): void;
-}
-
-async function bodyBytes(body: UndiciDispatcher.ResponseData['body']): Promise<Buffer> {
-  return Buffer.from(await body.arrayBuffer());
 }
 
 function parseJson(bytes: Buffer): unknown {
@@ -48,19 +45,18 @@ function succeeded<T>(a: Attempt, value: T, headers: UndiciDispatcher.ResponseDa
   return { ok: true, value, spentUntilMs: spentUntilMs(limits), limits };
 }
 
-async function failureOf(a: Attempt, response: UndiciDispatcher.ResponseData): Promise<AttemptResult<never>> {
-  const body = parseJson(await bodyBytes(response.body));
-  return { ok: false, failure: a.provider.adapter.classify(response.statusCode, response.headers, body), limits: limitsOf(a, response.headers) };
+function failureOf(a: Attempt, response: UpstreamAnswer): AttemptResult<never> {
+  return { ok: false, failure: a.provider.adapter.classify(response.statusCode, response.headers, parseJson(response.body)), limits: limitsOf(a, response.headers) };
 }
 
 async function jsonAttempt<T extends { usage?: unknown }>(
   a: Attempt,
   http: { path: string; headers: Record<string, string>; body: string | Buffer },
 ): Promise<AttemptResult<JsonResult<T>>> {
-  const response = await a.provider.upstream.request(http.path, http.headers, http.body, a.signal);
+  const response = await a.provider.upstream.fetch(http.path, http.headers, http.body, a.signal);
   a.span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, response.statusCode);
   if (response.statusCode !== 200) return failureOf(a, response);
-  const bytes = await bodyBytes(response.body);
+  const bytes = response.body;
   const parsed = parseJson(bytes) as T | undefined;
   if (parsed === undefined || typeof parsed !== 'object') {
     return { ok: false, failure: { kind: 'unavailable', status: 502, message: 'the provider sent a malformed response', retryAfterMs: undefined } };
@@ -90,7 +86,7 @@ export function chatStreamAttempt(req: OpenAiChatRequest, rawBody: Buffer | unde
     const response = await a.provider.upstream.request(http.path, http.headers, http.body, untilHeaders.signal);
     untilHeaders.started();
     a.span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, response.statusCode);
-    if (response.statusCode !== 200) return failureOf(a, response);
+    if (response.statusCode !== 200) return failureOf(a, { statusCode: response.statusCode, headers: response.headers, body: Buffer.from(await response.body.arrayBuffer()) });
     return succeeded(a, { body: response.body, abort: () => response.body.destroy() }, response.headers);
   };
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { create } from '@bufbuild/protobuf';
+import { DurationSchema, timestampFromMs } from '@bufbuild/protobuf/wkt';
 import type { PolicyRoute } from '@keymesh/config';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import type { CacheService } from '@keymesh/proto/cache/v1/cache';
@@ -119,7 +120,9 @@ export class Gateway {
     this.deps.dispatcher.releaseHold(scope);
     this.settle(scope, record.usage);
     const latencyMs = Date.now() - startedMs;
+    // A whole message, not an init shape: the batch is then built without a field-by-field copy of each event.
     this.deps.usage.record({
+      $typeName: 'keymesh.analytics.v1.UsageEvent',
       requestId: scope.requestId,
       time: timestampFromMs(startedMs),
       tenantId: scope.tenantId,
@@ -131,12 +134,13 @@ export class Gateway {
       completionTokens: record.usage?.completion_tokens ?? 0,
       // A cache hit never reached the dispatcher and a degraded answer has no price: both cost 0.
       costMicroUsd: bigintOf(usageCostOf(scope.tokens?.servedPrice ?? null, record.usage)),
-      latency: durationOfMs(latencyMs),
+      latency: create(DurationSchema, durationOfMs(latencyMs)),
       status: record.status,
       attempts: record.attempts,
       cached: record.cached,
       streamed: record.streamed,
       errorReason: record.errorReason,
+      traceParent: '',
     }, scope.traceContext);
   }
 

@@ -1,6 +1,6 @@
-import { create, type MessageInitShape } from '@bufbuild/protobuf';
+import { create } from '@bufbuild/protobuf';
 import { Subjects, type Bus } from '@keymesh/bus';
-import { UsageEventBatchSchema, type UsageEventSchema } from '@keymesh/proto/analytics/v1/analytics';
+import { UsageEventBatchSchema, type UsageEvent } from '@keymesh/proto/analytics/v1/analytics';
 import { ROOT_CONTEXT, trace, type Context } from '@opentelemetry/api';
 
 const MAX_BATCH = 512;
@@ -12,13 +12,13 @@ const MAX_BATCH = 512;
  * links the others); events never carry a secret.
  */
 export class UsageRecorder {
-  private pending: MessageInitShape<typeof UsageEventSchema>[] = [];
+  private pending: UsageEvent[] = [];
   private firstContext: Context = ROOT_CONTEXT;
   private scheduled = false;
 
   constructor(private readonly bus: Bus) {}
 
-  record(event: MessageInitShape<typeof UsageEventSchema>, ctx: Context): void {
+  record(event: UsageEvent, ctx: Context): void {
     const span = trace.getSpan(ctx)?.spanContext();
     if (span) event.traceParent = `00-${span.traceId}-${span.spanId}-0${span.traceFlags & 1}`;
     if (this.pending.length === 0) this.firstContext = ctx;
