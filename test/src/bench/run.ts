@@ -57,9 +57,18 @@ interface BenchOptions {
   only: ReadonlySet<string> | null;
   jsonPath: string | null;
   verbose: boolean;
+  /** BENCH_PROXY=bare: the bare pass-through proxy (bare-proxy.ts) stands in for keymesh, to measure the floor. */
+  bareProxy: boolean;
 }
 
 class HarnessError extends Error {}
+
+function bareProxyFromEnv(): boolean {
+  const raw = process.env["BENCH_PROXY"];
+  if (raw === undefined || raw === "" || raw === "keymesh") return false;
+  if (raw === "bare") return true;
+  throw new HarnessError(`BENCH_PROXY=${raw}: expected "keymesh" (the default) or "bare"`);
+}
 
 function positiveNumber(name: string, fallback: number | null): number | null {
   const raw = process.env[name];
@@ -114,6 +123,7 @@ function readOptions(argv: readonly string[]): BenchOptions {
     only,
     jsonPath,
     verbose: process.env["BENCH_VERBOSE"] === "1",
+    bareProxy: bareProxyFromEnv(),
   };
 }
 
@@ -335,7 +345,7 @@ class Bench {
   async start(): Promise<void> {
     const { root, verbose } = this.options;
     const mockMain = join(root, "services/mock-provider/dist/main.js");
-    const keymeshBin = join(root, "services/cli/bin/keymesh.js");
+    const keymeshBin = this.options.bareProxy ? join(__dirname, "bare-proxy.js") : join(root, "services/cli/bin/keymesh.js");
     for (const script of [mockMain, keymeshBin]) {
       if (!existsSync(script)) throw new HarnessError(`${script} not found: build first (npm run build), or set BENCH_ROOT`);
     }
@@ -353,7 +363,7 @@ class Bench {
 
     const configPath = join(workDir, "keymesh.yaml");
     writeFileSync(configPath, keymeshConfig(mockPort));
-    log(`starting keymesh on 127.0.0.1:${keymeshPort}`);
+    log(`starting ${this.options.bareProxy ? "the bare proxy (BENCH_PROXY=bare) in keymesh's place" : "keymesh"} on 127.0.0.1:${keymeshPort}`);
     this.keymesh = new ManagedChild(
       "keymesh",
       [keymeshBin, "up", "--config", configPath],
@@ -885,7 +895,7 @@ async function main(): Promise<number> {
         content = { ...content, limiter: limiter.json };
       }
     }
-    console.log(`\n${renderSummary("targets", checks)}`);
+    console.log(`\n${renderSummary(options.bareProxy ? "targets (BENCH_PROXY=bare: the keymesh rows are the bare proxy, the floor)" : "targets", checks)}`);
     if (options.jsonPath !== null) writeJson(options.jsonPath, options, { ...content, checks });
     return 0;
   } catch (error) {
