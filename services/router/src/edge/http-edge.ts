@@ -206,7 +206,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       streamed: false,
       errorReason: usageReasonOf(served),
     };
-    const headers = servedHeaders(exchange, served ? { ...served, cached: false } : undefined);
+    const headers = servedHeaders(exchange, served);
     sendJson(exchange, 200, result.bytes, headers);
     return { headers, body: result.bytes };
   }
@@ -230,7 +230,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
-      ...servedHeaders(exchange, { ...served, cached: false }),
+      ...servedHeaders(exchange, served),
     });
     res.flushHeaders();
     const reader = new SseDataReader();
@@ -279,7 +279,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       streamed: false,
       errorReason: '',
     };
-    sendJson(exchange, 200, served.value.bytes, servedHeaders(exchange, { ...served, cached: false }));
+    sendJson(exchange, 200, served.value.bytes, servedHeaders(exchange, served));
   }
 
   function scopeFor(req: IncomingMessage, exchange: Exchange, tenantId: string, route: RequestScope['route']): RequestScope {
@@ -320,17 +320,19 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     return scope;
   }
 
-  function servedHeaders(exchange: Exchange, served: { target: { providerId: string; model: string }; keyId: string; attempts: number; cached: boolean; degraded?: string } | undefined): Record<string, string> {
+  /** How the request was served; a cache hit has no `served`. */
+  function servedHeaders(exchange: Exchange, served: { target: { providerId: string; model: string }; keyId: string; attempts: number; degraded?: string } | undefined): Record<string, string> {
     if (!served) return { 'x-keymesh-request-id': exchange.requestId, 'x-keymesh-cache': 'hit' };
-    return {
+    const headers: Record<string, string> = {
       'x-keymesh-request-id': exchange.requestId,
       'x-keymesh-provider': served.target.providerId,
       'x-keymesh-model': served.target.model,
       'x-keymesh-key-id': served.keyId,
       'x-keymesh-attempts': String(served.attempts),
-      ...(exchange.scope?.route.cacheTtlMs != null ? { 'x-keymesh-cache': 'miss' } : {}),
-      ...(served.degraded === undefined ? {} : { 'x-keymesh-degraded': 'true' }),
     };
+    if (exchange.scope?.route.cacheTtlMs != null) headers['x-keymesh-cache'] = 'miss';
+    if (served.degraded !== undefined) headers['x-keymesh-degraded'] = 'true';
+    return headers;
   }
 
   function sendError(exchange: Exchange, thrown: unknown): void {
