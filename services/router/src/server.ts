@@ -176,6 +176,8 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
       await Promise.all([...table.providers.values()].map((p) => p.upstream.close()));
       for (const client of [limiter, keyVault, cache, analytics, control]) closeRpcClient(client);
       await idempotency.close();
+      // And the usage of the requests that finished while the edge was closing.
+      usage.flush();
     },
   };
 }
