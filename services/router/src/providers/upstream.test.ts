@@ -71,6 +71,15 @@ describe('Upstream.fetch', () => {
     await connectionClosed;
   });
 
+  it('rejects when the provider cuts its answer short, rather than answering with half a body', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-length': '100' });
+      res.write('{"partial":');
+      setTimeout(() => res.socket?.destroy(), 5);
+    };
+    await assert.rejects(upstream.fetch('/cut', {}, '{}', new AbortController().signal));
+  });
+
   it('does not call at all with a signal that is already aborted', async () => {
     handler = (_req, res) => res.end('{}');
     const controller = new AbortController();
