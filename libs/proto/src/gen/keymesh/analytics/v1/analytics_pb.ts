@@ -288,10 +288,10 @@ export const GetUsageResponseSchema: GenMessage<GetUsageResponse> = /*@__PURE__*
 
 /**
  * AnalyticsService answers usage questions from the usage events routers
- * publish on keymesh.usage.recorded: a UsageEventBatch per router event-loop
- * turn (publishing one message per request would cost the hot path more than
- * the event is worth), with the first event's W3C trace context in the
- * message headers and every event's own in its trace_parent.
+ * publish on keymesh.usage.recorded: a UsageEventBatch per 50 ms or 512
+ * events of a router (publishing one message per request would cost the hot
+ * path more than the event is worth), with the first event's W3C trace
+ * context in the message headers and every event's own in its trace_parent.
  *
  * @generated from service keymesh.analytics.v1.AnalyticsService
  */
