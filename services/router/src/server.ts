@@ -166,18 +166,20 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
     grpcPort,
     ready: follower.ready,
     async stop() {
-      usage.flush();
-      follower.close();
-      keyEvents.unsubscribe();
-      await Promise.all([edge.close(), rpcServer.shutdown()]);
-      // Requests still held past the grace period give their keys' slots back now, not at their TTL,
-      // and nothing is admitted any more: what is still leased goes back to the shared budget.
-      await Promise.all([settles.drain(), dispatcher.holds.drain(), admission.close()]);
-      await Promise.all([...table.providers.values()].map((p) => p.upstream.close()));
-      for (const client of [limiter, keyVault, cache, analytics, control]) closeRpcClient(client);
-      await idempotency.close();
-      // And the usage of the requests that finished while the edge was closing.
-      usage.flush();
+      try {
+        follower.close();
+        keyEvents.unsubscribe();
+        await Promise.all([edge.close(), rpcServer.shutdown()]);
+        // Requests still held past the grace period give their keys' slots back now, not at their TTL,
+        // and nothing is admitted any more: what is still leased goes back to the shared budget.
+        await Promise.all([settles.drain(), dispatcher.holds.drain(), admission.close()]);
+        await Promise.all([...table.providers.values()].map((p) => p.upstream.close()));
+        for (const client of [limiter, keyVault, cache, analytics, control]) closeRpcClient(client);
+        await idempotency.close();
+      } finally {
+        // Last, so the usage of requests that finished while the edge was closing goes out too.
+        usage.flush();
+      }
     },
   };
 }
