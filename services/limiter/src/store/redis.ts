@@ -153,34 +153,23 @@ export class RedisLimiterStore implements LimiterStore {
   }
 
   async acquire(requests: readonly KeyCandidates[], nowMs: number, holdTtlMs = DEFAULT_HOLD_TTL_MS): Promise<AcquireDecision[]> {
-    const groups = groupByPool(requests);
-    const calls: Call[] = [];
-    for (const [poolId, indexes] of groups) {
-      const args: Arg[] = [...this.header(poolId, nowMs), this.choiceOf(poolId), holdTtlMs];
-      for (const i of indexes) args.push(requests[i]!.tokens ?? 0, requests[i]!.high === true ? 1 : 0, requests[i]!.keyIds.length, ...requests[i]!.keyIds);
-      calls.push({ script: ACQUIRE, cfgKey: this.cfgKey(poolId), args });
-    }
-    const replies = await this.run(calls);
-    const decisions: AcquireDecision[] = new Array(requests.length);
-    let g = 0;
-    for (const indexes of groups.values()) {
-      const reply = replies[g++] as string[];
-      indexes.forEach((requestIndex, j) => {
-        const answer = reply[j]!;
-        if (answer.startsWith('+')) {
-          // "+<admissionId>|<holdId>|<keyId>": both ids are digits, so the first two bars end them whatever the key id holds.
-          const bar = answer.indexOf('|');
-          const holdBar = answer.indexOf('|', bar + 1);
-          const holdId = answer.slice(bar + 1, holdBar);
-          const keyId = answer.slice(holdBar + 1);
-          const admissionId = answer.slice(1, bar);
-          decisions[requestIndex] = holdId === '' ? { granted: true, keyId, admissionId } : { granted: true, keyId, admissionId, holdId };
-        } else {
-          decisions[requestIndex] = { granted: false, retryAfterMs: answer === '' ? undefined : Number(answer.slice(1)) };
-        }
-      });
-    }
-    return decisions;
+    const answers = await this.perPool(
+      ACQUIRE,
+      requests,
+      nowMs,
+      (poolId) => [this.choiceOf(poolId), holdTtlMs],
+      (request) => [request.tokens ?? 0, request.high === true ? 1 : 0, request.keyIds.length, ...request.keyIds],
+    );
+    return answers.map((answer): AcquireDecision => {
+      if (!answer.startsWith('+')) return { granted: false, retryAfterMs: answer === '' ? undefined : Number(answer.slice(1)) };
+      // "+<admissionId>|<holdId>|<keyId>": both ids are digits, so the first two bars end them whatever the key id holds.
+      const bar = answer.indexOf('|');
+      const holdBar = answer.indexOf('|', bar + 1);
+      const holdId = answer.slice(bar + 1, holdBar);
+      const keyId = answer.slice(holdBar + 1);
+      const admissionId = answer.slice(1, bar);
+      return holdId === '' ? { granted: true, keyId, admissionId } : { granted: true, keyId, admissionId, holdId };
+    });
   }
 
   async lease(requests: readonly LeaseCandidates[], nowMs: number, holdMs: number, returns: readonly LeaseReturn[] = []): Promise<LeaseDecision[]> {
@@ -227,17 +216,7 @@ export class RedisLimiterStore implements LimiterStore {
   }
 
   async settle(settlements: readonly Settlement[], nowMs: number): Promise<void> {
-    const groups = groupByPool(settlements);
-    const calls: Call[] = [];
-    for (const [poolId, indexes] of groups) {
-      const args: Arg[] = this.header(poolId, nowMs);
-      for (const i of indexes) {
-        const s = settlements[i]!;
-        args.push(s.keyId, s.admissionId, s.usedTokens - s.reservedTokens);
-      }
-      calls.push({ script: SETTLE, cfgKey: this.cfgKey(poolId), args });
-    }
-    await this.run(calls);
+    await this.perPool(SETTLE, settlements, nowMs, () => [], (s) => [s.keyId, s.admissionId, s.usedTokens - s.reservedTokens]);
   }
 
   async release(holds: readonly HoldRef[], nowMs: number): Promise<void> {
@@ -248,23 +227,39 @@ export class RedisLimiterStore implements LimiterStore {
     return this.changeHolds('renew', holds, nowMs, holdTtlMs);
   }
 
-  /** One HOLDS script per pool, all in one round trip; per hold, whether it was still in flight. */
+  /** Per hold, whether it was still in flight. */
   private async changeHolds(op: 'release' | 'renew', holds: readonly HoldRef[], nowMs: number, holdTtlMs: number): Promise<boolean[]> {
-    const groups = groupByPool(holds);
+    const answers = await this.perPool(HOLDS, holds, nowMs, () => [op, holdTtlMs], (hold) => [hold.keyId, hold.holdId]);
+    return answers.map((answer) => answer === '1');
+  }
+
+  /**
+   * One `script` call per pool of `items` (its header, then `head`, then
+   * each item's args in order), all in one round trip; each item's answer
+   * from its pool's reply, in the items' order.
+   */
+  private async perPool<T extends { readonly poolId: string }>(
+    script: Script,
+    items: readonly T[],
+    nowMs: number,
+    head: (poolId: string) => Arg[],
+    argsOf: (item: T) => Arg[],
+  ): Promise<string[]> {
+    const groups = groupByPool(items);
     const calls: Call[] = [];
     for (const [poolId, indexes] of groups) {
-      const args: Arg[] = [...this.header(poolId, nowMs), op, holdTtlMs];
-      for (const i of indexes) args.push(holds[i]!.keyId, holds[i]!.holdId);
-      calls.push({ script: HOLDS, cfgKey: this.cfgKey(poolId), args });
+      const args: Arg[] = [...this.header(poolId, nowMs), ...head(poolId)];
+      for (const i of indexes) args.push(...argsOf(items[i]!));
+      calls.push({ script, cfgKey: this.cfgKey(poolId), args });
     }
     const replies = await this.run(calls);
-    const held: boolean[] = new Array(holds.length);
+    const answers: string[] = new Array(items.length);
     let g = 0;
     for (const indexes of groups.values()) {
-      const reply = replies[g++] as string[];
-      indexes.forEach((holdIndex, j) => (held[holdIndex] = reply[j] === '1'));
+      const reply = (replies[g++] ?? []) as string[];
+      indexes.forEach((itemIndex, j) => (answers[itemIndex] = reply[j]!));
     }
-    return held;
+    return answers;
   }
 
   async learn(ref: KeyRef, observed: ObservedLimits, nowMs: number): Promise<KeyConditionState | undefined> {
