@@ -2,6 +2,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ConcurrencyHoldSchema, LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import type { RpcClient } from '@keymesh/rpc';
 import type { Logger } from '@keymesh/telemetry';
+import type { CancelSignal } from '../routing/cancellation';
 
 type HoldMessage = MessageInitShape<typeof ConcurrencyHoldSchema>;
 
@@ -15,7 +16,7 @@ export interface HeldSlot {
   renewAtMs: number;
   /** The request's abort listener, removed once the hold is released. */
   readonly onAbort: () => void;
-  readonly signal: AbortSignal;
+  readonly signal: CancelSignal;
 }
 
 const MAX_BATCH = 512;
@@ -58,7 +59,7 @@ export class HoldKeeper {
    * (the caller left, the deadline passed): then it is released at once.
    * undefined when the request is already over, its hold given back.
    */
-  hold(poolId: string, keyId: string, holdId: string, ttlMs: number, signal: AbortSignal): HeldSlot | undefined {
+  hold(poolId: string, keyId: string, holdId: string, ttlMs: number, signal: CancelSignal): HeldSlot | undefined {
     if (signal.aborted) {
       this.queue({ poolId, keyId, holdId });
       return undefined;

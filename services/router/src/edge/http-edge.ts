@@ -17,6 +17,7 @@ import type { RouteTable } from '../routing/route-table';
 import { METRICS_CONTENT_TYPE, type RequestCounter } from '../metrics/metrics';
 import { SseDataReader } from './sse';
 import { parseTimeoutHeader } from './timeout';
+import { RequestCancellation, type CancelSignal } from '../routing/cancellation';
 
 export interface HttpEdgeDeps {
   table: () => RouteTable;
@@ -285,9 +286,9 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
   function scopeFor(req: IncomingMessage, exchange: Exchange, tenantId: string, route: RequestScope['route']): RequestScope {
     const timeoutMs = parseTimeoutHeader(req.headers['x-keymesh-timeout']) ?? route.timeoutMs;
     const priority = priorityFromHeader(req.headers[PRIORITY_HEADER]);
-    const controller = new AbortController();
+    const cancellation = new RequestCancellation();
     const timer = setTimeout(
-      () => controller.abort(new KeymeshError({ code: Code.DeadlineExceeded, reason: Reason.DEADLINE_EXCEEDED, message: `the request did not finish within ${timeoutMs} ms` })),
+      () => cancellation.abort(new KeymeshError({ code: Code.DeadlineExceeded, reason: Reason.DEADLINE_EXCEEDED, message: `the request did not finish within ${timeoutMs} ms` })),
       timeoutMs,
     );
     // The caller hanging up cancels the provider call and frees its key and bulkhead slot at once.
@@ -295,7 +296,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       clearTimeout(timer);
       exchange.releaseSlot?.();
       if (!exchange.res.writableFinished) {
-        controller.abort(new KeymeshError({ code: Code.Cancelled, reason: Reason.CANCELLED, message: 'the client closed the connection' }));
+        cancellation.abort(new KeymeshError({ code: Code.Cancelled, reason: Reason.CANCELLED, message: 'the client closed the connection' }));
       }
     });
     const routeSpan = tracer.startSpan(
@@ -309,7 +310,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
       tenantId,
       route,
       deadlineMs: Date.now() + timeoutMs,
-      signal: controller.signal,
+      signal: cancellation,
       priority,
       traceContext: trace.setSpan(exchange.ctx, routeSpan),
       tokens: new RequestTokens(),
@@ -484,7 +485,7 @@ function sendText(res: ServerResponse, status: number, text: string, contentType
   res.end(text);
 }
 
-function waitForDrain(res: ServerResponse, signal: AbortSignal): Promise<void> {
+function waitForDrain(res: ServerResponse, signal: CancelSignal): Promise<void> {
   return new Promise((resolve) => {
     const done = (): void => {
       res.off('drain', done);

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Code, KeymeshError } from '@keymesh/errors';
 import { GuardReason } from './concurrency';
+import type { CancelSignal } from '../routing/cancellation';
 
 /** What a replay sends again: only successful answers are remembered. */
 export interface StoredResponse {
@@ -30,7 +31,7 @@ export interface IdempotencyStore {
    * if it succeeded, else a fresh claim. Rejects with `signal.reason` if the
    * caller goes away while waiting.
    */
-  claim(key: string, bodySha256: string, ttlMs: number, signal: AbortSignal): Promise<IdempotencyClaim>;
+  claim(key: string, bodySha256: string, ttlMs: number, signal: CancelSignal): Promise<IdempotencyClaim>;
   close(): Promise<void>;
 }
 
@@ -63,7 +64,7 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     return this.entries.size;
   }
 
-  async claim(key: string, bodySha256: string, ttlMs: number, signal: AbortSignal): Promise<IdempotencyClaim> {
+  async claim(key: string, bodySha256: string, ttlMs: number, signal: CancelSignal): Promise<IdempotencyClaim> {
     for (;;) {
       signal.throwIfAborted();
       let entry = this.entries.get(key);
@@ -135,7 +136,7 @@ export function idempotencyKeyMismatch(): KeymeshError {
   });
 }
 
-function settledOrAborted(settled: Promise<void>, signal: AbortSignal): Promise<void> {
+function settledOrAborted(settled: Promise<void>, signal: CancelSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     const onAbort = (): void => reject(signal.reason);
     signal.addEventListener('abort', onAbort, { once: true });

@@ -1,5 +1,6 @@
 import { Pool, type Dispatcher } from 'undici';
 import type { IncomingHttpHeaders } from 'node:http';
+import type { CancelSignal } from '../routing/cancellation';
 
 /** A provider's whole answer, read into memory. */
 export interface UpstreamAnswer {
@@ -42,7 +43,7 @@ export class Upstream {
    * Readable stream and its consumer: on the gateway's hot path that
    * machinery cost more than the rest of the provider call.
    */
-  fetch(path: string, headers: Record<string, string>, body: string | Buffer, signal: AbortSignal): Promise<UpstreamAnswer> {
+  fetch(path: string, headers: Record<string, string>, body: string | Buffer, signal: CancelSignal): Promise<UpstreamAnswer> {
     return new Promise((resolve, reject) => {
       this.pool.dispatch({ method: 'POST', path: this.basePath + path, headers, body }, new AnswerReader(signal, resolve, reject));
     });
@@ -63,7 +64,7 @@ class AnswerReader implements Dispatcher.DispatchHandler {
   private readonly onAbort = (): void => this.controller?.abort(this.signal.reason as Error);
 
   constructor(
-    private readonly signal: AbortSignal,
+    private readonly signal: CancelSignal,
     private readonly resolve: (answer: UpstreamAnswer) => void,
     private readonly reject: (err: Error) => void,
   ) {}

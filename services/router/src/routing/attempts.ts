@@ -4,6 +4,7 @@ import { attr } from '@keymesh/telemetry';
 import type { LimitSnapshot } from '../providers';
 import type { UpstreamAnswer } from '../providers/upstream';
 import type { Attempt, AttemptResult } from './dispatcher';
+import { toAbortSignal } from './cancellation';
 
 export interface JsonResult<T> {
   /** The provider's bytes, sent to HTTP callers as they are. */
@@ -98,7 +99,7 @@ export function chatStreamAttempt(req: OpenAiChatRequest, rawBody: Buffer | unde
  * the request's own signal (caller gone, deadline) ends it.
  */
 function headersSignal(a: Attempt): { signal: AbortSignal; started(): void } {
-  if (a.signal === a.requestSignal) return { signal: a.signal, started: () => {} };
+  if (a.signal === a.requestSignal) return { signal: toAbortSignal(a.signal), started: () => {} };
   const controller = new AbortController();
   const onAttempt = (): void => controller.abort(a.signal.reason);
   const onRequest = (): void => controller.abort(a.requestSignal.reason);

@@ -17,6 +17,7 @@ import type { LimitSnapshot, ProviderFailure } from '../providers';
 import { BreakerBoard, Permit, type CircuitBreaker } from '../resilience';
 import type { ProviderBinding, RouteTable } from './route-table';
 import { orderTargets, TargetBoard } from './strategy';
+import { toAbortSignal, type CancelSignal } from './cancellation';
 
 /** One client request as the dispatcher sees it. */
 export interface RequestScope {
@@ -25,7 +26,7 @@ export interface RequestScope {
   readonly route: PolicyRoute;
   readonly deadlineMs: number;
   /** Aborted when the caller goes away or the deadline passes. */
-  readonly signal: AbortSignal;
+  readonly signal: CancelSignal;
   /** Who waits first when every key is momentarily full; 'normal' when not given. */
   readonly priority?: RequestPriority;
   /** The request's route span: the parent of everything done for it. */
@@ -47,9 +48,9 @@ export interface Attempt {
   readonly secret: string;
   /** 1-based. */
   readonly number: number;
-  readonly signal: AbortSignal;
+  readonly signal: CancelSignal;
   /** The request's own signal (caller gone, deadline), without the provider's per-attempt timeout. */
-  readonly requestSignal: AbortSignal;
+  readonly requestSignal: CancelSignal;
   readonly span: Span;
 }
 
@@ -137,7 +138,7 @@ const DEGRADABLE_REASONS = new Set<string>([
   Reason.DEADLINE_EXCEEDED,
 ]);
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+function sleep(ms: number, signal: CancelSignal): Promise<void> {
   return new Promise((resolve) => {
     const done = (): void => {
       clearTimeout(timer);
@@ -155,9 +156,9 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
  * one attempt rather than the whole deadline. The extra timer is only made
  * when it can matter.
  */
-function attemptSignal(scope: RequestScope, providerTimeoutMs: number): AbortSignal {
+function attemptSignal(scope: RequestScope, providerTimeoutMs: number): CancelSignal {
   if (Date.now() + providerTimeoutMs >= scope.deadlineMs) return scope.signal;
-  return AbortSignal.any([scope.signal, AbortSignal.timeout(providerTimeoutMs)]);
+  return AbortSignal.any([toAbortSignal(scope.signal), AbortSignal.timeout(providerTimeoutMs)]);
 }
 
 /**

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import Redis from 'ioredis';
 import type { Logger } from '@keymesh/telemetry';
 import type { IdempotencyClaim, IdempotencyStore, StoredResponse } from '../guards/idempotency';
+import type { CancelSignal } from '../routing/cancellation';
 
 export interface RedisIdempotencyStoreOptions {
   /** A client the store uses and leaves open (tests), or a URL for a connection the store owns. */
@@ -96,7 +97,7 @@ export class RedisIdempotencyStore implements IdempotencyStore {
     return this.root + createHash('sha256').update(key).digest('hex');
   }
 
-  async claim(key: string, bodySha256: string, ttlMs: number, signal: AbortSignal): Promise<IdempotencyClaim> {
+  async claim(key: string, bodySha256: string, ttlMs: number, signal: CancelSignal): Promise<IdempotencyClaim> {
     const redisKey = this.redisKey(key);
     const pending = JSON.stringify({ s: 'p', b: bodySha256, o: randomBytes(12).toString('base64url') } satisfies StoredRecord);
     let pollMs = FIRST_POLL_MS;
@@ -179,7 +180,7 @@ function parseRecord(text: string): StoredRecord | undefined {
 }
 
 /** Waits before looking at another replica's pending marker again; the caller leaving ends it early. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
+function pause(ms: number, signal: CancelSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     const onAbort = (): void => {
       clearTimeout(timer);

@@ -1,0 +1,116 @@
+import assert from 'node:assert/strict';
+import { RequestCancellation, toAbortSignal, type CancelSignal } from './cancellation';
+
+describe('RequestCancellation', () => {
+  it('calls each listener once with the reason already set, and later aborts change nothing', () => {
+    const cancellation = new RequestCancellation();
+    const seen: unknown[] = [];
+    cancellation.addEventListener('abort', () => seen.push(['a', cancellation.reason]), { once: true });
+    cancellation.addEventListener('abort', () => seen.push(['b', cancellation.reason]));
+    assert.equal(cancellation.aborted, false);
+    cancellation.throwIfAborted();
+
+    const first = new Error('deadline');
+    cancellation.abort(first);
+    cancellation.abort(new Error('second'));
+
+    assert.deepEqual(seen, [['a', first], ['b', first]]);
+    assert.equal(cancellation.aborted, true);
+    assert.equal(cancellation.reason, first);
+    assert.throws(() => cancellation.throwIfAborted(), (err) => err === first);
+  });
+
+  it('does not call a removed listener, nor one added after the end', () => {
+    const cancellation = new RequestCancellation();
+    let calls = 0;
+    const counted = (): void => {
+      calls++;
+    };
+    cancellation.addEventListener('abort', counted);
+    cancellation.removeEventListener('abort', counted);
+    cancellation.removeEventListener('abort', counted);
+    cancellation.abort('gone');
+    cancellation.addEventListener('abort', counted);
+    assert.equal(calls, 0);
+  });
+
+  it('removes one registration of a listener added twice', () => {
+    const cancellation = new RequestCancellation();
+    let calls = 0;
+    const counted = (): void => {
+      calls++;
+    };
+    cancellation.addEventListener('abort', counted);
+    cancellation.addEventListener('abort', counted);
+    cancellation.removeEventListener('abort', counted);
+    cancellation.abort('gone');
+    assert.equal(calls, 1);
+  });
+
+  it('runs every listener when one throws, and reports the error asynchronously', async () => {
+    const cancellation = new RequestCancellation();
+    const failure = new Error('listener failed');
+    let later = false;
+    cancellation.addEventListener('abort', () => {
+      throw failure;
+    });
+    cancellation.addEventListener('abort', () => {
+      later = true;
+    });
+    const reported = new Promise<unknown>((resolve) => {
+      const listeners = process.listeners('uncaughtException');
+      process.removeAllListeners('uncaughtException');
+      process.once('uncaughtException', (err) => {
+        for (const l of listeners) process.on('uncaughtException', l);
+        resolve(err);
+      });
+    });
+    cancellation.abort('gone');
+    assert.equal(later, true);
+    assert.equal(await reported, failure);
+  });
+
+  it('makes its AbortSignal on first use, following an abort before or after', () => {
+    const before = new RequestCancellation();
+    before.abort('early');
+    assert.equal(before.signal.aborted, true);
+    assert.equal(before.signal.reason, 'early');
+
+    const after = new RequestCancellation();
+    const signal = after.signal;
+    assert.equal(after.signal, signal, 'one signal per cancellation');
+    let heard: unknown;
+    signal.addEventListener('abort', () => (heard = signal.reason));
+    after.abort('late');
+    assert.equal(heard, 'late');
+  });
+});
+
+describe('toAbortSignal', () => {
+  it('passes an AbortSignal through and gives a RequestCancellation its own', () => {
+    const controller = new AbortController();
+    assert.equal(toAbortSignal(controller.signal), controller.signal);
+    const cancellation = new RequestCancellation();
+    assert.equal(toAbortSignal(cancellation), cancellation.signal);
+  });
+
+  it('follows any other CancelSignal', () => {
+    const inner = new RequestCancellation();
+    const other: CancelSignal = {
+      get aborted() {
+        return inner.aborted;
+      },
+      get reason() {
+        return inner.reason;
+      },
+      throwIfAborted: () => inner.throwIfAborted(),
+      addEventListener: (type, listener) => inner.addEventListener(type, listener),
+      removeEventListener: (type, listener) => inner.removeEventListener(type, listener),
+    };
+    const signal = toAbortSignal(other);
+    assert.equal(signal.aborted, false);
+    inner.abort('stop');
+    assert.equal(signal.aborted, true);
+    assert.equal(signal.reason, 'stop');
+  });
+});
