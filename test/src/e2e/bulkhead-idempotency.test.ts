@@ -105,6 +105,11 @@ describe('Idempotency-Key at the HTTP edge', function () {
     assert.equal(replays.length, 1);
     assert.equal(replays[0]!.headers.get('content-type'), 'application/json');
     assert.notEqual(a.headers.get('x-keymesh-request-id'), b.headers.get('x-keymesh-request-id'));
+    // The replay says how the first answer was served, once per header.
+    const original = replays[0] === a ? b : a;
+    for (const name of ['x-keymesh-provider', 'x-keymesh-model', 'x-keymesh-key-id', 'content-length']) {
+      assert.equal(replays[0]!.headers.get(name), original.headers.get(name), name);
+    }
 
     // A later retry is answered from memory too.
     const retry = await chat(t, 'gpt-4o-mini', 'charge once', key);
