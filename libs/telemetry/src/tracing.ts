@@ -3,13 +3,8 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import {
-  BasicTracerProvider,
-  BatchSpanProcessor,
-  SimpleSpanProcessor,
-  type SpanExporter,
-  type SpanProcessor,
-} from '@opentelemetry/sdk-trace-base';
+import { BatchSpanProcessor, SimpleSpanProcessor, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { LeanTracer } from './lean-tracer';
 
 export interface TelemetryOptions {
   /** Spans go here synchronously (tests); otherwise OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set. */
@@ -52,30 +47,33 @@ function otlpEndpointConfigured(): boolean {
   return Boolean(process.env.OTEL_EXPORTER_OTLP_ENDPOINT || process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
 }
 
+/** Where spans go when nothing exports them: they are still made and recorded, as the SDK's are. */
+const DISCARD: SpanProcessor = {
+  onStart: () => undefined,
+  onEnd: () => undefined,
+  forceFlush: () => Promise.resolve(),
+  shutdown: () => Promise.resolve(),
+};
+
 /**
- * Tracing for one keymesh service. Each service gets its own provider so its
- * spans carry its own service.name even when `keymesh up` runs several
- * services in one process. Spans are always recorded (the default
- * parent-based, always-on sampler); they are exported over OTLP/HTTP when
- * OTEL_EXPORTER_OTLP_ENDPOINT is set.
+ * Tracing for one keymesh service. Each service gets its own tracer and
+ * resource so its spans carry its own service.name even when `keymesh up`
+ * runs several services in one process. Spans are always recorded (the
+ * default parent-based, always-on sampler); they are exported over OTLP/HTTP
+ * when OTEL_EXPORTER_OTLP_ENDPOINT is set. The tracer is keymesh's LeanTracer
+ * feeding the SDK's span processors and exporters (see lean-tracer.ts).
  */
 export function createTelemetry(serviceName: string, options: TelemetryOptions = {}): Telemetry {
   installGlobals();
-  const spanProcessors: SpanProcessor[] = [];
-  if (options.exporter) {
-    spanProcessors.push(new SimpleSpanProcessor(options.exporter));
-  } else if (otlpEndpointConfigured()) {
-    spanProcessors.push(new BatchSpanProcessor(new OTLPTraceExporter()));
-  }
-  const provider = new BasicTracerProvider({
-    resource: resourceFromAttributes({ 'service.name': serviceName, 'service.namespace': 'keymesh' }),
-    spanProcessors,
-  });
+  let processor = DISCARD;
+  if (options.exporter) processor = new SimpleSpanProcessor(options.exporter);
+  else if (otlpEndpointConfigured()) processor = new BatchSpanProcessor(new OTLPTraceExporter());
+  const resource = resourceFromAttributes({ 'service.name': serviceName, 'service.namespace': 'keymesh' });
   return {
     serviceName,
-    tracer: provider.getTracer(`keymesh.${serviceName}`),
-    flush: () => provider.forceFlush(),
-    shutdown: () => provider.shutdown(),
+    tracer: new LeanTracer(resource, { name: `keymesh.${serviceName}` }, processor),
+    flush: () => processor.forceFlush(),
+    shutdown: () => processor.shutdown(),
   };
 }
 
