@@ -84,23 +84,26 @@ function addMillis(time: HrTime, ms: number): HrTime {
   return [seconds, nanos];
 }
 
-/** Attribute values the SDK would keep; arrays are copied so a caller's later change does not show. */
-function copyAttributes(from: Attributes | undefined, into: Attributes, limit: number): number {
+/**
+ * An event's or link's attributes as the SDK keeps them: valid values only,
+ * at most 128, arrays copied so a caller's later change does not show.
+ */
+function keptAttributes(from: Attributes | undefined): { attributes: Attributes; count: number; dropped: number } {
+  const attributes: Attributes = {};
+  let count = 0;
   let dropped = 0;
-  if (from === undefined) return dropped;
-  let count = Object.keys(into).length;
   for (const key in from) {
     if (!Object.prototype.hasOwnProperty.call(from, key)) continue;
     const value = from[key];
     if (value == null || key.length === 0 || !isAttributeValue(value)) continue;
-    if (count >= limit && !(key in into)) {
+    if (count >= MAX_ATTRIBUTES) {
       dropped++;
       continue;
     }
-    if (!(key in into)) count++;
-    into[key] = Array.isArray(value) ? (value.slice() as AttributeValue) : value;
+    count++;
+    attributes[key] = Array.isArray(value) ? (value.slice() as AttributeValue) : value;
   }
-  return dropped;
+  return { attributes, count, dropped };
 }
 
 /**
@@ -137,11 +140,8 @@ export class LeanSpan implements Span, ReadableSpan {
   ) {
     this.startPerfMs = otperformance.now();
     this.startTime = toHrTime(options.startTime, this.startPerfMs, undefined);
-    if (options.links !== undefined) for (const link of options.links) this.addLink(link);
-    if (options.attributes !== undefined) {
-      this.droppedAttributesCount += copyAttributes(options.attributes, this.attributes, MAX_ATTRIBUTES);
-      this.attributeCount = Object.keys(this.attributes).length;
-    }
+    if (options.links !== undefined) this.addLinks(options.links);
+    if (options.attributes !== undefined) this.setAttributes(options.attributes);
     processor.onStart(this, parent);
   }
 
@@ -188,9 +188,8 @@ export class LeanSpan implements Span, ReadableSpan {
       this.events.shift();
       this.droppedEventsCount++;
     }
-    const copied: Attributes = {};
-    const droppedAttributesCount = copyAttributes(attributes, copied, MAX_ATTRIBUTES);
-    this.events.push({ name, attributes: copied, time: toHrTime(timeStamp, this.startPerfMs, this.startTime), droppedAttributesCount });
+    const kept = keptAttributes(attributes);
+    this.events.push({ name, attributes: kept.attributes, time: toHrTime(timeStamp, this.startPerfMs, this.startTime), droppedAttributesCount: kept.dropped });
     return this;
   }
 
@@ -202,10 +201,9 @@ export class LeanSpan implements Span, ReadableSpan {
     }
     const kept: Link = { context: link.context };
     if (link.attributes !== undefined) {
-      const attributes: Attributes = {};
-      const droppedAttributesCount = copyAttributes(link.attributes, attributes, MAX_ATTRIBUTES);
-      if (Object.keys(attributes).length > 0) kept.attributes = attributes;
-      if (droppedAttributesCount > 0) kept.droppedAttributesCount = droppedAttributesCount;
+      const { attributes, count, dropped } = keptAttributes(link.attributes);
+      if (count > 0) kept.attributes = attributes;
+      if (dropped > 0) kept.droppedAttributesCount = dropped;
     }
     this.links.push(kept);
     return this;
