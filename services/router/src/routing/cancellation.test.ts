@@ -1,6 +1,17 @@
 import assert from 'node:assert/strict';
 import { RequestCancellation, toAbortSignal, type CancelSignal } from './cancellation';
 
+/** A listener that counts its calls. */
+function counter(): { listener: () => void; readonly calls: number } {
+  const counted = {
+    calls: 0,
+    listener: (): void => {
+      counted.calls++;
+    },
+  };
+  return counted;
+}
+
 describe('RequestCancellation', () => {
   it('calls each listener once with the reason already set, and later aborts change nothing', () => {
     const cancellation = new RequestCancellation();
@@ -22,29 +33,23 @@ describe('RequestCancellation', () => {
 
   it('does not call a removed listener, nor one added after the end', () => {
     const cancellation = new RequestCancellation();
-    let calls = 0;
-    const counted = (): void => {
-      calls++;
-    };
-    cancellation.addEventListener('abort', counted);
-    cancellation.removeEventListener('abort', counted);
-    cancellation.removeEventListener('abort', counted);
+    const counted = counter();
+    cancellation.addEventListener('abort', counted.listener);
+    cancellation.removeEventListener('abort', counted.listener);
+    cancellation.removeEventListener('abort', counted.listener);
     cancellation.abort('gone');
-    cancellation.addEventListener('abort', counted);
-    assert.equal(calls, 0);
+    cancellation.addEventListener('abort', counted.listener);
+    assert.equal(counted.calls, 0);
   });
 
   it('removes one registration of a listener added twice', () => {
     const cancellation = new RequestCancellation();
-    let calls = 0;
-    const counted = (): void => {
-      calls++;
-    };
-    cancellation.addEventListener('abort', counted);
-    cancellation.addEventListener('abort', counted);
-    cancellation.removeEventListener('abort', counted);
+    const counted = counter();
+    cancellation.addEventListener('abort', counted.listener);
+    cancellation.addEventListener('abort', counted.listener);
+    cancellation.removeEventListener('abort', counted.listener);
     cancellation.abort('gone');
-    assert.equal(calls, 1);
+    assert.equal(counted.calls, 1);
   });
 
   it('runs every listener when one throws, and reports the error asynchronously', async () => {
