@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { RequestCancellation, toAbortSignal, type CancelSignal } from './cancellation';
+import { AttemptCancellation, RequestCancellation, toAbortSignal, type CancelSignal } from './cancellation';
 
 /** A listener that counts its calls. */
 function counter(): { listener: () => void; readonly calls: number } {
@@ -88,6 +88,40 @@ describe('RequestCancellation', () => {
     signal.addEventListener('abort', () => (heard = signal.reason));
     after.abort('late');
     assert.equal(heard, 'late');
+  });
+});
+
+describe('AttemptCancellation', () => {
+  it("ends with a TimeoutError at the provider's timeout", async () => {
+    const request = new RequestCancellation();
+    const attempt = new AttemptCancellation(request, 20);
+    assert.equal(attempt.aborted, false);
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    assert.equal(attempt.aborted, true);
+    assert.equal((attempt.reason as Error).name, 'TimeoutError');
+    assert.equal(request.aborted, false, 'the request itself goes on (another key, another target)');
+    attempt.end();
+  });
+
+  it('ends with the request, and with its reason; at once when the request already ended', () => {
+    const request = new RequestCancellation();
+    const attempt = new AttemptCancellation(request, 60_000);
+    request.abort('caller gone');
+    assert.equal(attempt.reason, 'caller gone');
+    attempt.end();
+
+    const late = new AttemptCancellation(request, 60_000);
+    assert.equal(late.reason, 'caller gone');
+    late.end();
+  });
+
+  it('after end(), neither the timer nor the request ends it', async () => {
+    const request = new RequestCancellation();
+    const attempt = new AttemptCancellation(request, 20);
+    attempt.end();
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    request.abort('caller gone');
+    assert.equal(attempt.aborted, false);
   });
 });
 

@@ -74,6 +74,34 @@ export class RequestCancellation implements CancelSignal {
   }
 }
 
+/**
+ * One provider attempt's cancellation: its request's, or the provider's
+ * per-attempt timeout (a TimeoutError, as AbortSignal.timeout gives),
+ * whichever comes first. `end()` once the attempt is over clears the timer
+ * and the listener on the request, where AbortSignal.any plus
+ * AbortSignal.timeout left a live timer per attempt until the timeout.
+ */
+export class AttemptCancellation extends RequestCancellation {
+  private readonly timer: NodeJS.Timeout;
+  private readonly onRequestEnd = (): void => this.abort(this.request.reason);
+
+  constructor(
+    private readonly request: CancelSignal,
+    timeoutMs: number,
+  ) {
+    super();
+    this.timer = setTimeout(() => this.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')), timeoutMs);
+    this.timer.unref();
+    if (request.aborted) this.onRequestEnd();
+    else request.addEventListener('abort', this.onRequestEnd, { once: true });
+  }
+
+  end(): void {
+    clearTimeout(this.timer);
+    this.request.removeEventListener('abort', this.onRequestEnd);
+  }
+}
+
 /** The AbortSignal for APIs that need a real one (undici's `request`, AbortSignal.any). */
 export function toAbortSignal(signal: CancelSignal): AbortSignal {
   if (signal instanceof AbortSignal) return signal;

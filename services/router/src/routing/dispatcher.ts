@@ -17,7 +17,7 @@ import type { LimitSnapshot, ProviderFailure } from '../providers';
 import { BreakerBoard, Permit, type CircuitBreaker } from '../resilience';
 import type { ProviderBinding, RouteTable } from './route-table';
 import { orderTargets, TargetBoard } from './strategy';
-import { toAbortSignal, type CancelSignal } from './cancellation';
+import { AttemptCancellation, type CancelSignal } from './cancellation';
 
 /** One client request as the dispatcher sees it. */
 export interface RequestScope {
@@ -158,7 +158,7 @@ function sleep(ms: number, signal: CancelSignal): Promise<void> {
  */
 function attemptSignal(scope: RequestScope, providerTimeoutMs: number): CancelSignal {
   if (Date.now() + providerTimeoutMs >= scope.deadlineMs) return scope.signal;
-  return AbortSignal.any([toAbortSignal(scope.signal), AbortSignal.timeout(providerTimeoutMs)]);
+  return new AttemptCancellation(scope.signal, providerTimeoutMs);
 }
 
 /**
@@ -524,8 +524,9 @@ export class Dispatcher {
           const callStartedMs = Date.now();
           // Only answers and timeouts say how fast the target is; a quick refusal would flatter it.
           let ttfbMs: number | undefined;
+          const signal = attemptSignal(scope, provider.timeoutMs);
           try {
-            result = await attempt({ target, provider, keyId, secret, number: attempts, signal: attemptSignal(scope, provider.timeoutMs), requestSignal: scope.signal, span });
+            result = await attempt({ target, provider, keyId, secret, number: attempts, signal, requestSignal: scope.signal, span });
             if (result.ok) ttfbMs = Date.now() - callStartedMs;
           } catch (err) {
             span.setStatus({ code: SpanStatusCode.ERROR });
@@ -552,6 +553,7 @@ export class Dispatcher {
             };
             this.deps.logger.warn('provider call failed', { providerId: provider.id, timedOut, error: err as Error });
           } finally {
+            if (signal instanceof AttemptCancellation) signal.end();
             this.targets.ended(stats, ttfbMs);
           }
           const nowMs = Date.now();
