@@ -7,3 +7,4 @@ export { startOtlpReceiver, OtlpSpanKind } from './otlp';
 export type { OtlpReceiver, ReceivedSpan, AttributeValue } from './otlp';
 export { spawnNode } from './child';
 export type { ChildHandle, SpawnNodeOptions } from './child';
+export { servingAddress, edgePort } from './serving';

@@ -2,8 +2,9 @@ import { createServer } from 'node:net';
 
 /**
  * Asks the kernel for a free TCP port on `host` (default 127.0.0.1) and
- * releases it. Another process can still take it before you bind it, so
- * callers that spawn servers retry on "address in use".
+ * releases it. Another process can still take it before you bind it: for a
+ * process that binds later, start it on port 0 and read back what it bound
+ * (servingAddress, edgePort).
  */
 export function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -7,7 +7,7 @@ import { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import { RouterService } from '@keymesh/proto/router/v1/router';
 import { closeRpcClient, createRpcClient, type RpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
-import { freePort, redisForTests, spawnNode, waitFor, type ChildHandle, type ExternalServer } from '@keymesh/testing';
+import { edgePort, redisForTests, spawnNode, waitFor, type ChildHandle, type ExternalServer } from '@keymesh/testing';
 import { configYaml, limiterClient, secretOf, startTestMesh, VIRTUAL_KEY, type TestMesh, type TestMeshOptions } from './harness';
 
 const KEYMESH_BIN = resolve(__dirname, '../../../services/cli/bin/keymesh.js');
@@ -176,10 +176,9 @@ describe('per-key concurrency limits held across replicas', function () {
     it('keeps its slots until their holds expire, and frees them then', async function () {
       const configPath = join(dir, 'keymesh.yaml');
       await writeFile(configPath, configYaml(t.mock.url, options));
-      const edgePort = await freePort();
       up = spawnNode(KEYMESH_BIN, ['up', '--config', configPath], {
         env: {
-          KEYMESH_HTTP_PORT: String(edgePort),
+          KEYMESH_HTTP_PORT: '0',
           KEYMESH_GRPC_PORT: '0',
           NATS_URL: undefined,
           REDIS_URL: redis.url,
@@ -188,8 +187,7 @@ describe('per-key concurrency limits held across replicas', function () {
           KEYMESH_LOG_LEVEL: 'warn',
         },
       });
-      await up.waitForLine(/keymesh is up/, 30_000);
-      const otherBaseUrl = `http://127.0.0.1:${edgePort}/v1`;
+      const otherBaseUrl = `http://127.0.0.1:${await edgePort(up)}/v1`;
       await openStream(otherBaseUrl);
       await openStream(otherBaseUrl);
       assert.equal(await holdsInFlight(), 2, 'the other replica holds both slots, in the shared store');

@@ -8,7 +8,7 @@ import { startMockProvider, type MockProvider } from '@keymesh/mock-provider';
 import { LimiterService, type KeyState } from '@keymesh/proto/limiter/v1/limiter';
 import { closeRpcClient, createRpcClient, type RpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
-import { freePort, redisForTests, spawnNode, waitFor, type ChildHandle, type ExternalServer } from '@keymesh/testing';
+import { edgePort, redisForTests, spawnNode, waitFor, type ChildHandle, type ExternalServer } from '@keymesh/testing';
 
 const KEYMESH_BIN = resolve(__dirname, '../../../services/cli/bin/keymesh.js');
 const VIRTUAL_KEY = 'sk-keymesh-lease-replicas';
@@ -131,10 +131,9 @@ describe('capacity leases of three router replicas on one Redis', function () {
     const configPath = join(dir, 'keymesh.yaml');
     await writeFile(configPath, configOf(mock.url));
     for (let i = 0; i < 3; i++) {
-      const httpPort = await freePort();
       const child = spawnNode(KEYMESH_BIN, ['up', '--config', configPath], {
         env: {
-          KEYMESH_HTTP_PORT: String(httpPort),
+          KEYMESH_HTTP_PORT: '0',
           KEYMESH_GRPC_PORT: '0',
           NATS_URL: undefined,
           REDIS_URL: redis.url,
@@ -145,7 +144,7 @@ describe('capacity leases of three router replicas on one Redis', function () {
       });
       // Registered before it is up, so a failed start is still stopped.
       const limiterLine = child.waitForLine(/^\s*limiter\s+(127\.0\.0\.1:\d+)/, 60_000);
-      await child.waitForLine(/keymesh is up/, 60_000).catch((err: unknown) => {
+      const httpPort = await edgePort(child, 60_000).catch((err: unknown) => {
         void child.stop('SIGKILL', 1_000);
         throw err;
       });

@@ -7,7 +7,7 @@ import Redis from 'ioredis';
 import { AcquireOutcome, LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import { closeRpcClient, createRpcClient, type RpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
-import { freePort, natsForTests, redisForTests, spawnNode, type ChildHandle, type ExternalServer } from '@keymesh/testing';
+import { natsForTests, redisForTests, servingAddress, spawnNode, type ChildHandle, type ExternalServer } from '@keymesh/testing';
 
 const KEYMESH_BIN = resolve(__dirname, '../../../services/cli/bin/keymesh.js');
 const LIMIT = 20;
@@ -65,24 +65,20 @@ describe('three limiter processes on one Redis', function () {
     dir = await mkdtemp(join(tmpdir(), 'keymesh-replicas-'));
     const configPath = join(dir, 'keymesh.yaml');
     await writeFile(configPath, config);
-    const controlPort = await freePort();
-    const env = {
+    const env: Record<string, string> = {
       NATS_URL: nats.url,
       REDIS_URL: redis.url,
       KEYMESH_REDIS_PREFIX: prefix,
       KEYMESH_MASTER_KEY: randomBytes(32).toString('base64'),
-      KEYMESH_CONTROL_ADDR: `127.0.0.1:${controlPort}`,
       KEYMESH_LOG_LEVEL: 'warn',
     };
-    const control = spawnNode(KEYMESH_BIN, ['serve', 'control', '--port', String(controlPort), '--config', configPath], { env });
+    const control = spawnNode(KEYMESH_BIN, ['serve', 'control', '--port', '0', '--config', configPath], { env });
     children.push(control);
-    await control.waitForLine(/serving on/, 30_000);
+    env.KEYMESH_CONTROL_ADDR = await servingAddress(control, 'control');
     for (let i = 0; i < 3; i++) {
-      const port = await freePort();
-      const limiter = spawnNode(KEYMESH_BIN, ['serve', 'limiter', '--port', String(port)], { env });
+      const limiter = spawnNode(KEYMESH_BIN, ['serve', 'limiter', '--port', '0'], { env });
       children.push(limiter);
-      await limiter.waitForLine(/serving on/, 30_000);
-      clients.push(createRpcClient(LimiterService, `127.0.0.1:${port}`, { telemetry: createTelemetry('replica-test'), defaultTimeoutMs: 5_000 }));
+      clients.push(createRpcClient(LimiterService, await servingAddress(limiter, 'limiter'), { telemetry: createTelemetry('replica-test'), defaultTimeoutMs: 5_000 }));
     }
   });
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Redis from 'ioredis';
 import { startMockProvider, type MockProvider } from '@keymesh/mock-provider';
-import { freePort, natsForTests, redisForTests, spawnNode, startOtlpReceiver, type ChildHandle, type ExternalServer, type OtlpReceiver, type ReceivedSpan } from '@keymesh/testing';
+import { edgePort, natsForTests, redisForTests, servingAddress, spawnNode, startOtlpReceiver, type ChildHandle, type ExternalServer, type OtlpReceiver, type ReceivedSpan } from '@keymesh/testing';
 import { configYaml, secretOf, VIRTUAL_KEY } from './harness';
 
 /** Removes this test's keys from a Redis that others may share (never a flush). */
@@ -47,8 +47,8 @@ function hopsOfTrace(spans: ReceivedSpan[], traceId: string): Set<Hop> {
   return hops;
 }
 
-async function askCachedRoute(edgePort: number): Promise<void> {
-  const response = await fetch(`http://127.0.0.1:${edgePort}/v1/chat/completions`, {
+async function askCachedRoute(port: number): Promise<void> {
+  const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
     method: 'POST',
     headers: { authorization: `Bearer ${VIRTUAL_KEY}`, 'content-type': 'application/json' },
     body: JSON.stringify({ model: 'gpt-4o-mini-cached', messages: [{ role: 'user', content: `trace me ${Date.now()}` }] }),
@@ -105,13 +105,11 @@ describe('one trace covers edge → router → cache → limiter → key-vault �
   it('when every service runs in one process as `keymesh up` runs them', async function () {
     const configPath = join(dir, 'keymesh.yaml');
     await writeFile(configPath, configYaml(mock.url));
-    const edgePort = await freePort();
     const up = spawnNode(KEYMESH_BIN, ['up', '--config', configPath], {
-      env: { ...otelEnv(), KEYMESH_HTTP_PORT: String(edgePort), KEYMESH_GRPC_PORT: '0', NATS_URL: undefined, REDIS_URL: undefined },
+      env: { ...otelEnv(), KEYMESH_HTTP_PORT: '0', KEYMESH_GRPC_PORT: '0', NATS_URL: undefined, REDIS_URL: undefined },
     });
     children.push(up);
-    await up.waitForLine(/keymesh is up/, 30_000);
-    await askCachedRoute(edgePort);
+    await askCachedRoute(await edgePort(up));
     await assertOneTraceCoversThePath(receiver);
   });
 
@@ -122,10 +120,6 @@ describe('one trace covers edge → router → cache → limiter → key-vault �
     try {
       const configPath = join(dir, 'keymesh.yaml');
       await writeFile(configPath, configYaml(mock.url));
-      const names = ['control', 'keyvault', 'limiter', 'cache', 'analytics', 'router'] as const;
-      const ports: Record<string, number> = {};
-      for (const name of names) ports[name] = await freePort();
-      const edgePort = await freePort();
       const env: Record<string, string | undefined> = {
         ...otelEnv(),
         NATS_URL: nats.url,
@@ -134,16 +128,18 @@ describe('one trace covers edge → router → cache → limiter → key-vault �
         KEYMESH_REDIS_PREFIX: redisPrefix,
         KEYMESH_MASTER_KEY: randomBytes(32).toString('base64'),
         KEYMESH_ROUTER_TOKEN: randomBytes(16).toString('hex'),
-        KEYMESH_HTTP_PORT: String(edgePort),
+        KEYMESH_HTTP_PORT: '0',
       };
-      for (const name of names) env[`KEYMESH_${name.toUpperCase()}_ADDR`] = `127.0.0.1:${ports[name]}`;
-      for (const name of names) {
-        const args = ['serve', name, '--port', String(ports[name]), ...(name === 'control' ? ['--config', configPath] : [])];
-        const child = spawnNode(KEYMESH_BIN, args, { env });
+      // Each on port 0, in an order where a service's peers are already up: its address goes to those started after it.
+      let edge = 0;
+      for (const name of ['control', 'keyvault', 'limiter', 'cache', 'analytics', 'router'] as const) {
+        const args = ['serve', name, '--port', '0', ...(name === 'control' ? ['--config', configPath] : [])];
+        const child = spawnNode(KEYMESH_BIN, args, { env: { ...env } });
         children.push(child);
-        await child.waitForLine(new RegExp(`keymesh ${name} serving on`), 30_000);
+        env[`KEYMESH_${name.toUpperCase()}_ADDR`] = await servingAddress(child, name);
+        if (name === 'router') edge = await edgePort(child);
       }
-      await askCachedRoute(edgePort);
+      await askCachedRoute(edge);
       await assertOneTraceCoversThePath(receiver);
     } finally {
       await Promise.all(children.splice(0).map((c) => c.stop('SIGTERM', 5_000)));
