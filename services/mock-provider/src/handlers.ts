@@ -194,12 +194,13 @@ function answerStream(
     headers['content-type'] = 'text/event-stream';
     headers['cache-control'] = 'no-cache';
     res.writeHead(200, headers);
-    res.flushHeaders();
     const finish = (last: string): void => {
       if (cut) res.write(last, () => res.socket?.destroy());
       else res.end(last);
     };
+    // Headers, every event and the end in one write, as a fast provider's arrive together.
     if (delayMs === 0) return finish(frames.slice(0, frameCount).join(''));
+    res.flushHeaders();
 
     let next = 0;
     let timer: NodeJS.Timeout | undefined;
