@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Upstream } from './upstream';
+import { RequestCancellation } from '../routing/cancellation';
+import { Upstream, type UpstreamStream } from './upstream';
 
 describe('Upstream.fetch', () => {
   let server: Server;
@@ -100,5 +101,179 @@ describe('Upstream.fetch', () => {
     } finally {
       await nowhere.close();
     }
+  });
+});
+
+describe('Upstream.stream', () => {
+  let server: Server;
+  let upstream: Upstream;
+  let handler: (req: IncomingMessage, res: ServerResponse) => void;
+
+  before(async () => {
+    server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => handler(req, res));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    upstream = new Upstream(`http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`);
+  });
+
+  after(async () => {
+    await upstream.close();
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  const open = (untilHeaders = new RequestCancellation(), throughout = new RequestCancellation()) =>
+    upstream.stream('/chat/completions', { 'content-type': 'application/json' }, '{}', untilHeaders, throughout);
+
+  async function started(pending: ReturnType<typeof open>): Promise<UpstreamStream> {
+    const response = await pending;
+    assert.equal(response.kind, 'stream');
+    return response as UpstreamStream;
+  }
+
+  async function readAll(body: AsyncIterable<Buffer>): Promise<string> {
+    let text = '';
+    for await (const chunk of body) text += chunk.toString();
+    return text;
+  }
+
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  it("settles at a 200's headers and hands over the body as it arrives", async () => {
+    let sendRest!: () => void;
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'x-ratelimit-remaining-requests': '7' });
+      res.write('data: 1\n\n');
+      sendRest = () => res.end('data: 2\n\ndata: [DONE]\n\n');
+    };
+    const stream = await started(open());
+    assert.equal(stream.headers['x-ratelimit-remaining-requests'], '7');
+    const iterator = stream.body[Symbol.asyncIterator]();
+    assert.equal((await iterator.next()).value?.toString(), 'data: 1\n\n');
+    sendRest();
+    let rest = '';
+    for (let step = await iterator.next(); !step.done; step = await iterator.next()) rest += step.value.toString();
+    assert.equal(rest, 'data: 2\n\ndata: [DONE]\n\n');
+  });
+
+  it('answers any other status with the whole body, to classify', async () => {
+    handler = (_req, res) => {
+      res.writeHead(429, { 'retry-after': '2' });
+      res.write('{"error":');
+      setTimeout(() => res.end('{"message":"slow down"}}'), 5);
+    };
+    const response = await open();
+    assert.equal(response.kind, 'answer');
+    assert.equal(response.statusCode, 429);
+    assert.equal(response.headers['retry-after'], '2');
+    assert.deepEqual(JSON.parse((response as { body: Buffer }).body.toString()), { error: { message: 'slow down' } });
+  });
+
+  it("rejects with the attempt's reason while waiting for headers, and lets the stream outlast it once they came", async () => {
+    handler = () => undefined; // never answers
+    const attempt = new RequestCancellation();
+    const waiting = open(attempt);
+    await sleep(20);
+    const timeout = new Error('attempt timed out');
+    attempt.abort(timeout);
+    await assert.rejects(waiting, (err) => err === timeout);
+
+    handler = (_req, res) => {
+      res.writeHead(200);
+      res.write('a');
+      setTimeout(() => res.end('b'), 40);
+    };
+    const slowAttempt = new RequestCancellation();
+    const stream = await started(open(slowAttempt));
+    slowAttempt.abort(new Error('attempt timed out'));
+    assert.equal(await readAll(stream.body), 'ab');
+  });
+
+  it("fails the body with the request's reason when the request ends mid-stream, and hangs up", async () => {
+    let closed!: () => void;
+    const hungUp = new Promise<void>((resolve) => (closed = resolve));
+    handler = (_req, res) => {
+      res.writeHead(200);
+      res.write('first');
+      res.on('close', closed);
+    };
+    const request = new RequestCancellation();
+    const stream = await started(open(request, request));
+    const reading = readAll(stream.body);
+    await sleep(20);
+    const gone = new Error('caller gone');
+    request.abort(gone);
+    await assert.rejects(reading, (err) => err === gone);
+    await hungUp;
+  });
+
+  it('does not call at all when the request already ended', async () => {
+    let calls = 0;
+    handler = (_req, res) => {
+      calls++;
+      res.end();
+    };
+    const request = new RequestCancellation();
+    const gone = new Error('caller gone');
+    request.abort(gone);
+    await assert.rejects(open(new RequestCancellation(), request), (err) => err === gone);
+    assert.equal(calls, 0);
+  });
+
+  it('fails the body when the provider cuts the stream', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200);
+      res.write('data: 1\n\n');
+      setTimeout(() => res.socket?.destroy(), 10);
+    };
+    const stream = await started(open());
+    await assert.rejects(readAll(stream.body));
+  });
+
+  for (const how of ['abort()', 'a loop that breaks'] as const) {
+    it(`stops reading the provider on ${how}`, async () => {
+      let closed!: () => void;
+      const hungUp = new Promise<void>((resolve) => (closed = resolve));
+      handler = (_req, res) => {
+        res.writeHead(200);
+        res.write('first');
+        res.on('close', closed);
+      };
+      const stream = await started(open());
+      if (how === 'abort()') {
+        stream.abort();
+      } else {
+        for await (const chunk of stream.body) {
+          assert.equal(chunk.toString(), 'first');
+          break;
+        }
+      }
+      await hungUp;
+    });
+  }
+
+  it('pauses the provider while the consumer is behind, and delivers every byte once it reads', async () => {
+    const chunk = Buffer.alloc(64 * 1024, 120);
+    const total = 32 * 1024 * 1024; // more than loopback's socket buffers can hold
+    let written = 0;
+    handler = (_req, res) => {
+      res.writeHead(200);
+      const pump = (): void => {
+        while (written < total) {
+          written += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    };
+    const stream = await started(open());
+    await sleep(300);
+    assert.ok(written < total, `the provider wrote all ${total} bytes to a consumer that read none`);
+    let received = 0;
+    for await (const part of stream.body) received += part.length;
+    assert.equal(received, total);
   });
 });

@@ -4,9 +4,21 @@ import type { CancelSignal } from '../routing/cancellation';
 
 /** A provider's whole answer, read into memory. */
 export interface UpstreamAnswer {
+  readonly kind: 'answer';
   readonly statusCode: number;
   readonly headers: IncomingHttpHeaders;
   readonly body: Buffer;
+}
+
+/** A 200 whose body is still arriving. */
+export interface UpstreamStream {
+  readonly kind: 'stream';
+  readonly statusCode: 200;
+  readonly headers: IncomingHttpHeaders;
+  /** The body's chunks as they arrive; iterating it again continues where the last loop stopped. */
+  readonly body: AsyncIterable<Buffer>;
+  /** Stops reading the provider; a loop over the body ends. */
+  abort(): void;
 }
 
 /**
@@ -32,9 +44,17 @@ export class Upstream {
     });
   }
 
-  /** A POST whose answer is streamed to the caller as it arrives. */
-  request(path: string, headers: Record<string, string>, body: string | Buffer, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
-    return this.pool.request({ method: 'POST', path: this.basePath + path, headers, body, signal });
+  /**
+   * A POST whose answer is streamed to the caller as it arrives. It settles
+   * with the headers when the provider says 200, and with the whole answer
+   * otherwise. `untilHeaders` can end the call only while its headers are
+   * awaited (a provider's per-attempt timeout); `throughout` ends it at any
+   * point (caller gone, deadline), failing the body with its reason.
+   */
+  stream(path: string, headers: Record<string, string>, body: string | Buffer, untilHeaders: CancelSignal, throughout: CancelSignal): Promise<UpstreamStream | UpstreamAnswer> {
+    return new Promise((resolve, reject) => {
+      this.pool.dispatch({ method: 'POST', path: this.basePath + path, headers, body }, new StreamReader(untilHeaders, throughout, resolve, reject));
+    });
   }
 
   /**
@@ -88,11 +108,132 @@ class AnswerReader implements Dispatcher.DispatchHandler {
   onResponseEnd(): void {
     this.signal.removeEventListener('abort', this.onAbort);
     const body = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.size);
-    this.resolve({ statusCode: this.statusCode, headers: this.headers, body });
+    this.resolve({ kind: 'answer', statusCode: this.statusCode, headers: this.headers, body });
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     this.signal.removeEventListener('abort', this.onAbort);
     this.reject(err);
+  }
+}
+
+/** Bytes buffered ahead of the consumer before the provider's socket is paused (a Readable's default). */
+const HIGH_WATER_BYTES = 64 * 1024;
+
+/**
+ * Hands a 200's body to one consumer chunk by chunk, as an async iterator fed
+ * by undici's dispatch callbacks. It replaces `request`'s Readable body, its
+ * async iterator and the AbortSignal it needs: per stream that machinery cost
+ * more CPU than the rest of the provider call. A consumer slower than the
+ * provider pauses the socket, as a Readable's high-water mark would.
+ */
+class StreamReader implements Dispatcher.DispatchHandler, AsyncIterableIterator<Buffer> {
+  private controller: Dispatcher.DispatchController | undefined;
+  private statusCode = 0;
+  private headers: IncomingHttpHeaders = {};
+  private started = false;
+  private readonly queue: Buffer[] = [];
+  private queuedBytes = 0;
+  private ended = false;
+  private failure: unknown = undefined;
+  private waiter: { resolve: (result: IteratorResult<Buffer>) => void; reject: (err: unknown) => void } | undefined;
+  private readonly onHeadersCancelled = (): void => this.cancel(this.untilHeaders.reason);
+  private readonly onCancelled = (): void => this.cancel(this.throughout.reason);
+
+  constructor(
+    private readonly untilHeaders: CancelSignal,
+    private readonly throughout: CancelSignal,
+    private readonly resolve: (response: UpstreamStream | UpstreamAnswer) => void,
+    private readonly reject: (err: unknown) => void,
+  ) {}
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.throughout.aborted) return this.cancel(this.throughout.reason);
+    if (this.untilHeaders.aborted) return this.cancel(this.untilHeaders.reason);
+    this.throughout.addEventListener('abort', this.onCancelled, { once: true });
+    if (this.untilHeaders !== this.throughout) this.untilHeaders.addEventListener('abort', this.onHeadersCancelled, { once: true });
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    this.statusCode = statusCode;
+    this.headers = headers;
+    if (statusCode !== 200) return;
+    // From here only the request's own end may cut the stream: a healthy one can outlast the attempt's timeout.
+    this.untilHeaders.removeEventListener('abort', this.onHeadersCancelled);
+    this.started = true;
+    this.resolve({ kind: 'stream', statusCode: 200, headers, body: this, abort: () => this.cancel(new Error('the stream was abandoned')) });
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    const waiter = this.waiter;
+    if (waiter !== undefined && this.started) {
+      this.waiter = undefined;
+      waiter.resolve({ value: chunk, done: false });
+      return;
+    }
+    this.queue.push(chunk);
+    this.queuedBytes += chunk.length;
+    if (this.started && this.queuedBytes >= HIGH_WATER_BYTES) controller.pause();
+  }
+
+  onResponseEnd(): void {
+    this.forget();
+    if (!this.started) {
+      const body = this.queue.length === 1 ? this.queue[0] : Buffer.concat(this.queue, this.queuedBytes);
+      this.resolve({ kind: 'answer', statusCode: this.statusCode, headers: this.headers, body });
+      return;
+    }
+    this.ended = true;
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.resolve({ value: undefined, done: true });
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    this.forget();
+    if (!this.started) return this.reject(err);
+    this.failure ??= err;
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.reject(this.failure);
+  }
+
+  next(): Promise<IteratorResult<Buffer>> {
+    const chunk = this.queue.shift();
+    if (chunk !== undefined) {
+      this.queuedBytes -= chunk.length;
+      if (this.queuedBytes < HIGH_WATER_BYTES && this.controller?.paused === true) this.controller.resume();
+      return Promise.resolve({ value: chunk, done: false });
+    }
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.ended) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  /** A loop that stops early (break, or a throw in its body) stops reading the provider. */
+  return(): Promise<IteratorResult<Buffer>> {
+    if (!this.ended && this.failure === undefined) this.cancel(new Error('the stream was abandoned'));
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<Buffer> {
+    return this;
+  }
+
+  /** Ends the call with `reason`: a wait for headers rejects with it, a loop over the body throws it. */
+  private cancel(reason: unknown): void {
+    if (this.ended || this.failure !== undefined) return;
+    this.failure = reason;
+    this.forget();
+    // undici answers with onResponseError(reason), which settles whoever waits.
+    this.controller?.abort(reason as Error);
+  }
+
+  private forget(): void {
+    this.throughout.removeEventListener('abort', this.onCancelled);
+    this.untilHeaders.removeEventListener('abort', this.onHeadersCancelled);
   }
 }
