@@ -9,9 +9,11 @@ describe('Upstream.fetch', () => {
   let upstream: Upstream;
   let handler: (req: IncomingMessage, res: ServerResponse) => void;
   const received: { path: string; headers: IncomingMessage['headers']; body: string }[] = [];
+  let requestsStarted = 0;
 
   before(async () => {
     server = createServer((req, res) => {
+      requestsStarted++;
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
@@ -86,8 +88,10 @@ describe('Upstream.fetch', () => {
     const controller = new AbortController();
     const reason = new Error('caller gone');
     controller.abort(reason);
+    const before = requestsStarted;
     await assert.rejects(upstream.fetch('/x', {}, '{}', controller.signal), (err) => err === reason);
-    assert.equal(received.length, 0);
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    assert.equal(requestsStarted, before);
   });
 
   it('rejects when the provider cannot be reached', async () => {
@@ -108,9 +112,11 @@ describe('Upstream.stream', () => {
   let server: Server;
   let upstream: Upstream;
   let handler: (req: IncomingMessage, res: ServerResponse) => void;
+  let requestsStarted = 0;
 
   before(async () => {
     server = createServer((req, res) => {
+      requestsStarted++;
       req.resume();
       req.on('end', () => handler(req, res));
     });
@@ -129,8 +135,8 @@ describe('Upstream.stream', () => {
 
   async function started(pending: ReturnType<typeof open>): Promise<UpstreamStream> {
     const response = await pending;
-    assert.equal(response.kind, 'stream');
-    return response as UpstreamStream;
+    assert.ok(response.kind === 'stream', `expected a stream, got ${response.statusCode}`);
+    return response;
   }
 
   async function readAll(body: AsyncIterable<Buffer>): Promise<string> {
@@ -165,10 +171,10 @@ describe('Upstream.stream', () => {
       setTimeout(() => res.end('{"message":"slow down"}}'), 5);
     };
     const response = await open();
-    assert.equal(response.kind, 'answer');
+    assert.ok(response.kind === 'answer');
     assert.equal(response.statusCode, 429);
     assert.equal(response.headers['retry-after'], '2');
-    assert.deepEqual(JSON.parse((response as { body: Buffer }).body.toString()), { error: { message: 'slow down' } });
+    assert.deepEqual(JSON.parse(response.body.toString()), { error: { message: 'slow down' } });
   });
 
   it("rejects with the attempt's reason while waiting for headers, and lets the stream outlast it once they came", async () => {
@@ -210,16 +216,43 @@ describe('Upstream.stream', () => {
   });
 
   it('does not call at all when the request already ended', async () => {
-    let calls = 0;
-    handler = (_req, res) => {
-      calls++;
-      res.end();
-    };
+    handler = (_req, res) => res.end();
     const request = new RequestCancellation();
     const gone = new Error('caller gone');
     request.abort(gone);
+    const before = requestsStarted;
     await assert.rejects(open(new RequestCancellation(), request), (err) => err === gone);
-    assert.equal(calls, 0);
+    await sleep(30);
+    assert.equal(requestsStarted, before);
+  });
+
+  it('drops the chunks still queued when the request ends, so the next read throws its reason, and the one after says done', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200);
+      res.write('one');
+      setTimeout(() => res.write('two'), 10);
+    };
+    const request = new RequestCancellation();
+    const stream = await started(open(request, request));
+    await sleep(50); // both chunks queued, none read
+    const gone = new Error('caller gone');
+    request.abort(gone);
+    const iterator = stream.body[Symbol.asyncIterator]();
+    await assert.rejects(iterator.next(), (err) => err === gone);
+    assert.deepEqual(await iterator.next(), { value: undefined, done: true });
+  });
+
+  it('refuses a second read while one is waiting', async () => {
+    handler = (_req, res) => {
+      res.writeHead(200);
+      res.flushHeaders();
+      setTimeout(() => res.end('late'), 30);
+    };
+    const stream = await started(open());
+    const iterator = stream.body[Symbol.asyncIterator]();
+    const first = iterator.next();
+    await assert.rejects(iterator.next(), /one reader/);
+    assert.equal((await first).value?.toString(), 'late');
   });
 
   it('fails the body when the provider cuts the stream', async () => {
@@ -271,7 +304,10 @@ describe('Upstream.stream', () => {
     };
     const stream = await started(open());
     await sleep(300);
+    const stalledAt = written;
+    await sleep(200);
     assert.ok(written < total, `the provider wrote all ${total} bytes to a consumer that read none`);
+    assert.equal(written, stalledAt, 'the provider kept writing to a consumer that read none');
     let received = 0;
     for await (const part of stream.body) received += part.length;
     assert.equal(received, total);

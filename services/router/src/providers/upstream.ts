@@ -15,9 +15,9 @@ export interface UpstreamStream {
   readonly kind: 'stream';
   readonly statusCode: 200;
   readonly headers: IncomingHttpHeaders;
-  /** The body's chunks as they arrive; iterating it again continues where the last loop stopped. */
+  /** The body's chunks as they arrive, for one loop. */
   readonly body: AsyncIterable<Buffer>;
-  /** Stops reading the provider; a loop over the body ends. */
+  /** Stops reading the provider; a loop still over the body throws. */
   abort(): void;
 }
 
@@ -52,6 +52,9 @@ export class Upstream {
    * point (caller gone, deadline), failing the body with its reason.
    */
   stream(path: string, headers: Record<string, string>, body: string | Buffer, untilHeaders: CancelSignal, throughout: CancelSignal): Promise<UpstreamStream | UpstreamAnswer> {
+    // Aborting a dispatched request destroys its pooled connection: one already ended is not sent.
+    if (throughout.aborted) return Promise.reject(throughout.reason);
+    if (untilHeaders.aborted) return Promise.reject(untilHeaders.reason);
     return new Promise((resolve, reject) => {
       this.pool.dispatch({ method: 'POST', path: this.basePath + path, headers, body }, new StreamReader(untilHeaders, throughout, resolve, reject));
     });
@@ -64,6 +67,7 @@ export class Upstream {
    * machinery cost more than the rest of the provider call.
    */
   fetch(path: string, headers: Record<string, string>, body: string | Buffer, signal: CancelSignal): Promise<UpstreamAnswer> {
+    if (signal.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
       this.pool.dispatch({ method: 'POST', path: this.basePath + path, headers, body }, new AnswerReader(signal, resolve, reject));
     });
@@ -81,18 +85,23 @@ class AnswerReader implements Dispatcher.DispatchHandler {
   private readonly chunks: Buffer[] = [];
   private size = 0;
   private controller: Dispatcher.DispatchController | undefined;
-  private readonly onAbort = (): void => this.controller?.abort(this.signal.reason as Error);
+  // Heard from the start: a request still waiting for a pooled connection ends at once too.
+  private readonly onAbort = (): void => {
+    if (this.controller) this.controller.abort(this.signal.reason as Error);
+    else this.reject(this.signal.reason);
+  };
 
   constructor(
     private readonly signal: CancelSignal,
     private readonly resolve: (answer: UpstreamAnswer) => void,
-    private readonly reject: (err: Error) => void,
-  ) {}
+    private readonly reject: (err: unknown) => void,
+  ) {
+    signal.addEventListener('abort', this.onAbort, { once: true });
+  }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
     if (this.signal.aborted) controller.abort(this.signal.reason as Error);
-    else this.signal.addEventListener('abort', this.onAbort, { once: true });
   }
 
   onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
@@ -136,6 +145,8 @@ class StreamReader implements Dispatcher.DispatchHandler, AsyncIterableIterator<
   private queuedBytes = 0;
   private ended = false;
   private failure: unknown = undefined;
+  /** A loop has heard the failure; like a Readable's iterator, later calls say done. */
+  private failureTold = false;
   private waiter: { resolve: (result: IteratorResult<Buffer>) => void; reject: (err: unknown) => void } | undefined;
   private readonly onHeadersCancelled = (): void => this.cancel(this.untilHeaders.reason);
   private readonly onCancelled = (): void => this.cancel(this.throughout.reason);
@@ -145,14 +156,15 @@ class StreamReader implements Dispatcher.DispatchHandler, AsyncIterableIterator<
     private readonly throughout: CancelSignal,
     private readonly resolve: (response: UpstreamStream | UpstreamAnswer) => void,
     private readonly reject: (err: unknown) => void,
-  ) {}
+  ) {
+    // Heard from the start: a request still waiting for a pooled connection ends at once too.
+    throughout.addEventListener('abort', this.onCancelled, { once: true });
+    if (untilHeaders !== throughout) untilHeaders.addEventListener('abort', this.onHeadersCancelled, { once: true });
+  }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
-    if (this.throughout.aborted) return this.cancel(this.throughout.reason);
-    if (this.untilHeaders.aborted) return this.cancel(this.untilHeaders.reason);
-    this.throughout.addEventListener('abort', this.onCancelled, { once: true });
-    if (this.untilHeaders !== this.throughout) this.untilHeaders.addEventListener('abort', this.onHeadersCancelled, { once: true });
+    if (this.failure !== undefined) controller.abort(this.failure as Error);
   }
 
   onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
@@ -206,10 +218,21 @@ class StreamReader implements Dispatcher.DispatchHandler, AsyncIterableIterator<
       if (this.queuedBytes < HIGH_WATER_BYTES && this.controller?.paused === true) this.controller.resume();
       return Promise.resolve({ value: chunk, done: false });
     }
-    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.failure !== undefined) {
+      if (this.failureTold) return Promise.resolve({ value: undefined, done: true });
+      this.failureTold = true;
+      return Promise.reject(this.failure);
+    }
     if (this.ended) return Promise.resolve({ value: undefined, done: true });
+    if (this.waiter !== undefined) return Promise.reject(new Error('a provider stream has one reader, one chunk at a time'));
     return new Promise((resolve, reject) => {
-      this.waiter = { resolve, reject };
+      this.waiter = {
+        resolve,
+        reject: (err) => {
+          this.failureTold = true;
+          reject(err);
+        },
+      };
     });
   }
 
@@ -223,13 +246,21 @@ class StreamReader implements Dispatcher.DispatchHandler, AsyncIterableIterator<
     return this;
   }
 
-  /** Ends the call with `reason`: a wait for headers rejects with it, a loop over the body throws it. */
+  /**
+   * Ends the call with `reason`: a wait for headers rejects with it, a loop
+   * over the body throws it next, without the chunks still queued: the caller
+   * or its deadline is gone, and a loop that kept writing them to a client
+   * that left would wait for a drain that never comes.
+   */
   private cancel(reason: unknown): void {
     if (this.ended || this.failure !== undefined) return;
     this.failure = reason;
+    this.queue.length = 0;
+    this.queuedBytes = 0;
     this.forget();
     // undici answers with onResponseError(reason), which settles whoever waits.
-    this.controller?.abort(reason as Error);
+    if (this.controller) this.controller.abort(reason as Error);
+    else this.reject(reason);
   }
 
   private forget(): void {
