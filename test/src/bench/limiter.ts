@@ -12,7 +12,7 @@ import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Redis from "ioredis";
-import { freePort, redisForTests, startPrivateNats, type ExternalServer } from "@keymesh/testing";
+import { redisForTests, startPrivateNats, type ExternalServer } from "@keymesh/testing";
 import { LoadClient } from "./load-client";
 import type { LimiterLoadResult, LimiterLoadSpec, LimiterRpc } from "./limiter-loadgen";
 import { cpuDeltaMs, readTreeRssBytes, snapshotTreeCpu, type CpuSnapshot } from "./proc-stats";
@@ -36,6 +36,8 @@ export interface LimiterBenchContext extends Pick<ResilienceContext, "guard" | "
 
 export interface ServiceHandle {
   pid: number;
+  /** The match of its ready pattern. */
+  readyLine: RegExpMatchArray;
   stop(): Promise<void>;
 }
 
@@ -47,7 +49,8 @@ export interface LimiterBenchResult {
 
 type Store = "memory" | "redis";
 
-const SERVING = (service: string): RegExp => new RegExp(`keymesh ${service} serving on`);
+// Started on port 0, they say where they listen: a port picked ahead could be taken before it is bound.
+const SERVING = (service: string): RegExp => new RegExp(`keymesh ${service} serving on (\\S+:\\d+)`);
 const CONCURRENCY = 16;
 const BATCH_SIZE = 32;
 const WANTED_SLOTS = 64;
@@ -190,11 +193,9 @@ export async function runLimiterBench(ctx: LimiterBenchContext): Promise<Limiter
   const prefix = `keymesh-bench-limiter-${randomBytes(6).toString("hex")}`;
   // the memory limiter must not pick up a REDIS_URL from the caller's environment
   const { REDIS_URL: _redisUrl, KEYMESH_REDIS_PREFIX: _redisPrefix, ...inherited } = process.env;
-  const controlPort = await freePort();
   const baseEnv: NodeJS.ProcessEnv = {
     ...inherited,
     NATS_URL: nats.url,
-    KEYMESH_CONTROL_ADDR: `127.0.0.1:${controlPort}`,
     KEYMESH_MASTER_KEY: randomBytes(32).toString("base64"),
     KEYMESH_LOG_LEVEL: "warn",
   };
@@ -202,18 +203,20 @@ export async function runLimiterBench(ctx: LimiterBenchContext): Promise<Limiter
   const client = new LoadClient<LimiterLoadSpec, LimiterLoadResult>(join(__dirname, "limiter-loadgen.js"));
   const rows: LimiterRow[] = [];
   try {
-    ctx.log(`limiter: starting control on 127.0.0.1:${controlPort} (NATS ${nats.url})`);
-    services.push(await ctx.startService(
-      "limiter-bench-control", [ctx.keymeshBin, "serve", "control", "--port", String(controlPort), "--config", configPath], baseEnv, SERVING("control"),
-    ));
+    ctx.log(`limiter: starting control (NATS ${nats.url})`);
+    const control = await ctx.startService(
+      "limiter-bench-control", [ctx.keymeshBin, "serve", "control", "--port", "0", "--config", configPath], baseEnv, SERVING("control"),
+    );
+    services.push(control);
+    baseEnv.KEYMESH_CONTROL_ADDR = control.readyLine[1];
     for (const store of ["memory", "redis"] as const) {
-      const port = await freePort();
       const env = store === "redis" ? { ...baseEnv, REDIS_URL: redis.url, KEYMESH_REDIS_PREFIX: prefix } : baseEnv;
-      ctx.log(`limiter: starting the ${store}-store limiter on 127.0.0.1:${port}${store === "redis" ? ` (${redis.url}, prefix ${prefix})` : ""}`);
+      ctx.log(`limiter: starting the ${store}-store limiter${store === "redis" ? ` (${redis.url}, prefix ${prefix})` : ""}`);
       // "serving on" is printed once the first policy is applied: the pools exist
-      const handle = await ctx.startService(`limiter-bench-${store}`, [ctx.keymeshBin, "serve", "limiter", "--port", String(port)], env, SERVING("limiter"));
+      const handle = await ctx.startService(`limiter-bench-${store}`, [ctx.keymeshBin, "serve", "limiter", "--port", "0"], env, SERVING("limiter"));
       services.push(handle);
-      const limiter = { ...handle, address: `127.0.0.1:${port}` };
+      const limiter = { ...handle, address: handle.readyLine[1]! };
+      ctx.log(`limiter: the ${store}-store limiter serves on ${limiter.address}`);
       try {
         for (const run of RUNS) rows.push(await measure(ctx, client, limiter, store, run));
       } finally {

@@ -169,7 +169,7 @@ class ManagedChild {
   readonly process: ChildProcess;
   readonly exited: Promise<number | string>;
   private readonly lines: string[] = [];
-  private readyWatch: { pattern: RegExp; resolve: () => void } | null = null;
+  private readyWatch: { pattern: RegExp; resolve: (match: RegExpMatchArray) => void } | null = null;
   private stopping = false;
   private stopped = false;
   private hasExited = false;
@@ -216,16 +216,20 @@ class ManagedChild {
     return this.lines.length === 0 ? "(no output)" : this.lines.map((l) => `  | ${l}`).join("\n");
   }
 
-  async waitReady(pattern: RegExp, timeoutMs: number): Promise<void> {
-    if (this.lines.some((line) => pattern.test(line))) return;
-    const ready = new Promise<void>((resolveReady) => {
+  /** Resolves with the match of the first output line matching `pattern` (e.g. the address it bound). */
+  async waitReady(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
+    for (const line of this.lines) {
+      const match = line.match(pattern);
+      if (match) return match;
+    }
+    const ready = new Promise<RegExpMatchArray>((resolveReady) => {
       this.readyWatch = { pattern, resolve: resolveReady };
     });
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<"timeout">((done) => {
       timer = setTimeout(() => done("timeout"), timeoutMs);
     });
-    const outcome = await Promise.race([ready.then(() => "ready" as const), this.exited.then(() => "exited" as const), timedOut]);
+    const outcome = await Promise.race([ready, this.exited.then(() => "exited" as const), timedOut]);
     clearTimeout(timer);
     this.readyWatch = null;
     if (outcome === "exited") {
@@ -234,6 +238,7 @@ class ManagedChild {
     if (outcome === "timeout") {
       throw new HarnessError(`${this.name} not ready after ${timeoutMs} ms (waiting for ${pattern}); last output:\n${this.recentOutput()}`);
     }
+    return outcome;
   }
 
   /** SIGTERM to the group, then SIGKILL to whatever of the tree is left after a grace period. */
@@ -266,7 +271,8 @@ class ManagedChild {
     this.lines.push(line);
     if (this.lines.length > OUTPUT_LINES_KEPT) this.lines.shift();
     if (this.verbose) process.stderr.write(`[${this.name}] ${line}\n`);
-    if (this.readyWatch !== null && this.readyWatch.pattern.test(line)) this.readyWatch.resolve();
+    const match = this.readyWatch === null ? null : line.match(this.readyWatch.pattern);
+    if (match) this.readyWatch?.resolve(match);
   }
 }
 
@@ -426,7 +432,7 @@ class Bench {
   async startExtraService(name: string, args: readonly string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<ServiceHandle> {
     const child = new ManagedChild(name, args, env, this.ensureWorkDir(), this.options.verbose);
     this.extras.add(child);
-    await child.waitReady(ready, KEYMESH_READY_TIMEOUT_MS);
+    const readyLine = await child.waitReady(ready, KEYMESH_READY_TIMEOUT_MS);
     void child.exited.then((how) => {
       if (!child.stoppedOnPurpose) {
         this.failFatal?.(new HarnessError(`${child.name} exited unexpectedly (${String(how)}); last output:\n${child.recentOutput()}`));
@@ -434,6 +440,7 @@ class Bench {
     });
     return {
       pid: child.pid,
+      readyLine,
       stop: async () => {
         await child.stop();
         this.extras.delete(child);
