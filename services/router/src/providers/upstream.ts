@@ -69,7 +69,7 @@ export class Upstream {
   fetch(path: string, headers: Record<string, string>, body: string | Buffer, signal: CancelSignal): Promise<UpstreamAnswer> {
     if (signal.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
-      this.pool.dispatch({ method: 'POST', path: this.basePath + path, headers, body }, new AnswerReader(signal, resolve, reject));
+      this.pool.dispatch({ method: 'POST', path: this.basePath + path, headers, body }, new AnswerReader(signal, signal, resolve, reject));
     });
   }
 
@@ -78,86 +78,31 @@ export class Upstream {
   }
 }
 
-/** Collects one answer; the signal aborts it, rejecting with the signal's reason as `request` does. */
-class AnswerReader implements Dispatcher.DispatchHandler {
-  private statusCode = 0;
-  private headers: IncomingHttpHeaders = {};
-  private readonly chunks: Buffer[] = [];
-  private size = 0;
-  private controller: Dispatcher.DispatchController | undefined;
-  // Heard from the start: a request still waiting for a pooled connection ends at once too.
-  private readonly onAbort = (): void => {
-    if (this.controller) this.controller.abort(this.signal.reason as Error);
-    else this.reject(this.signal.reason);
-  };
-
-  constructor(
-    private readonly signal: CancelSignal,
-    private readonly resolve: (answer: UpstreamAnswer) => void,
-    private readonly reject: (err: unknown) => void,
-  ) {
-    signal.addEventListener('abort', this.onAbort, { once: true });
-  }
-
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.controller = controller;
-    if (this.signal.aborted) controller.abort(this.signal.reason as Error);
-  }
-
-  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
-    this.statusCode = statusCode;
-    this.headers = headers;
-  }
-
-  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.size += chunk.length;
-  }
-
-  onResponseEnd(): void {
-    this.signal.removeEventListener('abort', this.onAbort);
-    const body = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.size);
-    this.resolve({ kind: 'answer', statusCode: this.statusCode, headers: this.headers, body });
-  }
-
-  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
-    this.signal.removeEventListener('abort', this.onAbort);
-    this.reject(err);
-  }
-}
-
-/** Bytes buffered ahead of the consumer before the provider's socket is paused (a Readable's default). */
-const HIGH_WATER_BYTES = 64 * 1024;
-
 /**
- * Hands a 200's body to one consumer chunk by chunk, as an async iterator fed
- * by undici's dispatch callbacks. It replaces `request`'s Readable body, its
- * async iterator and the AbortSignal it needs: per stream that machinery cost
- * more CPU than the rest of the provider call. A consumer slower than the
- * provider pauses the socket, as a Readable's high-water mark would.
+ * One provider call: collects its whole answer, and hears its cancellation
+ * from the start, so a call still waiting for a pooled connection ends at
+ * once too. `untilHeaders` can end it only until the headers arrive (a
+ * provider's per-attempt timeout), `throughout` at any point (caller gone,
+ * deadline); either rejects with its reason, as `request` does.
  */
-class StreamReader implements Dispatcher.DispatchHandler, AsyncIterableIterator<Buffer> {
-  private controller: Dispatcher.DispatchController | undefined;
-  private statusCode = 0;
-  private headers: IncomingHttpHeaders = {};
-  private started = false;
-  private readonly queue: Buffer[] = [];
-  private queuedBytes = 0;
-  private ended = false;
-  private failure: unknown = undefined;
-  /** A loop has heard the failure; like a Readable's iterator, later calls say done. */
-  private failureTold = false;
-  private waiter: { resolve: (result: IteratorResult<Buffer>) => void; reject: (err: unknown) => void } | undefined;
+class AnswerReader implements Dispatcher.DispatchHandler {
+  protected controller: Dispatcher.DispatchController | undefined;
+  protected statusCode = 0;
+  protected headers: IncomingHttpHeaders = {};
+  /** The body so far; a stream's chunks not yet handed over. */
+  protected chunks: Buffer[] = [];
+  protected size = 0;
+  /** Why the call ended early (a cancel, or a stream's provider error). */
+  protected failure: unknown = undefined;
   private readonly onHeadersCancelled = (): void => this.cancel(this.untilHeaders.reason);
   private readonly onCancelled = (): void => this.cancel(this.throughout.reason);
 
   constructor(
     private readonly untilHeaders: CancelSignal,
     private readonly throughout: CancelSignal,
-    private readonly resolve: (response: UpstreamStream | UpstreamAnswer) => void,
-    private readonly reject: (err: unknown) => void,
+    private readonly resolveAnswer: (answer: UpstreamAnswer) => void,
+    protected readonly reject: (err: unknown) => void,
   ) {
-    // Heard from the start: a request still waiting for a pooled connection ends at once too.
     throughout.addEventListener('abort', this.onCancelled, { once: true });
     if (untilHeaders !== throughout) untilHeaders.addEventListener('abort', this.onHeadersCancelled, { once: true });
   }
@@ -170,41 +115,98 @@ class StreamReader implements Dispatcher.DispatchHandler, AsyncIterableIterator<
   onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     this.statusCode = statusCode;
     this.headers = headers;
-    if (statusCode !== 200) return;
-    // From here only the request's own end may cut the stream: a healthy one can outlast the attempt's timeout.
     this.untilHeaders.removeEventListener('abort', this.onHeadersCancelled);
-    this.started = true;
-    this.resolve({ kind: 'stream', statusCode: 200, headers, body: this, abort: () => this.cancel(new Error('the stream was abandoned')) });
   }
 
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    const waiter = this.waiter;
-    if (waiter !== undefined && this.started) {
-      this.waiter = undefined;
-      waiter.resolve({ value: chunk, done: false });
-      return;
-    }
-    this.queue.push(chunk);
-    this.queuedBytes += chunk.length;
-    if (this.started && this.queuedBytes >= HIGH_WATER_BYTES) controller.pause();
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.size += chunk.length;
   }
 
   onResponseEnd(): void {
     this.forget();
-    if (!this.started) {
-      const body = this.queue.length === 1 ? this.queue[0] : Buffer.concat(this.queue, this.queuedBytes);
-      this.resolve({ kind: 'answer', statusCode: this.statusCode, headers: this.headers, body });
+    const body = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.size);
+    this.resolveAnswer({ kind: 'answer', statusCode: this.statusCode, headers: this.headers, body });
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    this.forget();
+    this.reject(err);
+  }
+
+  /** Ends the call with `reason`; undici answers an abort with onResponseError(reason). */
+  protected cancel(reason: unknown): void {
+    if (this.failure !== undefined) return;
+    this.failure = reason;
+    this.forget();
+    if (this.controller) this.controller.abort(reason as Error);
+    else this.reject(reason);
+  }
+
+  protected forget(): void {
+    this.throughout.removeEventListener('abort', this.onCancelled);
+    this.untilHeaders.removeEventListener('abort', this.onHeadersCancelled);
+  }
+}
+
+/** Bytes buffered ahead of the consumer before the provider's socket is paused (a Readable's default). */
+const HIGH_WATER_BYTES = 64 * 1024;
+
+/**
+ * Hands a 200's body to one consumer chunk by chunk, as an async iterator fed
+ * by undici's dispatch callbacks; any other status is collected whole, to
+ * classify. It replaces `request`'s Readable body, its async iterator and the
+ * AbortSignal it needs: per stream that machinery cost more CPU than the rest
+ * of the provider call. A consumer slower than the provider pauses the
+ * socket, as a Readable's high-water mark would.
+ */
+class StreamReader extends AnswerReader implements AsyncIterableIterator<Buffer> {
+  private started = false;
+  private ended = false;
+  /** A loop has heard the failure; like a Readable's iterator, later calls say done. */
+  private failureTold = false;
+  private waiter: { resolve: (result: IteratorResult<Buffer>) => void; reject: (err: unknown) => void } | undefined;
+
+  constructor(
+    untilHeaders: CancelSignal,
+    throughout: CancelSignal,
+    private readonly resolve: (response: UpstreamStream | UpstreamAnswer) => void,
+    reject: (err: unknown) => void,
+  ) {
+    super(untilHeaders, throughout, resolve, reject);
+  }
+
+  override onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    // From here only the request's own end may cut the call: a healthy stream can outlast the attempt's timeout.
+    super.onResponseStart(controller, statusCode, headers);
+    if (statusCode !== 200) return;
+    this.started = true;
+    this.resolve({ kind: 'stream', statusCode: 200, headers, body: this, abort: () => this.cancel(new Error('the stream was abandoned')) });
+  }
+
+  override onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    const waiter = this.waiter;
+    if (waiter !== undefined) {
+      this.waiter = undefined;
+      waiter.resolve({ value: chunk, done: false });
       return;
     }
+    super.onResponseData(controller, chunk);
+    if (this.started && this.size >= HIGH_WATER_BYTES) controller.pause();
+  }
+
+  override onResponseEnd(): void {
+    if (!this.started) return super.onResponseEnd();
+    this.forget();
     this.ended = true;
     const waiter = this.waiter;
     this.waiter = undefined;
     waiter?.resolve({ value: undefined, done: true });
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+  override onResponseError(controller: Dispatcher.DispatchController, err: Error): void {
+    if (!this.started) return super.onResponseError(controller, err);
     this.forget();
-    if (!this.started) return this.reject(err);
     this.failure ??= err;
     const waiter = this.waiter;
     this.waiter = undefined;
@@ -212,10 +214,10 @@ class StreamReader implements Dispatcher.DispatchHandler, AsyncIterableIterator<
   }
 
   next(): Promise<IteratorResult<Buffer>> {
-    const chunk = this.queue.shift();
+    const chunk = this.chunks.shift();
     if (chunk !== undefined) {
-      this.queuedBytes -= chunk.length;
-      if (this.queuedBytes < HIGH_WATER_BYTES && this.controller?.paused === true) this.controller.resume();
+      this.size -= chunk.length;
+      if (this.size < HIGH_WATER_BYTES && this.controller?.paused === true) this.controller.resume();
       return Promise.resolve({ value: chunk, done: false });
     }
     if (this.failure !== undefined) {
@@ -238,7 +240,7 @@ class StreamReader implements Dispatcher.DispatchHandler, AsyncIterableIterator<
 
   /** A loop that stops early (break, or a throw in its body) stops reading the provider. */
   return(): Promise<IteratorResult<Buffer>> {
-    if (!this.ended && this.failure === undefined) this.cancel(new Error('the stream was abandoned'));
+    this.cancel(new Error('the stream was abandoned'));
     return Promise.resolve({ value: undefined, done: true });
   }
 
@@ -247,24 +249,14 @@ class StreamReader implements Dispatcher.DispatchHandler, AsyncIterableIterator<
   }
 
   /**
-   * Ends the call with `reason`: a wait for headers rejects with it, a loop
-   * over the body throws it next, without the chunks still queued: the caller
-   * or its deadline is gone, and a loop that kept writing them to a client
-   * that left would wait for a drain that never comes.
+   * A loop over the body throws `reason` next, without the chunks still
+   * queued: the caller or its deadline is gone, and a loop that kept writing
+   * them to a client that left would wait for a drain that never comes.
    */
-  private cancel(reason: unknown): void {
+  protected override cancel(reason: unknown): void {
     if (this.ended || this.failure !== undefined) return;
-    this.failure = reason;
-    this.queue.length = 0;
-    this.queuedBytes = 0;
-    this.forget();
-    // undici answers with onResponseError(reason), which settles whoever waits.
-    if (this.controller) this.controller.abort(reason as Error);
-    else this.reject(reason);
-  }
-
-  private forget(): void {
-    this.throughout.removeEventListener('abort', this.onCancelled);
-    this.untilHeaders.removeEventListener('abort', this.onHeadersCancelled);
+    this.chunks.length = 0;
+    this.size = 0;
+    super.cancel(reason);
   }
 }
