@@ -4,70 +4,94 @@ import type { AddressInfo } from 'node:net';
 import { RequestCancellation } from '../routing/cancellation';
 import { Upstream, type UpstreamStream } from './upstream';
 
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** A provider on loopback answering with `handler`; it records each request as it starts and once read. */
+interface TestProvider {
+  readonly upstream: Upstream;
+  handler: Handler;
+  readonly received: { path: string; headers: IncomingMessage['headers']; body: string }[];
+  requestsStarted: number;
+  close(): Promise<void>;
+}
+
+async function startTestProvider(basePath: string): Promise<TestProvider> {
+  const server: Server = createServer((req, res) => {
+    provider.requestsStarted++;
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      provider.received.push({ path: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString() });
+      provider.handler(req, res);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const upstream = new Upstream(`http://127.0.0.1:${(server.address() as AddressInfo).port}${basePath}`);
+  const provider: TestProvider = {
+    upstream,
+    handler: (_req, res) => res.end(),
+    received: [],
+    requestsStarted: 0,
+    async close() {
+      await upstream.close();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+  return provider;
+}
+
+/** Makes the provider answer 200 with `first` and then wait; resolves once the caller hangs up. */
+function answersThenWaits(provider: TestProvider, first: string): Promise<void> {
+  return new Promise((resolve) => {
+    provider.handler = (_req, res) => {
+      res.writeHead(200);
+      res.write(first);
+      res.on('close', () => resolve());
+    };
+  });
+}
+
 describe('Upstream.fetch', () => {
-  let server: Server;
-  let upstream: Upstream;
-  let handler: (req: IncomingMessage, res: ServerResponse) => void;
-  const received: { path: string; headers: IncomingMessage['headers']; body: string }[] = [];
-  let requestsStarted = 0;
+  let provider: TestProvider;
 
   before(async () => {
-    server = createServer((req, res) => {
-      requestsStarted++;
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        received.push({ path: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString() });
-        handler(req, res);
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    upstream = new Upstream(`http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/`);
+    provider = await startTestProvider('/v1/');
   });
 
-  after(async () => {
-    await upstream.close();
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-  });
+  after(() => provider.close());
 
   beforeEach(() => {
-    received.length = 0;
+    provider.received.length = 0;
   });
 
   it('posts the body under the base path and reads the whole answer, however many chunks it came in', async () => {
-    handler = (_req, res) => {
+    provider.handler = (_req, res) => {
       res.writeHead(429, { 'x-ratelimit-remaining-requests': '0', 'content-type': 'application/json' });
       res.write('{"error":');
       setTimeout(() => res.end('{"message":"slow down"}}'), 5);
     };
-    const answer = await upstream.fetch('/chat/completions', { 'content-type': 'application/json', authorization: 'Bearer sk-x' }, '{"model":"m"}', new AbortController().signal);
+    const answer = await provider.upstream.fetch('/chat/completions', { 'content-type': 'application/json', authorization: 'Bearer sk-x' }, '{"model":"m"}', new AbortController().signal);
     assert.equal(answer.statusCode, 429);
     assert.equal(answer.headers['x-ratelimit-remaining-requests'], '0');
     assert.deepEqual(JSON.parse(answer.body.toString()), { error: { message: 'slow down' } });
-    assert.equal(received[0].path, '/v1/chat/completions');
-    assert.equal(received[0].headers.authorization, 'Bearer sk-x');
-    assert.equal(received[0].body, '{"model":"m"}');
+    assert.equal(provider.received[0].path, '/v1/chat/completions');
+    assert.equal(provider.received[0].headers.authorization, 'Bearer sk-x');
+    assert.equal(provider.received[0].body, '{"model":"m"}');
   });
 
   it('answers an empty body as an empty buffer', async () => {
-    handler = (_req, res) => res.writeHead(204).end();
-    const answer = await upstream.fetch('/x', {}, '', new AbortController().signal);
+    provider.handler = (_req, res) => res.writeHead(204).end();
+    const answer = await provider.upstream.fetch('/x', {}, '', new AbortController().signal);
     assert.equal(answer.statusCode, 204);
     assert.equal(answer.body.length, 0);
   });
 
   it("rejects with the signal's reason when aborted mid-answer, and stops reading", async () => {
-    let closed!: () => void;
-    const connectionClosed = new Promise<void>((resolve) => (closed = resolve));
-    handler = (_req, res) => {
-      res.writeHead(200);
-      res.write('{"partial":');
-      res.on('close', closed);
-    };
+    const connectionClosed = answersThenWaits(provider, '{"partial":');
     const controller = new AbortController();
     const reason = new Error('deadline');
-    const pending = upstream.fetch('/slow', {}, '{}', controller.signal);
+    const pending = provider.upstream.fetch('/slow', {}, '{}', controller.signal);
     await new Promise((resolve) => setTimeout(resolve, 30));
     controller.abort(reason);
     await assert.rejects(pending, (err) => err === reason);
@@ -75,23 +99,23 @@ describe('Upstream.fetch', () => {
   });
 
   it('rejects when the provider cuts its answer short, rather than answering with half a body', async () => {
-    handler = (_req, res) => {
+    provider.handler = (_req, res) => {
       res.writeHead(200, { 'content-length': '100' });
       res.write('{"partial":');
       setTimeout(() => res.socket?.destroy(), 5);
     };
-    await assert.rejects(upstream.fetch('/cut', {}, '{}', new AbortController().signal));
+    await assert.rejects(provider.upstream.fetch('/cut', {}, '{}', new AbortController().signal));
   });
 
   it('does not call at all with a signal that is already aborted', async () => {
-    handler = (_req, res) => res.end('{}');
+    provider.handler = (_req, res) => res.end('{}');
     const controller = new AbortController();
     const reason = new Error('caller gone');
     controller.abort(reason);
-    const before = requestsStarted;
-    await assert.rejects(upstream.fetch('/x', {}, '{}', controller.signal), (err) => err === reason);
+    const before = provider.requestsStarted;
+    await assert.rejects(provider.upstream.fetch('/x', {}, '{}', controller.signal), (err) => err === reason);
     await new Promise((resolve) => setTimeout(resolve, 30));
-    assert.equal(requestsStarted, before);
+    assert.equal(provider.requestsStarted, before);
   });
 
   it('rejects when the provider cannot be reached', async () => {
@@ -109,29 +133,16 @@ describe('Upstream.fetch', () => {
 });
 
 describe('Upstream.stream', () => {
-  let server: Server;
-  let upstream: Upstream;
-  let handler: (req: IncomingMessage, res: ServerResponse) => void;
-  let requestsStarted = 0;
+  let provider: TestProvider;
 
   before(async () => {
-    server = createServer((req, res) => {
-      requestsStarted++;
-      req.resume();
-      req.on('end', () => handler(req, res));
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    upstream = new Upstream(`http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`);
+    provider = await startTestProvider('/v1');
   });
 
-  after(async () => {
-    await upstream.close();
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-  });
+  after(() => provider.close());
 
   const open = (untilHeaders = new RequestCancellation(), throughout = new RequestCancellation()) =>
-    upstream.stream('/chat/completions', { 'content-type': 'application/json' }, '{}', untilHeaders, throughout);
+    provider.upstream.stream('/chat/completions', { 'content-type': 'application/json' }, '{}', untilHeaders, throughout);
 
   async function started(pending: ReturnType<typeof open>): Promise<UpstreamStream> {
     const response = await pending;
@@ -149,7 +160,7 @@ describe('Upstream.stream', () => {
 
   it("settles at a 200's headers and hands over the body as it arrives", async () => {
     let sendRest!: () => void;
-    handler = (_req, res) => {
+    provider.handler = (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'x-ratelimit-remaining-requests': '7' });
       res.write('data: 1\n\n');
       sendRest = () => res.end('data: 2\n\ndata: [DONE]\n\n');
@@ -165,7 +176,7 @@ describe('Upstream.stream', () => {
   });
 
   it('answers any other status with the whole body, to classify', async () => {
-    handler = (_req, res) => {
+    provider.handler = (_req, res) => {
       res.writeHead(429, { 'retry-after': '2' });
       res.write('{"error":');
       setTimeout(() => res.end('{"message":"slow down"}}'), 5);
@@ -178,7 +189,7 @@ describe('Upstream.stream', () => {
   });
 
   it("rejects with the attempt's reason while waiting for headers, and lets the stream outlast it once they came", async () => {
-    handler = () => undefined; // never answers
+    provider.handler = () => undefined; // never answers
     const attempt = new RequestCancellation();
     const waiting = open(attempt);
     await sleep(20);
@@ -186,7 +197,7 @@ describe('Upstream.stream', () => {
     attempt.abort(timeout);
     await assert.rejects(waiting, (err) => err === timeout);
 
-    handler = (_req, res) => {
+    provider.handler = (_req, res) => {
       res.writeHead(200);
       res.write('a');
       setTimeout(() => res.end('b'), 40);
@@ -198,13 +209,7 @@ describe('Upstream.stream', () => {
   });
 
   it("fails the body with the request's reason when the request ends mid-stream, and hangs up", async () => {
-    let closed!: () => void;
-    const hungUp = new Promise<void>((resolve) => (closed = resolve));
-    handler = (_req, res) => {
-      res.writeHead(200);
-      res.write('first');
-      res.on('close', closed);
-    };
+    const hungUp = answersThenWaits(provider, 'first');
     const request = new RequestCancellation();
     const stream = await started(open(request, request));
     const reading = readAll(stream.body);
@@ -216,18 +221,18 @@ describe('Upstream.stream', () => {
   });
 
   it('does not call at all when the request already ended', async () => {
-    handler = (_req, res) => res.end();
+    provider.handler = (_req, res) => res.end();
     const request = new RequestCancellation();
     const gone = new Error('caller gone');
     request.abort(gone);
-    const before = requestsStarted;
+    const before = provider.requestsStarted;
     await assert.rejects(open(new RequestCancellation(), request), (err) => err === gone);
     await sleep(30);
-    assert.equal(requestsStarted, before);
+    assert.equal(provider.requestsStarted, before);
   });
 
   it('drops the chunks still queued when the request ends, so the next read throws its reason, and the one after says done', async () => {
-    handler = (_req, res) => {
+    provider.handler = (_req, res) => {
       res.writeHead(200);
       res.write('one');
       setTimeout(() => res.write('two'), 10);
@@ -243,7 +248,7 @@ describe('Upstream.stream', () => {
   });
 
   it('refuses a second read while one is waiting', async () => {
-    handler = (_req, res) => {
+    provider.handler = (_req, res) => {
       res.writeHead(200);
       res.flushHeaders();
       setTimeout(() => res.end('late'), 30);
@@ -256,7 +261,7 @@ describe('Upstream.stream', () => {
   });
 
   it('fails the body when the provider cuts the stream', async () => {
-    handler = (_req, res) => {
+    provider.handler = (_req, res) => {
       res.writeHead(200);
       res.write('data: 1\n\n');
       setTimeout(() => res.socket?.destroy(), 10);
@@ -267,13 +272,7 @@ describe('Upstream.stream', () => {
 
   for (const how of ['abort()', 'a loop that breaks'] as const) {
     it(`stops reading the provider on ${how}`, async () => {
-      let closed!: () => void;
-      const hungUp = new Promise<void>((resolve) => (closed = resolve));
-      handler = (_req, res) => {
-        res.writeHead(200);
-        res.write('first');
-        res.on('close', closed);
-      };
+      const hungUp = answersThenWaits(provider, 'first');
       const stream = await started(open());
       if (how === 'abort()') {
         stream.abort();
@@ -291,7 +290,7 @@ describe('Upstream.stream', () => {
     const chunk = Buffer.alloc(64 * 1024, 120);
     const total = 32 * 1024 * 1024; // more than loopback's socket buffers can hold
     let written = 0;
-    handler = (_req, res) => {
+    provider.handler = (_req, res) => {
       res.writeHead(200);
       const pump = (): void => {
         while (written < total) {
