@@ -134,7 +134,7 @@ describe('one trace covers edge → router → cache → limiter → key-vault �
       let edge = 0;
       for (const name of ['control', 'keyvault', 'limiter', 'cache', 'analytics', 'router'] as const) {
         const args = ['serve', name, '--port', '0', ...(name === 'control' ? ['--config', configPath] : [])];
-        const child = spawnNode(KEYMESH_BIN, args, { env: { ...env } });
+        const child = spawnNode(KEYMESH_BIN, args, { env });
         children.push(child);
         env[`KEYMESH_${name.toUpperCase()}_ADDR`] = await servingAddress(child, name);
         if (name === 'router') edge = await edgePort(child);

@@ -51,7 +51,7 @@ describe('how the edge writes a stream', function () {
   });
 
   it('still sends the headers the moment the provider\'s arrive when the events come later', async function () {
-    const chunkDelayMs = 150;
+    const chunkDelayMs = 250;
     t = await startTestMesh({ streamChunkDelayMs: chunkDelayMs });
     const startedMs = performance.now();
     const response = await askStream(t);

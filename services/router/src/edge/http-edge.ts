@@ -510,14 +510,18 @@ function uncorkUnlessEnded(res: ServerResponse): void {
   if (!res.writableEnded) res.uncork();
 }
 
+/** Until the client has taken what was written, left, or the request ended: a response that is gone never drains. */
 function waitForDrain(res: ServerResponse, signal: CancelSignal): Promise<void> {
+  if (signal.aborted || res.destroyed) return Promise.resolve();
   return new Promise((resolve) => {
     const done = (): void => {
       res.off('drain', done);
+      res.off('close', done);
       signal.removeEventListener('abort', done);
       resolve();
     };
     res.once('drain', done);
+    res.once('close', done);
     signal.addEventListener('abort', done, { once: true });
   });
 }

@@ -4,7 +4,6 @@ import { attr } from '@keymesh/telemetry';
 import type { LimitSnapshot } from '../providers';
 import type { UpstreamAnswer } from '../providers/upstream';
 import type { Attempt, AttemptResult } from './dispatcher';
-import { toAbortSignal } from './cancellation';
 
 export interface JsonResult<T> {
   /** The provider's bytes, sent to HTTP callers as they are. */
@@ -78,33 +77,16 @@ export function embeddingAttempt(req: OpenAiEmbeddingRequest, rawBody: Buffer | 
 /**
  * Starts a stream and hands it over once the provider's headers say 200: a
  * failure before that fails over like any request; after it, the bytes belong
- * to the caller.
+ * to the caller. The provider's per-attempt timeout bounds only the wait for
+ * those headers: a healthy stream may last longer, and from then on only the
+ * request's own end (caller gone, deadline) cuts it.
  */
 export function chatStreamAttempt(req: OpenAiChatRequest, rawBody: Buffer | undefined) {
   return async (a: Attempt): Promise<AttemptResult<StreamStart>> => {
     const http = a.provider.adapter.chatRequest(req, rawBody, a.target.model, a.secret);
-    const untilHeaders = headersSignal(a);
-    const response = await a.provider.upstream.request(http.path, http.headers, http.body, untilHeaders.signal);
-    untilHeaders.started();
+    const response = await a.provider.upstream.stream(http.path, http.headers, http.body, a.signal, a.requestSignal);
     a.span.setAttribute(attr.HTTP_RESPONSE_STATUS_CODE, response.statusCode);
-    if (response.statusCode !== 200) return failureOf(a, { statusCode: response.statusCode, headers: response.headers, body: Buffer.from(await response.body.arrayBuffer()) });
-    return succeeded(a, { body: response.body, abort: () => response.body.destroy() }, response.headers);
+    if (response.kind === 'answer') return failureOf(a, response);
+    return succeeded(a, { body: response.body, abort: response.abort }, response.headers);
   };
-}
-
-/**
- * The signal a stream's upstream call runs under. The provider's per-attempt
- * timeout bounds the wait for its headers; once the stream has started it
- * must not cut a healthy stream that simply lasts longer, so from then on only
- * the request's own signal (caller gone, deadline) ends it.
- */
-function headersSignal(a: Attempt): { signal: AbortSignal; started(): void } {
-  if (a.signal === a.requestSignal) return { signal: toAbortSignal(a.signal), started: () => {} };
-  const controller = new AbortController();
-  const onAttempt = (): void => controller.abort(a.signal.reason);
-  const onRequest = (): void => controller.abort(a.requestSignal.reason);
-  if (a.signal.aborted) onAttempt();
-  a.signal.addEventListener('abort', onAttempt, { once: true });
-  a.requestSignal.addEventListener('abort', onRequest, { once: true });
-  return { signal: controller.signal, started: () => a.signal.removeEventListener('abort', onAttempt) };
 }

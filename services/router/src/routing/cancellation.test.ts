@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { AttemptCancellation, RequestCancellation, toAbortSignal, type CancelSignal } from './cancellation';
+import { AttemptCancellation, RequestCancellation } from './cancellation';
 
 /** A listener that counts its calls. */
 function counter(): { listener: () => void; readonly calls: number } {
@@ -75,20 +75,6 @@ describe('RequestCancellation', () => {
     assert.equal(await reported, failure);
   });
 
-  it('makes its AbortSignal on first use, following an abort before or after', () => {
-    const before = new RequestCancellation();
-    before.abort('early');
-    assert.equal(before.signal.aborted, true);
-    assert.equal(before.signal.reason, 'early');
-
-    const after = new RequestCancellation();
-    const signal = after.signal;
-    assert.equal(after.signal, signal, 'one signal per cancellation');
-    let heard: unknown;
-    signal.addEventListener('abort', () => (heard = signal.reason));
-    after.abort('late');
-    assert.equal(heard, 'late');
-  });
 });
 
 describe('AttemptCancellation', () => {
@@ -122,34 +108,5 @@ describe('AttemptCancellation', () => {
     await new Promise((resolve) => setTimeout(resolve, 60));
     request.abort('caller gone');
     assert.equal(attempt.aborted, false);
-  });
-});
-
-describe('toAbortSignal', () => {
-  it('passes an AbortSignal through and gives a RequestCancellation its own', () => {
-    const controller = new AbortController();
-    assert.equal(toAbortSignal(controller.signal), controller.signal);
-    const cancellation = new RequestCancellation();
-    assert.equal(toAbortSignal(cancellation), cancellation.signal);
-  });
-
-  it('follows any other CancelSignal', () => {
-    const inner = new RequestCancellation();
-    const other: CancelSignal = {
-      get aborted() {
-        return inner.aborted;
-      },
-      get reason() {
-        return inner.reason;
-      },
-      throwIfAborted: () => inner.throwIfAborted(),
-      addEventListener: (type, listener) => inner.addEventListener(type, listener),
-      removeEventListener: (type, listener) => inner.removeEventListener(type, listener),
-    };
-    const signal = toAbortSignal(other);
-    assert.equal(signal.aborted, false);
-    inner.abort('stop');
-    assert.equal(signal.aborted, true);
-    assert.equal(signal.reason, 'stop');
   });
 });

@@ -16,14 +16,13 @@ export interface CancelSignal {
  * A request's cancellation (caller gone, deadline passed) that costs a plain
  * object. On Node 20 an AbortController costs several microseconds to make
  * and each listener more to add and remove: on the edge's hot path that was
- * a few percent of the whole request. The AbortSignal that APIs such as
- * undici's `request` insist on is made only when one asks for it.
+ * a few percent of the whole request. The provider calls take a CancelSignal
+ * (undici dispatch handlers), so none needs a real AbortSignal.
  */
 export class RequestCancellation implements CancelSignal {
   aborted = false;
   reason: unknown = undefined;
   private listeners: (() => void)[] | undefined;
-  private controller: AbortController | undefined;
 
   /** Ends the request with `reason`; later calls change nothing, as with AbortController. */
   abort(reason: unknown): void {
@@ -44,7 +43,6 @@ export class RequestCancellation implements CancelSignal {
         }
       }
     }
-    this.controller?.abort(reason);
   }
 
   throwIfAborted(): void {
@@ -62,15 +60,6 @@ export class RequestCancellation implements CancelSignal {
     if (!listeners) return;
     const at = listeners.lastIndexOf(listener);
     if (at >= 0) listeners.splice(at, 1);
-  }
-
-  /** An AbortSignal that follows this cancellation, made on first use. */
-  get signal(): AbortSignal {
-    if (!this.controller) {
-      this.controller = new AbortController();
-      if (this.aborted) this.controller.abort(this.reason);
-    }
-    return this.controller.signal;
   }
 }
 
@@ -100,14 +89,4 @@ export class AttemptCancellation extends RequestCancellation {
     clearTimeout(this.timer);
     this.request.removeEventListener('abort', this.onRequestEnd);
   }
-}
-
-/** The AbortSignal for APIs that need a real one (undici's `request`, AbortSignal.any). */
-export function toAbortSignal(signal: CancelSignal): AbortSignal {
-  if (signal instanceof AbortSignal) return signal;
-  if (signal instanceof RequestCancellation) return signal.signal;
-  const controller = new AbortController();
-  if (signal.aborted) controller.abort(signal.reason);
-  else signal.addEventListener('abort', () => controller.abort(signal.reason), { once: true });
-  return controller.signal;
 }
