@@ -285,7 +285,10 @@ function sweepSuite(declaredLimit: string) {
         const { keys } = await limiter.getKeyState({ poolId: 'main' });
         const usable = keys.filter((k) => k.condition !== KeyCondition.PARKED);
         // Holds are released as their requests end, long before their 30 s TTL could free them.
-        return usable.every((k) => k.remainingRequests === k.limitRequests) && keys.every((k) => k.holdsInFlight === 0) ? keys : undefined;
+        if (usable.every((k) => k.remainingRequests === k.limitRequests) && keys.every((k) => k.holdsInFlight === 0)) return keys;
+        // Thrown so that a timeout says which key still held what.
+        const held = keys.map((k) => `${k.keyId} ${KeyCondition[k.condition]} ${k.remainingRequests}/${k.limitRequests} left, ${k.holdsInFlight} holds`);
+        throw new Error(held.join('; '));
       },
       { timeoutMs: 4_000, what: 'every leased slot to expire and every hold to be released' },
     );

@@ -82,10 +82,13 @@ export class AcquireBatcher {
     const batch = this.pending;
     if (batch.length === 0) return;
     this.pending = [];
+    // The latest deadline of the batch: each caller stops waiting at its own (the dispatcher races it), and a
+    // grant that comes after carries the hold its caller gives back at once. The earliest would fail every
+    // request of the batch with the shortest one's, and lose the holds the limiter granted them.
     let deadlineMs = batch[0].deadlineMs;
     const links: Link[] = [];
     for (let i = 1; i < batch.length; i++) {
-      if (batch[i].deadlineMs < deadlineMs) deadlineMs = batch[i].deadlineMs;
+      if (batch[i].deadlineMs > deadlineMs) deadlineMs = batch[i].deadlineMs;
       const link = batch[i].link;
       if (link) links.push(link);
     }
