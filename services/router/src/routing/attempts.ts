@@ -58,7 +58,7 @@ async function jsonAttempt<T extends { usage?: unknown }>(
   if (response.statusCode !== 200) return failureOf(a, response);
   const bytes = response.body;
   const parsed = parseJson(bytes) as T | undefined;
-  if (parsed === undefined || typeof parsed !== 'object') {
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     return { ok: false, failure: { kind: 'unavailable', status: 502, message: 'the provider sent a malformed response', retryAfterMs: undefined } };
   }
   return succeeded(a, { bytes, parsed, usage: (parsed.usage as OpenAiUsage | undefined) ?? undefined }, response.headers);
