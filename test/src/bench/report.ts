@@ -54,6 +54,20 @@ export function percentile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
 }
 
+/** Where a target's latencies fall, for BENCH_TAILS=1: a p99 alone cannot tell a slow path from a few stalls. */
+export function tailLine(target: Target, latencyMs: Float64Array): string {
+  const sorted = latencyMs.slice().sort();
+  const bounds = [1, 2, 5, 10, 20, 50, 100];
+  const counts = new Array<number>(bounds.length + 1).fill(0);
+  for (const ms of sorted) {
+    const bucket = bounds.findIndex((b) => ms < b);
+    counts[bucket === -1 ? bounds.length : bucket]++;
+  }
+  const quantiles = [0.9, 0.99, 0.999].map((q) => `p${q * 100} ${percentile(sorted, q).toFixed(2)}`).join("  ");
+  const histogram = counts.map((n, i) => `${i < bounds.length ? `<${bounds[i]}` : `>=${bounds[bounds.length - 1]}`} ms: ${n}`).join(", ");
+  return `${target}: ${quantiles}  max ${(sorted[sorted.length - 1] ?? NaN).toFixed(2)}  (${histogram})`;
+}
+
 export function concatSamples(parts: readonly Float64Array[]): Float64Array {
   const out = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
   let offset = 0;

@@ -19,7 +19,7 @@ import {
 } from "./proc-stats";
 import {
   check, compareTargets, concatSamples, fmtMB, fmtMs, fmtPct, fmtSignedMs, renderMemory, renderScenario,
-  renderSummary, renderTable, summarizeMemory, summarizeTarget,
+  renderSummary, renderTable, summarizeMemory, summarizeTarget, tailLine,
   type Check, type MemoryReport, type ScenarioReport, type Target, type TargetTotals,
 } from "./report";
 import { LIMITER_SCENARIO, runLimiterBench, type ServiceHandle } from "./limiter";
@@ -57,6 +57,8 @@ interface BenchOptions {
   only: ReadonlySet<string> | null;
   jsonPath: string | null;
   verbose: boolean;
+  /** BENCH_TAILS=1: log each scenario's latency quantiles and histogram per target. */
+  tails: boolean;
   /** BENCH_PROXY=bare: the bare pass-through proxy (bare-proxy.ts) stands in for keymesh, to measure the floor. */
   bareProxy: boolean;
 }
@@ -123,6 +125,7 @@ function readOptions(argv: readonly string[]): BenchOptions {
     only,
     jsonPath,
     verbose: process.env["BENCH_VERBOSE"] === "1",
+    tails: process.env["BENCH_TAILS"] === "1",
     bareProxy: bareProxyFromEnv(),
   };
 }
@@ -583,7 +586,10 @@ class Bench {
         parts[target].push(await this.segment(target, scenario, { warmupMs: warmupSeconds * 1000, durationMs: segmentMs, rateRps: this.lightRateRps }));
       }
     }
-    return compareTargets(scenario, summarizeTarget("direct", mergeTotals(parts.direct)), summarizeTarget("keymesh", mergeTotals(parts.keymesh)));
+    const direct = mergeTotals(parts.direct);
+    const keymesh = mergeTotals(parts.keymesh);
+    if (this.options.tails) for (const [target, totals] of [["direct", direct], ["keymesh", keymesh]] as const) log(`${scenario.name} latency ${tailLine(target, totals.latencyMs)}`);
+    return compareTargets(scenario, summarizeTarget("direct", direct), summarizeTarget("keymesh", keymesh));
   }
 
   private async ensureLightRate(): Promise<void> {
