@@ -162,7 +162,7 @@ export function renderScenario(report: ScenarioReport): string {
   if (stream) headers.push("ttfb p50", "ttfb p99");
   headers.push("errors", "req/s vs direct", "+p50", "+p99");
   if (stream) headers.push("+ttfb p50", "+ttfb p99");
-  headers.push("keymesh cpu ms/req", "mock cpu ms/req");
+  headers.push("keymesh cpu ms/req", "mock cpu ms/req", "cores busy: keymesh / all");
 
   const row = (s: TargetStats, isKeymesh: boolean): string[] => {
     const cells = [s.target, fmtRate(s.requestsPerSecond), fmtMs(s.p50Ms), fmtMs(s.p99Ms)];
@@ -178,6 +178,10 @@ export function renderScenario(report: ScenarioReport): string {
       cells.push("");
     }
     cells.push(fmtMs(s.mockCpuMsPerRequest));
+    // How loaded the machine was: the light rates are meant to leave the CPU unsaturated.
+    const cores = (cpuMsPerRequest: number): string => (Number.isFinite(cpuMsPerRequest) ? ((cpuMsPerRequest * s.requestsPerSecond) / 1000).toFixed(2) : "n/a");
+    const all = (isKeymesh ? s.keymeshCpuMsPerRequest : 0) + s.mockCpuMsPerRequest + s.clientCpuMsPerRequest;
+    cells.push(`${isKeymesh ? cores(s.keymeshCpuMsPerRequest) : "-"} / ${cores(all)}`);
     return cells;
   };
 
