@@ -224,6 +224,7 @@ for (const store of ['memory', 'redis'] as const) describe(`cost per request and
     assert.equal(answer.status, 429);
     assert.equal(answer.message, 'This request may cost more than the whole daily cost quota of $0.000036 (UTC) for tenant "tiny"; lower its max_tokens.');
     // With an allowance that fits, it is served.
-    assert.equal((await ask(t!, TINY, 'metered', { max_tokens: COMPLETION_TOKENS })).status, 200);
+    const fitting = await ask(t!, TINY, 'metered', { max_tokens: COMPLETION_TOKENS });
+    assert.equal(fitting.status, 200, fitting.message);
   });
 });

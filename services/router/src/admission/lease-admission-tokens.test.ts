@@ -41,6 +41,39 @@ function fakeLimiter() {
 
 const withoutSpan = (admission: Admission) => ({ ...admission, decidedBy: undefined });
 
+/**
+ * A limiter with one key and `budget` tokens, as a quota near its end: a
+ * lease carves all that is left the moment the limiter hears the call (its
+ * answer is held until `answer`), and an Acquire is granted only from what
+ * no lease holds.
+ */
+function carvingLimiter(budget: number) {
+  let left = budget;
+  let answer = (): void => undefined;
+  const acquires: AcquireBatchRequest[] = [];
+  const client = {
+    grantLeases: () => {
+      const tokens = left;
+      left = 0;
+      return new Promise((resolve) => {
+        answer = () =>
+          resolve(create(GrantLeasesResponseSchema, { pools: [{ poolId: 'main', leases: tokens > 0 ? [{ keyId: 'k1', slots: 10, tokens, admissionId: '7', leaseId: '7' }] : [] }] }));
+      });
+    },
+    acquireBatch: async (request: AcquireBatchRequest) => {
+      acquires.push(request);
+      return create(AcquireBatchResponseSchema, {
+        responses: request.requests.map((r) => {
+          if (r.estimatedTokens > left) return { outcome: AcquireOutcome.DENIED, retryAfter: { seconds: 60n } };
+          left -= r.estimatedTokens;
+          return { outcome: AcquireOutcome.GRANTED, keyId: 'k1', admissionId: '9' };
+        }),
+      });
+    },
+  } as unknown as RpcClient<typeof LimiterService>;
+  return { client, acquires, answer: () => answer() };
+}
+
 describe('admission from capacity leases with token budgets', () => {
   it('admits from a lease only while the estimate fits its budget, and otherwise reserves by a batched Acquire', async () => {
     const limiter = fakeLimiter();
@@ -60,6 +93,21 @@ describe('admission from capacity leases with token budgets', () => {
     assert.equal(limiter.acquires.length, 1);
     assert.deepEqual(withoutSpan(await admit(100)), { granted: true, keyId: 'k2', admissionId: '9', decidedBy: undefined });
     assert.equal(limiter.acquires.length, 2);
+  });
+
+  it('waits for a grant on its way rather than be denied the room that grant is bringing this router', async () => {
+    const limiter = carvingLimiter(36);
+    const a = new LeaseAdmission(limiter.client, telemetry, new AcquireBatcher(limiter.client, telemetry), { holdMs: 1_000 });
+    const admit = (tokens: number) => Promise.resolve(a.admit('main', [], 'r', Date.now() + 5_000, ROOT_CONTEXT, tokens));
+    // Too large for the whole budget: denied by its Acquire, and its demand asks for a lease, which takes all 36.
+    assert.equal((await admit(2_048)).granted, false);
+    await new Promise((resolve) => setImmediate(resolve));
+    // While that lease is on its way, a request that fits it waits for it instead of asking the limiter, which has nothing left.
+    const fitting = admit(12);
+    await new Promise((resolve) => setImmediate(resolve));
+    limiter.answer();
+    assert.deepEqual(withoutSpan(await fitting), { granted: true, keyId: 'k1', admissionId: '7', decidedBy: undefined });
+    assert.equal(limiter.acquires.length, 1);
   });
 
   it('gives a dropped lease\'s unspent slots and budget back to its key with the next call', async () => {

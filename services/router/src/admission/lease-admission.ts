@@ -34,6 +34,8 @@ interface PoolState {
   leases: Lease[];
   waiters: Waiter[];
   refilling: boolean;
+  /** Called once the grant being asked for has landed or failed (requests with token estimates waiting for it). */
+  afterRefill: (() => void)[];
   /** Admissions since the last refill was asked for, to size the next one. */
   admittedSinceRefill: number;
   /** Tokens those admissions estimated (pools with token limits), to size the next budget. */
@@ -148,16 +150,18 @@ export class LeaseAdmission {
       pool.admittedSinceRefill++;
       pool.tokensSinceRefill += estimatedTokens;
       if (!lease) {
-        // The Acquire is queued before the refill, so that this turn's calls reach
-        // the limiter in that order and the new budget is not carved from this request's room.
-        const exact = this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens, high);
-        this.requestRefill(poolId);
-        return exact;
+        // A grant on its way is carved from what the key has left when the limiter hears it: an Acquire
+        // sent now could be denied the very room that grant brings this router. Wait for it and try its lease.
+        if (pool.refilling) {
+          return new Promise<void>((resume) => pool.afterRefill.push(resume)).then(() => {
+            const granted = takeSlot(pool, Date.now(), estimatedTokens);
+            return granted ? leaseAdmission(granted) : this.exactThenRefill(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens, high);
+          });
+        }
+        return this.exactThenRefill(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens, high);
       }
       if (!pool.refilling && (remainingSlots(pool, nowMs) * 4 <= pool.lastGrantedSlots || nowMs >= pool.renewAtMs)) this.requestRefill(poolId);
-      return lease.admissionId === undefined
-        ? { granted: true, keyId: lease.keyId, decidedBy: lease.decidedBy }
-        : { granted: true, keyId: lease.keyId, admissionId: lease.admissionId, decidedBy: lease.decidedBy };
+      return leaseAdmission(lease);
     }
     if (lease) {
       pool.admittedSinceRefill++;
@@ -171,6 +175,16 @@ export class LeaseAdmission {
       pool.waiters.push({ ctx, link: span ? spanLinkOf(span) : undefined, resolve, reject });
       this.requestRefill(poolId);
     });
+  }
+
+  /**
+   * The Acquire is queued before the refill, so that this turn's calls reach the
+   * limiter in that order and the new budget is not carved from this request's room.
+   */
+  private exactThenRefill(poolId: string, excludedKeyIds: string[], requestId: string, deadlineMs: number, ctx: Context, estimatedTokens: number, high: boolean): Promise<Admission> {
+    const exact = this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens, high);
+    this.requestRefill(poolId);
+    return exact;
   }
 
   /**
@@ -355,10 +369,18 @@ export class LeaseAdmission {
   private poolState(poolId: string): PoolState {
     let pool = this.pools.get(poolId);
     if (!pool) {
-      pool = { leases: [], waiters: [], refilling: false, admittedSinceRefill: 0, tokensSinceRefill: 0, lastRefillMs: Date.now(), lastGrantedSlots: 0, renewAtMs: 0 };
+      pool = { leases: [], waiters: [], refilling: false, afterRefill: [], admittedSinceRefill: 0, tokensSinceRefill: 0, lastRefillMs: Date.now(), lastGrantedSlots: 0, renewAtMs: 0 };
       this.pools.set(poolId, pool);
     }
     return pool;
+  }
+
+  private refillEnded(pool: PoolState): void {
+    pool.refilling = false;
+    if (pool.afterRefill.length === 0) return;
+    const waiting = pool.afterRefill;
+    pool.afterRefill = [];
+    for (const resume of waiting) resume();
   }
 
   private requestRefill(poolId: string): void {
@@ -414,7 +436,7 @@ export class LeaseAdmission {
     const asking = poolIds.filter((poolId, i) => {
       if (wanted[i] > 0) return true;
       const pool = this.poolState(poolId);
-      pool.refilling = false;
+      this.refillEnded(pool);
       pool.renewAtMs = nowMs + holdMs / 10;
       return false;
     });
@@ -458,7 +480,7 @@ export class LeaseAdmission {
     const nowMs = Date.now();
     for (let i = 0; i < poolIds.length; i++) {
       const pool = this.poolState(poolIds[i]);
-      pool.refilling = false;
+      this.refillEnded(pool);
       const granted: PoolLeases | undefined = response.pools[i];
       pool.leases = this.keepLeases(poolIds[i], pool.leases, (l) => l.slots > 0 && l.expiresAtMs > nowMs);
       let total = 0;
@@ -529,12 +551,18 @@ export class LeaseAdmission {
     const unavailable = new KeymeshError({ code: Code.Unavailable, reason: Reason.UNAVAILABLE, message: 'the limiter did not answer', cause: error });
     for (const poolId of poolIds) {
       const pool = this.poolState(poolId);
-      pool.refilling = false;
+      this.refillEnded(pool);
       const waiters = pool.waiters;
       pool.waiters = [];
       for (const w of waiters) w.reject(unavailable);
     }
   }
+}
+
+function leaseAdmission(lease: Lease): Admission {
+  return lease.admissionId === undefined
+    ? { granted: true, keyId: lease.keyId, decidedBy: lease.decidedBy }
+    : { granted: true, keyId: lease.keyId, admissionId: lease.admissionId, decidedBy: lease.decidedBy };
 }
 
 /** A lease with a slot and at least `tokens` of budget left (the most slots wins), spent from. */
