@@ -110,6 +110,34 @@ describe('admission from capacity leases with token budgets', () => {
     assert.equal(limiter.acquires.length, 1);
   });
 
+  it('spends nothing for a request whose deadline passed while it waited for the grant', async () => {
+    const limiter = carvingLimiter(36);
+    const a = new LeaseAdmission(limiter.client, telemetry, new AcquireBatcher(limiter.client, telemetry), { holdMs: 1_000 });
+    assert.equal((await a.admit('main', [], 'r1', Date.now() + 5_000, ROOT_CONTEXT, 2_048)).granted, false);
+    await new Promise((resolve) => setImmediate(resolve));
+    const late = Promise.resolve(a.admit('main', [], 'r2', Date.now() + 20, ROOT_CONTEXT, 12));
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    limiter.answer();
+    const answer = await late;
+    assert.equal(answer.granted, false);
+    assert.equal(!answer.granted && answer.reason, 'DEADLINE_EXCEEDED');
+    // The whole budget is still there for the next request, and no Acquire was sent for the late one.
+    assert.deepEqual(withoutSpan(await a.admit('main', [], 'r3', Date.now() + 5_000, ROOT_CONTEXT, 36)), { granted: true, keyId: 'k1', admissionId: '7', decidedBy: undefined });
+    assert.equal(limiter.acquires.length, 1);
+  });
+
+  it('does not wait for a grant that asked for less than the request needs', async () => {
+    const limiter = carvingLimiter(1_000_000);
+    const a = new LeaseAdmission(limiter.client, telemetry, new AcquireBatcher(limiter.client, telemetry), { holdMs: 1_000 });
+    assert.equal((await a.admit('main', [], 'r1', Date.now() + 5_000, ROOT_CONTEXT, 100)).granted, true);
+    await new Promise((resolve) => setImmediate(resolve));
+    // The grant in flight asked for what 100 tokens of demand scale to; a request of 500,000 goes by Acquire at once.
+    const big = await a.admit('main', [], 'r2', Date.now() + 5_000, ROOT_CONTEXT, 500_000);
+    assert.equal(big.granted, false, 'the carving limiter has leased everything to the grant in flight');
+    assert.equal(limiter.acquires.length, 2);
+    limiter.answer();
+  });
+
   it('gives a dropped lease\'s unspent slots and budget back to its key with the next call', async () => {
     const limiter = fakeLimiter();
     const a = new LeaseAdmission(limiter.client, telemetry, new AcquireBatcher(limiter.client, telemetry), { holdMs: 1_000 });

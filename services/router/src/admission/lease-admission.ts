@@ -2,7 +2,7 @@ import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import type { GrantLeasesResponse, LimiterService, PoolLeases } from '@keymesh/proto/limiter/v1/limiter';
 import { durationOfMs, msOfDuration, type RpcClient } from '@keymesh/rpc';
 import { attr, spanLinkOf, type Telemetry } from '@keymesh/telemetry';
-import { ROOT_CONTEXT, SpanKind, trace, type Context, type Link, type SpanContext } from '@opentelemetry/api';
+import { INVALID_SPAN_CONTEXT, ROOT_CONTEXT, SpanKind, trace, type Context, type Link, type SpanContext } from '@opentelemetry/api';
 import type { AcquireBatcher, Admission } from './acquire-batcher';
 
 interface Lease {
@@ -36,6 +36,8 @@ interface PoolState {
   refilling: boolean;
   /** Called once the grant being asked for has landed or failed (requests with token estimates waiting for it). */
   afterRefill: (() => void)[];
+  /** The tokens that grant asks for; Infinity until it is sent, since it will count every request until then. */
+  refillTokens: number;
   /** Admissions since the last refill was asked for, to size the next one. */
   admittedSinceRefill: number;
   /** Tokens those admissions estimated (pools with token limits), to size the next budget. */
@@ -151,22 +153,27 @@ export class LeaseAdmission {
       pool.tokensSinceRefill += estimatedTokens;
       if (!lease) {
         // A grant on its way is carved from what the key has left when the limiter hears it: an Acquire
-        // sent now could be denied the very room that grant brings this router. Wait for it and try its lease.
-        if (pool.refilling) {
+        // sent now could be denied the very room that grant brings this router. When it asked for enough
+        // (or is not sent yet, and so counts this request), wait for it and try its lease.
+        if (pool.refilling && estimatedTokens <= pool.refillTokens) {
           return new Promise<void>((resume) => pool.afterRefill.push(resume)).then(() => {
-            const granted = takeSlot(pool, Date.now(), estimatedTokens);
-            return granted ? leaseAdmission(granted) : this.exactThenRefill(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens, high);
+            const resumedMs = Date.now();
+            // The caller stopped waiting at its deadline: nothing may be spent or reserved for it now.
+            if (resumedMs >= deadlineMs) return { granted: false, retryAfterMs: undefined, reason: Reason.DEADLINE_EXCEEDED, decidedBy: INVALID_SPAN_CONTEXT };
+            const granted = takeSlot(pool, resumedMs, estimatedTokens);
+            if (!granted) return this.exactThenRefill(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens, high);
+            this.renewIfLow(poolId, pool, resumedMs);
+            return leaseAdmission(granted);
           });
         }
         return this.exactThenRefill(poolId, excludedKeyIds, requestId, deadlineMs, ctx, estimatedTokens, high);
       }
-      if (!pool.refilling && (remainingSlots(pool, nowMs) * 4 <= pool.lastGrantedSlots || nowMs >= pool.renewAtMs)) this.requestRefill(poolId);
+      this.renewIfLow(poolId, pool, nowMs);
       return leaseAdmission(lease);
     }
     if (lease) {
       pool.admittedSinceRefill++;
-      // Renew before the slots run low or the leases run out, so no request waits for a grant.
-      if (!pool.refilling && (remainingSlots(pool, nowMs) * 4 <= pool.lastGrantedSlots || nowMs >= pool.renewAtMs)) this.requestRefill(poolId);
+      this.renewIfLow(poolId, pool, nowMs);
       return { granted: true, keyId: lease.keyId, decidedBy: lease.decidedBy };
     }
     if (high) return this.exact.acquire(poolId, excludedKeyIds, requestId, deadlineMs, ctx, 0, true);
@@ -369,10 +376,15 @@ export class LeaseAdmission {
   private poolState(poolId: string): PoolState {
     let pool = this.pools.get(poolId);
     if (!pool) {
-      pool = { leases: [], waiters: [], refilling: false, afterRefill: [], admittedSinceRefill: 0, tokensSinceRefill: 0, lastRefillMs: Date.now(), lastGrantedSlots: 0, renewAtMs: 0 };
+      pool = { leases: [], waiters: [], refilling: false, afterRefill: [], refillTokens: 0, admittedSinceRefill: 0, tokensSinceRefill: 0, lastRefillMs: Date.now(), lastGrantedSlots: 0, renewAtMs: 0 };
       this.pools.set(poolId, pool);
     }
     return pool;
+  }
+
+  /** Renews before the slots run low or the leases run out, so no request waits for a grant. */
+  private renewIfLow(poolId: string, pool: PoolState, nowMs: number): void {
+    if (!pool.refilling && (remainingSlots(pool, nowMs) * 4 <= pool.lastGrantedSlots || nowMs >= pool.renewAtMs)) this.requestRefill(poolId);
   }
 
   private refillEnded(pool: PoolState): void {
@@ -387,6 +399,7 @@ export class LeaseAdmission {
     const pool = this.poolState(poolId);
     if (pool.refilling) return;
     pool.refilling = true;
+    pool.refillTokens = Number.POSITIVE_INFINITY;
     this.pendingRefills.add(poolId);
     if (!this.refillScheduled) {
       this.refillScheduled = true;
@@ -427,6 +440,7 @@ export class LeaseAdmission {
       const expected = Math.ceil((pool.admittedSinceRefill * holdMs) / elapsedMs) - remainingSlots(pool, nowMs + holdMs / 2);
       // Likewise for tokens: an unspent budget stays counted in the key's windows until its lease ends.
       wantedTokens.push(Math.max(0, Math.ceil((pool.tokensSinceRefill * holdMs) / elapsedMs) - remainingTokens(pool, nowMs + holdMs / 2)));
+      pool.refillTokens = wantedTokens[wantedTokens.length - 1]!;
       pool.admittedSinceRefill = 0;
       pool.tokensSinceRefill = 0;
       pool.lastRefillMs = nowMs;
