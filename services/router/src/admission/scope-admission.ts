@@ -133,11 +133,17 @@ export class ScopeAdmission {
   }
 
   giveBack(slot: ScopeSlot): void {
-    if (this.leases.giveBack(slot.gate.poolId, slot.admission, slot.tokens)) return;
-    const { admissionId } = slot.admission;
-    if (admissionId !== undefined && slot.tokens > 0) {
-      this.settle({ poolId: slot.gate.poolId, keyId: SCOPE_KEY_ID, admissionId, reservedTokens: slot.tokens, usedTokens: 0 });
-    }
+    this.release(slot.gate.poolId, SCOPE_KEY_ID, slot.admission, slot.tokens);
+  }
+
+  /**
+   * A grant no call will spend (on a scope, or on a key for a request that
+   * ended while it waited): the slot goes back to the lease that granted it,
+   * or the `tokens` it reserved are settled as unused.
+   */
+  release(poolId: string, keyId: string, admission: Admission, tokens: number): void {
+    if (!admission.granted || this.leases.giveBack(poolId, admission, tokens)) return;
+    if (admission.admissionId !== undefined && tokens > 0) this.settle({ poolId, keyId, admissionId: admission.admissionId, reservedTokens: tokens, usedTokens: 0 });
   }
 
   /** The slot was spent on a request that was served: its tokens are settled with the key's. */

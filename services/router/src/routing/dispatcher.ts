@@ -671,7 +671,7 @@ export class Dispatcher {
 
   private takeScope(scope: RequestScope, gate: ScopeGate, price: TokenPrice | null): ScopeSlot | ScopeDenial | Promise<ScopeSlot | ScopeDenial> {
     const taken = this.scopes.take(gate, scope, price);
-    return taken instanceof Promise ? this.untilDone(scope, taken) : taken;
+    return taken instanceof Promise ? this.untilDone(scope, taken, (late) => isScopeSlot(late) && this.scopes.giveBack(late)) : taken;
   }
 
   /**
@@ -747,8 +747,10 @@ export class Dispatcher {
         : this.deps.admission.admit(target.poolId, excluded, scope.requestId, scope.deadlineMs, scope.traceContext, estimatedTokens, high),
     );
     if (admission instanceof Promise) {
-      // A lease grant may outlast the caller's deadline (it has its own timeout); the caller must not wait for it.
-      return this.untilDone(scope, admission).then((a) => {
+      // A lease grant may outlast the caller's deadline (it has its own timeout); the caller must not wait for it,
+      // and what it grants after the caller left goes back (a hold is given back by `holding`).
+      const giveBackLate = (late: Admission): void => this.scopes.release(target.poolId, late.granted ? late.keyId : '', late, estimatedTokens ?? 0);
+      return this.untilDone(scope, admission, giveBackLate).then((a) => {
         route?.addLink({ context: a.decidedBy });
         return a;
       });
@@ -836,11 +838,14 @@ export class Dispatcher {
 
   /**
    * Settles with `work`, or rejects the moment the request is done (deadline,
-   * caller gone). The work itself runs on: a slot it brings is simply unused.
+   * caller gone). The work itself runs on: what it brings after that goes to
+   * `onLate` (a grant to give back), or is simply unused.
    */
-  private untilDone<T>(scope: RequestScope, work: Promise<T>): Promise<T> {
+  private untilDone<T>(scope: RequestScope, work: Promise<T>, onLate?: (value: T) => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
+      let left = false;
       const onDone = (): void => {
+        left = true;
         try {
           this.throwIfDone(scope);
         } catch (err) {
@@ -848,14 +853,15 @@ export class Dispatcher {
         }
       };
       if (scope.signal.aborted) {
-        void work.catch(() => undefined);
+        void work.then(onLate, () => undefined);
         return onDone();
       }
       scope.signal.addEventListener('abort', onDone, { once: true });
       work.then(
         (value) => {
           scope.signal.removeEventListener('abort', onDone);
-          resolve(value);
+          if (left) onLate?.(value);
+          else resolve(value);
         },
         (err: unknown) => {
           scope.signal.removeEventListener('abort', onDone);

@@ -9,8 +9,9 @@ import {
 } from '@keymesh/proto/limiter/v1/limiter';
 import type { RpcClient } from '@keymesh/rpc';
 import { createLogger, createTelemetry } from '@keymesh/telemetry';
-import { ROOT_CONTEXT } from '@opentelemetry/api';
-import { AcquireBatcher } from '../admission/acquire-batcher';
+import { INVALID_SPAN_CONTEXT, ROOT_CONTEXT } from '@opentelemetry/api';
+import { AcquireBatcher, type Admission } from '../admission/acquire-batcher';
+import { RequestTokens } from '../admission/request-tokens';
 import { LeaseAdmission } from '../admission/lease-admission';
 import { EMPTY_SCOPE_TABLE, type ScopeAdmission, type ScopeGate, type ScopeSlot } from '../admission/scope-admission';
 import type { KeyMaterialCache } from '../keys/key-material';
@@ -101,5 +102,62 @@ describe('a pool total\'s slot', () => {
     await assert.rejects(served);
     assert.equal(taken, 1, 'one slot serves every key the request tries');
     assert.equal(givenBack.length, 1, 'the slot no call spent goes back');
+  });
+});
+
+describe('a grant that arrives after its request ended', () => {
+  /** A dispatcher whose admissions (on keys, and on a tenant scope when `gated`) are answered only when the test says. */
+  function lateRig(gated: boolean) {
+    const limiter = fakeLimiter();
+    const provider = { id: 'mock', timeoutMs: 1_000 } as unknown as ProviderBinding;
+    const tenant: ScopeGate = { kind: 'tenant', id: 't', poolId: 'tenant/t', measure: 'tokens', tokenLimited: true, shortestWindowMs: 60_000, described: '1000 tokens per 1m' };
+    const table: RouteTable = {
+      ...EMPTY_ROUTE_TABLE,
+      providers: new Map([['mock', provider]]),
+      tokenLimitedPools: new Set(['main']),
+      scopes: { ...EMPTY_SCOPE_TABLE, tenants: gated ? new Map([['t', tenant]]) : new Map() },
+    };
+    let grantKey: ((admission: Admission) => void) | undefined;
+    let grantScope: ((slot: ScopeSlot) => void) | undefined;
+    const admission = {
+      admit: () => new Promise<Admission>((resolve) => (grantKey = resolve)),
+    } as unknown as LeaseAdmission;
+    const released: unknown[][] = [];
+    const givenBack: ScopeSlot[] = [];
+    const scopes = {
+      take: () => new Promise<ScopeSlot>((resolve) => (grantScope = resolve)),
+      giveBack: (slot: ScopeSlot) => givenBack.push(slot),
+      release: (...args: unknown[]) => released.push(args),
+    } as unknown as ScopeAdmission;
+    const keys = { secretOf: () => 'secret' } as unknown as KeyMaterialCache;
+    const dispatcher = new Dispatcher({ table: () => table, admission, keys, limiter: limiter.client, telemetry, logger: createLogger('test', 'error'), scopes });
+    /** A request that waits for its admission until its caller leaves. */
+    const endWhileWaiting = async (): Promise<void> => {
+      const controller = new AbortController();
+      const served = dispatcher.run({ ...scope(0), signal: controller.signal, tokens: new RequestTokens() }, async () => ({ ok: true, value: 'never' }));
+      await new Promise((resolve) => setImmediate(resolve));
+      controller.abort(new Error('the client left'));
+      await assert.rejects(served);
+    };
+    return { endWhileWaiting, released, givenBack, grantKey: (a: Admission) => grantKey!(a), grantScope: (s: ScopeSlot) => grantScope!(s), tenant };
+  }
+
+  it('gives back a key\'s slot and reservation it no longer needs', async () => {
+    const rig = lateRig(false);
+    await rig.endWhileWaiting();
+    const late: Admission = { granted: true, keyId: 'k1', admissionId: '9', decidedBy: INVALID_SPAN_CONTEXT };
+    rig.grantKey(late);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(rig.released.length, 1);
+    assert.deepEqual(rig.released[0]!.slice(0, 3), ['main', 'k1', late]);
+  });
+
+  it('gives back a scope\'s slot it no longer needs', async () => {
+    const rig = lateRig(true);
+    await rig.endWhileWaiting();
+    const slot = { gate: rig.tenant, admission: { granted: true, keyId: 'scope', decidedBy: INVALID_SPAN_CONTEXT }, tokens: 10 } as unknown as ScopeSlot;
+    rig.grantScope(slot);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(rig.givenBack, [slot]);
   });
 });
