@@ -154,16 +154,17 @@ function parseGauges(metrics: string, name: string): Map<string, number> {
   return out;
 }
 
-/**
- * The sweep, on a pool admitted from capacity leases and on one whose keys
- * have a concurrency limit (admitted per request, each holding its key's slot
- * until it ends): either way nothing may stay held once every request ended.
- */
+/** How the limiter sees a key of the pool now (parked, cooling, ...). */
 async function conditionOf(limiter: RpcClient<typeof LimiterService>, keyId: string): Promise<KeyCondition | undefined> {
   const { keys } = await limiter.getKeyState({ poolId: 'main' });
   return keys.find((k) => k.keyId === keyId)?.condition;
 }
 
+/**
+ * The sweep, on a pool admitted from capacity leases and on one whose keys
+ * have a concurrency limit (admitted per request, each holding its key's slot
+ * until it ends): either way nothing may stay held once every request ended.
+ */
 function sweepSuite(declaredLimit: string) {
   return function (this: Mocha.Suite): void {
   this.timeout(60_000);
@@ -199,7 +200,6 @@ function sweepSuite(declaredLimit: string) {
   });
 
   it('ends every request by its deadline, and leaves no bulkhead slot, lease or concurrency hold held', async function () {
-    // Each phase sets the provider's misbehaviour for requests that reach it from then on; earlier ones still run.
     // Each phase sets the provider's misbehaviour for requests that reach it from then on; earlier ones still run.
     // The 503 burst comes late: it opens the provider's breaker, after which every request is refused at once.
     // `met` is the mock counter that shows the phase's misbehaviour reached the provider.

@@ -74,6 +74,19 @@ function carvingLimiter(budget: number) {
   return { client, acquires, answer: () => answer() };
 }
 
+/**
+ * Admission over a carvingLimiter(budget) once a first request of `firstTokens`
+ * was answered by its Acquire and asked for a lease, which is still on its way.
+ */
+async function afterFirstRequest(budget: number, firstTokens: number) {
+  const limiter = carvingLimiter(budget);
+  const a = new LeaseAdmission(limiter.client, telemetry, new AcquireBatcher(limiter.client, telemetry), { holdMs: 1_000 });
+  const admit = (tokens: number, deadlineInMs = 5_000): Promise<Admission> => Promise.resolve(a.admit('main', [], 'r', Date.now() + deadlineInMs, ROOT_CONTEXT, tokens));
+  const first = await admit(firstTokens);
+  await new Promise((resolve) => setImmediate(resolve));
+  return { limiter, first, admit };
+}
+
 describe('admission from capacity leases with token budgets', () => {
   it('admits from a lease only while the estimate fits its budget, and otherwise reserves by a batched Acquire', async () => {
     const limiter = fakeLimiter();
@@ -96,12 +109,9 @@ describe('admission from capacity leases with token budgets', () => {
   });
 
   it('waits for a grant on its way rather than be denied the room that grant is bringing this router', async () => {
-    const limiter = carvingLimiter(36);
-    const a = new LeaseAdmission(limiter.client, telemetry, new AcquireBatcher(limiter.client, telemetry), { holdMs: 1_000 });
-    const admit = (tokens: number) => Promise.resolve(a.admit('main', [], 'r', Date.now() + 5_000, ROOT_CONTEXT, tokens));
     // Too large for the whole budget: denied by its Acquire, and its demand asks for a lease, which takes all 36.
-    assert.equal((await admit(2_048)).granted, false);
-    await new Promise((resolve) => setImmediate(resolve));
+    const { limiter, first, admit } = await afterFirstRequest(36, 2_048);
+    assert.equal(first.granted, false);
     // While that lease is on its way, a request that fits it waits for it instead of asking the limiter, which has nothing left.
     const fitting = admit(12);
     await new Promise((resolve) => setImmediate(resolve));
@@ -111,28 +121,24 @@ describe('admission from capacity leases with token budgets', () => {
   });
 
   it('spends nothing for a request whose deadline passed while it waited for the grant', async () => {
-    const limiter = carvingLimiter(36);
-    const a = new LeaseAdmission(limiter.client, telemetry, new AcquireBatcher(limiter.client, telemetry), { holdMs: 1_000 });
-    assert.equal((await a.admit('main', [], 'r1', Date.now() + 5_000, ROOT_CONTEXT, 2_048)).granted, false);
-    await new Promise((resolve) => setImmediate(resolve));
-    const late = Promise.resolve(a.admit('main', [], 'r2', Date.now() + 20, ROOT_CONTEXT, 12));
+    const { limiter, first, admit } = await afterFirstRequest(36, 2_048);
+    assert.equal(first.granted, false);
+    const late = admit(12, 20);
     await new Promise((resolve) => setTimeout(resolve, 40));
     limiter.answer();
     const answer = await late;
     assert.equal(answer.granted, false);
     assert.equal(!answer.granted && answer.reason, 'DEADLINE_EXCEEDED');
     // The whole budget is still there for the next request, and no Acquire was sent for the late one.
-    assert.deepEqual(withoutSpan(await a.admit('main', [], 'r3', Date.now() + 5_000, ROOT_CONTEXT, 36)), { granted: true, keyId: 'k1', admissionId: '7', decidedBy: undefined });
+    assert.deepEqual(withoutSpan(await admit(36)), { granted: true, keyId: 'k1', admissionId: '7', decidedBy: undefined });
     assert.equal(limiter.acquires.length, 1);
   });
 
   it('does not wait for a grant that asked for less than the request needs', async () => {
-    const limiter = carvingLimiter(1_000_000);
-    const a = new LeaseAdmission(limiter.client, telemetry, new AcquireBatcher(limiter.client, telemetry), { holdMs: 1_000 });
-    assert.equal((await a.admit('main', [], 'r1', Date.now() + 5_000, ROOT_CONTEXT, 100)).granted, true);
-    await new Promise((resolve) => setImmediate(resolve));
+    const { limiter, first, admit } = await afterFirstRequest(1_000_000, 100);
+    assert.equal(first.granted, true);
     // The grant in flight asked for what 100 tokens of demand scale to; a request of 500,000 goes by Acquire at once.
-    const big = await a.admit('main', [], 'r2', Date.now() + 5_000, ROOT_CONTEXT, 500_000);
+    const big = await admit(500_000);
     assert.equal(big.granted, false, 'the carving limiter has leased everything to the grant in flight');
     assert.equal(limiter.acquires.length, 2);
     limiter.answer();

@@ -133,17 +133,20 @@ export class ScopeAdmission {
   }
 
   giveBack(slot: ScopeSlot): void {
-    this.release(slot.gate.poolId, SCOPE_KEY_ID, slot.admission, slot.tokens);
+    this.release(slot.gate.poolId, slot.admission, slot.tokens);
   }
 
   /**
    * A grant no call will spend (on a scope, or on a key for a request that
    * ended while it waited): the slot goes back to the lease that granted it,
-   * or the `tokens` it reserved are settled as unused.
+   * or the `tokens` it reserved on the granted key (a scope's is its one
+   * key, SCOPE_KEY_ID) are settled as unused.
    */
-  release(poolId: string, keyId: string, admission: Admission, tokens: number): void {
+  release(poolId: string, admission: Admission, tokens: number): void {
     if (!admission.granted || this.leases.giveBack(poolId, admission, tokens)) return;
-    if (admission.admissionId !== undefined && tokens > 0) this.settle({ poolId, keyId, admissionId: admission.admissionId, reservedTokens: tokens, usedTokens: 0 });
+    if (admission.admissionId !== undefined && tokens > 0) {
+      this.settle({ poolId, keyId: admission.keyId, admissionId: admission.admissionId, reservedTokens: tokens, usedTokens: 0 });
+    }
   }
 
   /** The slot was spent on a request that was served: its tokens are settled with the key's. */

@@ -749,7 +749,7 @@ export class Dispatcher {
     if (admission instanceof Promise) {
       // A lease grant may outlast the caller's deadline (it has its own timeout); the caller must not wait for it,
       // and what it grants after the caller left goes back (a hold is given back by `holding`).
-      const giveBackLate = (late: Admission): void => this.scopes.release(target.poolId, late.granted ? late.keyId : '', late, estimatedTokens ?? 0);
+      const giveBackLate = (late: Admission): void => this.scopes.release(target.poolId, late, estimatedTokens ?? 0);
       return this.untilDone(scope, admission, giveBackLate).then((a) => {
         route?.addLink({ context: a.decidedBy });
         return a;
