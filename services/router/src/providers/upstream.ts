@@ -37,10 +37,13 @@ export class Upstream {
       connections: 256,
       pipelining: 1,
       keepAliveTimeout: 30_000,
-      // Deadlines are enforced per request by the router; these only catch a
-      // provider that accepted the socket and then went silent forever.
-      headersTimeout: 300_000,
-      bodyTimeout: 300_000,
+      // Off: every call already ends at its request's deadline (both edges
+      // set one, finite by the config schema) and a provider's per-attempt
+      // timeout. undici's own timers were a third bound that cost each call a
+      // timer object kept about a second, long enough to be copied by two
+      // young-generation collections and promoted.
+      headersTimeout: 0,
+      bodyTimeout: 0,
     });
   }
 
