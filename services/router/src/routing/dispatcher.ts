@@ -223,12 +223,21 @@ export class Dispatcher {
    * its static answer made by `staticAnswer` (left out where no static answer
    * fits, e.g. embeddings).
    */
-  async run<T>(
+  run<T>(
     scope: RequestScope,
     attempt: (a: Attempt) => Promise<AttemptResult<T>>,
     staticAnswer?: (answer: string) => T,
   ): Promise<Served<T>> {
+    // Most routes have no line to wait in: they skip an async frame (and its allocations) per request.
     if (scope.route.maxWaitMs <= 0) return this.serve(scope, attempt, staticAnswer);
+    return this.serveInLine(scope, attempt, staticAnswer);
+  }
+
+  private async serveInLine<T>(
+    scope: RequestScope,
+    attempt: (a: Attempt) => Promise<AttemptResult<T>>,
+    staticAnswer: ((answer: string) => T) | undefined,
+  ): Promise<Served<T>> {
     const onAbort = (): void => this.leaveLine(scope, false);
     scope.signal.addEventListener('abort', onAbort, { once: true });
     try {
@@ -246,14 +255,26 @@ export class Dispatcher {
     }
   }
 
-  private async serve<T>(
+  private serve<T>(
     scope: RequestScope,
     attempt: (a: Attempt) => Promise<AttemptResult<T>>,
     staticAnswer: ((answer: string) => T) | undefined,
   ): Promise<Served<T>> {
     const counter: RequestProgress = { attempts: 0, scopeSlots: undefined };
+    const served = this.rounds(scope, orderTargets(scope.route, this.targets, this.random), attempt, counter);
+    // Only a route with a last resort has anything to do with a failure: the others pass it on as it is.
+    return scope.route.degraded === null ? served : this.orDegraded(scope, served, attempt, staticAnswer, counter);
+  }
+
+  private async orDegraded<T>(
+    scope: RequestScope,
+    served: Promise<Served<T>>,
+    attempt: (a: Attempt) => Promise<AttemptResult<T>>,
+    staticAnswer: ((answer: string) => T) | undefined,
+    counter: RequestProgress,
+  ): Promise<Served<T>> {
     try {
-      return await this.rounds(scope, orderTargets(scope.route, this.targets, this.random), attempt, counter);
+      return await served;
     } catch (err) {
       const { degraded } = scope.route;
       if (degraded === null || !(err instanceof KeymeshError) || !DEGRADABLE_REASONS.has(err.reason)) throw err;
@@ -440,7 +461,11 @@ export class Dispatcher {
             if (isScopeSlot(taken)) costSlot = taken;
             else [admission, deniedGate] = [taken, poolCost];
           }
-          admission ??= await this.admit(scope, target, excluded, table);
+          if (admission === undefined) {
+            // Mostly granted at once from a lease: no await (a microtask and a promise) for those.
+            const admitted = this.admit(scope, target, excluded, table);
+            admission = admitted instanceof Promise ? await admitted : admitted;
+          }
           if (!admission.granted) {
             denied = true;
             lastDenialReason = admission.reason;
