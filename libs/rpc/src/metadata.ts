@@ -1,12 +1,13 @@
 import type { Metadata } from '@grpc/grpc-js';
-import { context, propagation, type Context } from '@opentelemetry/api';
+import { propagation, type Context } from '@opentelemetry/api';
+import { baseContext } from '@keymesh/telemetry';
 
 export function injectIntoMetadata(metadata: Metadata, ctx: Context): void {
   propagation.inject(ctx, metadata, { set: (m, key, value) => m.set(key, value) });
 }
 
 export function extractFromMetadata(metadata: Metadata): Context {
-  return propagation.extract(context.active(), metadata, {
+  return propagation.extract(baseContext(), metadata, {
     get: (m, key) => {
       const values = m.get(key);
       return values.length === 0 ? undefined : values.map(String);
