@@ -65,18 +65,25 @@ const ids = new IdPool();
 function toHrTime(input: TimeInput | undefined, startPerfMs: number, start: HrTime | undefined): HrTime {
   if (input === undefined) {
     // Relative to the start on the monotonic clock, as the SDK does, so a duration never goes backwards.
-    return start === undefined ? hrTime() : addMillis(start, otperformance.now() - startPerfMs);
+    return start === undefined ? nowHrTime() : addMillis(start, otperformance.now() - startPerfMs);
   }
   if (typeof input === 'number') return input <= otperformance.now() ? hrTime(input) : millisToHrTime(input);
   if (input instanceof Date) return millisToHrTime(input.getTime());
   if (isTimeInputHrTime(input)) return input;
-  return hrTime();
+  return nowHrTime();
 }
 
+const TIME_ORIGIN: HrTime = millisToHrTime(otperformance.timeOrigin);
+
+/** The SDK's hrTime() (the time origin plus performance.now(), each as an HrTime) as one array instead of three. */
+function nowHrTime(): HrTime {
+  return addMillis(TIME_ORIGIN, otperformance.now());
+}
+
+/** `time` plus `ms`, rounded to the nanosecond as millisToHrTime rounds. */
 function addMillis(time: HrTime, ms: number): HrTime {
-  const extra = millisToHrTime(ms);
-  let seconds = time[0] + extra[0];
-  let nanos = time[1] + extra[1];
+  let seconds = time[0] + Math.trunc(ms / 1000);
+  let nanos = time[1] + Math.round((ms % 1000) * 1e6);
   if (nanos >= 1e9) {
     seconds += 1;
     nanos -= 1e9;
@@ -106,6 +113,13 @@ function keptAttributes(from: Attributes | undefined): { attributes: Attributes;
   return { attributes, count, dropped };
 }
 
+// What a span holds until it has its own (see LeanSpan): frozen, so a stray write fails loudly.
+const NO_LINKS = Object.freeze([]) as unknown as Link[];
+const NO_EVENTS = Object.freeze([]) as unknown as TimedEvent[];
+const UNSET_STATUS: SpanStatus = Object.freeze({ code: SpanStatusCode.UNSET });
+const NOT_ENDED = Object.freeze([0, 0]) as unknown as HrTime;
+const NO_DURATION = Object.freeze([-1, -1]) as unknown as HrTime;
+
 /**
  * A recording span, exported through the SDK's span processors exactly as the
  * SDK's own span is (it is an SDK `ReadableSpan`). Its semantics follow the
@@ -114,12 +128,14 @@ function keptAttributes(from: Attributes | undefined): { attributes: Attributes;
  */
 export class LeanSpan implements Span, ReadableSpan {
   readonly attributes: Attributes = {};
-  readonly links: Link[] = [];
-  readonly events: TimedEvent[] = [];
+  // Shared until the span has links or events of its own: most spans never do, and a
+  // request makes three. Nothing changes these values in place; they are replaced.
+  links: Link[] = NO_LINKS;
+  events: TimedEvent[] = NO_EVENTS;
   readonly startTime: HrTime;
-  status: SpanStatus = { code: SpanStatusCode.UNSET };
-  endTime: HrTime = [0, 0];
-  duration: HrTime = [-1, -1];
+  status: SpanStatus = UNSET_STATUS;
+  endTime: HrTime = NOT_ENDED;
+  duration: HrTime = NO_DURATION;
   ended = false;
   droppedAttributesCount = 0;
   droppedEventsCount = 0;
@@ -184,6 +200,7 @@ export class LeanSpan implements Span, ReadableSpan {
     } else {
       attributes = attributesOrStartTime;
     }
+    if (this.events === NO_EVENTS) this.events = [];
     if (this.events.length >= MAX_EVENTS) {
       this.events.shift();
       this.droppedEventsCount++;
@@ -195,6 +212,7 @@ export class LeanSpan implements Span, ReadableSpan {
 
   addLink(link: Link): this {
     if (this.ended) return this;
+    if (this.links === NO_LINKS) this.links = [];
     if (this.links.length >= MAX_LINKS) {
       this.links.shift();
       this.droppedLinksCount++;
