@@ -27,6 +27,7 @@ import type { RouteTable } from './routing/route-table';
 import type { ConcurrencyGuard, ReleaseSlot } from './guards/concurrency';
 import { SseDataReader } from './edge/sse';
 import { priorityFromProto } from './admission/priority';
+import { RequestCancellation } from './routing/cancellation';
 
 export interface RouterHandlerDeps {
   table: () => RouteTable;
@@ -82,8 +83,25 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
     const requestId = randomUUID();
     ctx.setTrailer('x-keymesh-request-id', requestId);
     const deadlineMs = Math.min(ctx.deadlineMs ?? Infinity, Date.now() + route.timeoutMs);
-    const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(Math.max(0, deadlineMs - Date.now()))]);
-    const release = deps.concurrency.acquire(route, tenantId);
+    // First, so that a full bulkhead (it throws) leaves no timer behind.
+    const releaseSlot = deps.concurrency.acquire(route, tenantId);
+    // A timer the call holds until release, as the HTTP edge does: AbortSignal.any holds its
+    // sources weakly on Node 20, so an AbortSignal.timeout in it was collected by the next GC
+    // and a call with no deadline of its own lost the route's timeout.
+    const signal = new RequestCancellation();
+    const budgetMs = Math.max(0, deadlineMs - Date.now());
+    const timer = setTimeout(
+      () => signal.abort(new KeymeshError({ code: Code.DeadlineExceeded, reason: Reason.DEADLINE_EXCEEDED, message: `the request did not finish within ${budgetMs} ms` })),
+      budgetMs,
+    );
+    const onCallEnded = (): void => signal.abort(ctx.signal.reason);
+    if (ctx.signal.aborted) onCallEnded();
+    else ctx.signal.addEventListener('abort', onCallEnded, { once: true });
+    const release = (): void => {
+      clearTimeout(timer);
+      ctx.signal.removeEventListener('abort', onCallEnded);
+      releaseSlot();
+    };
     return { scope: { requestId, tenantId, route, deadlineMs, signal, traceContext: ctx.traceContext, tokens: new RequestTokens(), priority: priorityFromProto(priority) }, startedMs: Date.now(), release };
   };
   const served = (ctx: CallContext, s: { target: { providerId: string; model: string }; keyId: string; attempts: number; degraded?: string }): void => {
