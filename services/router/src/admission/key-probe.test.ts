@@ -42,7 +42,7 @@ describe('KeyProbes', () => {
     const next = waiting(probes.gate('p', 'k'));
     const after = waiting(probes.gate('p', 'k'));
     probes.settle('p', 'k', undefined, false);
-    assert.deepEqual(await next, { kind: 'go' }, 'the next waiter probes');
+    assert.deepEqual(await next, { kind: 'probe' }, 'the next waiter probes, and must settle the probe as the first would have');
     // The third now waits on the new probe.
     let settled = false;
     void after.then(() => (settled = true));

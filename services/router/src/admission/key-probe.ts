@@ -1,14 +1,21 @@
 import type { LimitSnapshot } from '../providers';
 
 /**
- * What a request does at a key whose limit nobody has stated yet:
- * 'go' (known key, or this request is the first to it and probes it),
- * 'readmit' (ask the limiter again: the slot was granted before it knew the
- * limit), or 'full' (the probe's own headers said nothing is left).
+ * What a request that waited at a key whose limit nobody has stated yet does:
+ * 'go' (the probe's answer leaves room for it), 'probe' (the probe got no
+ * answer and this request probes in its place: it must settle the probe like
+ * the first one), 'readmit' (ask the limiter again: the slot was granted
+ * before it knew the limit), or 'full' (the probe's own headers said nothing
+ * is left).
  */
-export type GateAnswer = { readonly kind: 'go' } | { readonly kind: 'readmit' } | { readonly kind: 'full'; readonly retryAfterMs: number };
+export type GateAnswer =
+  | { readonly kind: 'go' }
+  | { readonly kind: 'probe' }
+  | { readonly kind: 'readmit' }
+  | { readonly kind: 'full'; readonly retryAfterMs: number };
 
 const GO: GateAnswer = Object.freeze({ kind: 'go' });
+const PROBE: GateAnswer = Object.freeze({ kind: 'probe' });
 const READMIT: GateAnswer = Object.freeze({ kind: 'readmit' });
 /** When a probe's answer said the key is full but not until when. */
 const FULL_RETRY_MS = 1_000;
@@ -73,7 +80,7 @@ export class KeyProbes {
       if (!probe.gotAnswer) {
         // No answer (timeout, the caller left): the next waiter probes in its place.
         const next = this.gate(poolId, keyId, nowMs);
-        return typeof next === 'string' ? GO : next;
+        return next === 'probe' ? PROBE : next === 'go' ? GO : next;
       }
       if (probe.allowance === undefined) return GO;
       if (probe.allowance <= 0) {

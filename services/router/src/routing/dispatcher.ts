@@ -9,7 +9,7 @@ import type { LeaseAdmission } from '../admission/lease-admission';
 import type { RequestTokens } from '../admission/request-tokens';
 import type { KeyMaterialCache } from '../keys/key-material';
 import { HoldKeeper, type HeldSlot } from '../admission/hold-keeper';
-import { KeyProbes } from '../admission/key-probe';
+import { KeyProbes, type GateAnswer } from '../admission/key-probe';
 import { highestPriceOf, isScopeSlot, ScopeAdmission, scopeDenied, scopeMessage, type ScopeDenial, type ScopeGate, type ScopeSlot } from '../admission/scope-admission';
 import { LimitLearner, type LimitReport } from '../admission/limit-learner';
 import { WaitQueue, type RequestPriority, type WaitTicket } from '../admission/wait-queue';
@@ -511,9 +511,20 @@ export class Dispatcher {
           // A key whose limit nobody stated yet takes one request until it answers
           // (the gate comes last, so nothing between it and the call can leave a probe unsettled).
           const gate = this.probes.gate(target.poolId, keyId);
-          const isProbe = gate === 'probe';
-          const answer = typeof gate === 'string' ? undefined : await gate;
-          if (answer !== undefined && answer.kind !== 'go') {
+          let answer: GateAnswer | undefined;
+          if (typeof gate !== 'string') {
+            try {
+              // A probe's answer is normally quick; a request does not wait for it past its own end.
+              // One that left and was then handed the probe gives it up at once, so the next waiter probes.
+              answer = await this.untilDone(scope, gate, (late) => late.kind === 'probe' && this.probes.settle(target.poolId, keyId, undefined, false));
+            } catch (err) {
+              keyBreaker.release(keyPermit);
+              providerBreaker.release(providerPermit);
+              throw err;
+            }
+          }
+          const isProbe = gate === 'probe' || answer?.kind === 'probe';
+          if (answer !== undefined && answer.kind !== 'go' && answer.kind !== 'probe') {
             keyBreaker.release(keyPermit);
             providerBreaker.release(providerPermit);
             // Granted before the limiter knew the key's limit: ask it again, now that it knows.
@@ -617,6 +628,10 @@ export class Dispatcher {
           span.setStatus({ code: SpanStatusCode.ERROR, message: failure.kind });
           span.end();
           if (failure.kind === 'rejected') {
+            // The caller's mistake, not the key's: the key stays in service. A probe's answer is
+            // still an answer, so the requests waiting on it are let go.
+            if (learned !== undefined) reported = this.report(scope, target, keyId, failure, learned);
+            if (isProbe && limits !== undefined) this.confirmProbe(target, keyId, reported);
             throw new KeymeshError({
               code: failure.status === 404 ? Code.NotFound : Code.InvalidArgument,
               reason: Reason.PROVIDER_REJECTED,
