@@ -1,34 +1,71 @@
+/** The longest line or event data kept while waiting for its end; past it, it is skipped (its bytes still reach the caller). */
+const MAX_CHARS = 1 << 20;
+
+const LF = 10;
+const CR = 13;
+
 /**
  * Incremental SSE framing: feed raw chunks, get each event's `data` payload.
  * Adapters see payloads, never bytes; the bytes themselves are forwarded
- * to the caller untouched.
+ * to the caller untouched. Lines end in LF, CRLF or CR, as the SSE spec
+ * allows (a provider behind a proxy may send any), and a chunk may end
+ * anywhere, even between a CR and its LF. What is held between chunks is
+ * one unfinished line and one unfinished event's data, each capped.
  */
 export class SseDataReader {
-  private buffered = '';
+  /** The start of a line whose end has not arrived yet. */
+  private partial = '';
+  /** The line in progress went past MAX_CHARS: it is skipped up to its end. */
+  private skippingLine = false;
+  /** The current event's data lines so far, joined by LF; undefined until one arrives. */
+  private data: string | undefined;
+  /** The current event's data went past MAX_CHARS: the event is skipped. */
+  private skippingEvent = false;
+  /** The last chunk ended in CR: an LF starting the next one ends no second line. */
+  private afterCarriageReturn = false;
 
   /** Returns the data payloads of the events completed by this chunk. */
   push(chunk: string): string[] {
-    this.buffered += chunk;
     const payloads: string[] = [];
-    let boundary = this.buffered.indexOf('\n\n');
-    while (boundary !== -1) {
-      const event = this.buffered.slice(0, boundary);
-      this.buffered = this.buffered.slice(boundary + 2);
-      const data = dataOf(event);
-      if (data !== undefined) payloads.push(data);
-      boundary = this.buffered.indexOf('\n\n');
+    let start = 0;
+    if (this.afterCarriageReturn && chunk.charCodeAt(0) === LF) start = 1;
+    this.afterCarriageReturn = false;
+    for (let i = start; i < chunk.length; i++) {
+      const c = chunk.charCodeAt(i);
+      if (c !== LF && c !== CR) continue;
+      if (this.skippingLine) this.skippingLine = false;
+      else this.line(this.partial === '' ? chunk.slice(start, i) : this.partial + chunk.slice(start, i), payloads);
+      this.partial = '';
+      if (c === CR) {
+        if (i + 1 === chunk.length) this.afterCarriageReturn = true;
+        else if (chunk.charCodeAt(i + 1) === LF) i++;
+      }
+      start = i + 1;
+    }
+    if (start < chunk.length && !this.skippingLine) {
+      this.partial += chunk.slice(start);
+      if (this.partial.length > MAX_CHARS) {
+        this.partial = '';
+        this.skippingLine = true;
+      }
     }
     return payloads;
   }
-}
 
-function dataOf(event: string): string | undefined {
-  let data: string | undefined;
-  for (const rawLine of event.split('\n')) {
-    const line = rawLine.endsWith('\r') ? rawLine.slice(0, -1) : rawLine;
-    if (!line.startsWith('data:')) continue;
+  private line(line: string, payloads: string[]): void {
+    if (line === '') {
+      // A blank line ends the event.
+      if (this.data !== undefined && !this.skippingEvent) payloads.push(this.data);
+      this.data = undefined;
+      this.skippingEvent = false;
+      return;
+    }
+    if (this.skippingEvent || !line.startsWith('data:')) return;
     const value = line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5);
-    data = data === undefined ? value : `${data}\n${value}`;
+    this.data = this.data === undefined ? value : `${this.data}\n${value}`;
+    if (this.data.length > MAX_CHARS) {
+      this.data = undefined;
+      this.skippingEvent = true;
+    }
   }
-  return data;
 }
