@@ -4,11 +4,12 @@ import { runInNewContext } from 'node:vm';
 import { create } from '@bufbuild/protobuf';
 import type { PolicyRoute } from '@keymesh/config';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
-import { ChatRequestSchema } from '@keymesh/proto/router/v1/router';
+import { ChatRequestSchema, ChatStreamRequestSchema } from '@keymesh/proto/router/v1/router';
 import type { CallContext } from '@keymesh/rpc';
 import { ROOT_CONTEXT } from '@opentelemetry/api';
 import { routerHandlers, type RouterHandlerDeps } from './handlers';
 import type { RequestScope } from './routing/dispatcher';
+import { EMPTY_ROUTE_TABLE } from './routing/route-table';
 
 // A full collection on demand: the bug below only shows once the GC has run.
 setFlagsFromString('--expose-gc');
@@ -61,6 +62,31 @@ describe('RouterService handlers', () => {
     const cancelled = new KeymeshError({ code: Code.Cancelled, reason: Reason.CANCELLED, message: 'the caller cancelled' });
     caller.abort(cancelled);
     await assert.rejects(call, (err: unknown) => err instanceof KeymeshError && err.code === Code.Cancelled);
+    assert.deepEqual(released, ['slot']);
+  });
+
+  it('end a stream the route timeout cuts with DEADLINE_EXCEEDED, not with OK after the deltas so far', async () => {
+    const released: string[] = [];
+    const deps = hangingDeps(released);
+    const firstDelta = 'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hel"},"finish_reason":null}]}\n\n';
+    // A provider that sends one delta and then stalls: only the request's end stops its body, as with undici.
+    async function* stalledBody(scope: RequestScope): AsyncGenerator<Buffer> {
+      yield Buffer.from(firstDelta);
+      await new Promise((_, reject) => scope.signal.addEventListener('abort', () => reject(scope.signal.reason), { once: true }));
+    }
+    const dispatcher = {
+      run: async (scope: RequestScope) => ({ value: { body: stalledBody(scope), abort: () => undefined }, target: { poolId: 'main', providerId: 'mock', model: 'm', weight: null, price: null }, keyId: 'k1', attempts: 1 }),
+    };
+    const handlers = routerHandlers({ ...deps, dispatcher, table: () => EMPTY_ROUTE_TABLE } as unknown as RouterHandlerDeps);
+    const stream = handlers.chatStream(create(ChatStreamRequestSchema, { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }), callContext(new AbortController().signal, undefined)) as AsyncIterable<{ contentDelta?: string }>;
+    const deltas: string[] = [];
+    const ended = await (async () => {
+      for await (const message of stream) deltas.push(message.contentDelta ?? '');
+      return 'ended with OK';
+    })().catch((err: unknown) => err);
+    assert.deepEqual(deltas, ['hel']);
+    assert.ok(ended instanceof KeymeshError, String(ended));
+    assert.equal(ended.code, Code.DeadlineExceeded);
     assert.deepEqual(released, ['slot']);
   });
 });

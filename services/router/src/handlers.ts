@@ -216,9 +216,15 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
       }
     } catch (err) {
       s.value.abort();
-      errorReason = scope.signal.aborted ? Reason.CANCELLED : Reason.PROVIDER_ERROR;
-      if (!scope.signal.aborted) {
-        throw new KeymeshError({ code: Code.Unavailable, reason: Reason.PROVIDER_ERROR, message: 'the provider ended the stream early', cause: err });
+      // The provider cut the stream, or the deadline passed: a caller still there hears which (a
+      // truncated stream must not end with OK), as on the HTTP edge. One that left hears nothing.
+      const ended = scope.signal.aborted ? KeymeshError.from(scope.signal.reason) : undefined;
+      if (ended?.code === Code.Cancelled) {
+        errorReason = Reason.CANCELLED;
+      } else {
+        const error = ended ?? new KeymeshError({ code: Code.Unavailable, reason: Reason.PROVIDER_ERROR, message: 'the provider ended the stream early', cause: err });
+        errorReason = error.reason;
+        throw error;
       }
     } finally {
       if (scope.signal.aborted) s.value.abort();
