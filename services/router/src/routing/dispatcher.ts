@@ -485,7 +485,7 @@ export class Dispatcher {
             excluded.push(keyId);
             continue;
           }
-          const fetched = this.deps.keys.secretOf(target.poolId, keyId, scope.deadlineMs, scope.traceContext);
+          const fetched = this.deps.keys.secretOf(target.poolId, keyId, scope.traceContext);
           const secret = fetched instanceof Promise ? await this.untilDone(scope, fetched) : fetched;
           if (secret === undefined) {
             // The vault has no usable secret (e.g. its env var is unset): as good as revoked.
