@@ -13,7 +13,16 @@ export interface FollowPolicyOptions {
   onPolicy: PolicyListener;
   /** Backoff ceiling while control is not reachable yet. */
   maxRetryDelayMs?: number;
+  /** How often control is asked for a newer policy than the bus brought; DEFAULT_POLICY_RESYNC_MS when not given. */
+  resyncMs?: number;
 }
+
+/**
+ * The bus delivers at most once: a service whose connection to NATS blinks
+ * while a policy is broadcast misses it, and nothing would bring it later.
+ * Asking control this often bounds how long such a service stays behind.
+ */
+export const DEFAULT_POLICY_RESYNC_MS = 30_000;
 
 export interface PolicyFollower {
   /** Resolves once a first policy has been applied. */
@@ -24,9 +33,10 @@ export interface PolicyFollower {
 
 /**
  * Keeps a service on the newest policy: fetches it from control at start
- * (retrying until control answers, so start order does not matter) and
- * applies every newer version broadcast on keymesh.policy.updated. Versions
- * only move forward, so a late fetch never undoes a broadcast.
+ * (retrying until control answers, so start order does not matter), applies
+ * every newer version broadcast on keymesh.policy.updated, and asks control
+ * again every `resyncMs` for a version the bus did not bring. Versions only
+ * move forward, so a late fetch never undoes a broadcast.
  */
 export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
   let version = 0n;
@@ -61,19 +71,36 @@ export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
     }
   })();
 
+  let resyncTimer: NodeJS.Timeout | undefined;
+  let resyncFailing = false;
+  const resync = async (): Promise<void> => {
+    try {
+      const response = await options.control.getPolicy({}, { timeoutMs: 2_000 });
+      if (resyncFailing) options.logger.info('control answers again');
+      resyncFailing = false;
+      apply(response.policyJson, response.version, 'control');
+    } catch (err) {
+      // The policy in hand stays in force; said once per outage, not every interval.
+      if (!resyncFailing) options.logger.warn('cannot ask control for a newer policy; keeping the current one', { error: err as Error });
+      resyncFailing = true;
+    }
+    if (!closed) resyncTimer = setTimeout(() => void resync(), options.resyncMs ?? DEFAULT_POLICY_RESYNC_MS).unref();
+  };
+
   void (async () => {
     let delayMs = 50;
     while (!closed && version === 0n) {
       try {
         const response = await options.control.getPolicy({}, { timeoutMs: 2_000 });
         apply(response.policyJson, response.version, 'control');
-        return;
+        break;
       } catch (err) {
         if (delayMs >= 800) options.logger.warn('waiting for control to serve a policy', { error: err as Error });
         await new Promise((resolve) => setTimeout(resolve, delayMs).unref());
         delayMs = Math.min(delayMs * 2, options.maxRetryDelayMs ?? 2_000);
       }
     }
+    if (!closed) resyncTimer = setTimeout(() => void resync(), options.resyncMs ?? DEFAULT_POLICY_RESYNC_MS).unref();
   })();
 
   return {
@@ -81,6 +108,7 @@ export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
     version: () => version,
     close() {
       closed = true;
+      clearTimeout(resyncTimer);
       subscription.unsubscribe();
     },
   };

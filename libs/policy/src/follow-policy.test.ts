@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { createMemoryBus } from '@keymesh/bus';
+import { compilePolicy, parseConfig, type Policy } from '@keymesh/config';
+import type { ControlService } from '@keymesh/proto/control/v1/control';
+import type { RpcClient } from '@keymesh/rpc';
+import { createLogger } from '@keymesh/telemetry';
+import { followPolicy } from './follow-policy';
+
+function policyJson(model: string): string {
+  const config = parseConfig(
+    `providers:
+  mock: { kind: openai, base_url: http://127.0.0.1:9000/v1 }
+pools:
+  main:
+    provider: mock
+    keys:
+      - { id: k1, secret: sk-test-1 }
+routes:
+  ${model}: { targets: [ { pool: main, model: ${model} } ] }
+tenants:
+  demo: { virtual_keys: [ sk-keymesh-demo ] }
+`,
+    'test.yaml',
+  );
+  return JSON.stringify(compilePolicy(config, (plaintext) => `sealed:${[...plaintext].reverse().join("")}`));
+}
+
+/** A control service whose current policy the test sets; it never broadcasts. */
+function fakeControl(): { client: RpcClient<typeof ControlService>; current: { version: bigint; policyJson: string }; failing: boolean } {
+  const control = {
+    current: { version: 1n, policyJson: policyJson('gpt-4o-mini') },
+    failing: false,
+    client: {
+      getPolicy: async () => {
+        if (control.failing) throw new Error('UNAVAILABLE');
+        return control.current;
+      },
+    } as unknown as RpcClient<typeof ControlService>,
+  };
+  return control;
+}
+
+describe('followPolicy', () => {
+  it('catches up with a policy whose broadcast it missed, by asking control again', async () => {
+    const control = fakeControl();
+    const applied: { version: bigint; routes: string[] }[] = [];
+    const follower = followPolicy({
+      control: control.client,
+      bus: createMemoryBus(),
+      logger: createLogger('test', 'error'),
+      resyncMs: 20,
+      onPolicy: (policy: Policy, version) => applied.push({ version, routes: Object.keys(policy.routes) }),
+    });
+    try {
+      await follower.ready;
+      // A new version that no bus message announces, as when this service's NATS connection blinked.
+      control.current = { version: 2n, policyJson: policyJson('gpt-4o') };
+      const deadline = Date.now() + 2_000;
+      while (follower.version() < 2n && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.deepEqual(applied, [{ version: 1n, routes: ['gpt-4o-mini'] }, { version: 2n, routes: ['gpt-4o'] }]);
+    } finally {
+      follower.close();
+    }
+  });
+
+  it('keeps its policy while control cannot answer, and applies the same version only once', async () => {
+    const control = fakeControl();
+    let appliedCount = 0;
+    const follower = followPolicy({ control: control.client, bus: createMemoryBus(), logger: createLogger('test', 'error'), resyncMs: 10, onPolicy: () => appliedCount++ });
+    try {
+      await follower.ready;
+      control.failing = true;
+      await new Promise((resolve) => setTimeout(resolve, 60));
+      control.failing = false;
+      await new Promise((resolve) => setTimeout(resolve, 60));
+      assert.equal(follower.version(), 1n);
+      assert.equal(appliedCount, 1);
+    } finally {
+      follower.close();
+    }
+  });
+});
