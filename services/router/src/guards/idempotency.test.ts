@@ -37,6 +37,24 @@ describe('MemoryIdempotencyStore', () => {
     first(await store.claim('b', 'h', TTL_MS, never));
   });
 
+  it('keeps at most maxBytes of answers, evicting the least recently used, and never one larger than an eighth of it', async () => {
+    const store = new MemoryIdempotencyStore({ maxBytes: 8_000 });
+    const answer = (bytes: number) => ({ status: 200, headers: { 'content-type': 'application/json' }, body: Buffer.alloc(bytes) });
+    const headerBytes = 'content-type'.length + 'application/json'.length;
+    for (const key of ['a', 'b', 'c', 'd', 'e']) first(await store.claim(key, 'h', TTL_MS, never)).complete(answer(1_000 - headerBytes));
+    assert.equal(store.bytes, 5_000);
+    assert.equal((await store.claim('a', 'h', TTL_MS, never)).kind, 'replay');
+    for (const key of ['f', 'g', 'h', 'i']) first(await store.claim(key, 'h', TTL_MS, never)).complete(answer(1_000 - headerBytes));
+    // Nine answers of 1,000 bytes against a budget of 8,000: the least recently used (b) went.
+    assert.equal(store.bytes, 8_000);
+    first(await store.claim('b', 'h', TTL_MS, never)).complete(undefined);
+    assert.equal((await store.claim('a', 'h', TTL_MS, never)).kind, 'replay');
+
+    first(await store.claim('big', 'h', TTL_MS, never)).complete(answer(1_001));
+    first(await store.claim('big', 'h', TTL_MS, never)).complete(undefined);
+    assert.equal(store.bytes, 8_000, 'an answer over an eighth of the budget is not kept');
+  });
+
   it('hashes bodies so that any byte changes the hash', () => {
     assert.equal(bodySha256(Buffer.from('{"a":1}')), bodySha256(Buffer.from('{"a":1}')));
     assert.notEqual(bodySha256(Buffer.from('{"a":1}')), bodySha256(Buffer.from('{"a":2}')));

@@ -38,12 +38,27 @@ export interface IdempotencyStore {
 export interface MemoryIdempotencyStoreOptions {
   /** Entries kept at most, in flight ones included; the oldest go first. */
   maxEntries?: number;
+  /** Bytes of stored answers (bodies and headers) kept at most; the oldest go first. DEFAULT_MAX_IDEMPOTENCY_BYTES when not given. */
+  maxBytes?: number;
   clock?: { nowMs(): number };
 }
 
+/**
+ * Answers are as big as callers make them (max_tokens, n, logprobs): ten
+ * thousand of them could hold gigabytes. An answer larger than an eighth of
+ * this is not kept at all, so one caller cannot flush everyone else's.
+ */
+export const DEFAULT_MAX_IDEMPOTENCY_BYTES = 64 * 1024 * 1024;
+
 type Entry =
   | { readonly state: 'pending'; readonly bodySha256: string; readonly settled: Promise<void> }
-  | { readonly state: 'done'; readonly bodySha256: string; readonly response: StoredResponse; readonly expiresAtMs: number };
+  | { readonly state: 'done'; readonly bodySha256: string; readonly response: StoredResponse; readonly expiresAtMs: number; readonly bytes: number };
+
+function bytesOf(response: StoredResponse): number {
+  let bytes = response.body.length;
+  for (const name in response.headers) bytes += name.length + response.headers[name].length;
+  return bytes;
+}
 
 const systemClock = { nowMs: () => Date.now() };
 
@@ -53,10 +68,14 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   // complete or are replayed, so its head is the least recently used.
   private readonly entries = new Map<string, Entry>();
   private readonly maxEntries: number;
+  private readonly maxBytes: number;
   private readonly clock: { nowMs(): number };
+  /** Bytes of the stored answers, as bytesOf counts them. */
+  private storedBytes = 0;
 
   constructor(options: MemoryIdempotencyStoreOptions = {}) {
     this.maxEntries = Math.max(1, options.maxEntries ?? 10_000);
+    this.maxBytes = Math.max(1, options.maxBytes ?? DEFAULT_MAX_IDEMPOTENCY_BYTES);
     this.clock = options.clock ?? systemClock;
   }
 
@@ -64,12 +83,17 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     return this.entries.size;
   }
 
+  /** Bytes of the answers kept now. */
+  get bytes(): number {
+    return this.storedBytes;
+  }
+
   async claim(key: string, bodySha256: string, ttlMs: number, signal: CancelSignal): Promise<IdempotencyClaim> {
     for (;;) {
       signal.throwIfAborted();
       let entry = this.entries.get(key);
       if (entry?.state === 'done' && entry.expiresAtMs <= this.clock.nowMs()) {
-        this.entries.delete(key);
+        this.remove(key, entry);
         entry = undefined;
       }
       if (entry === undefined) return this.begin(key, bodySha256, ttlMs);
@@ -99,9 +123,11 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
         // Evicted (or replaced) meanwhile: the slot is no longer ours to fill.
         if (this.entries.get(key) === pending) {
           this.entries.delete(key);
-          if (response !== undefined && response.status >= 200 && response.status < 300) {
-            this.makeRoom();
-            this.entries.set(key, { state: 'done', bodySha256, response, expiresAtMs: this.clock.nowMs() + ttlMs });
+          const bytes = response === undefined ? 0 : bytesOf(response);
+          if (response !== undefined && response.status >= 200 && response.status < 300 && bytes <= this.maxBytes / 8) {
+            this.makeRoom(bytes);
+            this.entries.set(key, { state: 'done', bodySha256, response, expiresAtMs: this.clock.nowMs() + ttlMs, bytes });
+            this.storedBytes += bytes;
           }
         }
         resolve();
@@ -109,14 +135,20 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     };
   }
 
-  private makeRoom(): void {
+  /** Evicts expired entries at the head, then the least recently used, until one more entry of `bytes` fits. */
+  private makeRoom(bytes = 0): void {
     const nowMs = this.clock.nowMs();
     for (const [key, entry] of this.entries) {
       const expired = entry.state === 'done' && entry.expiresAtMs <= nowMs;
-      if (!expired && this.entries.size < this.maxEntries) return;
+      if (!expired && this.entries.size < this.maxEntries && this.storedBytes + bytes <= this.maxBytes) return;
       // An evicted pending entry still wakes its waiters when its request ends; they then claim afresh.
-      this.entries.delete(key);
+      this.remove(key, entry);
     }
+  }
+
+  private remove(key: string, entry: Entry): void {
+    this.entries.delete(key);
+    if (entry.state === 'done') this.storedBytes -= entry.bytes;
   }
 }
 
