@@ -24,6 +24,7 @@ import { ConcurrencyGuard } from './guards/concurrency';
 import { MemoryIdempotencyStore, type IdempotencyStore } from './guards/idempotency';
 import { RedisIdempotencyStore } from './store/idempotency-redis';
 import { renderMetrics, RequestCounter } from './metrics/metrics';
+import { BreakerBoard } from './resilience';
 import { Dispatcher } from './routing/dispatcher';
 import { Gateway } from './routing/gateway';
 import { buildRouteTable, EMPTY_ROUTE_TABLE, leaseHoldForWindow, type RouteTable } from './routing/route-table';
@@ -73,6 +74,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   const keys = new KeyMaterialCache(keyVault, options.routerToken);
   const learner = new LimitLearner();
   const probes = new KeyProbes();
+  const breakers = new BreakerBoard();
   const exact = new AcquireBatcher(limiter, telemetry);
   const settles = new SettleBatcher(limiter, logger);
   const admission = new LeaseAdmission(limiter, telemetry, exact, {
@@ -94,6 +96,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
       admission.reset();
       learner.reset();
       probes.reset((poolId, keyId) => policy.keys[keyId]?.poolId === poolId && (policy.keys[keyId]?.limits.length ?? 0) > 0);
+      breakers.retain((providerId) => Object.hasOwn(policy.providers, providerId), (poolId, keyId) => policy.keys[keyId]?.poolId === poolId);
       for (const upstream of retired) void upstream.close();
       logger.info('policy applied', { version: String(version), routes: next.routes.size });
     },
@@ -111,7 +114,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
 
   const currentTable = (): RouteTable => table;
   const scopes = new ScopeAdmission(admission, (settlement) => settles.settle(settlement));
-  const dispatcher = new Dispatcher({ table: currentTable, admission, keys, limiter, telemetry, logger, learner, probes, scopes });
+  const dispatcher = new Dispatcher({ table: currentTable, admission, keys, limiter, telemetry, logger, learner, probes, scopes, breakers });
   const usage = new UsageRecorder(bus);
   const gateway = new Gateway({ table: currentTable, dispatcher, cache, usage, settles, logger });
 

@@ -19,8 +19,9 @@ export interface BreakerSnapshot {
 /**
  * This router's breakers: one per provider and one per key. Keys live in a map
  * per pool so that finding a key's breaker on the hot path builds no string.
- * Breakers are made on first use and live as long as the router; the set is
- * bounded by the configured providers and keys.
+ * Breakers are made on first use; a policy that drops a provider or key
+ * drops its breaker (retain), so the set, and the metrics series it backs,
+ * stays bounded by what is configured.
  */
 export class BreakerBoard {
   private readonly providers = new Map<string, CircuitBreaker>();
@@ -35,6 +36,15 @@ export class BreakerBoard {
       this.providers.set(providerId, breaker);
     }
     return breaker;
+  }
+
+  /** Forgets the breakers of providers and keys the policy no longer has (a returning one starts closed). */
+  retain(hasProvider: (providerId: string) => boolean, hasKey: (poolId: string, keyId: string) => boolean): void {
+    for (const providerId of this.providers.keys()) if (!hasProvider(providerId)) this.providers.delete(providerId);
+    for (const [poolId, keys] of this.pools) {
+      for (const keyId of keys.keys()) if (!hasKey(poolId, keyId)) keys.delete(keyId);
+      if (keys.size === 0) this.pools.delete(poolId);
+    }
   }
 
   key(poolId: string, keyId: string): CircuitBreaker {
