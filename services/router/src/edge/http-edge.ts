@@ -36,7 +36,18 @@ export interface HttpEdgeDeps {
   requests: RequestCounter;
   /** The `GET /metrics` body, rendered per scrape. */
   metrics: () => string;
+  /** How long a client may take to send a whole request, headers and body; REQUEST_RECEIVE_TIMEOUT_MS when not given. */
+  requestReceiveTimeoutMs?: number;
 }
+
+/**
+ * A request's deadline starts once its body is in (the route comes from the
+ * body), so until then only this bounds a client that sends its headers and
+ * then trickles or stops its body: Node answers it 408 and closes. Node
+ * checks every connectionsCheckingInterval (30 s by default), so a slow
+ * client is cut between this and 30 s later.
+ */
+export const REQUEST_RECEIVE_TIMEOUT_MS = 60_000;
 
 export interface HttpEdge {
   listen(host: string, port: number): Promise<number>;
@@ -78,7 +89,14 @@ const REPLAY_OWN_HEADERS = new Set(['content-type', 'content-length', 'x-keymesh
  */
 export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
   const { tracer } = deps.telemetry;
-  const server: Server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
+  const requestTimeout = deps.requestReceiveTimeoutMs ?? REQUEST_RECEIVE_TIMEOUT_MS;
+  const server: Server = createServer({
+    keepAliveTimeout: 65_000,
+    requestTimeout,
+    headersTimeout: Math.min(60_000, requestTimeout),
+    // Node's default (30 s) unless the timeout is shorter, so a short one is checked in time.
+    connectionsCheckingInterval: Math.min(30_000, Math.max(10, Math.floor(requestTimeout / 4))),
+  }, (req, res) => {
     const parent = extractTraceContext(req.headers);
     const method = req.method ?? 'GET';
     const path = (req.url ?? '/').split('?', 1)[0];
@@ -460,7 +478,8 @@ function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
       chunks.push(chunk);
     });
     req.once('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)));
-    req.once('error', reject);
+    // The client left (or was cut for being too slow) before its body was in: its doing, not a fault of ours.
+    req.once('error', (err) => reject(new KeymeshError({ code: Code.Cancelled, reason: Reason.CANCELLED, message: 'the client closed the connection before its request body arrived', cause: err })));
   });
 }
 
