@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { encodeChat } from 'gpt-tokenizer/encoding/o200k_base';
 import { countPromptTokens, estimateEmbeddingTokens } from './token-estimate';
-import type { OpenAiChatRequest } from '../providers/openai/types';
+import type { OpenAiChatMessage, OpenAiChatRequest } from '../providers/openai/types';
 import { RequestTokens } from './request-tokens';
 
 /** What a chat request reserves, as the dispatcher asks for it. */
@@ -23,6 +23,11 @@ describe('token estimates', () => {
       ]),
       3 + (3 + 1 + 2) + (3 + 1 + 7),
     );
+  });
+
+  it('counts content parts as the caller sent them, a missing or odd part as a non-text one, without throwing', () => {
+    const parts = [null, 'text', { type: 'image_url' }] as unknown as OpenAiChatMessage['content'];
+    assert.equal(countPromptTokens([{ role: 'user', content: parts }]), countPromptTokens([{ role: 'user', content: [{ type: 'image_url' }, { type: 'image_url' }, { type: 'image_url' }] as OpenAiChatMessage['content'] }]));
   });
 
   it('agrees with the tokenizer\'s own chat encoding for gpt-4o', () => {

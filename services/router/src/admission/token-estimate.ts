@@ -43,7 +43,8 @@ export function countPromptTokens(messages: readonly OpenAiChatMessage[]): numbe
     const content = message.content;
     if (typeof content === 'string') tokens += countTokens(content);
     else if (Array.isArray(content)) {
-      for (const part of content) tokens += typeof part.text === 'string' ? countTokens(part.text) : NON_TEXT_PART_TOKENS;
+      // Parts are as the caller sent them (the provider judges them): anything but a text part counts as an image's share.
+      for (const part of content) tokens += typeof part?.text === 'string' ? countTokens(part.text) : NON_TEXT_PART_TOKENS;
     }
   }
   return tokens;

@@ -10,7 +10,7 @@ function edgeDeps(counted: number[], errors: string[]): HttpEdgeDeps {
     telemetry: createTelemetry('http-edge-test'),
     logger,
     maxBodyBytes: 1_048_576,
-    gateway: { authenticate: () => 'tenant-a' },
+    gateway: { authenticate: () => 'tenant-a', resolveRoute: () => ({ alias: 'gpt-4o-mini', timeoutMs: 1_000 }) },
     requests: { count: (_route: string, status: number) => void counted.push(status) },
     requestReceiveTimeoutMs: 300,
   } as unknown as HttpEdgeDeps;
@@ -46,6 +46,39 @@ describe('the HTTP edge', () => {
       assert.ok(Date.now() - startedMs < 2_000, `closed after ${Date.now() - startedMs} ms`);
       // A client that stalls is not a fault of the gateway's: nothing is logged as one.
       await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.deepEqual(errors, []);
+    } finally {
+      await edge.close(100);
+    }
+  });
+
+  it('answers malformed chat requests 400 with the offending param, and a wrong method 405, in OpenAI\'s error shape', async () => {
+    const counted: number[] = [];
+    const errors: string[] = [];
+    const edge = createHttpEdge(edgeDeps(counted, errors));
+    const port = await edge.listen('127.0.0.1', 0);
+    const send = async (method: string, body: unknown) => {
+      const response = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+        method,
+        headers: { authorization: 'Bearer sk-test', 'content-type': 'application/json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      return { status: response.status, allow: response.headers.get('allow'), body: (await response.json()) as { error: { param: string | null; type: string } } };
+    };
+    try {
+      for (const messages of [[null], ['hi'], [[{ role: 'user' }]]]) {
+        const answer = await send('POST', { model: 'gpt-4o-mini', messages });
+        assert.equal(answer.status, 400, JSON.stringify(messages));
+        assert.equal(answer.body.error.param, 'messages');
+      }
+      for (const stream of ['yes', 'true', 1]) {
+        const answer = await send('POST', { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], stream });
+        assert.equal(answer.status, 400, JSON.stringify(stream));
+        assert.equal(answer.body.error.param, 'stream');
+      }
+      const wrongMethod = await send('GET', undefined);
+      assert.equal(wrongMethod.status, 405);
+      assert.equal(wrongMethod.allow, 'POST');
       assert.deepEqual(errors, []);
     } finally {
       await edge.close(100);

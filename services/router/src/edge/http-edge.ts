@@ -135,7 +135,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     if (endpoint.method !== method) {
       req.resume();
       exchange.res.setHeader('allow', endpoint.method);
-      throw new KeymeshError({ code: Code.Unimplemented, reason: Reason.INVALID_REQUEST, message: `${path} accepts ${endpoint.method} only.` });
+      throw new KeymeshError({ code: Code.Unimplemented, reason: METHOD_NOT_ALLOWED, message: `${path} accepts ${endpoint.method} only.` });
     }
     const tenantId = deps.gateway.authenticate(req.headers.authorization);
     exchange.span.setAttribute(attr.KEYMESH_TENANT_ID, tenantId);
@@ -160,6 +160,10 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     if (!Array.isArray(body.messages) || body.messages.length === 0) {
       throw invalid("'messages' must be a non-empty array of messages", 'messages');
     }
+    // The rest of a message is the provider's to judge; its shape is read here (token estimates).
+    if (!body.messages.every(isObject)) throw invalid("each of 'messages' must be an object", 'messages');
+    // Anything else, taken for "not streamed", would meet a provider that streams it anyway.
+    if (body.stream != null && typeof body.stream !== 'boolean') throw invalid("'stream' must be a boolean", 'stream');
     const scope = scopeFor(req, exchange, tenantId, route);
     scope.tokens?.forChat(body);
     if (body.stream === true) return chatStream(exchange, scope, body, raw);
@@ -448,11 +452,20 @@ const ENDPOINTS: Record<string, { method: string; kind: EndpointKind } | undefin
   '/v1/usage': { method: 'GET', kind: 'usage' },
 };
 
+/** A known path asked with the wrong method. */
+const METHOD_NOT_ALLOWED = 'METHOD_NOT_ALLOWED';
+
 // Reasons the edge answers with a status libs/errors does not know: 422 is what
-// Stripe-style APIs answer for a reused idempotency key with another body.
+// Stripe-style APIs answer for a reused idempotency key with another body; 405
+// (not a 5xx, which SDKs would retry) for a method the path does not take.
 const EDGE_STATUS_BY_REASON: Record<string, number | undefined> = {
   [GuardReason.IDEMPOTENCY_KEY_REUSED]: 422,
+  [METHOD_NOT_ALLOWED]: 405,
 };
+
+function isObject(value: unknown): boolean {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
 
 function invalid(message: string, param: string): KeymeshError {
   return new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message, metadata: { param } });

@@ -7,15 +7,15 @@ import { RequestCancellation } from './cancellation';
 import { chatAttempt } from './attempts';
 import type { Attempt } from './dispatcher';
 
-/** One attempt against a provider that answers 200 with `body`. */
-function attemptAnswering(body: string): Attempt {
-  const upstream = { fetch: async () => ({ kind: 'answer', statusCode: 200, headers: {}, body: Buffer.from(body) }) } as unknown as Upstream;
+/** One attempt against a provider that answers `statusCode` (200 unless given) with `body`. */
+function attemptAnswering(body: string, statusCode = 200, secret = 'sk-test'): Attempt {
+  const upstream = { fetch: async () => ({ kind: 'answer', statusCode, headers: {}, body: Buffer.from(body) }) } as unknown as Upstream;
   const signal = new RequestCancellation();
   return {
     target: { poolId: 'main', providerId: 'mock', model: 'gpt-4o-mini' } as Attempt['target'],
     provider: { id: 'mock', adapter: openAiAdapter, upstream, timeoutMs: 1_000 },
     keyId: 'k1',
-    secret: 'sk-test',
+    secret,
     number: 1,
     signal,
     requestSignal: signal,
@@ -40,6 +40,27 @@ describe('a chat attempt', () => {
       const result = await chatAttempt(request, undefined)(attemptAnswering(body));
       assert.equal(result.ok, false, body);
       assert.ok(!result.ok && result.failure.kind === 'unavailable' && result.failure.status === 502, body);
+    }
+  });
+
+  it('never hands on the key it sent, whatever its shape, when the provider quotes it in an error', async () => {
+    const secret = 'gsk_0123456789abcdefSECRET';
+    const body = JSON.stringify({ error: { message: `Invalid header: Authorization=Bearer ${secret}`, type: 'invalid_request_error' } });
+    const result = await chatAttempt(request, undefined)(attemptAnswering(body, 400, secret));
+    assert.ok(!result.ok && result.failure.kind === 'rejected');
+    assert.equal(result.failure.message, 'Invalid header: Authorization=Bearer [redacted]');
+  });
+
+  it('takes an error whose message is not text as the status alone, still the caller\'s 4xx', async () => {
+    const result = await chatAttempt(request, undefined)(attemptAnswering(JSON.stringify({ error: { message: ['a', 'b'] } }), 400));
+    assert.ok(!result.ok);
+    assert.deepEqual([result.failure.kind, result.failure.status, result.failure.message], ['rejected', 400, 'provider answered HTTP 400']);
+  });
+
+  it('fails over when the provider answers a redirect or another 2xx, which is no answer to a chat call', async () => {
+    for (const status of [201, 204, 302]) {
+      const result = await chatAttempt(request, undefined)(attemptAnswering('{}', status));
+      assert.ok(!result.ok && result.failure.kind === 'unavailable' && result.failure.status === 502, String(status));
     }
   });
 });

@@ -1,7 +1,7 @@
 import type { Dispatcher as UndiciDispatcher } from 'undici';
 import type { OpenAiChatRequest, OpenAiChatResponse, OpenAiEmbeddingRequest, OpenAiEmbeddingResponse, OpenAiUsage } from '../providers/openai/types';
 import { attr } from '@keymesh/telemetry';
-import type { LimitSnapshot } from '../providers';
+import type { LimitSnapshot, ProviderFailure } from '../providers';
 import type { UpstreamAnswer } from '../providers/upstream';
 import type { Attempt, AttemptResult } from './dispatcher';
 
@@ -46,7 +46,18 @@ function succeeded<T>(a: Attempt, value: T, headers: UndiciDispatcher.ResponseDa
 }
 
 function failureOf(a: Attempt, response: UpstreamAnswer): AttemptResult<never> {
-  return { ok: false, failure: a.provider.adapter.classify(response.statusCode, response.headers, parseJson(response.body)), limits: limitsOf(a, response.headers) };
+  const failure = a.provider.adapter.classify(response.statusCode, response.headers, parseJson(response.body));
+  return { ok: false, failure: withoutSecret(failure, a.secret), limits: limitsOf(a, response.headers) };
+}
+
+/**
+ * A provider's message may quote the key it was sent (an echoed header, "invalid key: ..."), and a
+ * rejected request's message reaches the caller. The adapters cut what looks like a key by its
+ * shape; the key actually sent is cut whatever its shape.
+ */
+function withoutSecret(failure: ProviderFailure, secret: string): ProviderFailure {
+  if (secret === '' || !failure.message.includes(secret)) return failure;
+  return { ...failure, message: failure.message.replaceAll(secret, '[redacted]') };
 }
 
 async function jsonAttempt<T extends { usage?: unknown }>(

@@ -22,7 +22,8 @@ export function scrubSecrets(text: string): string {
 
 export function classifyOpenAi(status: number, headers: Headers, body: unknown, nowMs: number = Date.now()): ProviderFailure {
   const error = errorOf(body);
-  const message = scrubSecrets(error?.message ?? `provider answered HTTP ${status}`);
+  // Whatever its body holds, a message that is not text is no message (and must not throw here).
+  const message = scrubSecrets(typeof error?.message === 'string' ? error.message : `provider answered HTTP ${status}`);
   const retryAfterMs = parseRetryAfter(headers, nowMs);
   if (status === 429) {
     const quota = error?.code === 'insufficient_quota' || error?.type === 'insufficient_quota';
@@ -30,5 +31,8 @@ export function classifyOpenAi(status: number, headers: Headers, body: unknown, 
   }
   if (status === 401 || status === 403) return { kind: 'unauthorized', status, message, retryAfterMs };
   if (status === 408 || status >= 500) return { kind: 'unavailable', status, message, retryAfterMs };
+  // A redirect or another 2xx is not an answer to a chat call: the provider (or a proxy before it) is
+  // misbehaving, which is not the caller's mistake, so it fails over rather than reach the caller as is.
+  if (status < 400) return { kind: 'unavailable', status: 502, message: `provider answered HTTP ${status}`, retryAfterMs };
   return { kind: 'rejected', status, message, retryAfterMs };
 }
