@@ -205,7 +205,7 @@ export class MemoryLimiterStore implements LimiterStore {
     const holdId = takeHold(best, nowMs, holdTtlMs);
     let admissionId = '';
     if (best.carriesTokens) {
-      best.tokenLog?.record(admittedMs, request.tokens ?? 0, best.lastGrantSeq);
+      best.tokenLog?.record(nowMs, admittedMs, request.tokens ?? 0, best.lastGrantSeq);
       admissionId = admissionIdOf(best.lastGrantSeq, best.hasTokenQuota ? nowMs : undefined);
     }
     return { granted: true, keyId: best.keyId, admissionId, ...(holdId === undefined ? {} : { holdId }) };
@@ -223,7 +223,7 @@ export class MemoryLimiterStore implements LimiterStore {
         if (stampMs !== undefined) for (const counter of key.quotas) if (counter.quota.unit === 'tokens') counter.refund(stampMs, -deltaTokens);
       } else if (deltaTokens > 0) {
         const admittedMs = Math.max(nowMs, key.lastAdmittedMs);
-        key.tokenLog?.record(admittedMs, deltaTokens, ++this.grantSeq);
+        key.tokenLog?.record(nowMs, admittedMs, deltaTokens, ++this.grantSeq);
         key.lastAdmittedMs = admittedMs;
         recordQuotas(key, nowMs, nowMs, 0, deltaTokens);
       }
@@ -282,7 +282,7 @@ export class MemoryLimiterStore implements LimiterStore {
       }
       const tokens = leaseTokens(unassignedTokens, keysLeft, tokensPerSlot, tokensAvailable);
       unassignedTokens = Math.max(0, unassignedTokens - tokens);
-      key.tokenLog?.record(admittedMs, tokens, key.lastGrantSeq);
+      key.tokenLog?.record(nowMs, admittedMs, tokens, key.lastGrantSeq);
       recordQuotas(key, nowMs, stampMs, slots, tokens);
       grants.push({ keyId: key.keyId, slots, leaseId: this.keepLease(key, nowMs, stampMs, admittedMs, slots, tokens), tokens, admissionId: admissionIdOf(key.lastGrantSeq, key.hasTokenQuota ? stampMs : undefined) });
     }

@@ -738,6 +738,19 @@ export function describeLimiterStore(
         assert.equal(small!.grants[0]!.tokens, 50);
       });
 
+      it('still counts tokens admitted before a lease whose hold ends past their window', async () => {
+        await store.configure([{ poolId: 'p', keys: [tokenKey(100_000, 60_000)] }]);
+        await reserved(60_000);
+        // A lease near the window's end is recorded at its hold's end (T0 + 60 s): that must not
+        // forget the 60,000 still inside the window now.
+        clock.set(T0 + 59_000);
+        const [lease] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 1, wantedTokens: 1_000 }], clock.nowMs(), 1_000);
+        assert.equal(lease!.grants[0]!.tokens, 1_000);
+        clock.set(T0 + 59_100);
+        assert.equal((await reserve(39_001)).granted, false, 'only 39,000 of the 100,000 are left in [T0, T0 + 60 s)');
+        await reserved(39_000);
+      });
+
       it('shrinks a lease\'s budget by the settles of the requests spent from it', async () => {
         await store.configure([{ poolId: 'p', keys: [tokenKey(1000, 60_000)] }]);
         const [decision] = await store.lease([{ poolId: 'p', keyIds: ['a'], wantedSlots: 2, wantedTokens: 200 }], clock.nowMs(), 1000);

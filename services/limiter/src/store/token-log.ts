@@ -68,8 +68,13 @@ export class TokenLog {
     return resetMs > 0 ? resetMs : 0;
   }
 
-  record(atMs: number, tokens: number, id: number): void {
-    this.prune(atMs);
+  /**
+   * Records `tokens` at `atMs` (a lease's end, or later than `nowMs` after a
+   * clock step: never earlier), forgetting what no window sees at `nowMs`.
+   * Pruning at `atMs` would drop admissions still inside a window now.
+   */
+  record(nowMs: number, atMs: number, tokens: number, id: number): void {
+    this.prune(nowMs);
     this.times.push(atMs);
     this.weights.push(tokens);
     this.ids.push(id);

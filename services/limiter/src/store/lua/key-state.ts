@@ -424,9 +424,10 @@ local function record(k, nowMs, atMs, slots)
   redis.call('PEXPIRE', k.logKey, fmt(math.ceil(admittedMs + k.maxP - nowMs) + IDLE_SLACK_MS))
 end
 
--- Records tokens at atMs under id, and forgets admissions no token window can see any more.
+-- Records tokens at atMs under id, and forgets admissions no token window can see any more
+-- at nowMs (not atMs: a lease records at its end, and its windows are still read at nowMs).
 local function recordTokens(k, nowMs, atMs, tokens, id)
-  local cutoff = fmt(atMs - k.maxTP)
+  local cutoff = fmt(nowMs - k.maxTP)
   local old = redis.call('ZRANGEBYSCORE', k.tlogKey, '-inf', cutoff)
   for from = 1, #old, UNPACK_CHUNK do
     redis.call('HDEL', k.twKey, unpack(old, from, math.min(from + UNPACK_CHUNK - 1, #old)))
