@@ -11,7 +11,7 @@ import { limiterHandlers } from './handlers';
 import { systemClock, type Clock } from '@keymesh/clock';
 import { MemoryLimiterStore } from './store/memory';
 import type { LimiterStore } from './store/store';
-import { RedisLimiterStore } from './store/redis';
+import { LIMITER_REDIS_OPTIONS, RedisLimiterStore } from './store/redis';
 import { FailoverLimiterStore, type FailureMode } from './store/failover';
 import Redis from 'ioredis';
 import type { Logger } from '@keymesh/telemetry';
@@ -80,9 +80,7 @@ function limiterQuotaOf(quota: LimitedScope['limits']['quotas'][number]): Calend
 const REDIS_CONNECT_WAIT_MS = 5_000;
 
 async function openSharedStore(redis: NonNullable<LimiterOptions['redis']>, logger: Logger): Promise<LimiterStore> {
-  // Fail fast while disconnected: a queued acquire replayed after an outage
-  // would spend capacity nobody is using.
-  const client = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, retryStrategy: (times) => Math.min(times * 100, 2_000) });
+  const client = new Redis(redis.url, LIMITER_REDIS_OPTIONS);
   client.on('error', () => undefined);
   // Without an offline queue nothing may be sent before the connection is up;
   // a Redis still down after the wait is the failure mode's business.

@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import Redis from 'ioredis';
 import { FakeClock } from '@keymesh/clock';
-import { redisForTests, startPrivateRedis, type ExternalServer, type PrivateServer } from '@keymesh/testing';
+import { redisForTests, startPrivateRedis, waitFor, type ExternalServer, type PrivateServer } from '@keymesh/testing';
 import type { PoolSpec, WindowLimit } from '../domain/types';
 import { seededRandom } from './interval-check';
 import { MemoryLimiterStore } from './memory';
-import { RedisLimiterStore } from './redis';
+import { LIMITER_REDIS_OPTIONS, RedisLimiterStore } from './redis';
+import { SETTLE_LUA } from './lua';
 import { describeLearning } from './learn.behaviour';
 import { describeLimiterStore } from './store.behaviour';
 import type { LimiterStore } from './store';
@@ -321,5 +323,60 @@ describe('RedisLimiterStore', () => {
         await second.close();
       }
     });
+  });
+});
+
+describe('the limiter\'s Redis connection', () => {
+  it('never runs a script twice when the connection drops before its answer (a settle would refund twice)', async () => {
+    const server = await redisForTests();
+    const target = new URL(server.url);
+    const settleSha = createHash('sha1').update(SETTLE_LUA).digest('hex');
+    let loseNextSettleAnswer = false;
+    let settlesSent = 0;
+    // Between the limiter and Redis: forwards everything, except that it can lose one settle's answer with its connection.
+    const proxy = createServer((downstream) => {
+      const upstream = connect(Number(target.port), target.hostname);
+      let dropping = false;
+      downstream.on('data', (data) => {
+        if (data.includes(settleSha)) {
+          settlesSent++;
+          if (loseNextSettleAnswer) [loseNextSettleAnswer, dropping] = [false, true];
+        }
+        upstream.write(data);
+      });
+      upstream.on('data', (data) => {
+        if (!dropping) downstream.write(data);
+        else {
+          downstream.destroy();
+          upstream.destroy();
+        }
+      });
+      for (const socket of [downstream, upstream]) socket.on('error', () => undefined);
+      downstream.on('close', () => upstream.destroy());
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const client = new Redis(`redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, LIMITER_REDIS_OPTIONS);
+    client.on('error', () => undefined);
+    await new Promise((resolve) => client.once('ready', resolve));
+    const store = new RedisLimiterStore({ redis: client, prefix: randomPrefix(), deleteOnClose: true, time: 'caller' });
+    try {
+      await store.configure([{ poolId: 'p', keys: [{ keyId: 'k', limits: [], tokenLimits: [{ tokens: 10_000, perMs: 60_000 }] }] }]);
+      const nowMs = Date.now();
+      const [acquired] = await store.acquire([{ poolId: 'p', keyIds: ['k'], tokens: 5_000 }], nowMs);
+      assert.ok(acquired!.granted);
+      loseNextSettleAnswer = true;
+      const settle = store.settle([{ poolId: 'p', keyId: 'k', admissionId: acquired!.admissionId!, reservedTokens: 5_000, usedTokens: 3_000 }], nowMs);
+      await settle.catch(() => undefined);
+      await waitFor(() => client.status === 'ready' || undefined, { timeoutMs: 5_000, what: 'the client to reconnect' });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const [state] = await store.snapshot('p', nowMs);
+      assert.equal(settlesSent, 1, 'the settle went to Redis once');
+      assert.equal(state!.tokenWindows[0]!.remaining, 7_000, '10,000 less the 3,000 used, refunded once');
+    } finally {
+      await store.close();
+      client.disconnect();
+      proxy.close();
+      await server.stop();
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import Redis from 'ioredis';
+import Redis, { type RedisOptions } from 'ioredis';
 import { calendarPeriodAt } from '../domain/calendar';
 import { DEFAULT_KEY_SELECTION } from '../domain/key-choice';
 import type {
@@ -97,6 +97,22 @@ interface Call {
  *
  * Time is Redis TIME or the caller's nowMs, as options.time says.
  */
+/**
+ * How the limiter service talks to Redis. Fail fast while disconnected: a
+ * queued acquire replayed after an outage would spend capacity nobody is
+ * using. The same for a script sent just before the connection dropped,
+ * which ioredis would send again on reconnect (it did with
+ * maxRetriesPerRequest 1): a settle run twice refunds twice, a hold or lease
+ * granted again is taken by nobody. With 0 retries a script in flight fails
+ * when the connection drops, as in a Redis outage, and is never resent.
+ */
+export const LIMITER_REDIS_OPTIONS: RedisOptions = {
+  enableOfflineQueue: false,
+  autoResendUnfulfilledCommands: false,
+  maxRetriesPerRequest: 0,
+  retryStrategy: (times) => Math.min(times * 100, 2_000),
+};
+
 export class RedisLimiterStore implements LimiterStore {
   private readonly redis: Redis;
   private readonly ownsConnection: boolean;
