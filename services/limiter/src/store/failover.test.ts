@@ -97,6 +97,23 @@ describe('the limiter while Redis is down', function () {
     assert.equal((await store.acquire(candidates, nowMs, 10_000))[0]!.granted, true);
   });
 
+  it('does not call a Redis hold expired because Redis could not answer: the renewal fails, to be asked again', async () => {
+    await start({ kind: 'closed' });
+    await store.configure([{ poolId: 'main', keys: [{ keyId: 'k1', limits: [], concurrency: 1 }] }]);
+    const held = (await store.acquire(candidates, Date.now(), 30_000))[0]!;
+    assert.ok(held.granted && held.holdId !== undefined);
+    const ref = { poolId: 'main', keyId: 'k1', holdId: held.holdId };
+    // A blip: Redis keeps its data but answers nothing for a while.
+    redis.pause();
+    try {
+      await assert.rejects(store.renew([ref], Date.now(), 30_000), /cannot renew holds right now/);
+    } finally {
+      redis.resume();
+    }
+    // The hold kept its place in Redis through the blip (its TTL had not passed): renewed now.
+    assert.deepEqual(await waitFor(async () => (await store.renew([ref], Date.now(), 30_000).catch(() => undefined)), { timeoutMs: 5_000, what: 'a renewal from Redis' }), [true]);
+  });
+
   it('gives a lease back to the store that granted it: a local one to the local share while Redis is away', async () => {
     await start({ kind: 'open', replicas: 2 });
     await redis.kill();

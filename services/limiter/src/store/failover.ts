@@ -1,3 +1,4 @@
+import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import type { HoldRef, KeyConditionState, KeyState, LeaseReturn, PoolSpec, Settlement } from '../domain/types';
 import { MemoryLimiterStore } from './memory';
 import type { AcquireDecision, KeyCandidates, KeyRef, ObservedLimits, LeaseCandidates, LeaseDecision, LimiterStore } from './store';
@@ -107,8 +108,18 @@ export class FailoverLimiterStore implements LimiterStore {
   async renew(holds: readonly HoldRef[], nowMs: number, holdTtlMs: number): Promise<boolean[]> {
     const { local, shared } = splitHolds(holds);
     const localRenewed = local.length > 0 ? await this.local.renew(local, nowMs, holdTtlMs) : [];
-    // A shared store that can't answer keeps its holds until their TTL: not renewed, as far as anyone can say.
-    const sharedRenewed = shared.length > 0 ? await this.viaShared(() => this.shared.renew(shared, nowMs, holdTtlMs), () => shared.map(() => false)) : [];
+    // A shared store that can't answer still has its holds until their TTL; whether they are renewed is
+    // unknown, not "expired" (which would make the router stop renewing a request still running): the
+    // call fails, and the router asks again on its next tick.
+    const sharedRenewed =
+      shared.length > 0
+        ? await this.viaShared(
+            () => this.shared.renew(shared, nowMs, holdTtlMs),
+            () => {
+              throw new KeymeshError({ code: Code.Unavailable, reason: Reason.UNAVAILABLE, message: 'the shared limiter store cannot renew holds right now', retryAfterMs: this.probeIntervalMs });
+            },
+          )
+        : [];
     let l = 0;
     let r = 0;
     return holds.map((hold) => (hold.holdId.startsWith(LOCAL_HOLD) ? localRenewed[l++]! : sharedRenewed[r++]!));
