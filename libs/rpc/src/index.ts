@@ -4,3 +4,4 @@ export { createRpcClient, closeRpcClient } from './client';
 export type { RpcClient, RpcClientOptions, CallOptions } from './client';
 export { definitionOf } from './definition';
 export { durationOfMs, msOfDuration } from './duration';
+export { toUint32, UINT32_MAX } from './uint32';

@@ -1,6 +1,6 @@
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import type { GrantLeasesResponse, LimiterService, PoolLeases } from '@keymesh/proto/limiter/v1/limiter';
-import { durationOfMs, msOfDuration, type RpcClient } from '@keymesh/rpc';
+import { durationOfMs, msOfDuration, toUint32, type RpcClient } from '@keymesh/rpc';
 import { attr, spanLinkOf, type Telemetry } from '@keymesh/telemetry';
 import { INVALID_SPAN_CONTEXT, ROOT_CONTEXT, SpanKind, trace, type Context, type Link, type SpanContext } from '@opentelemetry/api';
 import type { AcquireBatcher, Admission } from './acquire-batcher';
@@ -439,7 +439,7 @@ export class LeaseAdmission {
       // Slots whose lease ends within half a hold are about to lapse and don't count.
       const expected = Math.ceil((pool.admittedSinceRefill * holdMs) / elapsedMs) - remainingSlots(pool, nowMs + holdMs / 2);
       // Likewise for tokens: an unspent budget stays counted in the key's windows until its lease ends.
-      wantedTokens.push(Math.max(0, Math.ceil((pool.tokensSinceRefill * holdMs) / elapsedMs) - remainingTokens(pool, nowMs + holdMs / 2)));
+      wantedTokens.push(toUint32(Math.max(0, Math.ceil((pool.tokensSinceRefill * holdMs) / elapsedMs) - remainingTokens(pool, nowMs + holdMs / 2))));
       pool.refillTokens = wantedTokens[wantedTokens.length - 1]!;
       pool.admittedSinceRefill = 0;
       pool.tokensSinceRefill = 0;

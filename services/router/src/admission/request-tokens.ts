@@ -1,4 +1,5 @@
 import { costMicroUsd, type TokenPrice } from '@keymesh/config';
+import { toUint32 } from '@keymesh/rpc';
 import type { OpenAiChatRequest, OpenAiEmbeddingRequest, OpenAiUsage } from '../providers/openai/types';
 import { completionAllowanceOf, countPromptTokens, estimateEmbeddingTokens, explicitMaxTokensOf } from './token-estimate';
 
@@ -47,7 +48,8 @@ export class RequestTokens {
     if (body === undefined) return 0;
     if (body.kind === 'chat') {
       this.promptEstimate = countPromptTokens(Array.isArray(body.req.messages) ? body.req.messages : []);
-      this.estimate = this.promptEstimate + completionAllowanceOf(body.req, defaultMaxTokens);
+      // A caller's max_tokens can be any integer; the limiter's fields are uint32 (see toUint32).
+      this.estimate = toUint32(this.promptEstimate + completionAllowanceOf(body.req, defaultMaxTokens));
     } else {
       this.promptEstimate = estimateEmbeddingTokens(body.req);
       this.estimate = this.promptEstimate;

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { AcquireBatchRequestSchema } from '@keymesh/proto/limiter/v1/limiter';
+import { UINT32_MAX } from '@keymesh/rpc';
 import { encodeChat } from 'gpt-tokenizer/encoding/o200k_base';
 import { countPromptTokens, estimateEmbeddingTokens } from './token-estimate';
 import type { OpenAiChatMessage, OpenAiChatRequest } from '../providers/openai/types';
@@ -23,6 +26,14 @@ describe('token estimates', () => {
       ]),
       3 + (3 + 1 + 2) + (3 + 1 + 7),
     );
+  });
+
+  it('estimates at most what a limiter message can carry, so a huge max_tokens is one denial, not a failed batch', () => {
+    const tokens = new RequestTokens();
+    tokens.forChat({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5_000_000_000 });
+    assert.equal(tokens.estimated(256), UINT32_MAX);
+    // The whole AcquireBatch encodes (one request's estimate used to make it throw).
+    assert.doesNotThrow(() => toBinary(AcquireBatchRequestSchema, create(AcquireBatchRequestSchema, { requests: [{ poolId: 'p', estimatedTokens: tokens.estimated(256) }] })));
   });
 
   it('counts content parts as the caller sent them, a missing or odd part as a non-text one, without throwing', () => {
