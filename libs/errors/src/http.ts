@@ -69,7 +69,8 @@ export function openAiErrorBody(err: KeymeshError, param: string | null = null):
       message: err.message,
       type: toHttpError(err).openAiType,
       param,
-      code: OPENAI_CODE_BY_REASON[err.reason] ?? err.reason.toLowerCase(),
+      // A provider's own code for a request it rejected goes through as it is.
+      code: err.metadata.provider_code ?? OPENAI_CODE_BY_REASON[err.reason] ?? err.reason.toLowerCase(),
     },
   };
 }

@@ -55,6 +55,9 @@ export interface ProviderFailure {
   /** The provider's message with nothing secret in it, for the caller. */
   message: string;
   retryAfterMs: number | undefined;
+  /** A rejected request's own error code and param from the provider (e.g. context_length_exceeded, messages), for the caller. */
+  code?: string;
+  param?: string;
 }
 
 /** A provider's wire format. Adapters are pure: no I/O, time passed in. */

@@ -63,4 +63,17 @@ describe('a chat attempt', () => {
       assert.ok(!result.ok && result.failure.kind === 'unavailable' && result.failure.status === 502, String(status));
     }
   });
+
+  it('passes on a rejected request\'s provider code and param when they are identifiers without the key', async () => {
+    const secret = 'gsk_0123456789abcdefSECRET';
+    const rejected = async (error: Record<string, unknown>) => {
+      const result = await chatAttempt(request, undefined)(attemptAnswering(JSON.stringify({ error: { message: 'no', ...error } }), 400, secret));
+      assert.ok(!result.ok);
+      return [result.failure.code, result.failure.param];
+    };
+    assert.deepEqual(await rejected({ code: 'context_length_exceeded', param: 'messages' }), ['context_length_exceeded', 'messages']);
+    assert.deepEqual(await rejected({ code: `bad_${secret}`, param: 'messages[0].content' }), [undefined, 'messages[0].content']);
+    assert.deepEqual(await rejected({ code: 'sk-abcdef123456', param: 'has spaces' }), [undefined, undefined]);
+    assert.deepEqual(await rejected({ code: 42, param: null }), [undefined, undefined]);
+  });
 });

@@ -56,8 +56,16 @@ function failureOf(a: Attempt, response: UpstreamAnswer): AttemptResult<never> {
  * shape; the key actually sent is cut whatever its shape.
  */
 function withoutSecret(failure: ProviderFailure, secret: string): ProviderFailure {
-  if (secret === '' || !failure.message.includes(secret)) return failure;
-  return { ...failure, message: failure.message.replaceAll(secret, '[redacted]') };
+  if (secret === '') return failure;
+  const quoted = [failure.message, failure.code, failure.param].some((text) => text?.includes(secret));
+  if (!quoted) return failure;
+  return {
+    ...failure,
+    message: failure.message.replaceAll(secret, '[redacted]'),
+    // An identifier that quotes the key is no identifier: left out.
+    code: failure.code?.includes(secret) ? undefined : failure.code,
+    param: failure.param?.includes(secret) ? undefined : failure.param,
+  };
 }
 
 async function jsonAttempt<T extends { usage?: unknown }>(

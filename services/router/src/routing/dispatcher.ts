@@ -637,6 +637,8 @@ export class Dispatcher {
               reason: Reason.PROVIDER_REJECTED,
               message: failure.message,
               upstreamStatus: failure.status,
+              // SDK users branch on the provider's code (context_length_exceeded) and param.
+              metadata: { ...(failure.code === undefined ? {} : { provider_code: failure.code }), ...(failure.param === undefined ? {} : { param: failure.param }) },
             });
           }
           if (failure.kind !== 'unavailable') {

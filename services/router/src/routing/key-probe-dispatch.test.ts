@@ -3,6 +3,7 @@ import { create } from '@bufbuild/protobuf';
 import { AcquireBatchResponseSchema, GrantLeasesResponseSchema, type LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import type { RpcClient } from '@keymesh/rpc';
 import { createLogger, createTelemetry } from '@keymesh/telemetry';
+import { KeymeshError, openAiErrorBody } from '@keymesh/errors';
 import { ROOT_CONTEXT } from '@opentelemetry/api';
 import { AcquireBatcher } from '../admission/acquire-batcher';
 import { LeaseAdmission } from '../admission/lease-admission';
@@ -89,5 +90,17 @@ describe('probing a key whose limit is not stated', () => {
     const waiter = await within(dispatcher.run(scope('waiter', 200), served), 2_000);
     assert.ok(waiter instanceof Error, String(waiter));
     assert.ok(Date.now() - startedMs < 1_500);
+  });
+
+  it("passes a rejected request's provider code and param on to the caller's error body", async () => {
+    const dispatcher = probingDispatcher();
+    const rejected = async (): Promise<AttemptResult<string>> => ({
+      ok: false,
+      failure: { kind: 'rejected', status: 400, message: 'too long', retryAfterMs: undefined, code: 'context_length_exceeded', param: 'messages' },
+      limits: LIMITS,
+    });
+    const err = await dispatcher.run(scope('long', 1_000), rejected).then(() => undefined, (e: unknown) => e);
+    assert.ok(err instanceof KeymeshError);
+    assert.deepEqual(openAiErrorBody(err, err.metadata.param ?? null).error, { message: 'too long', type: 'invalid_request_error', param: 'messages', code: 'context_length_exceeded' });
   });
 });
