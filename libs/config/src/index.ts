@@ -20,6 +20,7 @@ export {
 } from './policy';
 export {
   KEY_SELECTIONS,
+  isKeymeshVariable,
   KeymeshConfigSchema,
   MAX_KEY_CONCURRENCY,
   MAX_REQUESTS_PER_WINDOW,

@@ -41,6 +41,14 @@ function assertHasProblems(problems: string[], expected: string[]): void {
 }
 
 describe('parseConfig', () => {
+  it("refuses a provider key named after one of keymesh's own variables (KEYMESH_*), which hold its master key and router token", () => {
+    const problems = problemsOf(EXAMPLE.replace('secret_env: MOCK_KEY_1', 'secret_env: KEYMESH_MASTER_KEY'));
+    assert.ok(
+      problems.some((p) => p.startsWith('keymesh.yaml: pools.main.keys[0].secret_env') && p.includes("is one of keymesh's own variables (KEYMESH_*)")),
+      problems.join('\n'),
+    );
+  });
+
   it('accepts the example config and normalizes it to camelCase with defaults', () => {
     const config = parseConfig(EXAMPLE, 'keymesh.yaml');
     assert.deepEqual(config.server, { http: { host: '127.0.0.1', port: 8080, maxBodyBytes: 1_048_576 }, idempotencyTtlMs: 600_000 });

@@ -45,6 +45,19 @@ const envNameSchema = z
   .string({ error: expecting('an environment variable name like MOCK_KEY_1') })
   .regex(ENV_NAME_PATTERN, { error: expecting('an environment variable name like MOCK_KEY_1') });
 
+/**
+ * keymesh's own settings and secrets (the master key, the router token) live
+ * in KEYMESH_* variables of the same processes: a provider key named after
+ * one would hand it to whatever base_url the config names.
+ */
+export function isKeymeshVariable(name: string): boolean {
+  return name.startsWith('KEYMESH_');
+}
+
+const providerKeyEnvSchema = envNameSchema.refine((name) => !isKeymeshVariable(name), {
+  error: (issue) => `${JSON.stringify(issue.input)} is one of keymesh's own variables (KEYMESH_*); name the provider key's own variable`,
+});
+
 // Provider keys and virtual keys travel in HTTP headers, so anything outside
 // visible ASCII would be mangled or rejected on the wire.
 const HEADER_SAFE = /^[\x21-\x7e]+$/;
@@ -263,7 +276,7 @@ const limitsSchema = z
 
 const secretFields = {
   secret: headerTokenSchema('a key').optional(),
-  secret_env: envNameSchema.optional(),
+  secret_env: providerKeyEnvSchema.optional(),
 };
 
 /** A refinement for mappings that take exactly one of two alternative fields. */

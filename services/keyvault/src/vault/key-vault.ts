@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Policy } from '@keymesh/config';
+import { isKeymeshVariable, type Policy } from '@keymesh/config';
 import type { Sealer } from '../crypto/sealing';
 
 export interface VaultKey {
@@ -37,8 +37,13 @@ export class KeyVault {
       let source: string;
       if (key.secret.kind === 'env') {
         source = `env:${key.secret.name}`;
-        secret = this.env[key.secret.name] || undefined;
-        if (secret === undefined) problems.push(`key ${key.id}: environment variable ${key.secret.name} is not set`);
+        // Checked here too, not only in the config: a policy reaches the vault from the bus.
+        if (isKeymeshVariable(key.secret.name)) {
+          problems.push(`key ${key.id}: ${key.secret.name} is one of keymesh's own variables, never a provider key`);
+        } else {
+          secret = this.env[key.secret.name] || undefined;
+          if (secret === undefined) problems.push(`key ${key.id}: environment variable ${key.secret.name} is not set`);
+        }
       } else {
         source = 'literal';
         try {
