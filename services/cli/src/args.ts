@@ -27,6 +27,8 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
 
 export function stringFlag(args: ParsedArgs, name: string): string | undefined {
   const value = args.flags.get(name);
-  if (value === true) throw new Error(`--${name} needs a value`);
+  // An empty value is most often an unset variable (--config "$KEYMESH_CONFIG"): taken as no flag,
+  // --config would start the demo config, with its public virtual key, in place of the real one.
+  if (value === true || value === '') throw new Error(`--${name} needs a value${value === '' ? ' (it was given an empty one)' : ''}`);
   return value;
 }
