@@ -4,7 +4,7 @@ import { DurationSchema, timestampFromMs } from '@bufbuild/protobuf/wkt';
 import type { PolicyRoute } from '@keymesh/config';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import type { CacheService } from '@keymesh/proto/cache/v1/cache';
-import { durationOfMs, type RpcClient } from '@keymesh/rpc';
+import { durationOfMs, msOfDuration, type RpcClient } from '@keymesh/rpc';
 import type { Logger } from '@keymesh/telemetry';
 import type { OpenAiChatRequest, OpenAiChatResponse, OpenAiUsage } from '../providers/openai/types';
 import { chatAttempt, type JsonResult } from './attempts';
@@ -167,6 +167,9 @@ export class Gateway {
     try {
       const found = await this.deps.cache.lookup({ namespace: scope.tenantId, key }, { deadlineMs: scope.deadlineMs, parent: scope.traceContext });
       if (!found.hit) return undefined;
+      // Stored under an earlier, longer ttl: the route's ttl now is what the operator wants served.
+      const ttlMs = scope.route.cacheTtlMs;
+      if (ttlMs !== null && found.age !== undefined && (msOfDuration(found.age) ?? 0) >= ttlMs) return undefined;
       const bytes = Buffer.from(found.value.buffer, found.value.byteOffset, found.value.byteLength);
       const parsed = JSON.parse(bytes.toString('utf8')) as OpenAiChatResponse;
       return { bytes, parsed, usage: parsed.usage };
