@@ -10,56 +10,31 @@ export interface NatsBusOptions {
   /** Shown in the NATS server's connection list. */
   name: string;
   logger?: Logger;
-  /** What publishes may pile up while NATS is unreachable; DEFAULT_MAX_BUFFERED_BYTES when not given. */
-  maxBufferedBytes?: number;
 }
 
 /**
- * The NATS client keeps what is published while it reconnects, without a
- * limit of its own: at a few thousand requests per second the usage events
- * alone are about half a megabyte a second. Past this much, publishes are
- * dropped (and counted) until NATS is back. Policies do not depend on it:
- * services also ask control for them (see followPolicy).
- */
-export const DEFAULT_MAX_BUFFERED_BYTES = 32 * 1024 * 1024;
-
-/**
- * The bus over NATS. The client reconnects forever and buffers publishes while
- * disconnected, up to maxBufferedBytes, so a NATS restart delays events
- * instead of failing requests, and a long outage costs events, not memory.
+ * The bus over NATS. The client reconnects forever, so a NATS restart costs
+ * events instead of failing requests: what is published while it is away is
+ * dropped at its next reconnect attempt (nats.js resets its outbound buffer
+ * on every dial), which also bounds what it holds. Policy does not depend on
+ * the bus alone (see followPolicy's resync).
  */
 export async function connectNatsBus(options: NatsBusOptions): Promise<Bus> {
   const logger = options.logger ?? createLogger(options.name);
-  const maxBufferedBytes = options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
   const nc: NatsConnection = await connect({
     servers: options.url,
     name: options.name,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
   });
-  let connected = true;
-  let bufferedBytes = 0;
-  let dropped = 0;
   void (async () => {
     for await (const status of nc.status()) {
-      if (status.type !== 'disconnect' && status.type !== 'reconnect') continue;
-      logger.warn(`nats ${status.type}`, { server: String(status.data) });
-      connected = status.type === 'reconnect';
-      bufferedBytes = 0;
-      if (connected && dropped > 0) logger.warn('bus messages dropped while NATS was unreachable', { dropped, maxBufferedBytes });
-      if (connected) dropped = 0;
+      if (status.type === 'disconnect' || status.type === 'reconnect') logger.warn(`nats ${status.type}`, { server: String(status.data) });
     }
   })();
 
   const bus: Bus = {
     publish(subject, data, extra = {}, ctx) {
-      if (!connected) {
-        if (bufferedBytes + data.byteLength > maxBufferedBytes) {
-          if (dropped++ === 0) logger.warn('NATS unreachable and the publish buffer full: dropping bus messages until it is back', { subject, maxBufferedBytes });
-          return;
-        }
-        bufferedBytes += data.byteLength;
-      }
       const carried: Record<string, string> = { ...extra };
       injectTraceContext(carried, ctx);
       const h = natsHeaders();
