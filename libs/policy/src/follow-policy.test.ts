@@ -79,4 +79,21 @@ describe('followPolicy', () => {
       follower.close();
     }
   });
+
+  it('applies nothing once closed, not even a resync that was already on its way', async () => {
+    const control = fakeControl();
+    let answer: (value: { version: bigint; policyJson: string }) => void = () => undefined;
+    let asked = 0;
+    const client = {
+      getPolicy: () => (++asked === 1 ? Promise.resolve(control.current) : new Promise<{ version: bigint; policyJson: string }>((resolve) => (answer = resolve))),
+    } as unknown as RpcClient<typeof ControlService>;
+    const versions: bigint[] = [];
+    const follower = followPolicy({ control: client, bus: createMemoryBus(), logger: createLogger('test', 'error'), resyncMs: 10, onPolicy: (_p, v) => versions.push(v) });
+    await follower.ready;
+    while (asked < 2) await new Promise((resolve) => setTimeout(resolve, 5));
+    follower.close();
+    answer({ version: 2n, policyJson: policyJson('gpt-4o') });
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    assert.deepEqual(versions, [1n]);
+  });
 });

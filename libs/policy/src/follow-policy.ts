@@ -45,7 +45,8 @@ export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
   const ready = new Promise<void>((resolve) => (markReady = resolve));
 
   const apply = (json: string, next: bigint, source: string): void => {
-    if (next <= version) return;
+    // A fetch or event still on its way when the follower closed changes nothing.
+    if (closed || next <= version) return;
     let policy: Policy;
     try {
       policy = parsePolicy(json);
