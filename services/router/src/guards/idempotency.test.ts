@@ -55,6 +55,17 @@ describe('MemoryIdempotencyStore', () => {
     assert.equal(store.bytes, 8_000, 'an answer over an eighth of the budget is not kept');
   });
 
+  it('makes room for answers by evicting answers, never a request still in flight', async () => {
+    const store = new MemoryIdempotencyStore({ maxBytes: 8_000 });
+    const answer = { status: 200, headers: {}, body: Buffer.alloc(1_000) };
+    const slow = first(await store.claim('slow', 'h', TTL_MS, never));
+    for (const key of ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j']) first(await store.claim(key, 'h', TTL_MS, never)).complete(answer);
+    // The slow request's retry still waits for it rather than call the provider a second time.
+    const retry = store.claim('slow', 'h', TTL_MS, never);
+    slow.complete(answer);
+    assert.equal((await retry).kind, 'replay');
+  });
+
   it('hashes bodies so that any byte changes the hash', () => {
     assert.equal(bodySha256(Buffer.from('{"a":1}')), bodySha256(Buffer.from('{"a":1}')));
     assert.notEqual(bodySha256(Buffer.from('{"a":1}')), bodySha256(Buffer.from('{"a":2}')));

@@ -135,12 +135,20 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     };
   }
 
-  /** Evicts expired entries at the head, then the least recently used, until one more entry of `bytes` fits. */
+  /**
+   * Evicts expired entries at the head, then the least recently used, until
+   * one more entry of `bytes` fits. Only the entry count evicts requests in
+   * flight: they hold no bytes, and evicting one lets its retry call the
+   * provider a second time.
+   */
   private makeRoom(bytes = 0): void {
     const nowMs = this.clock.nowMs();
     for (const [key, entry] of this.entries) {
       const expired = entry.state === 'done' && entry.expiresAtMs <= nowMs;
-      if (!expired && this.entries.size < this.maxEntries && this.storedBytes + bytes <= this.maxBytes) return;
+      const tooMany = this.entries.size >= this.maxEntries;
+      const tooBig = this.storedBytes + bytes > this.maxBytes;
+      if (!expired && !tooMany && !tooBig) return;
+      if (!expired && !tooMany && entry.state === 'pending') continue;
       // An evicted pending entry still wakes its waiters when its request ends; they then claim afresh.
       this.remove(key, entry);
     }
