@@ -30,6 +30,17 @@ describe('SseDataReader', () => {
     assert.deepEqual(reader.push('\r\n'), ['{"a":1}']);
   });
 
+  it('reads an empty chunk between a CR and its LF as nothing at all', () => {
+    const reader = new SseDataReader();
+    assert.deepEqual([...reader.push('data: a\r'), ...reader.push(''), ...reader.push('\ndata: b\r\n\r\n')], ['a\nb']);
+  });
+
+  it('skips the whole event of a line past 1 MiB, not only the line', () => {
+    const reader = new SseDataReader();
+    const payloads = [...reader.push('data: a\n'), ...reader.push(`data: ${'x'.repeat(1_100_000)}`), ...reader.push('tail\n\ndata: next\n\n')];
+    assert.deepEqual(payloads, ['next']);
+  });
+
   it('skips a line or an event past 1 MiB, keeps nothing of it, and reads the events after it', () => {
     const reader = new SseDataReader();
     const huge = 'x'.repeat(600_000);

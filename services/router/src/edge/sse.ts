@@ -27,6 +27,8 @@ export class SseDataReader {
   /** Returns the data payloads of the events completed by this chunk. */
   push(chunk: string): string[] {
     const payloads: string[] = [];
+    // An empty chunk says nothing, not even that a CR before it was a line's whole end.
+    if (chunk.length === 0) return payloads;
     let start = 0;
     if (this.afterCarriageReturn && chunk.charCodeAt(0) === LF) start = 1;
     this.afterCarriageReturn = false;
@@ -45,8 +47,11 @@ export class SseDataReader {
     if (start < chunk.length && !this.skippingLine) {
       this.partial += chunk.slice(start);
       if (this.partial.length > MAX_CHARS) {
+        // The line is lost, so its event is too: handing over the event without it would cut it silently.
         this.partial = '';
         this.skippingLine = true;
+        this.data = undefined;
+        this.skippingEvent = true;
       }
     }
     return payloads;
