@@ -44,11 +44,13 @@ describe('a chat attempt', () => {
   });
 
   it('never hands on the key it sent, whatever its shape, when the provider quotes it in an error', async () => {
-    const secret = 'gsk_0123456789abcdefSECRET';
-    const body = JSON.stringify({ error: { message: `Invalid header: Authorization=Bearer ${secret}`, type: 'invalid_request_error' } });
-    const result = await chatAttempt(request, undefined)(attemptAnswering(body, 400, secret));
-    assert.ok(!result.ok && result.failure.kind === 'rejected');
-    assert.equal(result.failure.message, 'Invalid header: Authorization=Bearer [redacted]');
+    // One the key-like pattern does not know, and one it knows only the start of.
+    for (const secret of ['gsk_0123456789abcdefSECRET', 'key-abc12345+def/ghi=']) {
+      const body = JSON.stringify({ error: { message: `Invalid header: Authorization=Bearer ${secret}`, type: 'invalid_request_error' } });
+      const result = await chatAttempt(request, undefined)(attemptAnswering(body, 400, secret));
+      assert.ok(!result.ok && result.failure.kind === 'rejected');
+      assert.equal(result.failure.message, 'Invalid header: Authorization=Bearer [redacted]', secret);
+    }
   });
 
   it('takes an error whose message is not text as the status alone, still the caller\'s 4xx', async () => {
@@ -72,7 +74,7 @@ describe('a chat attempt', () => {
       return [result.failure.code, result.failure.param];
     };
     assert.deepEqual(await rejected({ code: 'context_length_exceeded', param: 'messages' }), ['context_length_exceeded', 'messages']);
-    assert.deepEqual(await rejected({ code: `bad_${secret}`, param: 'messages[0].content' }), [undefined, 'messages[0].content']);
+    assert.deepEqual(await rejected({ code: `bad_${secret}`, param: 'messages[0].content' }), ['bad_[redacted]', 'messages[0].content']);
     assert.deepEqual(await rejected({ code: 'sk-abcdef123456', param: 'has spaces' }), [undefined, undefined]);
     assert.deepEqual(await rejected({ code: 42, param: null }), [undefined, undefined]);
   });

@@ -1,7 +1,7 @@
 import type { Dispatcher as UndiciDispatcher } from 'undici';
 import type { OpenAiChatRequest, OpenAiChatResponse, OpenAiEmbeddingRequest, OpenAiEmbeddingResponse, OpenAiUsage } from '../providers/openai/types';
 import { attr } from '@keymesh/telemetry';
-import type { LimitSnapshot, ProviderFailure } from '../providers';
+import type { LimitSnapshot } from '../providers';
 import type { UpstreamAnswer } from '../providers/upstream';
 import type { Attempt, AttemptResult } from './dispatcher';
 
@@ -19,8 +19,12 @@ export interface StreamStart {
 }
 
 function parseJson(bytes: Buffer): unknown {
+  return parseJsonText(bytes.toString('utf8'));
+}
+
+function parseJsonText(text: string): unknown {
   try {
-    return JSON.parse(bytes.toString('utf8'));
+    return JSON.parse(text);
   } catch {
     return undefined;
   }
@@ -46,26 +50,19 @@ function succeeded<T>(a: Attempt, value: T, headers: UndiciDispatcher.ResponseDa
 }
 
 function failureOf(a: Attempt, response: UpstreamAnswer): AttemptResult<never> {
-  const failure = a.provider.adapter.classify(response.statusCode, response.headers, parseJson(response.body));
-  return { ok: false, failure: withoutSecret(failure, a.secret), limits: limitsOf(a, response.headers) };
+  const failure = a.provider.adapter.classify(response.statusCode, response.headers, parseJsonText(withoutSecret(response.body.toString('utf8'), a.secret)));
+  return { ok: false, failure, limits: limitsOf(a, response.headers) };
 }
 
 /**
- * A provider's message may quote the key it was sent (an echoed header, "invalid key: ..."), and a
- * rejected request's message reaches the caller. The adapters cut what looks like a key by its
- * shape; the key actually sent is cut whatever its shape.
+ * A provider's error may quote the key it was sent (an echoed header,
+ * "invalid key: ..."), and a rejected request's message, code and param
+ * reach the caller. The adapters cut what looks like a key by its shape;
+ * the key actually sent is cut first, whatever its shape, so no part of it
+ * is left beside a shape-cut prefix.
  */
-function withoutSecret(failure: ProviderFailure, secret: string): ProviderFailure {
-  if (secret === '') return failure;
-  const quoted = [failure.message, failure.code, failure.param].some((text) => text?.includes(secret));
-  if (!quoted) return failure;
-  return {
-    ...failure,
-    message: failure.message.replaceAll(secret, '[redacted]'),
-    // An identifier that quotes the key is no identifier: left out.
-    code: failure.code?.includes(secret) ? undefined : failure.code,
-    param: failure.param?.includes(secret) ? undefined : failure.param,
-  };
+function withoutSecret(text: string, secret: string): string {
+  return secret !== '' && text.includes(secret) ? text.replaceAll(secret, '[redacted]') : text;
 }
 
 async function jsonAttempt<T extends { usage?: unknown }>(
