@@ -74,6 +74,9 @@ export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
 
   let resyncTimer: NodeJS.Timeout | undefined;
   let resyncFailing = false;
+  const scheduleResync = (): void => {
+    if (!closed) resyncTimer = setTimeout(() => void resync(), options.resyncMs ?? DEFAULT_POLICY_RESYNC_MS).unref();
+  };
   const resync = async (): Promise<void> => {
     try {
       const response = await options.control.getPolicy({}, { timeoutMs: 2_000 });
@@ -85,7 +88,7 @@ export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
       if (!resyncFailing) options.logger.warn('cannot ask control for a newer policy; keeping the current one', { error: err as Error });
       resyncFailing = true;
     }
-    if (!closed) resyncTimer = setTimeout(() => void resync(), options.resyncMs ?? DEFAULT_POLICY_RESYNC_MS).unref();
+    scheduleResync();
   };
 
   void (async () => {
@@ -101,7 +104,7 @@ export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
         delayMs = Math.min(delayMs * 2, options.maxRetryDelayMs ?? 2_000);
       }
     }
-    if (!closed) resyncTimer = setTimeout(() => void resync(), options.resyncMs ?? DEFAULT_POLICY_RESYNC_MS).unref();
+    scheduleResync();
   })();
 
   return {

@@ -27,7 +27,7 @@ import type { RouteTable } from './routing/route-table';
 import type { ConcurrencyGuard, ReleaseSlot } from './guards/concurrency';
 import { SseDataReader } from './edge/sse';
 import { priorityFromProto } from './admission/priority';
-import { RequestCancellation } from './routing/cancellation';
+import { DeadlineCancellation } from './routing/cancellation';
 
 export interface RouterHandlerDeps {
   table: () => RouteTable;
@@ -85,20 +85,13 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
     const deadlineMs = Math.min(ctx.deadlineMs ?? Infinity, Date.now() + route.timeoutMs);
     // First, so that a full bulkhead (it throws) leaves no timer behind.
     const releaseSlot = deps.concurrency.acquire(route, tenantId);
-    // A timer the call holds until release, as the HTTP edge does: AbortSignal.any holds its
-    // sources weakly on Node 20, so an AbortSignal.timeout in it was collected by the next GC
-    // and a call with no deadline of its own lost the route's timeout.
-    const signal = new RequestCancellation();
-    const budgetMs = Math.max(0, deadlineMs - Date.now());
-    const timer = setTimeout(
-      () => signal.abort(new KeymeshError({ code: Code.DeadlineExceeded, reason: Reason.DEADLINE_EXCEEDED, message: `the request did not finish within ${budgetMs} ms` })),
-      budgetMs,
-    );
+    // Held until release, as on the HTTP edge (see DeadlineCancellation); the call's own end is forwarded.
+    const signal = new DeadlineCancellation(Math.max(0, deadlineMs - Date.now()));
     const onCallEnded = (): void => signal.abort(ctx.signal.reason);
     if (ctx.signal.aborted) onCallEnded();
     else ctx.signal.addEventListener('abort', onCallEnded, { once: true });
     const release = (): void => {
-      clearTimeout(timer);
+      signal.end();
       ctx.signal.removeEventListener('abort', onCallEnded);
       releaseSlot();
     };

@@ -95,8 +95,9 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
       keys.drop();
       admission.reset();
       learner.reset();
-      probes.reset((poolId, keyId) => policy.keys[keyId]?.poolId === poolId && (policy.keys[keyId]?.limits.length ?? 0) > 0);
-      breakers.retain((providerId) => Object.hasOwn(policy.providers, providerId), (poolId, keyId) => policy.keys[keyId]?.poolId === poolId);
+      const hasKey = (poolId: string, keyId: string): boolean => policy.keys[keyId]?.poolId === poolId;
+      probes.reset((poolId, keyId) => hasKey(poolId, keyId) && policy.keys[keyId]!.limits.length > 0);
+      breakers.retain((providerId) => Object.hasOwn(policy.providers, providerId), hasKey);
       for (const upstream of retired) void upstream.close();
       logger.info('policy applied', { version: String(version), routes: next.routes.size });
     },
@@ -119,7 +120,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
   const gateway = new Gateway({ table: currentTable, dispatcher, cache, usage, settles, logger });
 
   const rpcServer = createRpcServer({ telemetry, logger });
-  rpcServer.add(RouterService, routerHandlers({ table: currentTable, gateway, dispatcher, concurrency, breakers: dispatcher.breakers }));
+  rpcServer.add(RouterService, routerHandlers({ table: currentTable, gateway, dispatcher, concurrency, breakers }));
   const releaseOnFailure = async (): Promise<void> => {
     follower.close();
     keyEvents.unsubscribe();
@@ -154,7 +155,7 @@ export async function startRouter(options: RouterOptions): Promise<RunningRouter
     usageQuery: async (tenantId, deadlineMs) =>
       toJson(GetUsageResponseSchema, await analytics.getUsage({ tenantId }, { deadlineMs })),
     requests,
-    metrics: () => renderMetrics({ table: currentTable, breakers: dispatcher.breakers, concurrency, requests }),
+    metrics: () => renderMetrics({ table: currentTable, breakers, concurrency, requests }),
   });
   let httpPort: number;
   try {

@@ -17,7 +17,7 @@ import type { RouteTable } from '../routing/route-table';
 import { METRICS_CONTENT_TYPE, type RequestCounter } from '../metrics/metrics';
 import { SseDataReader } from './sse';
 import { parseTimeoutHeader } from './timeout';
-import { RequestCancellation, type CancelSignal } from '../routing/cancellation';
+import { DeadlineCancellation, type CancelSignal } from '../routing/cancellation';
 
 export interface HttpEdgeDeps {
   table: () => RouteTable;
@@ -319,14 +319,10 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
   function scopeFor(req: IncomingMessage, exchange: Exchange, tenantId: string, route: RequestScope['route']): RequestScope {
     const timeoutMs = parseTimeoutHeader(req.headers['x-keymesh-timeout']) ?? route.timeoutMs;
     const priority = priorityFromHeader(req.headers[PRIORITY_HEADER]);
-    const cancellation = new RequestCancellation();
-    const timer = setTimeout(
-      () => cancellation.abort(new KeymeshError({ code: Code.DeadlineExceeded, reason: Reason.DEADLINE_EXCEEDED, message: `the request did not finish within ${timeoutMs} ms` })),
-      timeoutMs,
-    );
+    const cancellation = new DeadlineCancellation(timeoutMs);
     // The caller hanging up cancels the provider call and frees its key and bulkhead slot at once.
     exchange.res.once('close', () => {
-      clearTimeout(timer);
+      cancellation.end();
       exchange.releaseSlot?.();
       if (!exchange.res.writableFinished) {
         cancellation.abort(new KeymeshError({ code: Code.Cancelled, reason: Reason.CANCELLED, message: 'the client closed the connection' }));
@@ -463,7 +459,7 @@ const EDGE_STATUS_BY_REASON: Record<string, number | undefined> = {
   [METHOD_NOT_ALLOWED]: 405,
 };
 
-function isObject(value: unknown): boolean {
+function isObject(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
@@ -511,10 +507,10 @@ function parseObject(raw: Buffer): Record<string, unknown> {
       message: 'We could not parse the JSON body of your request. The body must be a JSON object.',
     });
   }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+  if (!isObject(parsed)) {
     throw new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message: 'The request body must be a JSON object.' });
   }
-  return parsed as Record<string, unknown>;
+  return parsed;
 }
 
 function cacheDirectiveOf(req: IncomingMessage): CacheDirective {

@@ -1,3 +1,5 @@
+import { Code, KeymeshError, Reason } from '@keymesh/errors';
+
 /**
  * What the router's own code needs of a request's cancellation: whether and
  * why it ended, and a callback when it does. An AbortSignal is one; so is a
@@ -60,6 +62,28 @@ export class RequestCancellation implements CancelSignal {
     if (!listeners) return;
     const at = listeners.lastIndexOf(listener);
     if (at >= 0) listeners.splice(at, 1);
+  }
+}
+
+/**
+ * A request's cancellation that also ends it at its deadline, as both edges
+ * need. The timer is held by the request until `end()` (it is over, or its
+ * caller left): AbortSignal.timeout inside AbortSignal.any is held weakly on
+ * Node 20, and a GC took the deadline with it.
+ */
+export class DeadlineCancellation extends RequestCancellation {
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(budgetMs: number) {
+    super();
+    this.timer = setTimeout(
+      () => this.abort(new KeymeshError({ code: Code.DeadlineExceeded, reason: Reason.DEADLINE_EXCEEDED, message: `the request did not finish within ${budgetMs} ms` })),
+      budgetMs,
+    );
+  }
+
+  end(): void {
+    clearTimeout(this.timer);
   }
 }
 

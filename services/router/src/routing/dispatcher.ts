@@ -627,23 +627,10 @@ export class Dispatcher {
           span.setAttribute(attr.KEYMESH_RETRY_REASON, failure.kind);
           span.setStatus({ code: SpanStatusCode.ERROR, message: failure.kind });
           span.end();
-          if (failure.kind === 'rejected') {
-            // The caller's mistake, not the key's: the key stays in service. A probe's answer is
-            // still an answer, so the requests waiting on it are let go.
-            if (learned !== undefined) reported = this.report(scope, target, keyId, failure, learned);
-            if (isProbe && limits !== undefined) this.confirmProbe(target, keyId, reported);
-            throw new KeymeshError({
-              code: failure.status === 404 ? Code.NotFound : Code.InvalidArgument,
-              reason: Reason.PROVIDER_REJECTED,
-              message: failure.message,
-              upstreamStatus: failure.status,
-              // SDK users branch on the provider's code (context_length_exceeded) and param.
-              metadata: { ...(failure.code === undefined ? {} : { provider_code: failure.code }), ...(failure.param === undefined ? {} : { param: failure.param }) },
-            });
-          }
-          if (failure.kind !== 'unavailable') {
+          // A rejected request is the caller's mistake, not the key's: the key stays in service.
+          if (failure.kind !== 'unavailable' && failure.kind !== 'rejected') {
             // A spent quota rests until its period ends, which the limiter knows: this router only
-            // stops asking for a while. A rejected key stays out until the policy changes.
+            // stops asking for a while. A revoked key (401/403) stays out until the policy changes.
             const untilMs =
               failure.kind === 'rate_limited'
                 ? Date.now() + (failure.retryAfterMs ?? 1_000)
@@ -656,7 +643,18 @@ export class Dispatcher {
           } else if (learned !== undefined) {
             reported = this.report(scope, target, keyId, failure, learned);
           }
+          // A probe's answer is an answer whatever it said: the requests waiting on it are let go.
           if (isProbe && limits !== undefined) this.confirmProbe(target, keyId, reported);
+          if (failure.kind === 'rejected') {
+            throw new KeymeshError({
+              code: failure.status === 404 ? Code.NotFound : Code.InvalidArgument,
+              reason: Reason.PROVIDER_REJECTED,
+              message: failure.message,
+              upstreamStatus: failure.status,
+              // SDK users branch on the provider's code (context_length_exceeded) and param.
+              metadata: { ...(failure.code === undefined ? {} : { provider_code: failure.code }), ...(failure.param === undefined ? {} : { param: failure.param }) },
+            });
+          }
           if (failure.kind === 'rate_limited') {
             // Keys this request excluded after a 429 are full, not gone: the caller
             // hears "retry after", not "unavailable", when nothing else serves.

@@ -169,7 +169,8 @@ export class Gateway {
       if (!found.hit) return undefined;
       // Stored under an earlier, longer ttl: the route's ttl now is what the operator wants served.
       const ttlMs = scope.route.cacheTtlMs;
-      if (ttlMs !== null && found.age !== undefined && (msOfDuration(found.age) ?? 0) >= ttlMs) return undefined;
+      const ageMs = msOfDuration(found.age);
+      if (ttlMs !== null && ageMs !== undefined && ageMs >= ttlMs) return undefined;
       const bytes = Buffer.from(found.value.buffer, found.value.byteOffset, found.value.byteLength);
       const parsed = JSON.parse(bytes.toString('utf8')) as OpenAiChatResponse;
       return { bytes, parsed, usage: parsed.usage };

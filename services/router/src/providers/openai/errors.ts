@@ -34,13 +34,12 @@ export function classifyOpenAi(status: number, headers: Headers, body: unknown, 
   // A redirect or another 2xx is not an answer to a chat call: the provider (or a proxy before it) is
   // misbehaving, which is not the caller's mistake, so it fails over rather than reach the caller as is.
   if (status < 400) return { kind: 'unavailable', status: 502, message: `provider answered HTTP ${status}`, retryAfterMs };
-  return { kind: 'rejected', status, message, retryAfterMs, ...identifierOf('code', error?.code), ...identifierOf('param', error?.param) };
+  return { kind: 'rejected', status, message, retryAfterMs, code: identifierOf(error?.code), param: identifierOf(error?.param) };
 }
 
 /** A provider's error code or param, passed on only when it looks like one: a short identifier, nothing key-like. */
-function identifierOf<K extends 'code' | 'param'>(field: K, value: unknown): { [F in K]?: string } {
-  if (typeof value !== 'string' || !IDENTIFIER.test(value) || scrubSecrets(value) !== value) return {};
-  return { [field]: value } as { [F in K]?: string };
+function identifierOf(value: unknown): string | undefined {
+  return typeof value === 'string' && IDENTIFIER.test(value) && scrubSecrets(value) === value ? value : undefined;
 }
 
 const IDENTIFIER = /^[A-Za-z0-9_.[\]-]{1,64}$/;
