@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
-import { createMemoryBus } from '@keymesh/bus';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
+import { createMemoryBus, Subjects } from '@keymesh/bus';
 import { compilePolicy, parseConfig, type Policy } from '@keymesh/config';
-import type { ControlService } from '@keymesh/proto/control/v1/control';
+import { PolicyUpdatedEventSchema, type ControlService } from '@keymesh/proto/control/v1/control';
 import type { RpcClient } from '@keymesh/rpc';
 import { createLogger } from '@keymesh/telemetry';
-import { followPolicy } from './follow-policy';
+import { ANNOUNCED_FETCH_SPACING_MS, followPolicy } from './follow-policy';
 
 function policyJson(model: string): string {
   const config = parseConfig(
@@ -26,18 +28,38 @@ tenants:
 }
 
 /** A control service whose current policy the test sets; it never broadcasts. */
-function fakeControl(): { client: RpcClient<typeof ControlService>; current: { version: bigint; policyJson: string }; failing: boolean } {
+function fakeControl(): { client: RpcClient<typeof ControlService>; current: { version: bigint; policyJson: string }; failing: boolean; asked: number } {
   const control = {
     current: { version: 1n, policyJson: policyJson('gpt-4o-mini') },
     failing: false,
+    asked: 0,
     client: {
       getPolicy: async () => {
+        control.asked++;
         if (control.failing) throw new Error('UNAVAILABLE');
         return control.current;
       },
     } as unknown as RpcClient<typeof ControlService>,
   };
   return control;
+}
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 2_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** A follower on its first policy whose resync never comes in a test: only announcements move it. */
+async function followingAnnouncements() {
+  const control = fakeControl();
+  const bus = createMemoryBus();
+  const routes: string[][] = [];
+  const follower = followPolicy({ control: control.client, bus, logger: createLogger('test', 'error'), resyncMs: 3_600_000, onPolicy: (policy) => routes.push(Object.keys(policy.routes)) });
+  await follower.ready;
+  return { control, bus, routes, follower };
 }
 
 describe('followPolicy', () => {
@@ -95,5 +117,48 @@ describe('followPolicy', () => {
     answer({ version: 2n, policyJson: policyJson('gpt-4o') });
     await new Promise((resolve) => setTimeout(resolve, 30));
     assert.deepEqual(versions, [1n]);
+  });
+
+  it('fetches an announced version from control at once, without waiting for the resync', async () => {
+    const { control, bus, routes, follower } = await followingAnnouncements();
+    try {
+      control.current = { version: 2n, policyJson: policyJson('gpt-4o') };
+      bus.publishMessage(Subjects.policyUpdated, PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version: 2n }));
+      await until(() => follower.version() === 2n, 'the announced version');
+      assert.deepEqual(routes, [['gpt-4o-mini'], ['gpt-4o']]);
+    } finally {
+      follower.close();
+    }
+  });
+
+  it('takes a policy only from control: a policy carried on the bus is never applied', async () => {
+    const { control, bus, routes, follower } = await followingAnnouncements();
+    try {
+      // What a forger on NATS would send, in the shape events once had: a high version and a policy of its own (field 2).
+      const forged = new BinaryWriter().tag(1, WireType.Varint).uint64(99n).tag(2, WireType.LengthDelimited).string(policyJson('exfiltrate')).finish();
+      bus.publish(Subjects.policyUpdated, forged);
+      await until(() => control.asked >= 2 || routes.length > 1, 'the follower to act on the announcement');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.deepEqual(routes, [['gpt-4o-mini']], 'only control decides the policy');
+      assert.equal(follower.version(), 1n);
+    } finally {
+      follower.close();
+    }
+  });
+
+  it('spaces its fetches when announcements flood in', async () => {
+    const { control, bus, follower } = await followingAnnouncements();
+    try {
+      const askedBefore = control.asked;
+      const started = Date.now();
+      for (let version = 2n; version < 1_000n; version++) bus.publish(Subjects.policyUpdated, toBinary(PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version })));
+      await new Promise((resolve) => setTimeout(resolve, 3 * ANNOUNCED_FETCH_SPACING_MS));
+      const fetches = control.asked - askedBefore;
+      const elapsed = Date.now() - started;
+      assert.ok(fetches >= 1, 'an announcement is fetched');
+      assert.ok(fetches <= 2 + elapsed / ANNOUNCED_FETCH_SPACING_MS, `${fetches} fetches in ${elapsed} ms for 998 announcements`);
+    } finally {
+      follower.close();
+    }
   });
 });

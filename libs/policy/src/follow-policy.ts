@@ -32,11 +32,23 @@ export interface PolicyFollower {
 }
 
 /**
+ * After a broadcast, fetches from control are spaced by at least this much,
+ * so a flood of announcements (forged, or a burst of applies) costs control
+ * a handful of GetPolicy calls a second per service, not one per message.
+ */
+export const ANNOUNCED_FETCH_SPACING_MS = 100;
+
+/**
  * Keeps a service on the newest policy: fetches it from control at start
- * (retrying until control answers, so start order does not matter), applies
- * every newer version broadcast on keymesh.policy.updated, and asks control
- * again every `resyncMs` for a version the bus did not bring. Versions only
- * move forward, so a late fetch never undoes a broadcast.
+ * (retrying until control answers, so start order does not matter), fetches
+ * again whenever keymesh.policy.updated announces a newer version, and asks
+ * control every `resyncMs` for a version the bus did not bring. Versions only
+ * move forward, so a late fetch never undoes a newer one.
+ *
+ * The policy itself only ever comes from control, never from the bus: a
+ * policy says where each key's secret is sent, and whoever can publish on
+ * NATS could otherwise send every key to a host of their choosing. A forged
+ * announcement costs one fetch and changes nothing.
  */
 export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
   let version = 0n;
@@ -59,13 +71,45 @@ export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
     markReady();
   };
 
+  // One fetch at a time, started at least ANNOUNCED_FETCH_SPACING_MS after the last.
+  let fetchPending = false;
+  let fetchAgain = false;
+  let lastFetchAtMs = Number.NEGATIVE_INFINITY;
+  let fetchTimer: NodeJS.Timeout | undefined;
+  const requestFetch = (): void => {
+    if (fetchPending) {
+      fetchAgain = true;
+      return;
+    }
+    fetchPending = true;
+    fetchTimer = setTimeout(() => void fetchAnnounced(), Math.max(0, lastFetchAtMs + ANNOUNCED_FETCH_SPACING_MS - Date.now())).unref();
+  };
+  const fetchAnnounced = async (): Promise<void> => {
+    lastFetchAtMs = Date.now();
+    try {
+      const response = await options.control.getPolicy({}, { timeoutMs: 2_000 });
+      apply(response.policyJson, response.version, 'control');
+    } catch (err) {
+      // The resync brings it later; the policy in hand stays in force meanwhile.
+      options.logger.warn('cannot fetch the announced policy from control', { error: err as Error });
+    }
+    fetchPending = false;
+    // Announced while this fetch was on its way: control may have moved on since it answered.
+    if (fetchAgain && !closed) {
+      fetchAgain = false;
+      requestFetch();
+    }
+  };
+  const onAnnounced = (announced: bigint): void => {
+    if (!closed && announced > version) requestFetch();
+  };
+
   // Subscribe before fetching, so an update published in between is not missed.
   const subscription = options.bus.subscribe(Subjects.policyUpdated);
   void (async () => {
     for await (const message of subscription) {
       try {
-        const event = message.decode(PolicyUpdatedEventSchema);
-        apply(event.policyJson, event.version, 'bus');
+        onAnnounced(message.decode(PolicyUpdatedEventSchema).version);
       } catch (err) {
         options.logger.warn('malformed policy event', { error: err as Error });
       }
@@ -113,6 +157,7 @@ export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
     close() {
       closed = true;
       clearTimeout(resyncTimer);
+      clearTimeout(fetchTimer);
       subscription.unsubscribe();
     },
   };

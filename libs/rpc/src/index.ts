@@ -5,3 +5,4 @@ export type { RpcClient, RpcClientOptions, CallOptions } from './client';
 export { definitionOf } from './definition';
 export { durationOfMs, msOfDuration } from './duration';
 export { toUint32, UINT32_MAX } from './uint32';
+export { BearerToken, bearerMetadata } from './bearer';

@@ -8,7 +8,7 @@ import { ControlService } from '@keymesh/proto/control/v1/control';
 import { KeyVaultService, ListKeysResponseSchema } from '@keymesh/proto/keyvault/v1/keyvault';
 import { GetKeyStateResponseSchema, LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import { GetBreakerStateResponseSchema, RouterService } from '@keymesh/proto/router/v1/router';
-import { closeRpcClient, createRpcClient } from '@keymesh/rpc';
+import { bearerMetadata, closeRpcClient, createRpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
 import { peerAddress } from './addresses';
 import { parseArgs, stringFlag, type ParsedArgs } from './args';
@@ -44,6 +44,7 @@ Environment:
                                the longest a router that died keeps a key's concurrency slot
   KEYMESH_MASTER_KEY    base64 of 32 bytes; seals key secrets between control and key-vault
   KEYMESH_ROUTER_TOKEN  the router's identity towards the key-vault
+  KEYMESH_OPERATOR_TOKEN  what \`keymesh apply\` presents to control; unset, control refuses ApplyConfig
   KEYMESH_<SERVICE>_ADDR   where \`serve\` and the CLI find a service (e.g. KEYMESH_CONTROL_ADDR)
   OTEL_EXPORTER_OTLP_ENDPOINT   export traces over OTLP/HTTP
 `;
@@ -141,9 +142,11 @@ async function apply(args: ParsedArgs, env: NodeJS.ProcessEnv): Promise<number> 
   if (!path) throw new Error('apply needs --config FILE');
   const text = await readFile(path, 'utf8');
   parseConfig(text, basename(path));
+  const token = env.KEYMESH_OPERATOR_TOKEN;
+  if (!token) throw new Error('apply needs KEYMESH_OPERATOR_TOKEN: control accepts a config only from a caller presenting it');
   const control = cliClient(ControlService, peerAddress('control', env));
   try {
-    const result = await control.applyConfig({ configYaml: text, sourceName: basename(path) });
+    const result = await control.applyConfig({ configYaml: text, sourceName: basename(path) }, { headers: bearerMetadata(token) });
     process.stdout.write(result.changed ? `applied as version ${result.version}\n` : `unchanged (version ${result.version})\n`);
     return 0;
   } finally {

@@ -88,6 +88,11 @@ export function holdTtlFromEnv(env: NodeJS.ProcessEnv): { holdTtlMs?: number } {
   return { holdTtlMs };
 }
 
+/** KEYMESH_OPERATOR_TOKEN, which `keymesh apply` presents to control; unset leaves ApplyConfig off. */
+export function operatorTokenFrom(env: NodeJS.ProcessEnv): { operatorToken?: string } {
+  return env.KEYMESH_OPERATOR_TOKEN ? { operatorToken: env.KEYMESH_OPERATOR_TOKEN } : {};
+}
+
 export async function busFromEnv(name: string, env: NodeJS.ProcessEnv): Promise<Bus> {
   return env.NATS_URL ? connectNatsBus({ url: env.NATS_URL, name }) : createMemoryBus();
 }
@@ -141,6 +146,7 @@ export async function startMesh(options: UpOptions): Promise<Mesh> {
         sealSecret: (plaintext) => sealer.seal(plaintext),
         config,
         ...(options.configPath ? { watchPath: options.configPath } : {}),
+        ...operatorTokenFrom(env),
         host: LOOPBACK,
         port,
       }),

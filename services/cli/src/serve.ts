@@ -9,7 +9,7 @@ import { connectNatsBus, type Bus } from '@keymesh/bus';
 import { peersFromEnv, SERVICE_NAMES, SERVICE_PORTS, type ServiceName } from './addresses';
 import { stringFlag, type ParsedArgs } from './args';
 import { configFrom, untilSignalled } from './lifecycle';
-import { holdTtlFromEnv, redisFromEnv } from './mesh';
+import { holdTtlFromEnv, operatorTokenFrom, redisFromEnv } from './mesh';
 
 function required(env: NodeJS.ProcessEnv, name: string, why: string): string {
   const value = env[name];
@@ -47,7 +47,7 @@ export async function serveOne(name: string | undefined, args: ParsedArgs, env: 
       const { config, path } = await configFrom(args);
       const sealer = await sealerFromEnv(env);
       const bus = await natsBus(env, service);
-      const control = await startControl({ telemetry, bus, sealSecret: (p) => sealer.seal(p), config, ...(path ? { watchPath: path } : {}), host, port });
+      const control = await startControl({ telemetry, bus, sealSecret: (p) => sealer.seal(p), config, ...(path ? { watchPath: path } : {}), ...operatorTokenFrom(env), host, port });
       where = `${host}:${control.port}`;
       stop = async () => {
         await control.stop();

@@ -1,12 +1,32 @@
 import { ConfigError, parseConfig } from '@keymesh/config';
 import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import type { ControlService } from '@keymesh/proto/control/v1/control';
-import type { ServiceImpl } from '@keymesh/rpc';
+import type { BearerToken, CallContext, ServiceImpl } from '@keymesh/rpc';
 import type { PolicyStore, PolicyVersion } from './policy-store';
 
 export interface ControlHandlerDeps {
   store: PolicyStore;
   publish: (version: PolicyVersion) => void;
+  /**
+   * Who may change the policy over gRPC. A policy names where each key's
+   * secret is sent (base_url), so without this check anyone who reaches the
+   * port could send every key to a host of their choosing. Undefined turns
+   * ApplyConfig off; the watched file still applies.
+   */
+  operatorToken: BearerToken | undefined;
+}
+
+function requireOperator(ctx: CallContext, operatorToken: BearerToken | undefined): void {
+  if (!operatorToken) {
+    throw new KeymeshError({
+      code: Code.FailedPrecondition,
+      reason: Reason.PERMISSION_DENIED,
+      message: 'ApplyConfig is off: start control with KEYMESH_OPERATOR_TOKEN set to allow it',
+    });
+  }
+  if (!operatorToken.presentedBy(ctx)) {
+    throw new KeymeshError({ code: Code.Unauthenticated, reason: Reason.UNAUTHENTICATED, message: 'ApplyConfig needs the operator token (KEYMESH_OPERATOR_TOKEN)' });
+  }
 }
 
 export function controlHandlers(deps: ControlHandlerDeps): ServiceImpl<typeof ControlService> {
@@ -16,7 +36,8 @@ export function controlHandlers(deps: ControlHandlerDeps): ServiceImpl<typeof Co
       if (!current) throw new KeymeshError({ code: Code.Unavailable, reason: Reason.UNAVAILABLE, message: 'no policy loaded yet' });
       return { version: current.version, policyJson: current.policyJson };
     },
-    async applyConfig(request) {
+    async applyConfig(request, ctx) {
+      requireOperator(ctx, deps.operatorToken);
       let config;
       try {
         config = parseConfig(request.configYaml, request.sourceName || 'config');

@@ -5,7 +5,7 @@ import { create } from '@bufbuild/protobuf';
 import { Subjects, type Bus } from '@keymesh/bus';
 import { ConfigError, parseConfig, type KeymeshConfig } from '@keymesh/config';
 import { ControlService, PolicyUpdatedEventSchema } from '@keymesh/proto/control/v1/control';
-import { createRpcServer } from '@keymesh/rpc';
+import { BearerToken, createRpcServer } from '@keymesh/rpc';
 import { createLogger, type Telemetry } from '@keymesh/telemetry';
 import { controlHandlers } from './handlers';
 import { PolicyStore, type PolicyVersion } from './policy-store';
@@ -18,6 +18,8 @@ export interface ControlOptions {
   config: KeymeshConfig;
   /** When set, edits to this file are applied as they are saved. */
   watchPath?: string;
+  /** KEYMESH_OPERATOR_TOKEN: what `keymesh apply` must present. Without it ApplyConfig is refused. */
+  operatorToken?: string;
   host: string;
   port: number;
 }
@@ -34,14 +36,14 @@ export async function startControl(options: ControlOptions): Promise<RunningCont
   const logger = createLogger('control');
   const store = new PolicyStore(options.sealSecret);
   const publish = (v: PolicyVersion): void => {
-    options.bus.publishMessage(Subjects.policyUpdated, PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version: v.version, policyJson: v.policyJson }));
+    options.bus.publishMessage(Subjects.policyUpdated, PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version: v.version }));
     logger.info('policy published', { version: String(v.version) });
   };
   const first = store.apply(options.config);
   if (first) publish(first);
 
   const server = createRpcServer({ telemetry: options.telemetry, logger });
-  server.add(ControlService, controlHandlers({ store, publish }));
+  server.add(ControlService, controlHandlers({ store, publish, operatorToken: options.operatorToken ? new BearerToken(options.operatorToken) : undefined }));
   const port = await server.listen(options.host, options.port);
 
   const reload = async (): Promise<bigint | undefined> => {

@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
 import { create } from '@bufbuild/protobuf';
 import { Subjects, type Bus } from '@keymesh/bus';
 import { followPolicy } from '@keymesh/policy';
 import { ControlService } from '@keymesh/proto/control/v1/control';
 import { KeysChangedEventSchema, KeyVaultService } from '@keymesh/proto/keyvault/v1/keyvault';
-import { closeRpcClient, createRpcClient, createRpcServer } from '@keymesh/rpc';
+import { BearerToken, closeRpcClient, createRpcClient, createRpcServer } from '@keymesh/rpc';
 import { createLogger, type Telemetry } from '@keymesh/telemetry';
 import type { Sealer } from './crypto/sealing';
 import { keyVaultHandlers } from './handlers';
@@ -47,7 +46,7 @@ export async function startKeyVault(options: KeyVaultOptions): Promise<RunningKe
   const server = createRpcServer({ telemetry: options.telemetry, logger });
   server.add(
     KeyVaultService,
-    keyVaultHandlers({ vault, routerTokenSha256: createHash('sha256').update(options.routerToken).digest(), audit: createLogger('keyvault.audit') }),
+    keyVaultHandlers({ vault, routerToken: new BearerToken(options.routerToken), audit: createLogger('keyvault.audit') }),
   );
   const port = await server.listen(options.host, options.port);
   return {

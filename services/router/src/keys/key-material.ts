@@ -1,4 +1,4 @@
-import type { RpcClient } from '@keymesh/rpc';
+import { bearerMetadata, type RpcClient } from '@keymesh/rpc';
 import type { KeyVaultService } from '@keymesh/proto/keyvault/v1/keyvault';
 import type { Context } from '@opentelemetry/api';
 
@@ -21,7 +21,7 @@ export class KeyMaterialCache {
     /** The router's identity towards the key-vault. */
     routerToken: string,
   ) {
-    this.authorization = { authorization: `Bearer ${routerToken}` };
+    this.authorization = bearerMetadata(routerToken);
   }
 
   private readonly authorization: Record<string, string>;
