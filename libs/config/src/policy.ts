@@ -1,8 +1,8 @@
 /**
- * The policy: what control broadcasts to every service. It is the config with
- * every secret removed: literal provider keys are sealed (only key-vault can
- * open them), env-sourced keys are named, and virtual keys are reduced to
- * their sha256. JSON-safe, so it travels over NATS as is.
+ * The policy: what control serves to every service (GetPolicy). It is the
+ * config with every secret removed: literal provider keys are sealed (only
+ * key-vault can open them), env-sourced keys are named, and virtual keys are
+ * reduced to their sha256. JSON-safe, so it travels over gRPC as is.
  */
 import { z } from 'zod';
 import { ConfigError, describeIssue, problemAt, problemsFromIssues } from './config-error';
@@ -132,7 +132,7 @@ export function compilePolicy(config: KeymeshConfig, sealSecret: (plaintext: str
         const plaintext = key.secret.value;
         const sealed = sealSecret(plaintext);
         if (typeof sealed !== 'string' || sealed === '' || (plaintext.length >= MIN_PLAINTEXT_TO_CHECK && sealed.includes(plaintext))) {
-          // A guard against wiring an identity function here: the policy is broadcast.
+          // A guard against wiring an identity function here: every service fetches the policy.
           throw new Error(`sealSecret returned an empty or unsealed value for key "${key.id}"`);
         }
         secret = { kind: 'sealed', sealed };

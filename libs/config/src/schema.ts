@@ -148,7 +148,7 @@ const httpUrlSchema = z.string({ error: expecting('an http(s) URL like "http://1
   if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
     return fail('expected an http(s) URL like "http://127.0.0.1:9000/v1"');
   }
-  // Credentials here would end up in the policy broadcast and in logs; keys belong in pools.
+  // Credentials here would end up in the policy every service fetches and in logs; keys belong in pools.
   if (url.username !== '' || url.password !== '') return fail('must not contain a user name or password (put keys in a pool)');
   if (url.search !== '' || url.hash !== '') return fail('must not have a query string or fragment');
   // Adapters append "/chat/completions" etc., so one canonical form without a trailing slash.

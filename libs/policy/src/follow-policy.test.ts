@@ -146,17 +146,64 @@ describe('followPolicy', () => {
     }
   });
 
-  it('spaces its fetches when announcements flood in', async () => {
+  it('spaces its fetches when announcements keep coming, each naming a version control never serves', async () => {
     const { control, bus, follower } = await followingAnnouncements();
     try {
       const askedBefore = control.asked;
       const started = Date.now();
-      for (let version = 2n; version < 1_000n; version++) bus.publish(Subjects.policyUpdated, toBinary(PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version })));
-      await new Promise((resolve) => setTimeout(resolve, 3 * ANNOUNCED_FETCH_SPACING_MS));
+      let version = 2n;
+      // Bursts and a steady trickle, as a forger on NATS would send them.
+      while (Date.now() - started < 5 * ANNOUNCED_FETCH_SPACING_MS) {
+        for (let i = 0; i < 50; i++) bus.publish(Subjects.policyUpdated, toBinary(PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version: version++ })));
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
       const fetches = control.asked - askedBefore;
       const elapsed = Date.now() - started;
-      assert.ok(fetches >= 1, 'an announcement is fetched');
-      assert.ok(fetches <= 2 + elapsed / ANNOUNCED_FETCH_SPACING_MS, `${fetches} fetches in ${elapsed} ms for 998 announcements`);
+      assert.ok(fetches >= 2, `only ${fetches} fetches`);
+      assert.ok(fetches <= 1 + elapsed / ANNOUNCED_FETCH_SPACING_MS, `${fetches} fetches in ${elapsed} ms`);
+      assert.equal(follower.version(), 1n);
+    } finally {
+      follower.close();
+    }
+  });
+
+  it('chases an announced version until control serves it, as in a rolling restart of control', async () => {
+    const { control, bus, follower } = await followingAnnouncements();
+    try {
+      // The new control announces; GetPolicy still reaches the old one for a while, and then nothing.
+      bus.publishMessage(Subjects.policyUpdated, PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version: 2n }));
+      await until(() => control.asked >= 3, 'fetches from the old control');
+      control.failing = true;
+      await until(() => control.asked >= 5, 'fetches while no control answers');
+      control.failing = false;
+      control.current = { version: 2n, policyJson: policyJson('gpt-4o') };
+      await until(() => follower.version() === 2n, 'the announced version');
+    } finally {
+      follower.close();
+    }
+  });
+
+  it('fetches again when a newer version is announced while a fetch is on its way', async () => {
+    const control = fakeControl();
+    let answerSlowly: ((value: { version: bigint; policyJson: string }) => void) | undefined;
+    const client = {
+      getPolicy: () => {
+        control.asked++;
+        return control.asked === 2 ? new Promise<{ version: bigint; policyJson: string }>((resolve) => (answerSlowly = resolve)) : Promise.resolve(control.current);
+      },
+    } as unknown as RpcClient<typeof ControlService>;
+    const bus = createMemoryBus();
+    const follower = followPolicy({ control: client, bus, logger: createLogger('test', 'error'), resyncMs: 3_600_000, onPolicy: () => undefined });
+    try {
+      await follower.ready;
+      bus.publishMessage(Subjects.policyUpdated, PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version: 2n }));
+      await until(() => answerSlowly !== undefined, 'the first fetch');
+      control.current = { version: 3n, policyJson: policyJson('gpt-4o') };
+      bus.publishMessage(Subjects.policyUpdated, PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version: 3n }));
+      // Let the announcement of 3 arrive before the fetch started for 2 answers.
+      await new Promise((resolve) => setImmediate(resolve));
+      answerSlowly?.({ version: 2n, policyJson: policyJson('gpt-4o-mini') });
+      await until(() => follower.version() === 3n, 'the version announced during the fetch');
     } finally {
       follower.close();
     }

@@ -19,7 +19,7 @@ export interface FollowPolicyOptions {
 
 /**
  * The bus delivers at most once: a service whose connection to NATS blinks
- * while a policy is broadcast misses it, and nothing would bring it later.
+ * while a version is announced misses it, and nothing would bring it later.
  * Asking control this often bounds how long such a service stays behind.
  */
 export const DEFAULT_POLICY_RESYNC_MS = 30_000;
@@ -32,11 +32,16 @@ export interface PolicyFollower {
 }
 
 /**
- * After a broadcast, fetches from control are spaced by at least this much,
- * so a flood of announcements (forged, or a burst of applies) costs control
- * a handful of GetPolicy calls a second per service, not one per message.
+ * While an announced version is not served yet, fetches for it are at least
+ * this far apart, the gap doubling up to MAX_CHASE_DELAY_MS; announcements that
+ * arrive meanwhile join the chase. So a flood of announcements naming versions
+ * control never serves (forged) costs a few GetPolicy calls per service, not
+ * one per message.
  */
 export const ANNOUNCED_FETCH_SPACING_MS = 100;
+
+/** The longest wait between two fetches while chasing an announced version control does not serve yet. */
+const MAX_CHASE_DELAY_MS = 2_000;
 
 /**
  * Keeps a service on the newest policy: fetches it from control at start
@@ -71,37 +76,50 @@ export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
     markReady();
   };
 
-  // One fetch at a time, started at least ANNOUNCED_FETCH_SPACING_MS after the last.
+  // An announced version is chased until control serves it: during a rolling
+  // restart the new control announces while GetPolicy still reaches the old
+  // one (an older version) or nothing at all. The chase ends when the version
+  // is reached, or after one resync interval, since a forged announcement can
+  // name a version that never comes; the resync goes on regardless.
+  let announced = 0n;
+  let announcedAtMs = 0;
+  let chases = 0;
   let fetchPending = false;
-  let fetchAgain = false;
-  let lastFetchAtMs = Number.NEGATIVE_INFINITY;
   let fetchTimer: NodeJS.Timeout | undefined;
-  const requestFetch = (): void => {
-    if (fetchPending) {
-      fetchAgain = true;
-      return;
-    }
+  const resyncMs = options.resyncMs ?? DEFAULT_POLICY_RESYNC_MS;
+  const scheduleFetch = (delayMs: number): void => {
+    if (fetchPending || closed) return;
     fetchPending = true;
-    fetchTimer = setTimeout(() => void fetchAnnounced(), Math.max(0, lastFetchAtMs + ANNOUNCED_FETCH_SPACING_MS - Date.now())).unref();
+    fetchTimer = setTimeout(() => void fetchAnnounced(), delayMs).unref();
   };
   const fetchAnnounced = async (): Promise<void> => {
-    lastFetchAtMs = Date.now();
     try {
       const response = await options.control.getPolicy({}, { timeoutMs: 2_000 });
       apply(response.policyJson, response.version, 'control');
     } catch (err) {
-      // The resync brings it later; the policy in hand stays in force meanwhile.
-      options.logger.warn('cannot fetch the announced policy from control', { error: err as Error });
+      if (chases === 0) options.logger.warn('cannot fetch the announced policy from control yet', { version: String(announced), error: err as Error });
     }
     fetchPending = false;
-    // Announced while this fetch was on its way: control may have moved on since it answered.
-    if (fetchAgain && !closed) {
-      fetchAgain = false;
-      requestFetch();
+    if (closed || version >= announced) {
+      chases = 0;
+      return;
     }
+    if (Date.now() - announcedAtMs > resyncMs) {
+      options.logger.warn('control has not served an announced policy version; leaving it to the resync', { version: String(announced), current: String(version) });
+      announced = version;
+      chases = 0;
+      return;
+    }
+    chases++;
+    scheduleFetch(Math.min(MAX_CHASE_DELAY_MS, ANNOUNCED_FETCH_SPACING_MS * 2 ** (chases - 1)));
   };
-  const onAnnounced = (announced: bigint): void => {
-    if (!closed && announced > version) requestFetch();
+  const onAnnounced = (next: bigint): void => {
+    if (closed || next <= version) return;
+    if (next > announced) {
+      announced = next;
+      announcedAtMs = Date.now();
+    }
+    scheduleFetch(0);
   };
 
   // Subscribe before fetching, so an update published in between is not missed.
@@ -119,7 +137,7 @@ export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
   let resyncTimer: NodeJS.Timeout | undefined;
   let resyncFailing = false;
   const scheduleResync = (): void => {
-    if (!closed) resyncTimer = setTimeout(() => void resync(), options.resyncMs ?? DEFAULT_POLICY_RESYNC_MS).unref();
+    if (!closed) resyncTimer = setTimeout(() => void resync(), resyncMs).unref();
   };
   const resync = async (): Promise<void> => {
     try {

@@ -31,7 +31,7 @@ export interface RunningControl {
   stop(): Promise<void>;
 }
 
-/** The control plane: owns the policy and broadcasts every change on keymesh.policy.updated. */
+/** The control plane: owns the policy and announces every new version on keymesh.policy.updated. */
 export async function startControl(options: ControlOptions): Promise<RunningControl> {
   const logger = createLogger('control');
   const store = new PolicyStore(options.sealSecret);
@@ -40,11 +40,11 @@ export async function startControl(options: ControlOptions): Promise<RunningCont
     logger.info('policy published', { version: String(v.version) });
   };
   const first = store.apply(options.config);
-  if (first) publish(first);
-
   const server = createRpcServer({ telemetry: options.telemetry, logger });
   server.add(ControlService, controlHandlers({ store, publish, operatorToken: options.operatorToken ? new BearerToken(options.operatorToken) : undefined }));
   const port = await server.listen(options.host, options.port);
+  // Announced once GetPolicy can answer: services fetch what is announced.
+  if (first) publish(first);
 
   const reload = async (): Promise<bigint | undefined> => {
     if (!options.watchPath) return undefined;

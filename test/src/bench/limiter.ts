@@ -186,8 +186,8 @@ async function deletePrefix(url: string, prefix: string): Promise<void> {
 export async function runLimiterBench(ctx: LimiterBenchContext): Promise<LimiterBenchResult> {
   const configPath = join(ctx.workDir(), "limiter-bench.yaml");
   writeFileSync(configPath, configYaml());
-  // a private NATS: control broadcasts policy on keymesh.policy.updated, and on
-  // the shared server another checkout's newer policy would replace ours
+  // a private NATS: on the shared server, another checkout's policy
+  // announcements and usage events would reach these services
   const nats = await startPrivateNats();
   const redis: ExternalServer = await redisForTests();
   const prefix = `keymesh-bench-limiter-${randomBytes(6).toString("hex")}`;

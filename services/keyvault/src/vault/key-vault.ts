@@ -37,7 +37,7 @@ export class KeyVault {
       let source: string;
       if (key.secret.kind === 'env') {
         source = `env:${key.secret.name}`;
-        // Checked here too, not only in the config: a policy reaches the vault from the bus.
+        // Checked here too, not only in the config: the vault takes a policy from control, whatever checked it.
         if (isKeymeshVariable(key.secret.name)) {
           problems.push(`key ${key.id}: ${key.secret.name} is one of keymesh's own variables, never a provider key`);
         } else {

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/control/v1/control.proto.
  */
 export const file_keymesh_control_v1_control: GenFile = /*@__PURE__*/
-  fileDesc("CiBrZXltZXNoL2NvbnRyb2wvdjEvY29udHJvbC5wcm90bxISa2V5bWVzaC5jb250cm9sLnYxIhIKEEdldFBvbGljeVJlcXVlc3QiOQoRR2V0UG9saWN5UmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoBBITCgtwb2xpY3lfanNvbhgCIAEoCSI+ChJBcHBseUNvbmZpZ1JlcXVlc3QSEwoLY29uZmlnX3lhbWwYASABKAkSEwoLc291cmNlX25hbWUYAiABKAkiNwoTQXBwbHlDb25maWdSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgEEg8KB2NoYW5nZWQYAiABKAgiOgoSUG9saWN5VXBkYXRlZEV2ZW50Eg8KB3ZlcnNpb24YASABKAQSEwoLcG9saWN5X2pzb24YAiABKAkyygEKDkNvbnRyb2xTZXJ2aWNlElgKCUdldFBvbGljeRIkLmtleW1lc2guY29udHJvbC52MS5HZXRQb2xpY3lSZXF1ZXN0GiUua2V5bWVzaC5jb250cm9sLnYxLkdldFBvbGljeVJlc3BvbnNlEl4KC0FwcGx5Q29uZmlnEiYua2V5bWVzaC5jb250cm9sLnYxLkFwcGx5Q29uZmlnUmVxdWVzdBonLmtleW1lc2guY29udHJvbC52MS5BcHBseUNvbmZpZ1Jlc3BvbnNlYgZwcm90bzM");
+  fileDesc("CiBrZXltZXNoL2NvbnRyb2wvdjEvY29udHJvbC5wcm90bxISa2V5bWVzaC5jb250cm9sLnYxIhIKEEdldFBvbGljeVJlcXVlc3QiOQoRR2V0UG9saWN5UmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoBBITCgtwb2xpY3lfanNvbhgCIAEoCSI+ChJBcHBseUNvbmZpZ1JlcXVlc3QSEwoLY29uZmlnX3lhbWwYASABKAkSEwoLc291cmNlX25hbWUYAiABKAkiNwoTQXBwbHlDb25maWdSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgEEg8KB2NoYW5nZWQYAiABKAgiOAoSUG9saWN5VXBkYXRlZEV2ZW50Eg8KB3ZlcnNpb24YASABKARKBAgCEANSC3BvbGljeV9qc29uMsoBCg5Db250cm9sU2VydmljZRJYCglHZXRQb2xpY3kSJC5rZXltZXNoLmNvbnRyb2wudjEuR2V0UG9saWN5UmVxdWVzdBolLmtleW1lc2guY29udHJvbC52MS5HZXRQb2xpY3lSZXNwb25zZRJeCgtBcHBseUNvbmZpZxImLmtleW1lc2guY29udHJvbC52MS5BcHBseUNvbmZpZ1JlcXVlc3QaJy5rZXltZXNoLmNvbnRyb2wudjEuQXBwbHlDb25maWdSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * @generated from message keymesh.control.v1.GetPolicyRequest
@@ -81,7 +81,7 @@ export type ApplyConfigResponse = Message<"keymesh.control.v1.ApplyConfigRespons
   version: bigint;
 
   /**
-   * False when the config equals the current one (no broadcast).
+   * False when the config equals the current one (nothing announced).
    *
    * @generated from field: bool changed = 2;
    */
@@ -96,7 +96,10 @@ export const ApplyConfigResponseSchema: GenMessage<ApplyConfigResponse> = /*@__P
   messageDesc(file_keymesh_control_v1_control, 3);
 
 /**
- * PolicyUpdatedEvent is published on keymesh.policy.updated.
+ * PolicyUpdatedEvent is published on keymesh.policy.updated. It announces a
+ * version and carries no policy: receivers fetch the policy from control with
+ * GetPolicy. The bus is not trusted with the policy, since a policy names where
+ * each key's secret is sent and anyone able to publish on NATS could forge one.
  *
  * @generated from message keymesh.control.v1.PolicyUpdatedEvent
  */
@@ -105,11 +108,6 @@ export type PolicyUpdatedEvent = Message<"keymesh.control.v1.PolicyUpdatedEvent"
    * @generated from field: uint64 version = 1;
    */
   version: bigint;
-
-  /**
-   * @generated from field: string policy_json = 2;
-   */
-  policyJson: string;
 };
 
 /**
@@ -121,8 +119,9 @@ export const PolicyUpdatedEventSchema: GenMessage<PolicyUpdatedEvent> = /*@__PUR
 
 /**
  * ControlService owns the policy: providers, pools, keys, routes, tenants.
- * Every accepted change gets a new version and is broadcast on
- * keymesh.policy.updated; each service swaps its view atomically.
+ * Every accepted change gets a new version, announced on
+ * keymesh.policy.updated; each service then fetches it with GetPolicy and
+ * swaps its view atomically.
  *
  * The policy is carried as canonical JSON of the validated config (the schema
  * lives in libs/config) with every secret removed: literal key secrets are
@@ -143,7 +142,10 @@ export const ControlService: GenService<{
   /**
    * ApplyConfig validates a whole YAML config and, when valid, makes it the
    * current policy. Invalid configs change nothing and come back as
-   * INVALID_ARGUMENT with every problem listed.
+   * INVALID_ARGUMENT with every problem listed. The caller presents the
+   * operator token (metadata `authorization: Bearer <KEYMESH_OPERATOR_TOKEN>`):
+   * without it the answer is UNAUTHENTICATED, and a control started without
+   * a token answers FAILED_PRECONDITION (ApplyConfig is off).
    *
    * @generated from rpc keymesh.control.v1.ControlService.ApplyConfig
    */
