@@ -332,3 +332,36 @@ describe('deadlines while the limiter cannot answer', function () {
     assert.ok(outcomes.some((o) => o.status === 504), `statuses ${outcomes.map((o) => o.status).join(' ')}`);
   });
 });
+
+describe('x-keymesh-timeout', function () {
+  let t: TestMesh;
+  before(async function () {
+    t = await startTestMesh({ mockKeys: [{}] });
+  });
+  after(async function () {
+    await t?.stop();
+  });
+
+  function ask(timeout: string, stream: boolean): Promise<Response> {
+    return fetch(`${t.baseUrl}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${VIRTUAL_KEY}`, 'content-type': 'application/json', 'x-keymesh-timeout': timeout },
+      body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'timeout header' }], ...(stream ? { stream: true } : {}) }),
+    });
+  }
+
+  it('refuses a timeout it cannot read with 400 naming the header, rather than running under the route default', async function () {
+    for (const timeout of ['soon', '0', '0ms', '-5', '1h', '5 seconds', '2.5.1s']) {
+      for (const stream of [false, true]) {
+        const response = await ask(timeout, stream);
+        assert.equal(response.status, 400, `"${timeout}" (stream: ${stream})`);
+        const body = (await response.json()) as { error: { message: string; param?: string } };
+        assert.match(body.error.message, /x-keymesh-timeout/);
+      }
+    }
+  });
+
+  it('accepts milliseconds and durations', async function () {
+    for (const timeout of ['2500', '2.5s', '500ms', ' 3s ']) assert.equal((await ask(timeout, false)).status, 200, timeout);
+  });
+});

@@ -16,7 +16,7 @@ import type { CacheDirective, Gateway, UsageRecord } from '../routing/gateway';
 import type { RouteTable } from '../routing/route-table';
 import { METRICS_CONTENT_TYPE, type RequestCounter } from '../metrics/metrics';
 import { SseDataReader } from './sse';
-import { parseTimeoutHeader } from './timeout';
+import { parseTimeoutHeader, TIMEOUT_HEADER } from './timeout';
 import { DeadlineCancellation, type CancelSignal } from '../routing/cancellation';
 
 export interface HttpEdgeDeps {
@@ -317,7 +317,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
   }
 
   function scopeFor(req: IncomingMessage, exchange: Exchange, tenantId: string, route: RequestScope['route']): RequestScope {
-    const timeoutMs = parseTimeoutHeader(req.headers['x-keymesh-timeout']) ?? route.timeoutMs;
+    const timeoutMs = parseTimeoutHeader(req.headers[TIMEOUT_HEADER]) ?? route.timeoutMs;
     const priority = priorityFromHeader(req.headers[PRIORITY_HEADER]);
     const cancellation = new DeadlineCancellation(timeoutMs);
     // The caller hanging up cancels the provider call and frees its key and bulkhead slot at once.
