@@ -119,25 +119,16 @@ export class AcquireBatcher {
         batchSpan.end();
         const error = KeymeshError.from(err);
         const deadline = error.code === Code.DeadlineExceeded;
-        const unavailable = deadline
-          ? new KeymeshError({ code: Code.DeadlineExceeded, reason: Reason.DEADLINE_EXCEEDED, message: 'the deadline passed while waiting for admission', cause: err })
-          : limiterUnavailable(err);
+        const unavailable = new KeymeshError({
+          code: deadline ? Code.DeadlineExceeded : Code.Unavailable,
+          reason: deadline ? Reason.DEADLINE_EXCEEDED : Reason.UNAVAILABLE,
+          message: deadline ? 'the deadline passed while waiting for admission' : 'the limiter did not answer',
+          cause: err,
+        });
         for (const p of batch) p.reject(unavailable);
       },
     );
   }
-}
-
-/**
- * A limiter that does not answer is usually back within a second (a restart,
- * a Redis failover), so callers are told to retry after that rather than left
- * to their SDK's own backoff, or to give up.
- */
-export const LIMITER_UNAVAILABLE_RETRY_MS = 1_000;
-
-/** The 503 of a request whose admission the limiter could not decide. */
-export function limiterUnavailable(cause: unknown): KeymeshError {
-  return new KeymeshError({ code: Code.Unavailable, reason: Reason.UNAVAILABLE, message: 'the limiter did not answer', retryAfterMs: LIMITER_UNAVAILABLE_RETRY_MS, cause });
 }
 
 /** Only a limiter that predates hold_ttl leaves it out: assume the limiter's default. */

@@ -1,9 +1,9 @@
-import { KeymeshError, Reason } from '@keymesh/errors';
+import { Code, KeymeshError, Reason } from '@keymesh/errors';
 import type { GrantLeasesResponse, LimiterService, PoolLeases } from '@keymesh/proto/limiter/v1/limiter';
 import { durationOfMs, msOfDuration, toUint32, type RpcClient } from '@keymesh/rpc';
 import { attr, spanLinkOf, type Telemetry } from '@keymesh/telemetry';
 import { INVALID_SPAN_CONTEXT, ROOT_CONTEXT, SpanKind, trace, type Context, type Link, type SpanContext } from '@opentelemetry/api';
-import { limiterUnavailable, type AcquireBatcher, type Admission } from './acquire-batcher';
+import type { AcquireBatcher, Admission } from './acquire-batcher';
 
 interface Lease {
   readonly keyId: string;
@@ -561,7 +561,8 @@ export class LeaseAdmission {
   }
 
   private fail(poolIds: string[], err: unknown): void {
-    const unavailable = limiterUnavailable(KeymeshError.from(err));
+    const error = KeymeshError.from(err);
+    const unavailable = new KeymeshError({ code: Code.Unavailable, reason: Reason.UNAVAILABLE, message: 'the limiter did not answer', cause: error });
     for (const poolId of poolIds) {
       const pool = this.poolState(poolId);
       this.refillEnded(pool);
