@@ -77,6 +77,11 @@ export class KeymeshError extends Error {
     this.upstreamStatus = init.upstreamStatus;
   }
 
+  /** A request the caller must fix (HTTP 400); `param` names the field or header at fault. */
+  static invalidRequest(message: string, param?: string): KeymeshError {
+    return new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message, ...(param === undefined ? {} : { metadata: { param } }) });
+  }
+
   /**
    * Normalizes anything thrown into a KeymeshError. Unknown errors become
    * INTERNAL with a generic message: their text may hold details (or secrets)

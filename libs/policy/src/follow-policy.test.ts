@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { create, toBinary } from '@bufbuild/protobuf';
+import { create } from '@bufbuild/protobuf';
 import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
-import { createMemoryBus, Subjects } from '@keymesh/bus';
+import { createMemoryBus, Subjects, type Bus } from '@keymesh/bus';
 import { compilePolicy, parseConfig, type Policy } from '@keymesh/config';
 import { PolicyUpdatedEventSchema, type ControlService } from '@keymesh/proto/control/v1/control';
 import type { RpcClient } from '@keymesh/rpc';
@@ -50,6 +50,11 @@ async function until(condition: () => boolean, what: string): Promise<void> {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
+}
+
+/** What control publishes for a new version: the version alone. */
+function announce(bus: Bus, version: bigint): void {
+  bus.publishMessage(Subjects.policyUpdated, PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version }));
 }
 
 /** A follower on its first policy whose resync never comes in a test: only announcements move it. */
@@ -123,7 +128,7 @@ describe('followPolicy', () => {
     const { control, bus, routes, follower } = await followingAnnouncements();
     try {
       control.current = { version: 2n, policyJson: policyJson('gpt-4o') };
-      bus.publishMessage(Subjects.policyUpdated, PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version: 2n }));
+      announce(bus, 2n);
       await until(() => follower.version() === 2n, 'the announced version');
       assert.deepEqual(routes, [['gpt-4o-mini'], ['gpt-4o']]);
     } finally {
@@ -154,7 +159,7 @@ describe('followPolicy', () => {
       let version = 2n;
       // Bursts and a steady trickle, as a forger on NATS would send them.
       while (Date.now() - started < 5 * ANNOUNCED_FETCH_SPACING_MS) {
-        for (let i = 0; i < 50; i++) bus.publish(Subjects.policyUpdated, toBinary(PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version: version++ })));
+        for (let i = 0; i < 50; i++) announce(bus, version++);
         await new Promise((resolve) => setTimeout(resolve, 5));
       }
       const fetches = control.asked - askedBefore;
@@ -171,7 +176,7 @@ describe('followPolicy', () => {
     const { control, bus, follower } = await followingAnnouncements();
     try {
       // The new control announces; GetPolicy still reaches the old one for a while, and then nothing.
-      bus.publishMessage(Subjects.policyUpdated, PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version: 2n }));
+      announce(bus, 2n);
       await until(() => control.asked >= 3, 'fetches from the old control');
       control.failing = true;
       await until(() => control.asked >= 5, 'fetches while no control answers');
@@ -196,10 +201,10 @@ describe('followPolicy', () => {
     const follower = followPolicy({ control: client, bus, logger: createLogger('test', 'error'), resyncMs: 3_600_000, onPolicy: () => undefined });
     try {
       await follower.ready;
-      bus.publishMessage(Subjects.policyUpdated, PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version: 2n }));
+      announce(bus, 2n);
       await until(() => answerSlowly !== undefined, 'the first fetch');
       control.current = { version: 3n, policyJson: policyJson('gpt-4o') };
-      bus.publishMessage(Subjects.policyUpdated, PolicyUpdatedEventSchema, create(PolicyUpdatedEventSchema, { version: 3n }));
+      announce(bus, 3n);
       // Let the announcement of 3 arrive before the fetch started for 2 answers.
       await new Promise((resolve) => setImmediate(resolve));
       answerSlowly?.({ version: 2n, policyJson: policyJson('gpt-4o-mini') });

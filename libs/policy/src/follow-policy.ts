@@ -40,6 +40,8 @@ export interface PolicyFollower {
  */
 export const ANNOUNCED_FETCH_SPACING_MS = 100;
 
+const CONTROL_CALL_TIMEOUT_MS = 2_000;
+
 /** The longest wait between two fetches while chasing an announced version control does not serve yet. */
 const MAX_CHASE_DELAY_MS = 2_000;
 
@@ -61,14 +63,16 @@ export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
   let markReady: () => void = () => undefined;
   const ready = new Promise<void>((resolve) => (markReady = resolve));
 
-  const apply = (json: string, next: bigint, source: string): void => {
-    // A fetch or event still on its way when the follower closed changes nothing.
+  /** Asks control for its policy and applies it when newer; throws when control does not answer. */
+  const fetchLatest = async (): Promise<void> => {
+    const { policyJson, version: next } = await options.control.getPolicy({}, { timeoutMs: CONTROL_CALL_TIMEOUT_MS });
+    // A fetch still on its way when the follower closed changes nothing.
     if (closed || next <= version) return;
     let policy: Policy;
     try {
-      policy = parsePolicy(json);
+      policy = parsePolicy(policyJson);
     } catch (err) {
-      options.logger.error('ignoring an invalid policy', { version: String(next), source, error: err as Error });
+      options.logger.error('ignoring an invalid policy from control', { version: String(next), error: err as Error });
       return;
     }
     version = next;
@@ -94,8 +98,7 @@ export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
   };
   const fetchAnnounced = async (): Promise<void> => {
     try {
-      const response = await options.control.getPolicy({}, { timeoutMs: 2_000 });
-      apply(response.policyJson, response.version, 'control');
+      await fetchLatest();
     } catch (err) {
       if (chases === 0) options.logger.warn('cannot fetch the announced policy from control yet', { version: String(announced), error: err as Error });
     }
@@ -141,10 +144,9 @@ export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
   };
   const resync = async (): Promise<void> => {
     try {
-      const response = await options.control.getPolicy({}, { timeoutMs: 2_000 });
+      await fetchLatest();
       if (resyncFailing) options.logger.info('control answers again');
       resyncFailing = false;
-      apply(response.policyJson, response.version, 'control');
     } catch (err) {
       // The policy in hand stays in force; said once per outage, not every interval.
       if (!resyncFailing) options.logger.warn('cannot ask control for a newer policy; keeping the current one', { error: err as Error });
@@ -157,8 +159,7 @@ export function followPolicy(options: FollowPolicyOptions): PolicyFollower {
     let delayMs = 50;
     while (!closed && version === 0n) {
       try {
-        const response = await options.control.getPolicy({}, { timeoutMs: 2_000 });
-        apply(response.policyJson, response.version, 'control');
+        await fetchLatest();
         break;
       } catch (err) {
         if (delayMs >= 800) options.logger.warn('waiting for control to serve a policy', { error: err as Error });

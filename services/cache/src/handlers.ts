@@ -1,5 +1,5 @@
 import { durationFromMs, durationMs } from '@bufbuild/protobuf/wkt';
-import { Code, KeymeshError, Reason } from '@keymesh/errors';
+import { KeymeshError } from '@keymesh/errors';
 import type { CacheService } from '@keymesh/proto/cache/v1/cache';
 import type { ServiceImpl } from '@keymesh/rpc';
 import { attr } from '@keymesh/telemetry';
@@ -7,14 +7,10 @@ import { trace } from '@opentelemetry/api';
 import type { Clock } from '@keymesh/clock';
 import type { CacheStore } from './store/store';
 
-function invalid(message: string, param: string): KeymeshError {
-  return new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message, metadata: { param } });
-}
-
 function requireAddress(namespace: string, key: string): void {
   // An empty namespace would be a tenant-less cache shared by everyone.
-  if (namespace === '') throw invalid('namespace (the tenant id) is required', 'namespace');
-  if (key === '') throw invalid('key is required', 'key');
+  if (namespace === '') throw KeymeshError.invalidRequest('namespace (the tenant id) is required', 'namespace');
+  if (key === '') throw KeymeshError.invalidRequest('key is required', 'key');
 }
 
 export function cacheHandlers(store: CacheStore, clock: Clock): ServiceImpl<typeof CacheService> {
@@ -31,7 +27,7 @@ export function cacheHandlers(store: CacheStore, clock: Clock): ServiceImpl<type
     async store(request) {
       requireAddress(request.namespace, request.key);
       const ttlMs = request.ttl === undefined ? 0 : durationMs(request.ttl);
-      if (!(ttlMs > 0)) throw invalid('ttl must be greater than 0', 'ttl');
+      if (!(ttlMs > 0)) throw KeymeshError.invalidRequest('ttl must be greater than 0', 'ttl');
       return { stored: await store.set(request.namespace, request.key, request.value, ttlMs, clock.nowMs()) };
     },
   };

@@ -41,7 +41,7 @@ export interface RouterHandlerDeps {
 
 function toOpenAi(model: string, messages: ChatMessage[], parameters: ChatParameters | undefined, stream: boolean): OpenAiChatRequest {
   if (messages.length === 0) {
-    throw new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message: 'messages must not be empty', metadata: { param: 'messages' } });
+    throw KeymeshError.invalidRequest('messages must not be empty', 'messages');
   }
   const req: OpenAiChatRequest = {
     model,
@@ -230,7 +230,7 @@ export function routerHandlers(deps: RouterHandlerDeps): ServiceImpl<typeof Rout
 
   async function embedWith(scope: RequestScope, startedMs: number, request: EmbedRequest, ctx: CallContext): Promise<MessageInitShape<typeof EmbedResponseSchema>> {
     if (request.inputs.length === 0) {
-      throw new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message: 'inputs must not be empty', metadata: { param: 'inputs' } });
+      throw KeymeshError.invalidRequest('inputs must not be empty', 'inputs');
     }
     try {
       const body = { model: request.model, input: request.inputs, ...(request.dimensions !== undefined ? { dimensions: request.dimensions } : {}) };

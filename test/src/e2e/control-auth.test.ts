@@ -2,21 +2,15 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { main } from '@keymesh/cli';
 import { Code, KeymeshError } from '@keymesh/errors';
 import { ControlService } from '@keymesh/proto/control/v1/control';
 import { KeyVaultService } from '@keymesh/proto/keyvault/v1/keyvault';
-import { bearerMetadata, closeRpcClient, createRpcClient } from '@keymesh/rpc';
-import { createTelemetry } from '@keymesh/telemetry';
+import { bearerMetadata, closeRpcClient, type RpcClient } from '@keymesh/rpc';
 import { waitFor } from '@keymesh/testing';
-import { configYaml, secretOf, startTestMesh, VIRTUAL_KEY, type TestMesh } from './harness';
+import { configYaml, runCli, secretOf, serviceClient, startTestMesh, VIRTUAL_KEY, type TestMesh } from './harness';
 
 const OPERATOR_TOKEN = 'operator-token-e2e-0123456789';
 const EXTRA_ROUTE = '  gpt-4o-extra: { targets: [ { pool: main, model: gpt-4o } ] }';
-
-function addressOf(t: TestMesh, part: string): string {
-  return t.mesh.parts.find((p) => p.name === part)!.where;
-}
 
 async function modelIds(t: TestMesh): Promise<string[]> {
   const response = await fetch(`${t.baseUrl}/models`, { headers: { authorization: `Bearer ${VIRTUAL_KEY}` } });
@@ -36,22 +30,6 @@ async function refusedWith(call: Promise<unknown>, code: Code, secrets: string[]
   return message;
 }
 
-/** `keymesh <argv>` against this mesh, with what it wrote to stderr. */
-async function cli(t: TestMesh, env: NodeJS.ProcessEnv, ...argv: string[]): Promise<{ code: number; stderr: string }> {
-  let stderr = '';
-  const write = process.stderr.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => ((stderr += String(chunk)), true)) as typeof process.stderr.write;
-  const stdoutWrite = process.stdout.write;
-  process.stdout.write = (() => true) as typeof process.stdout.write;
-  try {
-    const code = await main(argv, { KEYMESH_CONTROL_ADDR: addressOf(t, 'control'), ...env });
-    return { code, stderr };
-  } finally {
-    process.stderr.write = write;
-    process.stdout.write = stdoutWrite;
-  }
-}
-
 describe('who may change the policy and read key secrets', function () {
   this.timeout(30_000);
   let dir: string;
@@ -65,11 +43,11 @@ describe('who may change the policy and read key secrets', function () {
 
   describe('with KEYMESH_OPERATOR_TOKEN set', function () {
     let t: TestMesh;
-    let control: ReturnType<typeof createRpcClient<typeof ControlService>>;
+    let control: RpcClient<typeof ControlService>;
 
     before(async function () {
       t = await startTestMesh({ env: { KEYMESH_OPERATOR_TOKEN: OPERATOR_TOKEN } });
-      control = createRpcClient(ControlService, addressOf(t, 'control'), { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 5_000 });
+      control = serviceClient(t, ControlService, 'control');
     });
     after(async function () {
       closeRpcClient(control);
@@ -87,17 +65,17 @@ describe('who may change the policy and read key secrets', function () {
       const path = join(dir, 'extra.yaml');
       await writeFile(path, configYaml(t.mock.url, { extraRoutes: EXTRA_ROUTE }));
 
-      const without = await cli(t, {}, 'apply', '--config', path);
+      const without = await runCli(t, ['apply', '--config', path]);
       assert.notEqual(without.code, 0);
       assert.match(without.stderr, /KEYMESH_OPERATOR_TOKEN/);
 
-      const applied = await cli(t, { KEYMESH_OPERATOR_TOKEN: OPERATOR_TOKEN }, 'apply', '--config', path);
+      const applied = await runCli(t, ['apply', '--config', path], { KEYMESH_OPERATOR_TOKEN: OPERATOR_TOKEN });
       assert.equal(applied.code, 0, applied.stderr);
       await waitFor(async () => (await modelIds(t)).includes('gpt-4o-extra') || undefined, { timeoutMs: 5_000, what: 'the applied route to be served' });
     });
 
     it('resolves key secrets only for the router', async function () {
-      const vault = createRpcClient(KeyVaultService, addressOf(t, 'key-vault'), { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 5_000 });
+      const vault = serviceClient(t, KeyVaultService, 'key-vault');
       try {
         for (const headers of [undefined, bearerMetadata(OPERATOR_TOKEN), bearerMetadata(VIRTUAL_KEY)]) {
           await refusedWith(vault.resolveKeys({ poolId: 'main', keyIds: [] }, headers ? { headers } : {}), Code.PermissionDenied, [0, 1, 2].map(secretOf));
@@ -121,7 +99,7 @@ describe('who may change the policy and read key secrets', function () {
     });
 
     it('keeps ApplyConfig off, whatever token a caller brings', async function () {
-      const control = createRpcClient(ControlService, addressOf(t, 'control'), { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 5_000 });
+      const control = serviceClient(t, ControlService, 'control');
       try {
         const yaml = configYaml(t.mock.url, { extraRoutes: EXTRA_ROUTE });
         for (const headers of [undefined, bearerMetadata(''), bearerMetadata('anything')]) {

@@ -3,6 +3,7 @@ process.env.KEYMESH_LOG_LEVEL ??= 'warn';
 
 import { parseConfig } from '@keymesh/config';
 import { main, startMesh, type Mesh } from '@keymesh/cli';
+import type { DescService } from '@bufbuild/protobuf';
 import { LimiterService } from '@keymesh/proto/limiter/v1/limiter';
 import { createRpcClient, type RpcClient } from '@keymesh/rpc';
 import { createTelemetry } from '@keymesh/telemetry';
@@ -101,24 +102,39 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
   }
 }
 
+/** A client of one of this mesh's services (a `parts` name: "limiter", "control", "key-vault", ...); the caller closes it (closeRpcClient). */
+export function serviceClient<S extends DescService>(t: TestMesh, service: S, part: string): RpcClient<S> {
+  const address = t.mesh.parts.find((p) => p.name === part)!.where;
+  return createRpcClient(service, address, { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 5_000 });
+}
+
 /** A LimiterService client on this mesh's limiter; the caller closes it (closeRpcClient). */
 export function limiterClient(t: TestMesh): RpcClient<typeof LimiterService> {
-  const address = t.mesh.parts.find((p) => p.name === 'limiter')!.where;
-  return createRpcClient(LimiterService, address, { telemetry: createTelemetry('e2e-client'), defaultTimeoutMs: 5_000 });
+  return serviceClient(t, LimiterService, 'limiter');
+}
+
+/** Runs a `keymesh` command against this mesh's services, with what it wrote; `env` adds to the service addresses. */
+export async function runCli(t: TestMesh, argv: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  const cliEnv: NodeJS.ProcessEnv = { KEYMESH_ROUTER_ADDR: t.grpcAddress };
+  // "key-vault" serves at KEYMESH_KEYVAULT_ADDR, as `keymesh serve` names it.
+  for (const part of t.mesh.parts) cliEnv[`KEYMESH_${part.name.toUpperCase().replace(/[^A-Z]/g, '')}_ADDR`] ??= part.where;
+  const output = { stdout: '', stderr: '' };
+  const writes = { stdout: process.stdout.write, stderr: process.stderr.write };
+  for (const stream of ['stdout', 'stderr'] as const) {
+    process[stream].write = ((chunk: string | Uint8Array) => ((output[stream] += String(chunk)), true)) as typeof process.stdout.write;
+  }
+  try {
+    const code = await main(argv, { ...cliEnv, ...env });
+    return { code, ...output };
+  } finally {
+    process.stdout.write = writes.stdout;
+    process.stderr.write = writes.stderr;
+  }
 }
 
 /** What a `keymesh` command prints, parsed as JSON; it talks to this mesh's services. */
 export async function cliJson<T>(t: TestMesh, ...argv: string[]): Promise<T> {
-  const env: NodeJS.ProcessEnv = { KEYMESH_ROUTER_ADDR: t.grpcAddress };
-  // "key-vault" serves at KEYMESH_KEYVAULT_ADDR, as `keymesh serve` names it.
-  for (const part of t.mesh.parts) env[`KEYMESH_${part.name.toUpperCase().replace(/[^A-Z]/g, '')}_ADDR`] ??= part.where;
-  let out = '';
-  const write = process.stdout.write;
-  process.stdout.write = ((chunk: string | Uint8Array) => ((out += String(chunk)), true)) as typeof process.stdout.write;
-  try {
-    if ((await main(argv, env)) !== 0) throw new Error(`keymesh ${argv.join(' ')} failed`);
-  } finally {
-    process.stdout.write = write;
-  }
-  return JSON.parse(out) as T;
+  const { code, stdout, stderr } = await runCli(t, argv);
+  if (code !== 0) throw new Error(`keymesh ${argv.join(' ')} failed: ${stderr}`);
+  return JSON.parse(stdout) as T;
 }

@@ -1,4 +1,4 @@
-import { Code, KeymeshError, Reason } from '@keymesh/errors';
+import { KeymeshError } from '@keymesh/errors';
 import { Priority } from '@keymesh/proto/router/v1/router';
 import type { RequestPriority } from './wait-queue';
 
@@ -16,12 +16,7 @@ export function priorityFromHeader(value: string | string[] | undefined): Reques
   if (text === undefined || text === '') return 'normal';
   const priority = BY_NAME[text.trim().toLowerCase()];
   if (priority !== undefined) return priority;
-  throw new KeymeshError({
-    code: Code.InvalidArgument,
-    reason: Reason.INVALID_REQUEST,
-    message: `${PRIORITY_HEADER} must be low, normal or high`,
-    metadata: { param: PRIORITY_HEADER },
-  });
+  throw KeymeshError.invalidRequest(`${PRIORITY_HEADER} must be low, normal or high`, PRIORITY_HEADER);
 }
 
 /** ChatRequest.priority over gRPC; UNSPECIFIED (and values this router doesn't know) mean normal. */

@@ -158,12 +158,12 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     const body = parseObject(raw) as OpenAiChatRequest;
     const route = deps.gateway.resolveRoute(body.model);
     if (!Array.isArray(body.messages) || body.messages.length === 0) {
-      throw invalid("'messages' must be a non-empty array of messages", 'messages');
+      throw KeymeshError.invalidRequest("'messages' must be a non-empty array of messages", 'messages');
     }
     // The rest of a message is the provider's to judge; its shape is read here (token estimates).
-    if (!body.messages.every(isObject)) throw invalid("each of 'messages' must be an object", 'messages');
+    if (!body.messages.every(isObject)) throw KeymeshError.invalidRequest("each of 'messages' must be an object", 'messages');
     // Anything else, taken for "not streamed", would meet a provider that streams it anyway.
-    if (body.stream != null && typeof body.stream !== 'boolean') throw invalid("'stream' must be a boolean", 'stream');
+    if (body.stream != null && typeof body.stream !== 'boolean') throw KeymeshError.invalidRequest("'stream' must be a boolean", 'stream');
     const scope = scopeFor(req, exchange, tenantId, route);
     scope.tokens?.forChat(body);
     if (body.stream === true) return chatStream(exchange, scope, body, raw);
@@ -183,7 +183,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
   ): Promise<void> {
     const key = Array.isArray(header) ? header[0] ?? '' : header;
     if (key === '' || key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
-      throw invalid(`'Idempotency-Key' must be 1-${MAX_IDEMPOTENCY_KEY_LENGTH} characters`, 'Idempotency-Key');
+      throw KeymeshError.invalidRequest(`'Idempotency-Key' must be 1-${MAX_IDEMPOTENCY_KEY_LENGTH} characters`, 'Idempotency-Key');
     }
     const claim = await deps.idempotency.claim(`${scope.tenantId}\u0000${key}`, bodySha256(raw), deps.idempotencyTtlMs, scope.signal);
     if (claim.kind === 'mismatch') throw idempotencyKeyMismatch();
@@ -296,7 +296,7 @@ export function createHttpEdge(deps: HttpEdgeDeps): HttpEdge {
     const body = parseObject(raw) as OpenAiEmbeddingRequest;
     const route = deps.gateway.resolveRoute(body.model);
     if (body.input === undefined || body.input === null || (Array.isArray(body.input) && body.input.length === 0)) {
-      throw invalid("'input' must be a string or a non-empty array", 'input');
+      throw KeymeshError.invalidRequest("'input' must be a string or a non-empty array", 'input');
     }
     const scope = scopeFor(req, exchange, tenantId, route);
     scope.tokens?.forEmbeddings(body);
@@ -463,10 +463,6 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
-function invalid(message: string, param: string): KeymeshError {
-  return new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message, metadata: { param } });
-}
-
 function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > maxBytes) {
@@ -501,14 +497,10 @@ function parseObject(raw: Buffer): Record<string, unknown> {
   try {
     parsed = JSON.parse(raw.toString('utf8'));
   } catch {
-    throw new KeymeshError({
-      code: Code.InvalidArgument,
-      reason: Reason.INVALID_REQUEST,
-      message: 'We could not parse the JSON body of your request. The body must be a JSON object.',
-    });
+    throw KeymeshError.invalidRequest('We could not parse the JSON body of your request. The body must be a JSON object.');
   }
   if (!isObject(parsed)) {
-    throw new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message: 'The request body must be a JSON object.' });
+    throw KeymeshError.invalidRequest('The request body must be a JSON object.');
   }
   return parsed;
 }

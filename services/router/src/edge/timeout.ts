@@ -1,4 +1,4 @@
-import { Code, KeymeshError, Reason } from '@keymesh/errors';
+import { KeymeshError } from '@keymesh/errors';
 
 const MAX_TIMEOUT_MS = 600_000;
 export const TIMEOUT_HEADER = 'x-keymesh-timeout';
@@ -15,12 +15,7 @@ export function parseTimeoutHeader(value: string | string[] | undefined): number
   const match = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(text.trim());
   const ms = match ? Number(match[1]) * (match[2] === 's' ? 1000 : 1) : Number.NaN;
   if (!(ms > 0)) {
-    throw new KeymeshError({
-      code: Code.InvalidArgument,
-      reason: Reason.INVALID_REQUEST,
-      message: `${TIMEOUT_HEADER} must be a time more than zero, in milliseconds ("2500") or with a unit ("2.5s", "500ms")`,
-      metadata: { param: TIMEOUT_HEADER },
-    });
+    throw KeymeshError.invalidRequest(`${TIMEOUT_HEADER} must be a time more than zero, in milliseconds ("2500") or with a unit ("2.5s", "500ms")`, TIMEOUT_HEADER);
   }
   return Math.min(ms, MAX_TIMEOUT_MS);
 }

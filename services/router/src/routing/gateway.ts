@@ -87,7 +87,7 @@ export class Gateway {
 
   resolveRoute(model: unknown): PolicyRoute {
     if (typeof model !== 'string' || model === '') {
-      throw new KeymeshError({ code: Code.InvalidArgument, reason: Reason.INVALID_REQUEST, message: 'you must provide a model parameter', metadata: { param: 'model' } });
+      throw KeymeshError.invalidRequest('you must provide a model parameter', 'model');
     }
     const route = this.deps.table().routes.get(model);
     if (!route) {
